@@ -1,0 +1,100 @@
+#pragma once
+// The differentiable operations. Each is defined, forward and backward, in one function of
+// ops.cpp; all work for float (training) and double (gradient checks).
+//
+// Conventions: "last axis" ops (softmax, bias_add, the cross-entropies) treat a tensor of shape
+// (..., C) as rows of C values; the losses return the mean over rows as a one-element tensor.
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include <xtensor/xarray.hpp>
+
+#include "xtnn/random.hpp"
+#include "xtnn/tensor.hpp"
+
+namespace xtnn::ops {
+
+// Elementwise arithmetic with NumPy broadcasting; gradients are summed back to each input's shape.
+template <class T> BasicTensor<T> add(const BasicTensor<T>& a, const BasicTensor<T>& b);
+template <class T> BasicTensor<T> sub(const BasicTensor<T>& a, const BasicTensor<T>& b);
+template <class T> BasicTensor<T> mul(const BasicTensor<T>& a, const BasicTensor<T>& b);
+template <class T> BasicTensor<T> div(const BasicTensor<T>& a, const BasicTensor<T>& b);
+template <class T> BasicTensor<T> scale(const BasicTensor<T>& a, T factor);
+
+/// op(a) @ op(b) for 2-D tensors, where op transposes when asked (a BLAS flag, no copy).
+template <class T>
+BasicTensor<T> matmul(const BasicTensor<T>& a, const BasicTensor<T>& b, bool transpose_a = false,
+                      bool transpose_b = false);
+/// x (..., n) + bias (n): the bias's gradient is the sum over all rows, with the bias's shape.
+template <class T> BasicTensor<T> bias_add(const BasicTensor<T>& x, const BasicTensor<T>& bias);
+
+// Reductions: over all elements (rank-0 result) or along one axis.
+template <class T> BasicTensor<T> sum(const BasicTensor<T>& x);
+template <class T> BasicTensor<T> sum(const BasicTensor<T>& x, std::size_t axis, bool keepdims = false);
+template <class T> BasicTensor<T> mean(const BasicTensor<T>& x);
+template <class T> BasicTensor<T> mean(const BasicTensor<T>& x, std::size_t axis, bool keepdims = false);
+
+template <class T> BasicTensor<T> exp(const BasicTensor<T>& x);
+/// Natural logarithm; inputs must be positive (a non-positive input gives -inf or NaN, as in NumPy).
+template <class T> BasicTensor<T> log(const BasicTensor<T>& x);
+
+/// The same elements in a new shape; one extent may be -1 (inferred).
+template <class T> BasicTensor<T> reshape(const BasicTensor<T>& x, const std::vector<std::ptrdiff_t>& shape);
+/// (N, d1, d2, ...) -> (N, d1 * d2 * ...).
+template <class T> BasicTensor<T> flatten(const BasicTensor<T>& x);
+/// Permutes the axes; with no permutation, reverses them (a matrix transpose for 2-D).
+template <class T>
+BasicTensor<T> transpose(const BasicTensor<T>& x, std::vector<std::size_t> permutation = {});
+
+// Activations.
+template <class T> BasicTensor<T> sigmoid(const BasicTensor<T>& x);
+/// max(x, 0); its derivative at exactly 0 is taken as 0, as in PyTorch and TensorFlow.
+template <class T> BasicTensor<T> relu(const BasicTensor<T>& x);
+template <class T> BasicTensor<T> tanh(const BasicTensor<T>& x);
+template <class T> BasicTensor<T> elu(const BasicTensor<T>& x, T alpha = T(1));
+template <class T> BasicTensor<T> leaky_relu(const BasicTensor<T>& x, T negative_slope = T(0.2));
+template <class T> BasicTensor<T> softplus(const BasicTensor<T>& x);
+/// The exact (erf) GELU, Keras's default.
+template <class T> BasicTensor<T> gelu(const BasicTensor<T>& x);
+/// Along the last axis; rows sum to 1.
+template <class T> BasicTensor<T> softmax(const BasicTensor<T>& x);
+template <class T> BasicTensor<T> log_softmax(const BasicTensor<T>& x);
+
+// Losses: mean over rows, one-element result.
+/// Cross-entropy of softmax(logits) against target distributions (one-hot or soft), fused and
+/// stable (log-sum-exp); the logits' gradient is (softmax * sum(target) - target) / rows.
+template <class T>
+BasicTensor<T> softmax_cross_entropy(const BasicTensor<T>& logits, const xt::xarray<T>& target);
+/// The same with one class index per row.
+template <class T>
+BasicTensor<T> sparse_softmax_cross_entropy(const BasicTensor<T>& logits, std::span<const std::int64_t> labels);
+/// Cross-entropy of probabilities (rows renormalised, clipped to [1e-7, 1 - 1e-7], as Keras does).
+template <class T>
+BasicTensor<T> categorical_crossentropy(const BasicTensor<T>& probabilities, const xt::xarray<T>& target);
+/// Binary cross-entropy of probabilities, clipped to [1e-7, 1 - 1e-7], mean over all elements.
+template <class T>
+BasicTensor<T> binary_crossentropy(const BasicTensor<T>& probabilities, const xt::xarray<T>& target);
+/// Binary cross-entropy of sigmoid(logits), fused and stable, mean over all elements.
+template <class T>
+BasicTensor<T> sigmoid_binary_crossentropy(const BasicTensor<T>& logits, const xt::xarray<T>& target);
+/// Mean squared error over all elements.
+template <class T> BasicTensor<T> mse(const BasicTensor<T>& prediction, const xt::xarray<T>& target);
+
+/// Inverted dropout: while training, zeroes each element with probability `rate` and scales the
+/// rest by 1 / (1 - rate), the mask drawn from `generator`; otherwise returns x unchanged.
+template <class T>
+BasicTensor<T> dropout(const BasicTensor<T>& x, double rate, bool training, Generator& generator);
+
+}  // namespace xtnn::ops
+
+namespace xtnn {
+
+template <class T> BasicTensor<T> operator+(const BasicTensor<T>& a, const BasicTensor<T>& b) { return ops::add(a, b); }
+template <class T> BasicTensor<T> operator-(const BasicTensor<T>& a, const BasicTensor<T>& b) { return ops::sub(a, b); }
+template <class T> BasicTensor<T> operator*(const BasicTensor<T>& a, const BasicTensor<T>& b) { return ops::mul(a, b); }
+template <class T> BasicTensor<T> operator/(const BasicTensor<T>& a, const BasicTensor<T>& b) { return ops::div(a, b); }
+
+}  // namespace xtnn

@@ -1,0 +1,102 @@
+#pragma once
+// A tensor is a shared handle to a node of the autodiff graph: its value, its gradient, the
+// inputs it was computed from and how to push a gradient back to them. Copies share the node,
+// as torch.Tensor handles do.
+
+#include <cstddef>
+#include <functional>
+#include <memory>
+#include <vector>
+
+#include <xtensor/xarray.hpp>
+
+#include "xtnn/error.hpp"
+
+namespace xtnn {
+
+using Shape = std::vector<std::size_t>;
+
+template <class T>
+struct Node {
+    using BackwardFn = std::function<void(Node&)>;
+
+    xt::xarray<T> value;
+    xt::xarray<T> grad;
+    bool has_grad = false;       // an xarray is never "empty" (rank 0 has one element)
+    bool requires_grad = false;
+    const char* op = "leaf";
+    std::vector<std::shared_ptr<Node>> inputs;
+    BackwardFn backward;         // reads this node's grad, accumulates into inputs' grads
+
+    bool is_leaf() const { return inputs.empty(); }
+
+    Node() = default;
+    Node(const Node&) = delete;
+    Node& operator=(const Node&) = delete;
+    // Releases a long chain of inputs iteratively: the default recursive release would overflow
+    // the stack on graphs a few hundred thousand ops deep.
+    ~Node() {
+        std::vector<std::shared_ptr<Node>> pending = std::move(inputs);
+        while (!pending.empty()) {
+            std::shared_ptr<Node> next = std::move(pending.back());
+            pending.pop_back();
+            if (next.use_count() == 1) {
+                for (auto& input : next->inputs) pending.push_back(std::move(input));
+                next->inputs.clear();
+            }
+        }
+    }
+};
+
+template <class T>
+class BasicTensor {
+public:
+    using value_type = T;
+
+    BasicTensor();
+    explicit BasicTensor(std::shared_ptr<Node<T>> node);
+
+    /// A trainable leaf: backward() fills its grad().
+    static BasicTensor parameter(xt::xarray<T> value);
+    /// Data: no gradient is ever computed for it.
+    static BasicTensor constant(xt::xarray<T> value);
+
+    const xt::xarray<T>& value() const& { return node_->value; }
+    /// A copy, so that `for (float v : ops::relu(x).value())` does not read a destroyed node.
+    xt::xarray<T> value() && { return node_->value; }
+    /// Direct access for optimizers that update weights in place.
+    xt::xarray<T>& mutable_value() { return node_->value; }
+    const auto& shape() const { return node_->value.shape(); }
+    std::size_t dimension() const { return node_->value.dimension(); }
+    std::size_t size() const { return node_->value.size(); }
+    /// The value of a one-element tensor.
+    T item() const;
+
+    bool requires_grad() const { return node_->requires_grad; }
+    bool has_grad() const { return node_->has_grad; }
+    /// The accumulated gradient, zeros if nothing reached this tensor yet.
+    const xt::xarray<T>& grad() const;
+    xt::xarray<T>& mutable_grad();
+    void zero_grad();
+
+    /// Reverse-mode pass from a one-element tensor (seed 1).
+    void backward() const;
+    /// Reverse-mode pass seeded with d(something)/d(this), the shape of this tensor.
+    void backward(const xt::xarray<T>& seed) const;
+
+    /// The same value, cut from the graph.
+    BasicTensor detach() const;
+    const char* op_name() const { return node_->op; }
+    const std::shared_ptr<Node<T>>& node() const { return node_; }
+
+private:
+    std::shared_ptr<Node<T>> node_;
+};
+
+using Tensor = BasicTensor<float>;
+using TensorD = BasicTensor<double>;
+
+extern template class BasicTensor<float>;
+extern template class BasicTensor<double>;
+
+}  // namespace xtnn

@@ -1,0 +1,158 @@
+#include "xtnn/autodiff.hpp"
+
+#include <unordered_set>
+
+#include <xtensor/xbuilder.hpp>
+
+namespace xtnn {
+
+namespace {
+thread_local bool grad_mode_enabled = true;
+}
+
+bool grad_enabled() { return grad_mode_enabled; }
+
+NoGradGuard::NoGradGuard() : previous_(grad_mode_enabled) { grad_mode_enabled = false; }
+NoGradGuard::~NoGradGuard() { grad_mode_enabled = previous_; }
+
+template <class T>
+BasicTensor<T> make_op(const char* name, xt::xarray<T> value, std::vector<BasicTensor<T>> inputs,
+                       typename Node<T>::BackwardFn backward) {
+    auto node = std::make_shared<Node<T>>();
+    node->value = std::move(value);
+    node->op = name;
+    bool any_input_needs_grad = false;
+    for (const auto& input : inputs) any_input_needs_grad = any_input_needs_grad || input.requires_grad();
+    if (any_input_needs_grad && grad_enabled()) {
+        node->requires_grad = true;
+        node->backward = std::move(backward);
+        node->inputs.reserve(inputs.size());
+        for (const auto& input : inputs) node->inputs.push_back(input.node());
+    }
+    return BasicTensor<T>(std::move(node));
+}
+
+template <class T>
+BasicTensor<T>::BasicTensor() : node_(std::make_shared<Node<T>>()) {}
+
+template <class T>
+BasicTensor<T>::BasicTensor(std::shared_ptr<Node<T>> node) : node_(std::move(node)) {}
+
+template <class T>
+BasicTensor<T> BasicTensor<T>::parameter(xt::xarray<T> value) {
+    auto node = std::make_shared<Node<T>>();
+    node->value = std::move(value);
+    node->requires_grad = true;
+    return BasicTensor(std::move(node));
+}
+
+template <class T>
+BasicTensor<T> BasicTensor<T>::constant(xt::xarray<T> value) {
+    auto node = std::make_shared<Node<T>>();
+    node->value = std::move(value);
+    node->op = "constant";
+    return BasicTensor(std::move(node));
+}
+
+template <class T>
+T BasicTensor<T>::item() const {
+    if (node_->value.size() != 1) {
+        throw ShapeError("item(): expected a tensor with one element, got shape " +
+                         shape_to_string(node_->value.shape()));
+    }
+    return node_->value.data()[0];
+}
+
+template <class T>
+const xt::xarray<T>& BasicTensor<T>::grad() const {
+    if (!node_->requires_grad) {
+        throw ValueError(std::string("grad(): the tensor from op '") + node_->op +
+                         "' does not require a gradient (make it with Tensor::parameter)");
+    }
+    return grad_buffer(*node_);
+}
+
+template <class T>
+xt::xarray<T>& BasicTensor<T>::mutable_grad() {
+    return const_cast<xt::xarray<T>&>(grad());
+}
+
+template <class T>
+void BasicTensor<T>::zero_grad() {
+    node_->has_grad = false;
+    node_->grad = xt::xarray<T>();
+}
+
+template <class T>
+void BasicTensor<T>::backward() const {
+    if (node_->value.size() != 1) {
+        throw ShapeError(std::string("backward(): op '") + node_->op +
+                         "' gives a tensor of shape " + shape_to_string(node_->value.shape()) +
+                         "; call backward(seed) with a gradient of that shape, or reduce to one element first");
+    }
+    backward(xt::ones<T>(node_->value.shape()));
+}
+
+namespace {
+
+// Nodes in an order where each comes after every node computed from it (reverse topological
+// order from the root). Iterative, so deep graphs cannot overflow the stack.
+template <class T>
+std::vector<Node<T>*> reverse_topological_order(Node<T>* root) {
+    std::vector<Node<T>*> post_order;
+    std::unordered_set<Node<T>*> visited;
+    std::vector<std::pair<Node<T>*, std::size_t>> stack{{root, 0}};
+    visited.insert(root);
+    while (!stack.empty()) {
+        auto& [node, next_input] = stack.back();
+        if (next_input < node->inputs.size()) {
+            Node<T>* input = node->inputs[next_input++].get();
+            if (input->requires_grad && visited.insert(input).second) stack.emplace_back(input, 0);
+        } else {
+            post_order.push_back(node);
+            stack.pop_back();
+        }
+    }
+    return {post_order.rbegin(), post_order.rend()};
+}
+
+}  // namespace
+
+template <class T>
+void BasicTensor<T>::backward(const xt::xarray<T>& seed) const {
+    if (!node_->requires_grad) {
+        throw ValueError(std::string("backward(): the tensor from op '") + node_->op +
+                         "' does not depend on any parameter, so there is nothing to differentiate");
+    }
+    if (seed.shape() != node_->value.shape()) {
+        throw ShapeError(std::string("backward(): seed of shape ") + shape_to_string(seed.shape()) +
+                         " for op '" + node_->op + "' whose value has shape " +
+                         shape_to_string(node_->value.shape()));
+    }
+    auto order = reverse_topological_order(node_.get());
+    // Gradients of intermediate results belong to one pass; leaves accumulate across passes.
+    for (Node<T>* node : order) {
+        if (!node->is_leaf()) {
+            node->has_grad = false;
+            node->grad = xt::xarray<T>();
+        }
+    }
+    accumulate_grad(*node_, seed);
+    for (Node<T>* node : order) {
+        if (node->backward && node->has_grad) node->backward(*node);
+    }
+}
+
+template <class T>
+BasicTensor<T> BasicTensor<T>::detach() const {
+    return constant(node_->value);
+}
+
+template class BasicTensor<float>;
+template class BasicTensor<double>;
+template BasicTensor<float> make_op(const char*, xt::xarray<float>, std::vector<BasicTensor<float>>,
+                                    Node<float>::BackwardFn);
+template BasicTensor<double> make_op(const char*, xt::xarray<double>, std::vector<BasicTensor<double>>,
+                                     Node<double>::BackwardFn);
+
+}  // namespace xtnn

@@ -1,0 +1,30 @@
+#include "gemm.hpp"
+
+#include <cblas.h>
+
+namespace xtnn::detail {
+
+namespace {
+CBLAS_TRANSPOSE flag(bool transpose) { return transpose ? CblasTrans : CblasNoTrans; }
+blasint as_int(std::size_t n) { return static_cast<blasint>(n); }
+}  // namespace
+
+template <>
+void gemm<float>(bool transpose_a, bool transpose_b, std::size_t m, std::size_t n, std::size_t k, float alpha,
+                 const float* a, std::size_t lda, const float* b, std::size_t ldb, float beta, float* c,
+                 std::size_t ldc) {
+    cblas_sgemm(CblasRowMajor, flag(transpose_a), flag(transpose_b), as_int(m), as_int(n), as_int(k), alpha, a,
+                as_int(lda), b, as_int(ldb), beta, c, as_int(ldc));
+}
+
+template <>
+void gemm<double>(bool transpose_a, bool transpose_b, std::size_t m, std::size_t n, std::size_t k, double alpha,
+                  const double* a, std::size_t lda, const double* b, std::size_t ldb, double beta, double* c,
+                  std::size_t ldc) {
+    cblas_dgemm(CblasRowMajor, flag(transpose_a), flag(transpose_b), as_int(m), as_int(n), as_int(k), alpha, a,
+                as_int(lda), b, as_int(ldb), beta, c, as_int(ldc));
+}
+
+void use_single_blas_thread() { openblas_set_num_threads(1); }
+
+}  // namespace xtnn::detail

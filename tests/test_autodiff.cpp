@@ -1,0 +1,117 @@
+#include <doctest/doctest.h>
+
+#include <cstring>
+
+#include <xtnn/xtnn.hpp>
+
+#include "test_helpers.hpp"
+
+using namespace xtnn;
+
+namespace {
+
+// y = x^2 with a backward pass that is off by `error` (relative): the checker must notice 1%.
+TensorD square_with_backward_error(const TensorD& x, double error) {
+    xt::xarray<double> y = x.value() * x.value();
+    return make_op<double>("square", std::move(y), {x}, [error](Node<double>& out) {
+        Node<double>& in = *out.inputs[0];
+        accumulate_grad(in, out.grad * 2.0 * in.value * (1.0 + error));
+    });
+}
+
+}  // namespace
+
+TEST_CASE("the gradient checker accepts a correct backward and rejects one that is 1% wrong") {
+    const auto x = testing::uniform({3, 7}, 11, 0.5, 2.0);
+    auto correct = check_gradients([](const auto& in) { return square_with_backward_error(in[0], 0.0); }, {x});
+    CHECK_MESSAGE(correct.passed, correct.report);
+    CHECK(correct.entries_checked == 21 * 21);
+
+    auto wrong = check_gradients([](const auto& in) { return square_with_backward_error(in[0], 0.01); }, {x});
+    CHECK_FALSE(wrong.passed);
+    CHECK(wrong.worst_excess > 0);
+    CHECK(wrong.report.find("analytic") != std::string::npos);
+}
+
+TEST_CASE("gradients accumulate on fan-out: y = x*x + x") {
+    Tensor x = Tensor::parameter(xt::xarray<float>{-1.5f, 0.0f, 2.0f});
+    Tensor y = ops::sum(x * x + x);
+    y.backward();
+    CHECK(x.grad()(0) == doctest::Approx(-2.0));
+    CHECK(x.grad()(1) == doctest::Approx(1.0));
+    CHECK(x.grad()(2) == doctest::Approx(5.0));
+}
+
+TEST_CASE("a parameter used by two branches gets the sum of both gradients") {
+    Tensor w = Tensor::parameter(xt::xarray<float>{{1.0f, 2.0f}, {3.0f, 4.0f}});
+    Tensor a = Tensor::constant(xt::xarray<float>{{1.0f, 0.0f}});
+    Tensor b = Tensor::constant(xt::xarray<float>{{0.0f, 1.0f}});
+    ops::sum(ops::matmul(a, w) + ops::matmul(b, w)).backward();
+    xt::xarray<float> expected{{1.0f, 1.0f}, {1.0f, 1.0f}};
+    CHECK(w.grad() == expected);
+}
+
+TEST_CASE("leaf gradients accumulate across backward passes until zero_grad") {
+    Tensor x = Tensor::parameter(xt::xarray<float>{1.0f, 2.0f});
+    Tensor y = ops::sum(x * x);
+    y.backward();
+    y.backward();
+    CHECK(x.grad()(1) == doctest::Approx(8.0));
+    x.zero_grad();
+    y.backward();
+    CHECK(x.grad()(1) == doctest::Approx(4.0));
+}
+
+TEST_CASE("two backward passes over the same graph give bitwise-equal gradients") {
+    const auto xv = testing::uniform({5, 7}, 3);
+    const auto wv = testing::uniform({7, 4}, 4);
+    Tensor x = Tensor::constant(xt::xarray<float>(xv));
+    Tensor w = Tensor::parameter(xt::xarray<float>(wv));
+    Tensor loss = ops::mean(ops::tanh(ops::matmul(x, w)));
+    loss.backward();
+    xt::xarray<float> first = w.grad();
+    w.zero_grad();
+    loss.backward();
+    REQUIRE(first.shape() == w.grad().shape());
+    CHECK(std::memcmp(first.data(), w.grad().data(), first.size() * sizeof(float)) == 0);
+}
+
+TEST_CASE("nothing is recorded when no input needs a gradient") {
+    Tensor w = Tensor::parameter(xt::ones<float>({1, 1}));
+    Tensor x = Tensor::constant(xt::xarray<float>(2.0f * xt::ones<float>({1, 1})));
+
+    Tensor constant_only = ops::relu(ops::matmul(x, x));
+    CHECK_FALSE(constant_only.requires_grad());
+    CHECK(constant_only.node()->inputs.empty());
+
+    {
+        NoGradGuard no_grad;
+        Tensor inference = ops::matmul(x, w);
+        CHECK_FALSE(inference.requires_grad());
+        CHECK(inference.node()->inputs.empty());
+        CHECK_FALSE(inference.node()->backward);
+    }
+    Tensor training = ops::matmul(x, w);
+    CHECK(training.requires_grad());
+    CHECK(training.node()->inputs.size() == 2);
+}
+
+TEST_CASE("backward needs a scalar or a seed of the output's shape") {
+    Tensor w = Tensor::parameter(xt::xarray<float>{1.0f, 2.0f});
+    Tensor y = w * w;
+    CHECK_THROWS_AS(y.backward(), ShapeError);
+    CHECK_THROWS_AS(y.backward(xt::xarray<float>{1.0f}), ShapeError);
+    y.backward(xt::xarray<float>{1.0f, 1.0f});
+    CHECK(w.grad()(1) == doctest::Approx(4.0));
+    Tensor c = Tensor::constant(xt::xarray<float>{1.0f});
+    CHECK_THROWS_AS(c.backward(), ValueError);
+    CHECK_THROWS_AS(c.grad(), ValueError);
+}
+
+TEST_CASE("a deep chain does not overflow the stack") {
+    Tensor x = Tensor::parameter(xt::xarray<float>{1.0f});
+    Tensor y = x;
+    for (int i = 0; i < 100000; ++i) y = ops::scale(y, 1.0f);
+    ops::sum(y).backward();
+    CHECK(x.grad()(0) == 1.0f);
+}

@@ -1,0 +1,42 @@
+#pragma once
+// Small fixtures shared by the test files.
+
+#include <cmath>
+#include <cstdint>
+
+#include <xtensor/xarray.hpp>
+#include <xtensor/xbuilder.hpp>
+
+#include "xtnn/random.hpp"
+
+namespace xtnn::testing {
+
+/// Uniform values in [low, high), reproducible from `seed`.
+inline xt::xarray<double> uniform(const std::vector<std::size_t>& shape, std::uint64_t seed, double low = -1.0,
+                                  double high = 1.0) {
+    Generator generator(seed);
+    xt::xarray<double> values = xt::empty<double>(shape);
+    for (double& v : values) v = low + (high - low) * generator.uniform();
+    return values;
+}
+
+/// Moves every value at least `gap` away from `kink`, so finite differences never straddle it.
+inline xt::xarray<double> away_from(xt::xarray<double> values, double kink = 0.0, double gap = 0.02) {
+    for (double& v : values) {
+        if (std::abs(v - kink) < gap) v = v >= kink ? kink + gap + (v - kink) : kink - gap + (v - kink);
+    }
+    return values;
+}
+
+/// Rows of a probability distribution (positive, summing to 1).
+inline xt::xarray<double> distributions(std::size_t rows, std::size_t columns, std::uint64_t seed) {
+    xt::xarray<double> values = uniform({rows, columns}, seed, 0.1, 1.0);
+    for (std::size_t r = 0; r < rows; ++r) {
+        double total = 0;
+        for (std::size_t c = 0; c < columns; ++c) total += values(r, c);
+        for (std::size_t c = 0; c < columns; ++c) values(r, c) /= total;
+    }
+    return values;
+}
+
+}  // namespace xtnn::testing

@@ -1,0 +1,301 @@
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <string>
+
+#include <xtensor/xsort.hpp>
+#include <xtnn/xtnn.hpp>
+
+#include "test_helpers.hpp"
+
+using namespace xtnn;
+using testing::away_from;
+using testing::uniform;
+
+namespace {
+
+using Inputs = std::vector<TensorD>;
+
+void require_gradients(const char* what, auto&& f, const std::vector<xt::xarray<double>>& inputs,
+                       GradientCheckOptions options = {}) {
+    auto result = check_gradients(f, inputs, options);
+    INFO(what << ": " << result.report);
+    CHECK(result.passed);
+    CHECK(result.entries_checked > 0);
+}
+
+// Smooth ops meet the stricter tolerance the error model allows (reliability.md, section 8).
+const GradientCheckOptions strict{.eps = 1e-6, .atol = 1e-7, .rtol = 1e-5};
+
+}  // namespace
+
+TEST_CASE("gradient checks: broadcasting arithmetic") {
+    for (auto [a_shape, b_shape] : std::vector<std::pair<Shape, Shape>>{
+             {{3, 4}, {3, 4}}, {{3, 4}, {4}}, {{3, 4}, {3, 1}}, {{1, 7}, {3, 1}}, {{2, 3, 4}, {3, 4}}}) {
+        const auto a = uniform(a_shape, 1);
+        const auto b = away_from(uniform(b_shape, 2), 0.0, 0.1);
+        INFO("shapes " << shape_to_string(a_shape) << " and " << shape_to_string(b_shape));
+        require_gradients("add", [](const Inputs& in) { return ops::add(in[0], in[1]); }, {a, b}, strict);
+        require_gradients("sub", [](const Inputs& in) { return ops::sub(in[0], in[1]); }, {a, b}, strict);
+        require_gradients("mul", [](const Inputs& in) { return ops::mul(in[0], in[1]); }, {a, b}, strict);
+        require_gradients("div", [](const Inputs& in) { return ops::div(in[0], in[1]); }, {a, b});
+        CHECK(ops::add(TensorD::parameter(a), TensorD::parameter(b)).shape() ==
+              ops::add(TensorD::parameter(b), TensorD::parameter(a)).shape());
+    }
+    require_gradients("scale", [](const Inputs& in) { return ops::scale(in[0], 2.5); }, {uniform({7}, 3)}, strict);
+}
+
+TEST_CASE("gradient checks: matmul with every transpose flag, batch 1 and 3") {
+    for (std::size_t batch : {1u, 3u}) {
+        const auto a = uniform({batch, 4}, 5);
+        const auto b = uniform({4, 5}, 6);
+        const xt::xarray<double> a_t = xt::transpose(a);
+        const xt::xarray<double> b_t = xt::transpose(b);
+        INFO("batch " << batch);
+        require_gradients("A @ B", [](const Inputs& in) { return ops::matmul(in[0], in[1]); }, {a, b}, strict);
+        require_gradients("A^T @ B", [](const Inputs& in) { return ops::matmul(in[0], in[1], true, false); },
+                          {a_t, b}, strict);
+        require_gradients("A @ B^T", [](const Inputs& in) { return ops::matmul(in[0], in[1], false, true); },
+                          {a, b_t}, strict);
+        require_gradients("A^T @ B^T", [](const Inputs& in) { return ops::matmul(in[0], in[1], true, true); },
+                          {a_t, b_t}, strict);
+        // All four spellings compute the same product.
+        auto plain = ops::matmul(TensorD::constant(a), TensorD::constant(b)).value();
+        auto flagged = ops::matmul(TensorD::constant(a_t), TensorD::constant(b_t), true, true).value();
+        CHECK(xt::allclose(plain, flagged));
+    }
+}
+
+TEST_CASE("gradient checks: bias_add on rank 1, 2 and 3") {
+    for (Shape shape : {Shape{7}, Shape{1, 7}, Shape{3, 7}, Shape{2, 3, 7}}) {
+        INFO("shape " << shape_to_string(shape));
+        require_gradients("bias_add", [](const Inputs& in) { return ops::bias_add(in[0], in[1]); },
+                          {uniform(shape, 7), uniform({7}, 8)}, strict);
+    }
+}
+
+TEST_CASE("bias gradient is the column sum, with the bias's shape") {
+    Tensor x = Tensor::constant(xt::xarray<float>{{1, 2, 3}, {4, 5, 6}});
+    Tensor b = Tensor::parameter(xt::xarray<float>{0, 0, 0});
+    Tensor y = ops::bias_add(x, b);
+    y.backward(xt::xarray<float>{{1, 2, 3}, {10, 20, 30}});
+    REQUIRE(b.grad().shape() == b.shape());
+    CHECK(b.grad() == xt::xarray<float>{11, 22, 33});
+}
+
+TEST_CASE("gradient checks: reductions") {
+    const auto x = uniform({3, 7}, 9);
+    require_gradients("sum", [](const Inputs& in) { return ops::sum(in[0]); }, {x}, strict);
+    require_gradients("mean", [](const Inputs& in) { return ops::mean(in[0]); }, {x}, strict);
+    for (std::size_t axis : {0u, 1u}) {
+        for (bool keepdims : {false, true}) {
+            INFO("axis " << axis << " keepdims " << keepdims);
+            require_gradients("sum(axis)", [=](const Inputs& in) { return ops::sum(in[0], axis, keepdims); }, {x},
+                              strict);
+            require_gradients("mean(axis)", [=](const Inputs& in) { return ops::mean(in[0], axis, keepdims); }, {x},
+                              strict);
+        }
+    }
+    auto kept = ops::sum(TensorD::constant(x), 1, true);
+    CHECK(kept.shape() == Shape{3, 1});
+    CHECK(ops::mean(TensorD::constant(x), 0).shape() == Shape{7});
+    CHECK_THROWS_AS(ops::sum(TensorD::constant(x), 2), ShapeError);
+}
+
+TEST_CASE("gradient checks: exp, log and the activations") {
+    const auto x = uniform({3, 7}, 10, -2.0, 2.0);
+    const auto kinked = away_from(x);
+    require_gradients("exp", [](const Inputs& in) { return ops::exp(in[0]); }, {x}, strict);
+    require_gradients("log", [](const Inputs& in) { return ops::log(in[0]); }, {uniform({3, 7}, 11, 0.1, 2.0)});
+    require_gradients("sigmoid", [](const Inputs& in) { return ops::sigmoid(in[0]); }, {x}, strict);
+    require_gradients("tanh", [](const Inputs& in) { return ops::tanh(in[0]); }, {x}, strict);
+    require_gradients("relu", [](const Inputs& in) { return ops::relu(in[0]); }, {kinked});
+    require_gradients("elu", [](const Inputs& in) { return ops::elu(in[0], 1.0); }, {kinked});
+    require_gradients("leaky_relu", [](const Inputs& in) { return ops::leaky_relu(in[0], 0.2); }, {kinked});
+    require_gradients("softplus", [](const Inputs& in) { return ops::softplus(in[0]); }, {x}, strict);
+    require_gradients("gelu", [](const Inputs& in) { return ops::gelu(in[0]); }, {x}, strict);
+}
+
+TEST_CASE("gradient checks: reshape, flatten and transpose") {
+    const auto x = uniform({2, 3, 4}, 12);
+    require_gradients("reshape", [](const Inputs& in) { return ops::reshape(in[0], {4, -1}); }, {x}, strict);
+    require_gradients("flatten", [](const Inputs& in) { return ops::flatten(in[0]); }, {x}, strict);
+    require_gradients("transpose 2-D", [](const Inputs& in) { return ops::transpose(in[0]); },
+                      {uniform({3, 7}, 13)}, strict);
+    require_gradients("transpose (1, 2, 0)", [](const Inputs& in) { return ops::transpose(in[0], {1, 2, 0}); },
+                      {x}, strict);
+    CHECK(ops::flatten(TensorD::constant(x)).shape() == Shape{2, 12});
+    CHECK(ops::reshape(TensorD::constant(x), {-1}).shape() == Shape{24});
+    CHECK_THROWS_AS(ops::reshape(TensorD::constant(x), {5, -1}), ShapeError);
+    CHECK_THROWS_AS(ops::reshape(TensorD::constant(x), {-1, -1}), ShapeError);
+    CHECK_THROWS_AS(ops::transpose(TensorD::constant(x), {0, 0, 1}), ShapeError);
+}
+
+TEST_CASE("gradient checks: softmax and log_softmax, batch 1 and 3, rank 3") {
+    for (Shape shape : {Shape{1, 7}, Shape{3, 7}, Shape{2, 3, 5}}) {
+        INFO("shape " << shape_to_string(shape));
+        const auto x = uniform(shape, 14, -3.0, 3.0);
+        require_gradients("softmax", [](const Inputs& in) { return ops::softmax(in[0]); }, {x}, strict);
+        require_gradients("log_softmax", [](const Inputs& in) { return ops::log_softmax(in[0]); }, {x}, strict);
+    }
+}
+
+TEST_CASE("gradient checks: losses") {
+    const auto logits = uniform({3, 7}, 15, -3.0, 3.0);
+    xt::xarray<double> one_hot = xt::zeros<double>({3, 7});
+    one_hot(0, 2) = one_hot(1, 6) = one_hot(2, 0) = 1.0;
+    const auto soft = testing::distributions(3, 7, 16);
+    const std::vector<std::int64_t> labels{2, 6, 0};
+
+    require_gradients("softmax_cross_entropy one-hot",
+                      [&](const Inputs& in) { return ops::softmax_cross_entropy(in[0], one_hot); }, {logits}, strict);
+    require_gradients("softmax_cross_entropy soft",
+                      [&](const Inputs& in) { return ops::softmax_cross_entropy(in[0], soft); }, {logits}, strict);
+    require_gradients("sparse_softmax_cross_entropy",
+                      [&](const Inputs& in) { return ops::sparse_softmax_cross_entropy<double>(in[0], labels); },
+                      {logits}, strict);
+    require_gradients("sparse_softmax_cross_entropy batch 1",
+                      [&](const Inputs& in) {
+                          return ops::sparse_softmax_cross_entropy<double>(in[0], std::span(labels).first(1));
+                      },
+                      {uniform({1, 7}, 17)}, strict);
+
+    const auto probabilities = testing::distributions(3, 7, 18);
+    require_gradients("categorical_crossentropy",
+                      [&](const Inputs& in) { return ops::categorical_crossentropy(in[0], soft); }, {probabilities});
+    const auto p = uniform({3, 7}, 19, 0.05, 0.95);
+    const auto binary_target = xt::xarray<double>(xt::cast<double>(uniform({3, 7}, 20, 0.0, 1.0) > 0.5));
+    require_gradients("binary_crossentropy",
+                      [&](const Inputs& in) { return ops::binary_crossentropy(in[0], binary_target); }, {p});
+    require_gradients("sigmoid_binary_crossentropy",
+                      [&](const Inputs& in) { return ops::sigmoid_binary_crossentropy(in[0], binary_target); },
+                      {logits}, strict);
+    require_gradients("mse", [&](const Inputs& in) { return ops::mse(in[0], soft); }, {logits}, strict);
+}
+
+TEST_CASE("gradient check: dropout with a fixed mask") {
+    const auto x = uniform({3, 7}, 21);
+    require_gradients("dropout", [](const Inputs& in) {
+        Generator generator(5);
+        return ops::dropout(in[0], 0.3, true, generator);
+    }, {x}, strict);
+}
+
+TEST_CASE("dropout is inverted, seeded, and the identity at inference") {
+    Tensor x = Tensor::constant(xt::ones<float>({200, 50}));
+    Generator g1(1), g2(1);
+    auto a = ops::dropout(x, 0.25, true, g1).value();
+    auto b = ops::dropout(x, 0.25, true, g2).value();
+    CHECK(a == b);
+    std::size_t zeros = 0;
+    for (float v : a) {
+        CHECK((v == 0.0f || v == doctest::Approx(1.0 / 0.75)));
+        zeros += v == 0.0f;
+    }
+    CHECK(zeros == doctest::Approx(0.25 * 10000).epsilon(0.08));
+    CHECK(ops::dropout(x, 0.25, false, g1).value() == x.value());
+    CHECK_THROWS_AS(ops::dropout(x, 1.0, true, g1), ValueError);
+    CHECK_THROWS_AS(ops::dropout(x, -0.1, true, g1), ValueError);
+}
+
+TEST_CASE("the book's facts: sigmoid, relu and softmax") {
+    Tensor zero = Tensor::parameter(xt::xarray<float>{0.0f});
+    CHECK(ops::sigmoid(zero).item() == 0.5f);
+    xt::xarray<float> grid = xt::linspace<float>(-15.0f, 15.0f, 301);
+    for (float s : ops::sigmoid(Tensor::constant(grid)).value()) {
+        CHECK(s > 0.0f);
+        CHECK(s < 1.0f);
+    }
+
+    auto relu_values = ops::relu(Tensor::constant(xt::xarray<float>{-3.0f, -0.5f, 0.0f, 0.5f, 3.0f})).value();
+    CHECK(relu_values == xt::xarray<float>{0.0f, 0.0f, 0.0f, 0.5f, 3.0f});
+    ops::sum(ops::relu(zero)).backward();
+    CHECK(zero.grad()(0) == 0.0f);
+
+    auto p = ops::softmax(Tensor::constant(xt::xarray<float>{1.0f, 2.0f, 5.0f})).value();
+    CHECK(xt::sum(p)() == doctest::Approx(1.0));
+    CHECK(p(2) == doctest::Approx(0.9362).epsilon(1e-4));
+    CHECK(xt::argmax(p)() == 2);
+}
+
+TEST_CASE("softmax cross-entropy stays finite for logits of +-1e4") {
+    Tensor logits = Tensor::parameter(xt::xarray<float>{{1e4f, 0.0f, -1e4f}, {-1e4f, -1e4f, 0.0f}});
+    xt::xarray<float> target{{0.0f, 0.0f, 1.0f}, {1.0f, 0.0f, 0.0f}};
+    Tensor loss = ops::softmax_cross_entropy(logits, target);
+    loss.backward();
+    CHECK(std::isfinite(loss.item()));
+    CHECK(loss.item() == doctest::Approx(15000.0));
+    for (float g : logits.grad()) CHECK(std::isfinite(g));
+
+    Tensor equal = Tensor::parameter(xt::xarray<float>{{-1e4f, -1e4f}});
+    Tensor sparse = ops::sparse_softmax_cross_entropy<float>(equal, std::vector<std::int64_t>{1});
+    CHECK(sparse.item() == doctest::Approx(std::log(2.0)));
+
+    Tensor probabilities = Tensor::parameter(xt::xarray<float>{{0.0f, 1.0f}});
+    CHECK(std::isfinite(ops::categorical_crossentropy(probabilities, xt::xarray<float>{{1.0f, 0.0f}}).item()));
+}
+
+TEST_CASE("errors name the op and the shapes") {
+    Tensor a = Tensor::constant(xt::zeros<float>({3, 4}));
+    Tensor b = Tensor::constant(xt::zeros<float>({5, 6}));
+    auto message_of = [](auto&& f) {
+        try {
+            f();
+        } catch (const Error& e) {
+            return std::string(e.what());
+        }
+        return std::string("no error");
+    };
+    auto matmul_error = message_of([&] { ops::matmul(a, b); });
+    CHECK(matmul_error.find("matmul") != std::string::npos);
+    CHECK(matmul_error.find("(3, 4)") != std::string::npos);
+    CHECK(matmul_error.find("(5, 6)") != std::string::npos);
+    auto add_error = message_of([&] { ops::add(a, b); });
+    CHECK(add_error.find("add") != std::string::npos);
+    CHECK(add_error.find("(3, 4)") != std::string::npos);
+    auto loss_error = message_of([&] { ops::softmax_cross_entropy(a, xt::xarray<float>(xt::zeros<float>({3, 5}))); });
+    CHECK(loss_error.find("softmax_cross_entropy") != std::string::npos);
+    CHECK(loss_error.find("(3, 5)") != std::string::npos);
+    auto label_error = message_of([&] { ops::sparse_softmax_cross_entropy<float>(a, std::vector<std::int64_t>{0, 4, 1}); });
+    CHECK(label_error.find("label 4 at row 1") != std::string::npos);
+    CHECK_THROWS_AS(ops::bias_add(a, Tensor::constant(xt::zeros<float>({3}))), ShapeError);
+}
+
+TEST_CASE("a 784-32-10 MLP passes a random-direction gradient check in double") {
+    Generator generator(1234);
+    auto mlp_loss = [](const Inputs& in) {
+        const std::vector<std::int64_t> labels{3, 7, 1, 0};
+        auto hidden = ops::relu(ops::bias_add(ops::matmul(in[0], in[1]), in[2]));
+        return ops::sparse_softmax_cross_entropy<double>(ops::bias_add(ops::matmul(hidden, in[3]), in[4]), labels);
+    };
+    for (std::uint64_t seed : {1u, 2u, 3u}) {
+        std::vector<xt::xarray<double>> inputs{uniform({4, 784}, seed, 0.0, 1.0), uniform({784, 32}, seed + 10, -0.08, 0.08),
+                                               uniform({32}, seed + 20, -0.1, 0.1), uniform({32, 10}, seed + 30, -0.4, 0.4),
+                                               uniform({10}, seed + 40, -0.1, 0.1)};
+        double error = directional_derivative_error(mlp_loss, inputs, generator);
+        INFO("seed " << seed << " relative error " << error);
+        CHECK(error <= 1e-6);
+    }
+}
+
+TEST_CASE("float32 gradients of an MLP agree with float64 ones") {
+    std::vector<xt::xarray<double>> inputs{uniform({5, 20}, 1), uniform({20, 8}, 2, -0.3, 0.3), uniform({8}, 3),
+                                           uniform({8, 4}, 4, -0.5, 0.5)};
+    const std::vector<std::int64_t> labels{0, 3, 2, 1, 3};
+    auto run = [&]<class T>(T) {
+        std::vector<BasicTensor<T>> p;
+        for (const auto& v : inputs) p.push_back(BasicTensor<T>::parameter(xt::xarray<T>(xt::cast<T>(v))));
+        auto hidden = ops::tanh(ops::bias_add(ops::matmul(p[0], p[1]), p[2]));
+        ops::sparse_softmax_cross_entropy<T>(ops::matmul(hidden, p[3]), labels).backward();
+        std::vector<xt::xarray<double>> grads;
+        for (auto& t : p) grads.push_back(xt::cast<double>(t.grad()));
+        return grads;
+    };
+    auto single = run(0.0f);
+    auto dual = run(0.0);
+    for (std::size_t i = 0; i < single.size(); ++i) {
+        double diff = xt::sum(xt::square(single[i] - dual[i]))();
+        double norm = xt::sum(xt::square(dual[i]))();
+        CHECK(std::sqrt(diff / norm) <= 1e-5);
+    }
+}
