@@ -1,0 +1,20 @@
+#pragma once
+// Activations by name, as Keras spells them: "relu", "sigmoid", "softmax", ...
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "xtnn/tensor.hpp"
+
+namespace xtnn {
+
+using ActivationFn = std::function<Tensor(const Tensor&)>;
+
+/// The activation called `name`; an unknown name throws a ValueError listing the known ones.
+const ActivationFn& get_activation(const std::string& name);
+
+/// Every name get_activation knows, sorted.
+std::vector<std::string> activation_names();
+
+}  // namespace xtnn

@@ -1,0 +1,119 @@
+#pragma once
+// Hooks into fit(), as Keras's callbacks: override the events you need.
+
+#include <cstddef>
+#include <fstream>
+#include <functional>
+#include <limits>
+#include <map>
+#include <optional>
+#include <ostream>
+#include <string>
+#include <vector>
+
+#include <xtensor/xarray.hpp>
+
+#include "xtnn/progress.hpp"
+
+namespace xtnn {
+
+class Sequential;
+
+/// Per-epoch values recorded by fit(): history["loss"][e], history["val_accuracy"][e], ...
+struct History {
+    std::map<std::string, std::vector<double>> history;
+    std::vector<int> epoch;
+};
+
+class Callback {
+public:
+    virtual ~Callback() = default;
+    virtual void on_train_begin(const Logs&) {}
+    virtual void on_train_end(const Logs&) {}
+    virtual void on_epoch_begin(int /*epoch*/, const Logs&) {}
+    virtual void on_epoch_end(int /*epoch*/, const Logs&) {}
+    virtual void on_train_batch_begin(int /*batch*/, const Logs&) {}
+    virtual void on_train_batch_end(int /*batch*/, const Logs&) {}
+
+    /// Set by fit() before on_train_begin: the model being trained and where to report.
+    Sequential* model = nullptr;
+    std::ostream* out = nullptr;
+};
+
+struct EarlyStoppingOptions {
+    std::string monitor = "val_loss";
+    double min_delta = 0.0;
+    int patience = 0;
+    int verbose = 0;
+    /// "min", "max", or "auto" (max for names containing "acc", min otherwise).
+    std::string mode = "auto";
+    std::optional<double> baseline = std::nullopt;
+    bool restore_best_weights = false;
+    int start_from_epoch = 0;
+};
+
+/// Stops training when `monitor` has not improved by min_delta for `patience` epochs.
+class EarlyStopping : public Callback {
+public:
+    explicit EarlyStopping(EarlyStoppingOptions options = {});
+    void on_train_begin(const Logs&) override;
+    void on_epoch_end(int epoch, const Logs& logs) override;
+    void on_train_end(const Logs&) override;
+    /// The epoch (0-based) at which training was stopped, or -1.
+    int stopped_epoch() const { return stopped_epoch_; }
+    int best_epoch() const { return best_epoch_; }
+
+private:
+    bool improved(double value, double reference) const;
+
+    EarlyStoppingOptions options_;
+    bool maximize_ = false;
+    int wait_ = 0;
+    int stopped_epoch_ = -1;
+    int best_epoch_ = -1;
+    double best_ = 0;
+    std::vector<xt::xarray<float>> best_weights_;
+};
+
+/// Stops training at the first batch whose loss is NaN or infinite, naming epoch and batch.
+class TerminateOnNaN : public Callback {
+public:
+    void on_epoch_begin(int epoch, const Logs&) override { epoch_ = epoch; }
+    void on_train_batch_end(int batch, const Logs& logs) override;
+    /// Empty until training was terminated; then the message that was reported.
+    const std::string& message() const { return message_; }
+
+private:
+    int epoch_ = 0;
+    std::string message_;
+};
+
+/// Writes one CSV row per epoch: epoch, then every logged value in name order.
+class CSVLogger : public Callback {
+public:
+    explicit CSVLogger(std::string filename, char separator = ',', bool append = false);
+    void on_train_begin(const Logs&) override;
+    void on_epoch_end(int epoch, const Logs& logs) override;
+    void on_train_end(const Logs&) override;
+
+private:
+    std::string filename_;
+    char separator_;
+    bool append_;
+    std::ofstream file_;
+    std::vector<std::string> columns_;
+};
+
+/// Sets the optimizer's learning rate at each epoch's start: schedule(epoch, current_rate).
+class LearningRateScheduler : public Callback {
+public:
+    using Schedule = std::function<double(int epoch, double learning_rate)>;
+    explicit LearningRateScheduler(Schedule schedule, int verbose = 0);
+    void on_epoch_begin(int epoch, const Logs&) override;
+
+private:
+    Schedule schedule_;
+    int verbose_;
+};
+
+}  // namespace xtnn

@@ -1,0 +1,150 @@
+#pragma once
+// Keras's core layers. A layer knows its hyper-parameters from construction, creates its weights
+// in build(input_shape) once the shape of what it receives is known, and maps a batch to a batch
+// in call(). Shapes here exclude the batch axis, as Keras's input_shape does.
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "xtnn/tensor.hpp"
+
+namespace xtnn {
+
+class Layer {
+public:
+    virtual ~Layer() = default;
+
+    /// "Dense", "Dropout", ...: the Keras class name used in configs and summaries.
+    virtual std::string class_name() const = 0;
+    const std::string& name() const { return name_; }
+    void set_name(std::string name) { name_ = std::move(name); }
+
+    /// The input shape given at construction (first layer of a model), if any.
+    const std::optional<Shape>& declared_input_shape() const { return declared_input_shape_; }
+    void build(const Shape& input_shape);
+    bool built() const { return input_shape_.has_value(); }
+    const Shape& input_shape() const;
+    virtual Shape output_shape(const Shape& input_shape) const = 0;
+
+    /// Maps a batch (batch axis first) to a batch; `training` switches dropout on.
+    virtual Tensor call(const Tensor& x, bool training) = 0;
+    /// The activation this layer applies last ("linear" when none), and the layer's result before
+    /// it: losses fuse it (softmax with cross-entropy) for stability and speed.
+    virtual std::string output_activation() const { return "linear"; }
+    virtual Tensor call_before_activation(const Tensor& x, bool training) { return call(x, training); }
+
+    /// The trainable weights, in Keras order (kernel, bias); handles share the layer's storage.
+    virtual std::vector<Tensor> weights() const { return {}; }
+    virtual std::vector<std::string> weight_names() const { return {}; }
+    std::size_t count_params() const;
+
+    /// Keras-style config: name, trainable, dtype and the layer's own hyper-parameters.
+    virtual nlohmann::json config() const;
+
+protected:
+    explicit Layer(std::optional<Shape> declared_input_shape = std::nullopt)
+        : declared_input_shape_(std::move(declared_input_shape)) {}
+    virtual void build_weights(const Shape& /*input_shape*/) {}
+    /// Throws a ShapeError naming the layer when `actual` (batch included) is not batch + expected.
+    void check_input(const Tensor& x) const;
+
+private:
+    std::string name_;
+    std::optional<Shape> declared_input_shape_;
+    std::optional<Shape> input_shape_;
+};
+
+struct DenseOptions {
+    std::size_t units = 0;
+    std::string activation = "linear";
+    bool use_bias = true;
+    std::string kernel_initializer = "glorot_uniform";
+    std::string bias_initializer = "zeros";
+    Shape input_shape = {};
+};
+
+/// activation(x @ kernel + bias) on the last axis; inputs of rank > 2 keep their middle axes.
+class Dense : public Layer {
+public:
+    Dense(std::size_t units, std::string activation = "linear", Shape input_shape = {});
+    explicit Dense(DenseOptions options);
+
+    std::string class_name() const override { return "Dense"; }
+    Shape output_shape(const Shape& input_shape) const override;
+    Tensor call(const Tensor& x, bool training) override;
+    std::string output_activation() const override { return options_.activation; }
+    Tensor call_before_activation(const Tensor& x, bool training) override;
+    std::vector<Tensor> weights() const override;
+    std::vector<std::string> weight_names() const override;
+    nlohmann::json config() const override;
+
+    const DenseOptions& options() const { return options_; }
+    const Tensor& kernel() const { return kernel_; }
+    const Tensor& bias() const { return bias_; }
+
+protected:
+    void build_weights(const Shape& input_shape) override;
+
+private:
+    DenseOptions options_;
+    Tensor kernel_;
+    Tensor bias_;
+};
+
+/// Inverted dropout while training, the identity otherwise. The mask comes from the seeded
+/// global generator (set_random_seed).
+class Dropout : public Layer {
+public:
+    explicit Dropout(double rate, Shape input_shape = {});
+
+    std::string class_name() const override { return "Dropout"; }
+    Shape output_shape(const Shape& input_shape) const override { return input_shape; }
+    Tensor call(const Tensor& x, bool training) override;
+    nlohmann::json config() const override;
+    double rate() const { return rate_; }
+
+private:
+    double rate_;
+};
+
+/// (batch, d1, d2, ...) -> (batch, d1 * d2 * ...).
+class Flatten : public Layer {
+public:
+    explicit Flatten(Shape input_shape = {});
+
+    std::string class_name() const override { return "Flatten"; }
+    Shape output_shape(const Shape& input_shape) const override;
+    Tensor call(const Tensor& x, bool training) override;
+};
+
+/// An activation by name as a layer of its own.
+class Activation : public Layer {
+public:
+    explicit Activation(std::string activation, Shape input_shape = {});
+
+    std::string class_name() const override { return "Activation"; }
+    Shape output_shape(const Shape& input_shape) const override { return input_shape; }
+    Tensor call(const Tensor& x, bool training) override;
+    std::string output_activation() const override { return activation_; }
+    Tensor call_before_activation(const Tensor& x, bool) override { return x; }
+    nlohmann::json config() const override;
+
+private:
+    std::string activation_;
+};
+
+/// A layer from its class name ("Dense" or "dense") and Keras-style config.
+std::unique_ptr<Layer> make_layer(const std::string& class_name, const nlohmann::json& config);
+std::vector<std::string> layer_names();
+
+/// The input shape a layer config declares (batch_input_shape, batch_shape or input_shape).
+std::optional<Shape> input_shape_from_config(const nlohmann::json& config);
+
+/// The snake_case base of auto-generated layer names: "Dense" -> "dense".
+std::string snake_case(const std::string& class_name);
+
+}  // namespace xtnn

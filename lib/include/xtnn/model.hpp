@@ -1,0 +1,135 @@
+#pragma once
+// The Sequential model: a stack of layers with Keras's add / compile / fit / evaluate / predict /
+// summary, and its Keras-style JSON config.
+
+#include <cstddef>
+#include <iostream>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+#include <xtensor/xarray.hpp>
+
+#include "xtnn/callbacks.hpp"
+#include "xtnn/layers.hpp"
+#include "xtnn/losses.hpp"
+#include "xtnn/metrics.hpp"
+#include "xtnn/optimizers.hpp"
+
+namespace xtnn {
+
+struct ValidationData {
+    xt::xarray<float> x;
+    xt::xarray<float> y;
+};
+
+struct FitOptions {
+    std::size_t batch_size = 32;
+    int epochs = 1;
+    /// 0 silent, 1 progress bar, 2 one line per epoch.
+    int verbose = 1;
+    /// Fraction of the samples held out for validation, drawn at random from the seeded
+    /// generator (Keras takes the last samples instead).
+    double validation_split = 0.0;
+    std::optional<ValidationData> validation_data = std::nullopt;
+    bool shuffle = true;
+    int initial_epoch = 0;
+    std::vector<std::shared_ptr<Callback>> callbacks = {};
+    /// Where progress goes; std::cout when null.
+    std::ostream* output = nullptr;
+};
+
+struct EvaluateOptions {
+    std::size_t batch_size = 32;
+    int verbose = 0;
+    std::ostream* output = nullptr;
+};
+
+enum class SummaryStyle {
+    box,    ///< Keras 3's table with box-drawing characters
+    ascii,  ///< Keras 2's plain table, as in the book
+};
+
+class Sequential {
+public:
+    explicit Sequential(std::string name = "sequential");
+    Sequential(Sequential&&) noexcept;
+    Sequential& operator=(Sequential&&) noexcept;
+    ~Sequential();
+
+    /// Appends a layer; the first one must know its input shape (or call build()).
+    template <class L>
+        requires std::derived_from<std::decay_t<L>, Layer>
+    void add(L&& layer) {
+        add(std::unique_ptr<Layer>(std::make_unique<std::decay_t<L>>(std::forward<L>(layer))));
+    }
+    void add(std::unique_ptr<Layer> layer);
+    /// A layer by name and Keras-style config: add("dense", {{"units", 32}, {"activation", "relu"}}).
+    void add(const std::string& class_name, const nlohmann::json& config = nlohmann::json::object());
+
+    /// Creates every layer's weights for inputs of `input_shape` (batch axis excluded).
+    void build(const Shape& input_shape);
+    bool built() const;
+
+    void compile(const std::string& loss, const OptimizerSpec& optimizer = "rmsprop",
+                 const std::vector<std::string>& metrics = {});
+    bool compiled() const { return loss_ != nullptr; }
+
+    History fit(const xt::xarray<float>& x, const xt::xarray<float>& y, const FitOptions& options = {});
+    /// The loss and each metric, averaged over all samples.
+    std::map<std::string, double> evaluate(const xt::xarray<float>& x, const xt::xarray<float>& y,
+                                           const EvaluateOptions& options = {});
+    /// Outputs for every sample, computed in batches with no graph recorded.
+    xt::xarray<float> predict(const xt::xarray<float>& x, std::size_t batch_size = 32);
+    /// One forward pass over a batch as tensors (for custom training loops).
+    Tensor call(const Tensor& x, bool training = false);
+
+    std::string summary_string(SummaryStyle style = SummaryStyle::box) const;
+    void summary(SummaryStyle style = SummaryStyle::box, std::ostream& out = std::cout) const;
+
+    nlohmann::json get_config() const;
+    std::string to_json(int indent = -1) const;
+    static Sequential from_config(const nlohmann::json& config);
+    static Sequential from_json(const std::string& text);
+
+    const std::string& name() const { return name_; }
+    std::size_t size() const { return layers_.size(); }
+    Layer& layer(std::size_t index) const;
+    Layer& layer(const std::string& name) const;
+    Shape input_shape() const;
+    Shape output_shape() const;
+    std::size_t count_params() const;
+    std::vector<Tensor> weights() const;
+    /// Copies of all weight values, in layer order.
+    std::vector<xt::xarray<float>> get_weights() const;
+    /// Replaces all weight values; shapes must match get_weights().
+    void set_weights(const std::vector<xt::xarray<float>>& values);
+
+    Optimizer* optimizer() const { return optimizer_.get(); }
+    const Loss* loss() const { return loss_.get(); }
+    /// Set by a callback to end fit() after the current batch.
+    bool stop_training = false;
+
+private:
+    Tensor forward_before_activation(const Tensor& x, bool training);
+    void require_ready(const char* method) const;
+    void check_inputs(const char* method, const xt::xarray<float>& x) const;
+    std::map<std::string, double> run_evaluation(const xt::xarray<float>& x, const xt::xarray<float>& targets,
+                                                 std::size_t batch_size, Progbar* progress);
+
+    std::string name_;
+    std::vector<std::unique_ptr<Layer>> layers_;
+    std::unique_ptr<Loss> loss_;
+    std::unique_ptr<Optimizer> optimizer_;
+    std::vector<std::unique_ptr<Metric>> metrics_;
+};
+
+/// Rows `indices` of x (batch axis first) as a new array.
+xt::xarray<float> gather_rows(const xt::xarray<float>& x, const std::vector<std::size_t>& indices, std::size_t begin,
+                              std::size_t end);
+
+}  // namespace xtnn

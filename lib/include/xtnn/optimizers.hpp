@@ -1,0 +1,86 @@
+#pragma once
+// Optimizers with Keras's update rules and defaults. Configure one as an aggregate
+// (xtnn::SGD{.learning_rate = 0.01, .momentum = 0.9}) or by name ("sgd", "adam", "rmsprop").
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+#include <xtensor/xarray.hpp>
+
+#include "xtnn/tensor.hpp"
+
+namespace xtnn {
+
+struct SGD {
+    double learning_rate = 0.01;
+    double momentum = 0.0;
+    bool nesterov = false;
+};
+
+struct Adam {
+    double learning_rate = 0.001;
+    double beta_1 = 0.9;
+    double beta_2 = 0.999;
+    double epsilon = 1e-7;
+};
+
+struct RMSprop {
+    double learning_rate = 0.001;
+    double rho = 0.9;
+    double momentum = 0.0;
+    double epsilon = 1e-7;
+};
+
+class Optimizer {
+public:
+    virtual ~Optimizer() = default;
+    virtual std::string name() const = 0;
+    /// One update of every weight from its gradient; weights whose gradient never arrived are
+    /// left alone. State (momenta) is created on the first call.
+    virtual void apply(std::vector<Tensor>& weights) = 0;
+
+    virtual double learning_rate() const = 0;
+    virtual void set_learning_rate(double learning_rate) = 0;
+    /// Updates applied so far (Keras's `iterations`).
+    std::int64_t iterations() const { return iterations_; }
+    /// Number of values of state per weight set (momenta, ...), for summaries.
+    std::size_t state_size() const;
+    virtual nlohmann::json config() const = 0;
+
+    /// The slots (momenta, squared averages) by weight, for saving and exact resume.
+    std::vector<std::vector<xt::xarray<float>>>& slots() { return slots_; }
+    void set_iterations(std::int64_t iterations) { iterations_ = iterations; }
+
+protected:
+    /// The `slot_count` state arrays of weight `index`, created zero on first use.
+    std::vector<xt::xarray<float>>& slots_for(std::size_t index, const Tensor& weight, std::size_t slot_count);
+    std::int64_t iterations_ = 0;
+
+private:
+    std::vector<std::vector<xt::xarray<float>>> slots_;
+};
+
+/// An optimizer given by name or by configuration, as compile() takes it.
+class OptimizerSpec {
+public:
+    OptimizerSpec(const char* name) : spec_(std::string(name)) {}
+    OptimizerSpec(std::string name) : spec_(std::move(name)) {}
+    OptimizerSpec(SGD config) : spec_(config) {}
+    OptimizerSpec(Adam config) : spec_(config) {}
+    OptimizerSpec(RMSprop config) : spec_(config) {}
+
+    std::unique_ptr<Optimizer> make() const;
+
+private:
+    std::variant<std::string, SGD, Adam, RMSprop> spec_;
+};
+
+/// An optimizer from its config as Optimizer::config() writes it ({"name": "adam", ...}).
+std::unique_ptr<Optimizer> make_optimizer(const nlohmann::json& config);
+std::vector<std::string> optimizer_names();
+
+}  // namespace xtnn

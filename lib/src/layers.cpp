@@ -1,0 +1,313 @@
+#include "xtnn/layers.hpp"
+
+#include <cctype>
+#include <functional>
+
+#include "xtnn/activations.hpp"
+#include "xtnn/initializers.hpp"
+#include "xtnn/ops.hpp"
+#include "xtnn/random.hpp"
+#include "xtnn/registry.hpp"
+
+namespace xtnn {
+
+namespace {
+
+// Caps that keep a hostile config from asking for absurd allocations.
+constexpr std::size_t max_units = std::size_t(1) << 24;
+constexpr std::size_t max_rank = 8;
+
+std::optional<Shape> optional_shape(const Shape& shape) {
+    return shape.empty() ? std::nullopt : std::optional<Shape>(shape);
+}
+
+std::string where(const std::string& class_name, const nlohmann::json& config) {
+    std::string name = config.contains("name") && config["name"].is_string() ? config["name"].get<std::string>() : "";
+    return class_name + (name.empty() ? "" : " '" + name + "'");
+}
+
+template <class T>
+T field(const nlohmann::json& config, const char* key, const std::string& layer, std::optional<T> fallback = {}) {
+    if (!config.contains(key) || config[key].is_null()) {
+        if (fallback) return *fallback;
+        throw ValueError("layer config of " + layer + ": missing required field '" + key + "'");
+    }
+    try {
+        return config[key].get<T>();
+    } catch (const nlohmann::json::exception&) {
+        throw ValueError("layer config of " + layer + ": field '" + key + "' has the wrong type (" +
+                         config[key].dump() + ")");
+    }
+}
+
+// Keras writes initialisers either as a name or as {"class_name": "GlorotUniform", ...}.
+std::string initializer_field(const nlohmann::json& config, const char* key, const std::string& layer,
+                              const std::string& fallback) {
+    if (!config.contains(key) || config[key].is_null()) return fallback;
+    const auto& value = config[key];
+    if (value.is_string()) return value.get<std::string>();
+    if (value.is_object() && value.contains("class_name") && value["class_name"].is_string()) {
+        return snake_case(value["class_name"].get<std::string>());
+    }
+    throw ValueError("layer config of " + layer + ": field '" + key + "' must be a name, got " + value.dump());
+}
+
+// The input shape of a layer config: Keras 2's batch_input_shape [null, ...] or input_shape [...].
+Shape input_shape_field(const nlohmann::json& config, const std::string& layer) {
+    nlohmann::json dims;
+    bool has_batch_axis = false;
+    for (const char* key : {"batch_input_shape", "batch_shape"}) {
+        if (config.contains(key) && !config[key].is_null()) {
+            dims = config[key];
+            has_batch_axis = true;
+        }
+    }
+    if (!has_batch_axis && config.contains("input_shape") && !config["input_shape"].is_null()) dims = config["input_shape"];
+    if (dims.is_null()) return {};
+    if (!dims.is_array() || dims.size() > max_rank + (has_batch_axis ? 1 : 0) || (has_batch_axis && dims.empty())) {
+        throw ValueError("layer config of " + layer + ": input shape must be a list of at most " +
+                         std::to_string(max_rank) + " extents, got " + dims.dump());
+    }
+    Shape shape;
+    for (std::size_t i = has_batch_axis ? 1 : 0; i < dims.size(); ++i) {
+        if (!dims[i].is_number_unsigned() || dims[i].get<std::size_t>() == 0 || dims[i].get<std::size_t>() > max_units) {
+            throw ValueError("layer config of " + layer + ": input extents must be whole numbers in [1, " +
+                             std::to_string(max_units) + "], got " + dims.dump());
+        }
+        shape.push_back(dims[i].get<std::size_t>());
+    }
+    return shape;
+}
+
+}  // namespace
+
+std::string snake_case(const std::string& class_name) {
+    std::string result;
+    for (std::size_t i = 0; i < class_name.size(); ++i) {
+        const char c = class_name[i];
+        if (std::isupper(static_cast<unsigned char>(c))) {
+            const bool after_lower = i > 0 && !std::isupper(static_cast<unsigned char>(class_name[i - 1]));
+            const bool before_lower = i + 1 < class_name.size() && std::islower(static_cast<unsigned char>(class_name[i + 1]));
+            const bool after_upper = i > 0 && std::isupper(static_cast<unsigned char>(class_name[i - 1]));
+            if (i > 0 && (after_lower || (after_upper && before_lower)) && class_name[i - 1] != '_') result += '_';
+            result += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+        } else {
+            result += c;
+        }
+    }
+    return result;
+}
+
+void Layer::build(const Shape& input_shape) {
+    if (input_shape.empty() || input_shape.size() > max_rank) {
+        throw ShapeError(class_name() + " '" + name_ + "': input shape " + shape_to_string(input_shape) +
+                         " must have between 1 and " + std::to_string(max_rank) + " axes (batch axis excluded)");
+    }
+    build_weights(input_shape);
+    input_shape_ = input_shape;
+}
+
+const Shape& Layer::input_shape() const {
+    if (!input_shape_) throw ValueError(class_name() + " '" + name_ + "' is not built yet");
+    return *input_shape_;
+}
+
+std::size_t Layer::count_params() const {
+    std::size_t total = 0;
+    for (const auto& w : weights()) total += w.size();
+    return total;
+}
+
+nlohmann::json Layer::config() const {
+    nlohmann::json config = {{"name", name_}, {"trainable", true}, {"dtype", "float32"}};
+    if (declared_input_shape_) {
+        nlohmann::json batch_shape = nlohmann::json::array({nullptr});
+        for (auto extent : *declared_input_shape_) batch_shape.push_back(extent);
+        config["batch_input_shape"] = batch_shape;
+    }
+    return config;
+}
+
+void Layer::check_input(const Tensor& x) const {
+    const Shape& expected = input_shape();
+    const bool matches = x.dimension() == expected.size() + 1 &&
+                         std::equal(expected.begin(), expected.end(), x.shape().begin() + 1);
+    if (!matches) {
+        Shape with_batch{0};
+        with_batch.insert(with_batch.end(), expected.begin(), expected.end());
+        std::string expected_text = shape_to_string(with_batch);
+        expected_text.replace(1, 1, "None");
+        throw ShapeError(class_name() + " '" + name_ + "': expected input of shape " + expected_text + ", got " +
+                         shape_to_string(x.shape()));
+    }
+}
+
+Dense::Dense(std::size_t units, std::string activation, Shape input_shape)
+    : Dense(DenseOptions{.units = units, .activation = std::move(activation), .input_shape = std::move(input_shape)}) {}
+
+Dense::Dense(DenseOptions options) : Layer(optional_shape(options.input_shape)), options_(std::move(options)) {
+    if (options_.units == 0 || options_.units > max_units) {
+        throw ValueError("Dense: units must be in [1, " + std::to_string(max_units) + "], got " +
+                         std::to_string(options_.units));
+    }
+    get_activation(options_.activation);
+    require_initializer(options_.kernel_initializer);
+    require_initializer(options_.bias_initializer);
+}
+
+Shape Dense::output_shape(const Shape& input_shape) const {
+    Shape output = input_shape;
+    output.back() = options_.units;
+    return output;
+}
+
+void Dense::build_weights(const Shape& input_shape) {
+    const std::size_t fan_in = input_shape.back();
+    kernel_ = Tensor::parameter(initialize(options_.kernel_initializer, {fan_in, options_.units}, global_generator()));
+    if (options_.use_bias) {
+        bias_ = Tensor::parameter(initialize(options_.bias_initializer, {options_.units}, global_generator()));
+    }
+}
+
+Tensor Dense::call_before_activation(const Tensor& x, bool) {
+    check_input(x);
+    Tensor y;
+    if (x.dimension() == 2) {
+        y = ops::matmul(x, kernel_);
+    } else {
+        std::vector<std::ptrdiff_t> output_shape(x.shape().begin(), x.shape().end());
+        output_shape.back() = static_cast<std::ptrdiff_t>(options_.units);
+        const auto rows = static_cast<std::ptrdiff_t>(x.size() / x.shape().back());
+        y = ops::reshape(ops::matmul(ops::reshape(x, {rows, -1}), kernel_), output_shape);
+    }
+    return options_.use_bias ? ops::bias_add(y, bias_) : y;
+}
+
+Tensor Dense::call(const Tensor& x, bool training) {
+    return get_activation(options_.activation)(call_before_activation(x, training));
+}
+
+std::vector<Tensor> Dense::weights() const {
+    if (!built()) return {};
+    if (!options_.use_bias) return {kernel_};
+    return {kernel_, bias_};
+}
+
+std::vector<std::string> Dense::weight_names() const {
+    if (!options_.use_bias) return {"kernel"};
+    return {"kernel", "bias"};
+}
+
+nlohmann::json Dense::config() const {
+    nlohmann::json config = Layer::config();
+    config["units"] = options_.units;
+    config["activation"] = options_.activation;
+    config["use_bias"] = options_.use_bias;
+    config["kernel_initializer"] = options_.kernel_initializer;
+    config["bias_initializer"] = options_.bias_initializer;
+    return config;
+}
+
+Dropout::Dropout(double rate, Shape input_shape) : Layer(optional_shape(input_shape)), rate_(rate) {
+    if (!(rate >= 0.0 && rate < 1.0)) throw ValueError("Dropout: rate must be in [0, 1), got " + std::to_string(rate));
+}
+
+Tensor Dropout::call(const Tensor& x, bool training) {
+    check_input(x);
+    return ops::dropout(x, rate_, training, global_generator());
+}
+
+nlohmann::json Dropout::config() const {
+    nlohmann::json config = Layer::config();
+    config["rate"] = rate_;
+    return config;
+}
+
+Flatten::Flatten(Shape input_shape) : Layer(optional_shape(input_shape)) {}
+
+Shape Flatten::output_shape(const Shape& input_shape) const {
+    std::size_t total = 1;
+    for (auto extent : input_shape) total *= extent;
+    return {total};
+}
+
+Tensor Flatten::call(const Tensor& x, bool) {
+    check_input(x);
+    return ops::flatten(x);
+}
+
+Activation::Activation(std::string activation, Shape input_shape)
+    : Layer(optional_shape(input_shape)), activation_(std::move(activation)) {
+    get_activation(activation_);
+}
+
+Tensor Activation::call(const Tensor& x, bool) {
+    check_input(x);
+    return get_activation(activation_)(x);
+}
+
+nlohmann::json Activation::config() const {
+    nlohmann::json config = Layer::config();
+    config["activation"] = activation_;
+    return config;
+}
+
+namespace {
+
+using LayerFactory = std::function<std::unique_ptr<Layer>(const nlohmann::json&)>;
+
+const Registry<LayerFactory>& layer_factories() {
+    static const Registry<LayerFactory> registry(
+        "layer",
+        {
+            {"Dense",
+             [](const nlohmann::json& c) {
+                 const auto at = where("Dense", c);
+                 return std::make_unique<Dense>(DenseOptions{
+                     .units = field<std::size_t>(c, "units", at),
+                     .activation = field<std::string>(c, "activation", at, std::string("linear")),
+                     .use_bias = field<bool>(c, "use_bias", at, true),
+                     .kernel_initializer = initializer_field(c, "kernel_initializer", at, "glorot_uniform"),
+                     .bias_initializer = initializer_field(c, "bias_initializer", at, "zeros"),
+                     .input_shape = input_shape_field(c, at)});
+             }},
+            {"Dropout",
+             [](const nlohmann::json& c) {
+                 const auto at = where("Dropout", c);
+                 return std::make_unique<Dropout>(field<double>(c, "rate", at), input_shape_field(c, at));
+             }},
+            {"Flatten",
+             [](const nlohmann::json& c) { return std::make_unique<Flatten>(input_shape_field(c, where("Flatten", c))); }},
+            {"Activation",
+             [](const nlohmann::json& c) {
+                 const auto at = where("Activation", c);
+                 return std::make_unique<Activation>(field<std::string>(c, "activation", at), input_shape_field(c, at));
+             }},
+        });
+    return registry;
+}
+
+}  // namespace
+
+std::unique_ptr<Layer> make_layer(const std::string& class_name, const nlohmann::json& config) {
+    if (!config.is_object()) throw ValueError("layer config of " + class_name + " must be a JSON object, got " + config.dump());
+    // Accept Keras's class names and the snake_case names users type ("dense").
+    std::string key = class_name;
+    for (const auto& known : layer_factories().names()) {
+        if (snake_case(known) == class_name) key = known;
+    }
+    auto layer = layer_factories().get(key)(config);
+    if (config.contains("name")) {
+        if (!config["name"].is_string()) throw ValueError("layer config of " + key + ": 'name' must be a string");
+        layer->set_name(config["name"].get<std::string>());
+    }
+    return layer;
+}
+
+std::vector<std::string> layer_names() { return layer_factories().names(); }
+
+std::optional<Shape> input_shape_from_config(const nlohmann::json& config) {
+    return optional_shape(input_shape_field(config, "InputLayer"));
+}
+
+}  // namespace xtnn

@@ -1,0 +1,441 @@
+#include "xtnn/model.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <set>
+
+#include "xtnn/activations.hpp"
+#include "xtnn/autodiff.hpp"
+#include "xtnn/random.hpp"
+
+namespace xtnn {
+
+namespace {
+
+constexpr std::size_t max_layers = 1024;
+
+std::string with_batch_axis(const Shape& shape) {
+    std::string text = "(None";
+    for (auto extent : shape) text += ", " + std::to_string(extent);
+    return text + ")";
+}
+
+Shape sample_shape(const xt::xarray<float>& x) { return Shape(x.shape().begin() + 1, x.shape().end()); }
+
+std::vector<std::size_t> iota(std::size_t n) {
+    std::vector<std::size_t> indices(n);
+    for (std::size_t i = 0; i < n; ++i) indices[i] = i;
+    return indices;
+}
+
+}  // namespace
+
+xt::xarray<float> gather_rows(const xt::xarray<float>& x, const std::vector<std::size_t>& indices, std::size_t begin,
+                              std::size_t end) {
+    Shape shape(x.shape().begin(), x.shape().end());
+    const std::size_t row_size = shape[0] == 0 ? 0 : x.size() / shape[0];
+    shape[0] = end - begin;
+    xt::xarray<float> rows = xt::empty<float>(shape);
+    for (std::size_t i = begin; i < end; ++i) {
+        std::memcpy(rows.data() + (i - begin) * row_size, x.data() + indices[i] * row_size, row_size * sizeof(float));
+    }
+    return rows;
+}
+
+Sequential::Sequential(std::string name) : name_(std::move(name)) {}
+Sequential::Sequential(Sequential&&) noexcept = default;
+Sequential& Sequential::operator=(Sequential&&) noexcept = default;
+Sequential::~Sequential() = default;
+
+void Sequential::add(std::unique_ptr<Layer> layer) {
+    if (!layer) throw ValueError("Sequential::add: null layer");
+    if (layers_.size() >= max_layers) {
+        throw ValueError("Sequential::add: a model has at most " + std::to_string(max_layers) + " layers");
+    }
+    std::set<std::string> taken;
+    for (const auto& existing : layers_) taken.insert(existing->name());
+    if (layer->name().empty()) {
+        const std::string base = snake_case(layer->class_name());
+        std::string candidate = base;
+        for (int suffix = 1; taken.count(candidate); ++suffix) candidate = base + "_" + std::to_string(suffix);
+        layer->set_name(candidate);
+    } else if (taken.count(layer->name())) {
+        throw ValueError("Sequential::add: a layer named '" + layer->name() + "' is already in model '" + name_ +
+                         "'; layer names must be unique");
+    }
+    if (!layers_.empty() && layer->declared_input_shape() && built() &&
+        *layer->declared_input_shape() != output_shape()) {
+        throw ShapeError("Sequential::add: layer '" + layer->name() + "' declares input shape " +
+                         with_batch_axis(*layer->declared_input_shape()) + " but the model's output is " +
+                         with_batch_axis(output_shape()));
+    }
+    if (layers_.empty() && layer->declared_input_shape()) {
+        layer->build(*layer->declared_input_shape());
+    } else if (!layers_.empty() && built()) {
+        layer->build(output_shape());
+    }
+    layers_.push_back(std::move(layer));
+}
+
+void Sequential::add(const std::string& class_name, const nlohmann::json& config) {
+    add(make_layer(class_name, config));
+}
+
+void Sequential::build(const Shape& input_shape) {
+    if (layers_.empty()) throw ValueError("Sequential::build: model '" + name_ + "' has no layers");
+    Shape shape = input_shape;
+    for (auto& layer : layers_) {
+        if (!layer->built()) {
+            layer->build(shape);
+        } else if (layer->input_shape() != shape) {
+            throw ShapeError("Sequential::build: layer '" + layer->name() + "' was built for input " +
+                             with_batch_axis(layer->input_shape()) + ", got " + with_batch_axis(shape));
+        }
+        shape = layer->output_shape(shape);
+    }
+}
+
+bool Sequential::built() const { return !layers_.empty() && layers_.back()->built() && layers_.front()->built(); }
+
+Layer& Sequential::layer(std::size_t index) const {
+    if (index >= layers_.size()) {
+        throw ValueError("Sequential::layer: index " + std::to_string(index) + " out of range for " +
+                         std::to_string(layers_.size()) + " layers");
+    }
+    return *layers_[index];
+}
+
+Layer& Sequential::layer(const std::string& name) const {
+    for (const auto& layer : layers_) {
+        if (layer->name() == name) return *layer;
+    }
+    throw ValueError("Sequential::layer: no layer named '" + name + "' in model '" + name_ + "'");
+}
+
+Shape Sequential::input_shape() const {
+    if (!built()) throw ValueError("model '" + name_ + "' is not built: give the first layer an input_shape or call build()");
+    return layers_.front()->input_shape();
+}
+
+Shape Sequential::output_shape() const {
+    const Layer& last = *layers_.back();
+    return last.output_shape(last.input_shape());
+}
+
+std::size_t Sequential::count_params() const {
+    std::size_t total = 0;
+    for (const auto& layer : layers_) total += layer->count_params();
+    return total;
+}
+
+std::vector<Tensor> Sequential::weights() const {
+    std::vector<Tensor> all;
+    for (const auto& layer : layers_) {
+        for (auto& weight : layer->weights()) all.push_back(weight);
+    }
+    return all;
+}
+
+std::vector<xt::xarray<float>> Sequential::get_weights() const {
+    std::vector<xt::xarray<float>> values;
+    for (const auto& weight : weights()) values.push_back(weight.value());
+    return values;
+}
+
+void Sequential::set_weights(const std::vector<xt::xarray<float>>& values) {
+    auto all = weights();
+    if (values.size() != all.size()) {
+        throw ValueError("set_weights: model '" + name_ + "' has " + std::to_string(all.size()) + " weights, got " +
+                         std::to_string(values.size()));
+    }
+    for (std::size_t i = 0; i < all.size(); ++i) {
+        if (values[i].shape() != all[i].shape()) {
+            throw ShapeError("set_weights: weight " + std::to_string(i) + " has shape " + shape_to_string(all[i].shape()) +
+                             ", got " + shape_to_string(values[i].shape()));
+        }
+    }
+    for (std::size_t i = 0; i < all.size(); ++i) std::copy(values[i].begin(), values[i].end(), all[i].mutable_value().begin());
+}
+
+void Sequential::compile(const std::string& loss, const OptimizerSpec& optimizer, const std::vector<std::string>& metrics) {
+    auto new_loss = make_loss(loss);
+    auto new_optimizer = optimizer.make();
+    std::vector<std::unique_ptr<Metric>> new_metrics;
+    if (!metrics.empty()) {
+        if (!built()) {
+            throw ValueError("compile: model '" + name_ + "' is not built, so metrics cannot be resolved; give the first "
+                             "layer an input_shape or call build() first");
+        }
+        for (const auto& name : metrics) new_metrics.push_back(make_metric(name, *new_loss, output_shape()));
+    }
+    loss_ = std::move(new_loss);
+    optimizer_ = std::move(new_optimizer);
+    metrics_ = std::move(new_metrics);
+}
+
+void Sequential::require_ready(const char* method) const {
+    if (layers_.empty()) throw ValueError(std::string(method) + ": model '" + name_ + "' has no layers");
+    if (!compiled()) throw ValueError(std::string(method) + ": call compile() before " + method + "()");
+}
+
+void Sequential::check_inputs(const char* method, const xt::xarray<float>& x) const {
+    if (x.dimension() == 0 || x.shape()[0] == 0) {
+        throw ValueError(std::string(method) + ": no samples (x has shape " + shape_to_string(x.shape()) + ")");
+    }
+    const Shape expected = input_shape();
+    if (sample_shape(x) != expected) {
+        throw ShapeError(std::string(method) + ": model '" + name_ + "' expects input of shape " +
+                         with_batch_axis(expected) + ", got x of shape " + shape_to_string(x.shape()));
+    }
+}
+
+Tensor Sequential::forward_before_activation(const Tensor& x, bool training) {
+    Tensor h = x;
+    for (std::size_t i = 0; i + 1 < layers_.size(); ++i) h = layers_[i]->call(h, training);
+    return layers_.back()->call_before_activation(h, training);
+}
+
+Tensor Sequential::call(const Tensor& x, bool training) {
+    if (!built()) build(Shape(x.shape().begin() + 1, x.shape().end()));
+    Tensor h = x;
+    for (auto& layer : layers_) h = layer->call(h, training);
+    return h;
+}
+
+std::map<std::string, double> Sequential::run_evaluation(const xt::xarray<float>& x, const xt::xarray<float>& targets,
+                                                          std::size_t batch_size, Progbar* progress) {
+    NoGradGuard no_grad;
+    const std::size_t n = x.shape()[0];
+    const auto order = iota(n);
+    const std::string activation = layers_.back()->output_activation();
+    double loss_total = 0;
+    std::vector<double> metric_totals(metrics_.size(), 0.0);
+    std::map<std::string, double> logs;
+    for (std::size_t begin = 0, step = 1; begin < n; begin += batch_size, ++step) {
+        const std::size_t end = std::min(n, begin + batch_size);
+        Tensor pre = forward_before_activation(Tensor::constant(gather_rows(x, order, begin, end)), false);
+        const xt::xarray<float> batch_targets = gather_rows(targets, order, begin, end);
+        loss_total += static_cast<double>(loss_->compute(pre, activation, batch_targets).item()) * double(end - begin);
+        if (!metrics_.empty()) {
+            const xt::xarray<float> predictions = get_activation(activation)(pre).value();
+            for (std::size_t m = 0; m < metrics_.size(); ++m) metric_totals[m] += metrics_[m]->batch_total(predictions, batch_targets);
+        }
+        logs["loss"] = loss_total / double(end);
+        for (std::size_t m = 0; m < metrics_.size(); ++m) logs[metrics_[m]->name()] = metric_totals[m] / double(end);
+        if (progress) progress->update(step, logs, end == n);
+    }
+    return logs;
+}
+
+History Sequential::fit(const xt::xarray<float>& x, const xt::xarray<float>& y, const FitOptions& options) {
+    require_ready("fit");
+    if (options.batch_size == 0) throw ValueError("fit: batch_size must be positive, got 0");
+    if (options.epochs < 0) throw ValueError("fit: epochs must not be negative, got " + std::to_string(options.epochs));
+    if (options.initial_epoch < 0 || options.initial_epoch > options.epochs) {
+        throw ValueError("fit: initial_epoch must be in [0, epochs], got " + std::to_string(options.initial_epoch));
+    }
+    if (!(options.validation_split >= 0.0 && options.validation_split < 1.0)) {
+        throw ValueError("fit: validation_split must be in [0, 1), got " + std::to_string(options.validation_split));
+    }
+    if (x.dimension() > 0 && !built()) build(sample_shape(x));
+    check_inputs("fit", x);
+    const std::size_t n = x.shape()[0];
+    if (y.dimension() == 0 || y.shape()[0] != n) {
+        throw ShapeError("fit: x has " + std::to_string(n) + " samples but y has shape " + shape_to_string(y.shape()));
+    }
+    const xt::xarray<float> targets = loss_->prepare_targets(y, output_shape());
+
+    std::vector<std::size_t> train_indices = iota(n);
+    std::optional<std::pair<xt::xarray<float>, xt::xarray<float>>> validation;
+    if (options.validation_data) {
+        const auto& data = *options.validation_data;
+        check_inputs("fit (validation_data)", data.x);
+        if (data.y.dimension() == 0 || data.y.shape()[0] != data.x.shape()[0]) {
+            throw ShapeError("fit: validation x has " + std::to_string(data.x.shape()[0]) +
+                             " samples but validation y has shape " + shape_to_string(data.y.shape()));
+        }
+        validation.emplace(data.x, loss_->prepare_targets(data.y, output_shape()));
+    } else if (options.validation_split > 0.0) {
+        const auto held_out = static_cast<std::size_t>(std::floor(double(n) * options.validation_split));
+        if (held_out == 0 || held_out == n) {
+            throw ValueError("fit: validation_split " + std::to_string(options.validation_split) + " of " +
+                             std::to_string(n) + " samples leaves an empty training or validation set");
+        }
+        auto permutation = global_generator().permutation(n);
+        std::vector<std::size_t> validation_indices(permutation.end() - std::ptrdiff_t(held_out), permutation.end());
+        train_indices.assign(permutation.begin(), permutation.end() - std::ptrdiff_t(held_out));
+        std::sort(train_indices.begin(), train_indices.end());
+        std::sort(validation_indices.begin(), validation_indices.end());
+        validation.emplace(gather_rows(x, validation_indices, 0, held_out),
+                           gather_rows(targets, validation_indices, 0, held_out));
+    }
+
+    std::ostream& out = options.output ? *options.output : std::cout;
+    const bool dynamic = is_terminal(out);
+    const std::string activation = layers_.back()->output_activation();
+    const std::size_t train_count = train_indices.size();
+    const std::size_t steps = (train_count + options.batch_size - 1) / options.batch_size;
+    std::vector<Tensor> trainable = weights();
+
+    History history;
+    stop_training = false;
+    for (const auto& callback : options.callbacks) {
+        callback->model = this;
+        callback->out = &out;
+    }
+    for (const auto& callback : options.callbacks) callback->on_train_begin({});
+
+    for (int epoch = options.initial_epoch; epoch < options.epochs && !stop_training; ++epoch) {
+        for (const auto& callback : options.callbacks) callback->on_epoch_begin(epoch, {});
+        if (options.verbose >= 1 && options.epochs > 1) out << "Epoch " << epoch + 1 << "/" << options.epochs << "\n";
+        std::vector<std::size_t> order = train_indices;
+        if (options.shuffle) {
+            const auto permutation = global_generator().permutation(train_count);
+            for (std::size_t i = 0; i < train_count; ++i) order[i] = train_indices[permutation[i]];
+        }
+        Progbar progress(steps, options.verbose, out, dynamic);
+        double loss_total = 0;
+        std::vector<double> metric_totals(metrics_.size(), 0.0);
+        std::size_t seen = 0, steps_done = 0;
+        Logs logs;
+        for (std::size_t step = 0; step < steps && !stop_training; ++step) {
+            for (const auto& callback : options.callbacks) callback->on_train_batch_begin(int(step), {});
+            const std::size_t begin = step * options.batch_size;
+            const std::size_t end = std::min(train_count, begin + options.batch_size);
+            const xt::xarray<float> batch_targets = gather_rows(targets, order, begin, end);
+            Tensor pre = forward_before_activation(Tensor::constant(gather_rows(x, order, begin, end)), true);
+            Tensor loss = loss_->compute(pre, activation, batch_targets);
+            for (auto& weight : trainable) weight.zero_grad();
+            loss.backward();
+            optimizer_->apply(trainable);
+
+            const double batch_size = double(end - begin);
+            loss_total += static_cast<double>(loss.item()) * batch_size;
+            if (!metrics_.empty()) {
+                NoGradGuard no_grad;
+                const xt::xarray<float> predictions = get_activation(activation)(pre.detach()).value();
+                for (std::size_t m = 0; m < metrics_.size(); ++m) {
+                    metric_totals[m] += metrics_[m]->batch_total(predictions, batch_targets);
+                }
+            }
+            seen += end - begin;
+            steps_done = step + 1;
+            logs["loss"] = loss_total / double(seen);
+            for (std::size_t m = 0; m < metrics_.size(); ++m) logs[metrics_[m]->name()] = metric_totals[m] / double(seen);
+            for (const auto& callback : options.callbacks) callback->on_train_batch_end(int(step), logs);
+            progress.update(steps_done, logs);
+        }
+        if (validation) {
+            for (const auto& [name, value] : run_evaluation(validation->first, validation->second, options.batch_size, nullptr)) {
+                logs["val_" + name] = value;
+            }
+        }
+        progress.update(steps_done, logs, true);
+        history.epoch.push_back(epoch);
+        for (const auto& [name, value] : logs) history.history[name].push_back(value);
+        for (const auto& callback : options.callbacks) callback->on_epoch_end(epoch, logs);
+    }
+    for (const auto& callback : options.callbacks) callback->on_train_end({});
+    return history;
+}
+
+std::map<std::string, double> Sequential::evaluate(const xt::xarray<float>& x, const xt::xarray<float>& y,
+                                                   const EvaluateOptions& options) {
+    require_ready("evaluate");
+    if (options.batch_size == 0) throw ValueError("evaluate: batch_size must be positive, got 0");
+    check_inputs("evaluate", x);
+    if (y.dimension() == 0 || y.shape()[0] != x.shape()[0]) {
+        throw ShapeError("evaluate: x has " + std::to_string(x.shape()[0]) + " samples but y has shape " +
+                         shape_to_string(y.shape()));
+    }
+    const xt::xarray<float> targets = loss_->prepare_targets(y, output_shape());
+    std::ostream& out = options.output ? *options.output : std::cout;
+    const std::size_t steps = (x.shape()[0] + options.batch_size - 1) / options.batch_size;
+    Progbar progress(steps, options.verbose, out, is_terminal(out));
+    return run_evaluation(x, targets, options.batch_size, &progress);
+}
+
+xt::xarray<float> Sequential::predict(const xt::xarray<float>& x, std::size_t batch_size) {
+    if (batch_size == 0) throw ValueError("predict: batch_size must be positive, got 0");
+    if (layers_.empty()) throw ValueError("predict: model '" + name_ + "' has no layers");
+    if (x.dimension() > 0 && !built()) build(sample_shape(x));
+    check_inputs("predict", x);
+    NoGradGuard no_grad;
+    const std::size_t n = x.shape()[0];
+    const auto order = iota(n);
+    Shape shape{n};
+    const Shape per_sample = output_shape();
+    shape.insert(shape.end(), per_sample.begin(), per_sample.end());
+    xt::xarray<float> result = xt::empty<float>(shape);
+    const std::size_t row_size = result.size() / n;
+    for (std::size_t begin = 0; begin < n; begin += batch_size) {
+        const std::size_t end = std::min(n, begin + batch_size);
+        Tensor out = call(Tensor::constant(gather_rows(x, order, begin, end)), false);
+        std::copy(out.value().begin(), out.value().end(), result.data() + begin * row_size);
+    }
+    return result;
+}
+
+nlohmann::json Sequential::get_config() const {
+    nlohmann::json layers = nlohmann::json::array();
+    for (const auto& layer : layers_) layers.push_back({{"class_name", layer->class_name()}, {"config", layer->config()}});
+    nlohmann::json config = {{"name", name_}, {"layers", layers}};
+    if (built()) {
+        nlohmann::json batch_shape = nlohmann::json::array({nullptr});
+        for (auto extent : input_shape()) batch_shape.push_back(extent);
+        config["build_input_shape"] = batch_shape;
+    }
+    return {{"class_name", "Sequential"}, {"config", config}};
+}
+
+std::string Sequential::to_json(int indent) const { return get_config().dump(indent); }
+
+Sequential Sequential::from_config(const nlohmann::json& json) {
+    if (!json.is_object() || json.value("class_name", "") != "Sequential" || !json.contains("config") ||
+        !json["config"].is_object()) {
+        throw ValueError("Sequential::from_config: expected {\"class_name\": \"Sequential\", \"config\": {...}}");
+    }
+    const auto& config = json["config"];
+    if (!config.contains("layers") || !config["layers"].is_array()) {
+        throw ValueError("Sequential::from_config: config has no 'layers' list");
+    }
+    if (config["layers"].size() > max_layers) {
+        throw ValueError("Sequential::from_config: " + std::to_string(config["layers"].size()) +
+                         " layers exceed the limit of " + std::to_string(max_layers));
+    }
+    Sequential model(config.contains("name") && config["name"].is_string() ? config["name"].get<std::string>() : "sequential");
+    std::optional<Shape> input_shape;
+    for (const auto& entry : config["layers"]) {
+        if (!entry.is_object() || !entry.contains("class_name") || !entry["class_name"].is_string()) {
+            throw ValueError("Sequential::from_config: each layer needs a 'class_name', got " + entry.dump());
+        }
+        const auto class_name = entry["class_name"].get<std::string>();
+        const auto& layer_config = entry.contains("config") ? entry["config"] : nlohmann::json::object();
+        if (class_name == "InputLayer") {
+            // Keras 3 writes the input as a layer of its own; xtnn keeps it on the first real layer.
+            input_shape = input_shape_from_config(layer_config);
+            continue;
+        }
+        model.add(make_layer(class_name, layer_config));
+    }
+    if (!model.built() && !model.layers_.empty()) {
+        if (!input_shape && config.contains("build_input_shape")) {
+            input_shape = input_shape_from_config({{"batch_input_shape", config["build_input_shape"]}});
+        }
+        if (input_shape) model.build(*input_shape);
+    }
+    return model;
+}
+
+Sequential Sequential::from_json(const std::string& text) {
+    nlohmann::json json;
+    try {
+        json = nlohmann::json::parse(text);
+    } catch (const nlohmann::json::parse_error& e) {
+        throw ValueError(std::string("Sequential::from_json: not valid JSON: ") + e.what());
+    }
+    return from_config(json);
+}
+
+}  // namespace xtnn

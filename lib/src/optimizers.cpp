@@ -1,0 +1,245 @@
+#include "xtnn/optimizers.hpp"
+
+#include <cctype>
+#include <cmath>
+#include <functional>
+
+#include <xtensor/xbuilder.hpp>
+
+#include "xtnn/registry.hpp"
+
+namespace xtnn {
+
+std::size_t Optimizer::state_size() const {
+    std::size_t total = 0;
+    for (const auto& weight_slots : slots_) {
+        for (const auto& slot : weight_slots) total += slot.size();
+    }
+    return total;
+}
+
+std::vector<xt::xarray<float>>& Optimizer::slots_for(std::size_t index, const Tensor& weight, std::size_t slot_count) {
+    if (slots_.size() <= index) slots_.resize(index + 1);
+    auto& weight_slots = slots_[index];
+    if (weight_slots.size() != slot_count || (slot_count > 0 && weight_slots[0].shape() != weight.shape())) {
+        weight_slots.assign(slot_count, xt::xarray<float>(xt::zeros<float>(weight.shape())));
+    }
+    return weight_slots;
+}
+
+namespace {
+
+void require_positive(const char* optimizer, const char* field, double value) {
+    if (!(value > 0.0) || !std::isfinite(value)) {
+        throw ValueError(std::string(optimizer) + ": " + field + " must be positive and finite, got " + std::to_string(value));
+    }
+}
+
+void require_fraction(const char* optimizer, const char* field, double value) {
+    if (!(value >= 0.0 && value < 1.0)) {
+        throw ValueError(std::string(optimizer) + ": " + field + " must be in [0, 1), got " + std::to_string(value));
+    }
+}
+
+class SgdOptimizer : public Optimizer {
+public:
+    explicit SgdOptimizer(SGD config) : config_(config) {
+        require_positive("SGD", "learning_rate", config.learning_rate);
+        require_fraction("SGD", "momentum", config.momentum);
+    }
+    std::string name() const override { return "SGD"; }
+    double learning_rate() const override { return config_.learning_rate; }
+    void set_learning_rate(double lr) override { config_.learning_rate = lr; }
+    nlohmann::json config() const override {
+        return {{"name", "sgd"}, {"learning_rate", config_.learning_rate}, {"momentum", config_.momentum},
+                {"nesterov", config_.nesterov}};
+    }
+
+    void apply(std::vector<Tensor>& weights) override {
+        const auto lr = static_cast<float>(config_.learning_rate);
+        const auto momentum = static_cast<float>(config_.momentum);
+        for (std::size_t i = 0; i < weights.size(); ++i) {
+            Tensor& weight = weights[i];
+            if (!weight.has_grad()) continue;
+            float* w = weight.mutable_value().data();
+            const float* g = weight.grad().data();
+            const std::size_t n = weight.size();
+            if (momentum == 0.0f) {
+                for (std::size_t j = 0; j < n; ++j) w[j] -= lr * g[j];
+                continue;
+            }
+            float* velocity = slots_for(i, weight, 1)[0].data();
+            for (std::size_t j = 0; j < n; ++j) {
+                velocity[j] = momentum * velocity[j] - lr * g[j];
+                w[j] += config_.nesterov ? momentum * velocity[j] - lr * g[j] : velocity[j];
+            }
+        }
+        ++iterations_;
+    }
+
+private:
+    SGD config_;
+};
+
+class AdamOptimizer : public Optimizer {
+public:
+    explicit AdamOptimizer(Adam config) : config_(config) {
+        require_positive("Adam", "learning_rate", config.learning_rate);
+        require_fraction("Adam", "beta_1", config.beta_1);
+        require_fraction("Adam", "beta_2", config.beta_2);
+        require_positive("Adam", "epsilon", config.epsilon);
+    }
+    std::string name() const override { return "Adam"; }
+    double learning_rate() const override { return config_.learning_rate; }
+    void set_learning_rate(double lr) override { config_.learning_rate = lr; }
+    nlohmann::json config() const override {
+        return {{"name", "adam"}, {"learning_rate", config_.learning_rate}, {"beta_1", config_.beta_1},
+                {"beta_2", config_.beta_2}, {"epsilon", config_.epsilon}};
+    }
+
+    void apply(std::vector<Tensor>& weights) override {
+        const double step = static_cast<double>(iterations_ + 1);
+        const auto lr = static_cast<float>(config_.learning_rate * std::sqrt(1.0 - std::pow(config_.beta_2, step)) /
+                                           (1.0 - std::pow(config_.beta_1, step)));
+        const auto one_minus_beta_1 = static_cast<float>(1.0 - config_.beta_1);
+        const auto one_minus_beta_2 = static_cast<float>(1.0 - config_.beta_2);
+        const auto epsilon = static_cast<float>(config_.epsilon);
+        for (std::size_t i = 0; i < weights.size(); ++i) {
+            Tensor& weight = weights[i];
+            if (!weight.has_grad()) continue;
+            auto& moments = slots_for(i, weight, 2);
+            float* w = weight.mutable_value().data();
+            const float* g = weight.grad().data();
+            float* m = moments[0].data();
+            float* v = moments[1].data();
+            for (std::size_t j = 0; j < weight.size(); ++j) {
+                m[j] += (g[j] - m[j]) * one_minus_beta_1;
+                v[j] += (g[j] * g[j] - v[j]) * one_minus_beta_2;
+                w[j] -= lr * m[j] / (std::sqrt(v[j]) + epsilon);
+            }
+        }
+        ++iterations_;
+    }
+
+private:
+    Adam config_;
+};
+
+class RmspropOptimizer : public Optimizer {
+public:
+    explicit RmspropOptimizer(RMSprop config) : config_(config) {
+        require_positive("RMSprop", "learning_rate", config.learning_rate);
+        require_fraction("RMSprop", "rho", config.rho);
+        require_fraction("RMSprop", "momentum", config.momentum);
+        require_positive("RMSprop", "epsilon", config.epsilon);
+    }
+    std::string name() const override { return "RMSprop"; }
+    double learning_rate() const override { return config_.learning_rate; }
+    void set_learning_rate(double lr) override { config_.learning_rate = lr; }
+    nlohmann::json config() const override {
+        return {{"name", "rmsprop"}, {"learning_rate", config_.learning_rate}, {"rho", config_.rho},
+                {"momentum", config_.momentum}, {"epsilon", config_.epsilon}};
+    }
+
+    void apply(std::vector<Tensor>& weights) override {
+        const auto lr = static_cast<float>(config_.learning_rate);
+        const auto rho = static_cast<float>(config_.rho);
+        const auto momentum = static_cast<float>(config_.momentum);
+        const auto epsilon = static_cast<float>(config_.epsilon);
+        for (std::size_t i = 0; i < weights.size(); ++i) {
+            Tensor& weight = weights[i];
+            if (!weight.has_grad()) continue;
+            auto& state = slots_for(i, weight, momentum > 0.0f ? 2 : 1);
+            float* w = weight.mutable_value().data();
+            const float* g = weight.grad().data();
+            float* average = state[0].data();
+            for (std::size_t j = 0; j < weight.size(); ++j) {
+                average[j] = rho * average[j] + (1.0f - rho) * g[j] * g[j];
+                const float increment = lr * g[j] / std::sqrt(average[j] + epsilon);
+                if (momentum > 0.0f) {
+                    float& velocity = state[1].data()[j];
+                    velocity = momentum * velocity + increment;
+                    w[j] -= velocity;
+                } else {
+                    w[j] -= increment;
+                }
+            }
+        }
+        ++iterations_;
+    }
+
+private:
+    RMSprop config_;
+};
+
+template <class T>
+T number(const nlohmann::json& config, const char* key, T fallback) {
+    if (!config.contains(key)) return fallback;
+    if (!config[key].is_number() && !config[key].is_boolean()) {
+        throw ValueError(std::string("optimizer config: '") + key + "' must be a number, got " + config[key].dump());
+    }
+    return config[key].get<T>();
+}
+
+using OptimizerFactory = std::function<std::unique_ptr<Optimizer>(const nlohmann::json&)>;
+
+const Registry<OptimizerFactory>& optimizers() {
+    static const Registry<OptimizerFactory> registry(
+        "optimizer",
+        {
+            {"sgd",
+             [](const nlohmann::json& c) {
+                 SGD d;
+                 return std::make_unique<SgdOptimizer>(SGD{number(c, "learning_rate", d.learning_rate),
+                                                           number(c, "momentum", d.momentum),
+                                                           number(c, "nesterov", d.nesterov)});
+             }},
+            {"adam",
+             [](const nlohmann::json& c) {
+                 Adam d;
+                 return std::make_unique<AdamOptimizer>(Adam{number(c, "learning_rate", d.learning_rate),
+                                                             number(c, "beta_1", d.beta_1), number(c, "beta_2", d.beta_2),
+                                                             number(c, "epsilon", d.epsilon)});
+             }},
+            {"rmsprop",
+             [](const nlohmann::json& c) {
+                 RMSprop d;
+                 return std::make_unique<RmspropOptimizer>(RMSprop{number(c, "learning_rate", d.learning_rate),
+                                                                   number(c, "rho", d.rho), number(c, "momentum", d.momentum),
+                                                                   number(c, "epsilon", d.epsilon)});
+             }},
+        });
+    return registry;
+}
+
+}  // namespace
+
+std::unique_ptr<Optimizer> OptimizerSpec::make() const {
+    return std::visit(
+        [](const auto& spec) -> std::unique_ptr<Optimizer> {
+            using Spec = std::decay_t<decltype(spec)>;
+            if constexpr (std::is_same_v<Spec, std::string>) {
+                std::string lower = spec;
+                for (char& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+                return optimizers().get(lower)(nlohmann::json::object());
+            } else if constexpr (std::is_same_v<Spec, SGD>) {
+                return std::make_unique<SgdOptimizer>(spec);
+            } else if constexpr (std::is_same_v<Spec, Adam>) {
+                return std::make_unique<AdamOptimizer>(spec);
+            } else {
+                return std::make_unique<RmspropOptimizer>(spec);
+            }
+        },
+        spec_);
+}
+
+std::unique_ptr<Optimizer> make_optimizer(const nlohmann::json& config) {
+    if (!config.is_object() || !config.contains("name") || !config["name"].is_string()) {
+        throw ValueError("optimizer config must be an object with a 'name', got " + config.dump());
+    }
+    return optimizers().get(config["name"].get<std::string>())(config);
+}
+
+std::vector<std::string> optimizer_names() { return optimizers().names(); }
+
+}  // namespace xtnn

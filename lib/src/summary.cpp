@@ -1,0 +1,165 @@
+// Sequential::summary: Keras 3's box table by default, Keras 2's ASCII table (the book's) as an
+// option. Column widths and number formats follow Keras's summary_utils.
+
+#include <sstream>
+
+#include <fmt/format.h>
+
+#include "xtnn/model.hpp"
+
+namespace xtnn {
+
+namespace {
+
+struct Row {
+    std::string layer;
+    std::string output_shape;
+    std::string params;
+};
+
+std::string with_thousands(std::size_t n) {
+    std::string digits = std::to_string(n);
+    std::string result;
+    for (std::size_t i = 0; i < digits.size(); ++i) {
+        if (i > 0 && (digits.size() - i) % 3 == 0) result += ',';
+        result += digits[i];
+    }
+    return result;
+}
+
+std::string readable_bytes(std::size_t bytes) {
+    const char* units[] = {"B", "KB", "MB", "GB", "TB"};
+    double value = static_cast<double>(bytes);
+    std::size_t unit = 0;
+    while (value >= 1024.0 && unit + 1 < std::size(units)) {
+        value /= 1024.0;
+        ++unit;
+    }
+    return fmt::format("{:.2f} {}", value, units[unit]);
+}
+
+std::string repeat(const std::string& text, std::size_t count) {
+    std::string result;
+    for (std::size_t i = 0; i < count; ++i) result += text;
+    return result;
+}
+
+// Splits `text` into lines of at most `width` characters, breaking at spaces where possible.
+std::vector<std::string> wrap(const std::string& text, std::size_t width) {
+    std::vector<std::string> lines;
+    std::string rest = text;
+    while (rest.size() > width) {
+        std::size_t cut = rest.rfind(' ', width);
+        if (cut == std::string::npos || cut == 0) cut = width;
+        lines.push_back(rest.substr(0, cut));
+        rest = rest.substr(cut == width && rest[cut] != ' ' ? cut : cut + 1);
+    }
+    lines.push_back(rest);
+    return lines;
+}
+
+std::vector<Row> rows_of(const Sequential& model) {
+    std::vector<Row> rows;
+    const bool built = model.built();
+    Shape shape = built ? model.input_shape() : Shape{};
+    for (std::size_t i = 0; i < model.size(); ++i) {
+        const Layer& layer = model.layer(i);
+        Row row{layer.name() + " (" + layer.class_name() + ")", "?", "0 (unbuilt)"};
+        if (built) {
+            shape = layer.output_shape(shape);
+            row.output_shape = "(None";
+            for (auto extent : shape) row.output_shape += ", " + std::to_string(extent);
+            row.output_shape += ")";
+            row.params = with_thousands(layer.count_params());
+        }
+        rows.push_back(row);
+    }
+    return rows;
+}
+
+std::string box_summary(const Sequential& model) {
+    constexpr std::size_t widths[] = {31, 22, 13};
+    std::ostringstream out;
+    auto rule = [&](const char* left, const char* middle, const char* right, const char* line) {
+        out << left;
+        for (std::size_t c = 0; c < 3; ++c) out << repeat(line, widths[c] + 2) << (c < 2 ? middle : right);
+        out << '\n';
+    };
+    auto cells = [&](const Row& row, const char* bar) {
+        const std::vector<std::string> columns[] = {wrap(row.layer, widths[0]), wrap(row.output_shape, widths[1]),
+                                                    wrap(row.params, widths[2])};
+        std::size_t height = std::max({columns[0].size(), columns[1].size(), columns[2].size()});
+        for (std::size_t line = 0; line < height; ++line) {
+            out << bar;
+            for (std::size_t c = 0; c < 3; ++c) {
+                const std::string text = line < columns[c].size() ? columns[c][line] : "";
+                out << ' ' << (c == 2 ? fmt::format("{:>{}}", text, widths[c]) : fmt::format("{:<{}}", text, widths[c]))
+                    << ' ' << bar;
+            }
+            out << '\n';
+        }
+    };
+    out << "Model: \"" << model.name() << "\"\n";
+    rule("\u250f", "\u2533", "\u2513", "\u2501");
+    cells({"Layer (type)", "Output Shape", "Param #"}, "\u2503");
+    rule("\u2521", "\u2547", "\u2529", "\u2501");
+    const auto rows = rows_of(model);
+    for (std::size_t i = 0; i < rows.size(); ++i) {
+        cells(rows[i], "\u2502");
+        if (i + 1 < rows.size()) rule("\u251c", "\u253c", "\u2524", "\u2500");
+    }
+    rule("\u2514", "\u2534", "\u2518", "\u2500");
+    const std::size_t params = model.count_params();
+    const std::string total = with_thousands(params) + " (" + readable_bytes(params * sizeof(float)) + ")";
+    out << " Total params: " << total << '\n';
+    out << " Trainable params: " << total << '\n';
+    out << " Non-trainable params: 0 (0.00 B)\n";
+    if (model.optimizer() && model.optimizer()->state_size() > 0) {
+        const std::size_t state = model.optimizer()->state_size();
+        out << " Optimizer params: " << with_thousands(state) << " (" << readable_bytes(state * sizeof(float)) << ")\n";
+    }
+    return out.str();
+}
+
+// Keras 2's print_row: each field is appended, cut at its column stop, and padded to it; the
+// character before the next field is forced to a space.
+std::string ascii_row(const std::vector<std::string>& fields) {
+    constexpr std::size_t stops[] = {29, 55, 65};
+    std::string line;
+    for (std::size_t i = 0; i < fields.size(); ++i) {
+        if (i > 0) line.back() = ' ';
+        line += fields[i];
+        line = line.substr(0, stops[i]);
+        line += std::string(stops[i] - line.size(), ' ');
+    }
+    return line + '\n';
+}
+
+std::string ascii_summary(const Sequential& model) {
+    const std::string thin(65, '_');
+    const std::string thick(65, '=');
+    std::string out = thin + '\n' + ascii_row({"Layer (type)", "Output Shape", "Param #"}) + thick + '\n';
+    const auto rows = rows_of(model);
+    for (std::size_t i = 0; i < rows.size(); ++i) {
+        std::string params = rows[i].params;
+        std::erase(params, ',');
+        out += ascii_row({rows[i].layer, rows[i].output_shape, params});
+        out += (i + 1 < rows.size() ? thin : thick) + '\n';
+    }
+    const std::string total = with_thousands(model.count_params());
+    out += "Total params: " + total + '\n';
+    out += "Trainable params: " + total + '\n';
+    out += "Non-trainable params: 0\n";
+    out += thin + '\n';
+    return out;
+}
+
+}  // namespace
+
+std::string Sequential::summary_string(SummaryStyle style) const {
+    return style == SummaryStyle::box ? box_summary(*this) : ascii_summary(*this);
+}
+
+void Sequential::summary(SummaryStyle style, std::ostream& out) const { out << summary_string(style); }
+
+}  // namespace xtnn
