@@ -7,6 +7,7 @@
 
 #include "xtnn/activations.hpp"
 #include "xtnn/autodiff.hpp"
+#include "xtnn/data.hpp"
 #include "xtnn/random.hpp"
 
 namespace xtnn {
@@ -257,18 +258,10 @@ History Sequential::fit(const xt::xarray<float>& x, const xt::xarray<float>& y, 
         }
         validation.emplace(data.x, loss_->prepare_targets(data.y, output_shape()));
     } else if (options.validation_split > 0.0) {
-        const auto held_out = static_cast<std::size_t>(std::floor(double(n) * options.validation_split));
-        if (held_out == 0 || held_out == n) {
-            throw ValueError("fit: validation_split " + std::to_string(options.validation_split) + " of " +
-                             std::to_string(n) + " samples leaves an empty training or validation set");
-        }
-        auto permutation = global_generator().permutation(n);
-        std::vector<std::size_t> validation_indices(permutation.end() - std::ptrdiff_t(held_out), permutation.end());
-        train_indices.assign(permutation.begin(), permutation.end() - std::ptrdiff_t(held_out));
-        std::sort(train_indices.begin(), train_indices.end());
-        std::sort(validation_indices.begin(), validation_indices.end());
-        validation.emplace(gather_rows(x, validation_indices, 0, held_out),
-                           gather_rows(targets, validation_indices, 0, held_out));
+        IndexSplit split = random_split(n, options.validation_split);
+        train_indices = std::move(split.train);
+        const std::size_t held_out = split.validation.size();
+        validation.emplace(gather_rows(x, split.validation, 0, held_out), gather_rows(targets, split.validation, 0, held_out));
     }
 
     std::ostream& out = options.output ? *options.output : std::cout;

@@ -72,11 +72,14 @@ public:
     OptimizerSpec(SGD config) : spec_(config) {}
     OptimizerSpec(Adam config) : spec_(config) {}
     OptimizerSpec(RMSprop config) : spec_(config) {}
+    /// From a config such as {"name": "sgd", "learning_rate": 0.05}; missing fields keep defaults.
+    static OptimizerSpec from_config(nlohmann::json config);
 
     std::unique_ptr<Optimizer> make() const;
 
 private:
-    std::variant<std::string, SGD, Adam, RMSprop> spec_;
+    explicit OptimizerSpec(std::variant<std::string, SGD, Adam, RMSprop, nlohmann::json> spec) : spec_(std::move(spec)) {}
+    std::variant<std::string, SGD, Adam, RMSprop, nlohmann::json> spec_;
 };
 
 /// An optimizer from its config as Optimizer::config() writes it ({"name": "adam", ...}).

@@ -1,0 +1,84 @@
+// The book's chapter-3 network on MNIST digits: Dense(32, relu) -> Dropout(0.1) -> Dense(32, relu)
+// -> Dropout(0.1) -> Flatten -> Dense(10, softmax), categorical cross-entropy.
+//
+//   build/examples/mnist_mlp --data datasets/mnist-10k --epochs 8
+
+#include <iostream>
+
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+#include <xtensor/xsort.hpp>
+#include <xtnn/xtnn.hpp>
+
+#include "svg_plot.hpp"
+
+int main(int argc, char** argv) {
+    CLI::App app{"Train the book's MLP on MNIST digits"};
+    std::string data = "datasets/mnist-10k";
+    int epochs = 8;
+    std::size_t batch_size = 64;
+    std::string optimizer = "adam";
+    double learning_rate = 0.0;
+    std::uint64_t seed = 42;
+    std::string plot = "mnist_mlp_history.svg";
+    app.add_option("--data", data, "folder with the bundled digits or the standard MNIST files");
+    app.add_option("--epochs", epochs, "training epochs");
+    app.add_option("--batch-size", batch_size, "samples per step");
+    app.add_option("--optimizer", optimizer, "sgd, adam or rmsprop");
+    app.add_option("--learning-rate", learning_rate, "learning rate (default: the optimizer's Keras default)");
+    app.add_option("--seed", seed, "random seed for weights, dropout and shuffling");
+    app.add_option("--plot", plot, "SVG file for the loss and accuracy curves");
+    CLI11_PARSE(app, argc, argv);
+
+    try {
+        xtnn::set_random_seed(seed);
+        auto [train, test] = xtnn::datasets::load_mnist(data);
+        auto y_train = xtnn::to_categorical(train.y, 10);
+        auto y_test = xtnn::to_categorical(test.y, 10);
+        fmt::print("{} training and {} test digits from {}\n", train.y.size(), test.y.size(), data);
+
+        xtnn::Sequential model;
+        model.add(xtnn::Dense(32, "relu", {28, 28}));
+        model.add(xtnn::Dropout(0.1));
+        model.add(xtnn::Dense(32, "relu"));
+        model.add(xtnn::Dropout(0.1));
+        model.add(xtnn::Flatten());
+        model.add(xtnn::Dense(10, "softmax"));
+        nlohmann::json optimizer_config{{"name", optimizer}};
+        if (learning_rate > 0) optimizer_config["learning_rate"] = learning_rate;
+        model.compile("categorical_crossentropy", xtnn::OptimizerSpec::from_config(optimizer_config), {"accuracy"});
+        model.summary();
+
+        xtnn::History history = model.fit(train.x, y_train,
+                                          {.batch_size = batch_size, .epochs = epochs, .validation_data = {{test.x, y_test}}});
+
+        auto scores = model.evaluate(test.x, y_test);
+        fmt::print("Test loss: {:.4f}\nTest accuracy: {:.4f}\n", scores["loss"], scores["accuracy"]);
+
+        xt::xarray<float> probabilities = model.predict(test.x);
+        auto predicted = xt::argmax(probabilities, 1);
+        std::size_t confusion[10][10] = {};
+        for (std::size_t i = 0; i < predicted.size(); ++i) ++confusion[std::size_t(test.y(i))][predicted(i)];
+        fmt::print("\nConfusion matrix (rows: true digit, columns: predicted)\n     ");
+        for (int c = 0; c < 10; ++c) fmt::print("{:>5}", c);
+        fmt::print("\n");
+        for (int r = 0; r < 10; ++r) {
+            fmt::print("{:>5}", r);
+            for (int c = 0; c < 10; ++c) fmt::print("{:>5}", confusion[r][c]);
+            fmt::print("\n");
+        }
+
+        std::vector<double> epoch_numbers;
+        for (int e : history.epoch) epoch_numbers.push_back(e + 1);
+        auto& h = history.history;
+        svg_plot::write_line_chart(plot, {"Training history", "epoch", "loss / accuracy",
+                                          {{"loss", epoch_numbers, h["loss"]},
+                                           {"val_loss", epoch_numbers, h["val_loss"], true},
+                                           {"accuracy", epoch_numbers, h["accuracy"]},
+                                           {"val_accuracy", epoch_numbers, h["val_accuracy"], true}}});
+        fmt::print("\nLoss and accuracy per epoch written to {}\n", plot);
+    } catch (const std::exception& e) {
+        std::cerr << "mnist_mlp: " << e.what() << "\n";
+        return 1;
+    }
+}

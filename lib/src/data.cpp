@@ -1,0 +1,142 @@
+#include "xtnn/data.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+
+#include <fmt/format.h>
+#include <xtensor/xbuilder.hpp>
+
+#include "xtnn/error.hpp"
+#include "xtnn/io.hpp"
+
+namespace xtnn {
+
+xt::xarray<float> to_categorical(const xt::xarray<float>& labels, std::size_t num_classes) {
+    if (num_classes == 0) throw ValueError("to_categorical: num_classes must be positive");
+    const std::size_t n = labels.size();
+    xt::xarray<float> one_hot = xt::zeros<float>({n, num_classes});
+    for (std::size_t i = 0; i < n; ++i) {
+        const float label = labels.data()[i];
+        if (!(label >= 0.0f && label < static_cast<float>(num_classes)) || label != std::floor(label)) {
+            throw ValueError(fmt::format("to_categorical: label {} at index {} is not a class in [0, {}]", label, i,
+                                         num_classes - 1));
+        }
+        one_hot(i, static_cast<std::size_t>(label)) = 1.0f;
+    }
+    return one_hot;
+}
+
+xt::xarray<float> scale_to_unit(const xt::xarray<std::uint8_t>& bytes) {
+    xt::xarray<float> values = xt::empty<float>(bytes.shape());
+    std::transform(bytes.begin(), bytes.end(), values.begin(), [](std::uint8_t b) { return float(b) / 255.0f; });
+    return values;
+}
+
+IndexSplit random_split(std::size_t n, double validation_fraction, Generator& generator) {
+    if (!(validation_fraction > 0.0 && validation_fraction < 1.0)) {
+        throw ValueError(fmt::format("random_split: the validation fraction must be in (0, 1), got {}", validation_fraction));
+    }
+    const auto held_out = static_cast<std::size_t>(std::floor(double(n) * validation_fraction));
+    if (held_out == 0 || held_out == n) {
+        throw ValueError(fmt::format("random_split: a fraction of {} of {} samples leaves an empty training or "
+                                     "validation set", validation_fraction, n));
+    }
+    auto order = generator.permutation(n);
+    IndexSplit split{{order.begin(), order.end() - std::ptrdiff_t(held_out)}, {order.end() - std::ptrdiff_t(held_out), order.end()}};
+    std::sort(split.train.begin(), split.train.end());
+    std::sort(split.validation.begin(), split.validation.end());
+    return split;
+}
+
+namespace datasets {
+
+namespace {
+
+namespace fs = std::filesystem;
+
+constexpr std::size_t classes = 10;
+
+// "name" or "name.gz", whichever exists.
+std::string find_file(const fs::path& directory, const std::string& name) {
+    for (const auto& candidate : {name, name + ".gz"}) {
+        if (fs::exists(directory / candidate)) return (directory / candidate).string();
+    }
+    return {};
+}
+
+Dataset load_pair(const std::string& images_path, const std::string& labels_path) {
+    const io::IdxArray images = io::read_idx(images_path);
+    const io::IdxArray labels = io::read_idx(labels_path);
+    if (images.type != io::IdxType::ubyte || images.shape.size() != 3) {
+        throw IoError("'" + images_path + "': expected unsigned-byte images of rank 3 (N, rows, columns), got rank " +
+                      std::to_string(images.shape.size()));
+    }
+    if (labels.type != io::IdxType::ubyte || labels.shape.size() != 1) {
+        throw IoError("'" + labels_path + "': expected unsigned-byte labels of rank 1, got rank " +
+                      std::to_string(labels.shape.size()));
+    }
+    if (images.shape[0] != labels.shape[0]) {
+        throw IoError(fmt::format("'{}' holds {} images but '{}' holds {} labels", images_path, images.shape[0],
+                                  labels_path, labels.shape[0]));
+    }
+    for (std::size_t i = 0; i < labels.payload.size(); ++i) {
+        if (labels.payload[i] >= classes) {
+            throw IoError(fmt::format("'{}': label {} at index {} is not a class in [0, {}]", labels_path, labels.payload[i], i,
+                                      classes - 1));
+        }
+    }
+    return {scale_to_unit(images.to_bytes()), labels.to_float()};
+}
+
+Dataset rows(const Dataset& data, std::size_t begin, std::size_t end) {
+    auto slice = [&](const xt::xarray<float>& a) {
+        Shape shape(a.shape().begin(), a.shape().end());
+        const std::size_t row = a.size() / shape[0];
+        shape[0] = end - begin;
+        xt::xarray<float> out = xt::empty<float>(shape);
+        std::copy(a.data() + begin * row, a.data() + end * row, out.data());
+        return out;
+    };
+    return {slice(data.x), slice(data.y)};
+}
+
+std::pair<Dataset, Dataset> load_standard_layout(const fs::path& directory) {
+    auto required = [&](const std::string& name) {
+        std::string path = find_file(directory, name);
+        if (path.empty()) throw IoError("dataset folder '" + directory.string() + "': missing " + name + "[.gz]");
+        return path;
+    };
+    return {load_pair(required("train-images-idx3-ubyte"), required("train-labels-idx1-ubyte")),
+            load_pair(required("t10k-images-idx3-ubyte"), required("t10k-labels-idx1-ubyte"))};
+}
+
+}  // namespace
+
+std::pair<Dataset, Dataset> load_mnist(const std::string& directory) {
+    const fs::path folder(directory);
+    if (!fs::is_directory(folder)) throw IoError("dataset folder '" + directory + "' does not exist");
+    if (!find_file(folder, "train-images-idx3-ubyte").empty()) return load_standard_layout(folder);
+    const std::string images = find_file(folder, "images-idx3-ubyte");
+    const std::string labels = find_file(folder, "labels-idx1-ubyte");
+    if (images.empty() || labels.empty()) {
+        throw IoError("dataset folder '" + directory + "' holds neither train-images-idx3-ubyte[.gz] (the standard "
+                      "layout) nor images-idx3-ubyte[.gz] with labels-idx1-ubyte[.gz] (the bundled digits)");
+    }
+    // The bundled digits are shuffled once; the first four fifths train, the rest test.
+    const Dataset all = load_pair(images, labels);
+    const std::size_t n = all.y.size();
+    const std::size_t train_count = n - n / 5;
+    return {rows(all, 0, train_count), rows(all, train_count, n)};
+}
+
+std::pair<Dataset, Dataset> load_fashion_mnist(const std::string& directory) {
+    const fs::path folder(directory);
+    if (!fs::is_directory(folder)) {
+        throw IoError("dataset folder '" + directory + "' does not exist (Debian: apt-get install dataset-fashion-mnist)");
+    }
+    return load_standard_layout(folder);
+}
+
+}  // namespace datasets
+}  // namespace xtnn

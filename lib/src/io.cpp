@@ -1,0 +1,239 @@
+#include "xtnn/io.hpp"
+
+#include <array>
+#include <bit>
+#include <cstring>
+#include <limits>
+#include <memory>
+
+#include <fmt/format.h>
+#include <sys/stat.h>
+#include <zlib.h>
+
+#include "xtnn/error.hpp"
+
+namespace xtnn::io {
+
+namespace {
+
+// Growth step while reading a payload whose size comes from an untrusted header.
+constexpr std::size_t read_chunk = std::size_t(1) << 20;
+
+[[noreturn]] void fail(const std::string& name, const std::string& problem) {
+    throw IoError("IDX file '" + name + "': " + problem);
+}
+
+bool known_type(std::uint8_t code) {
+    switch (code) {
+        case 0x08: case 0x09: case 0x0B: case 0x0C: case 0x0D: case 0x0E: return true;
+        default: return false;
+    }
+}
+
+std::uint32_t big_endian_u32(const std::uint8_t* p) {
+    return (std::uint32_t(p[0]) << 24) | (std::uint32_t(p[1]) << 16) | (std::uint32_t(p[2]) << 8) | std::uint32_t(p[3]);
+}
+
+struct Header {
+    IdxType type;
+    Shape shape;
+    std::size_t header_bytes;
+    std::size_t payload_bytes;
+};
+
+// Validates the 4-byte magic; returns the rank.
+std::size_t parse_magic(const std::uint8_t* magic, const std::string& name) {
+    if (magic[0] == 0x1f && magic[1] == 0x8b) fail(name, "the data looks gzip-compressed (starts with 1f 8b) where raw IDX was expected");
+    if (magic[0] != 0 || magic[1] != 0) {
+        fail(name, fmt::format("bad magic: first two bytes are {:02x} {:02x}, expected 00 00", magic[0], magic[1]));
+    }
+    if (!known_type(magic[2])) {
+        fail(name, fmt::format("unknown element type code 0x{:02x}; supported: 0x08 ubyte, 0x09 byte, 0x0B short, "
+                               "0x0C int, 0x0D float, 0x0E double", magic[2]));
+    }
+    const std::size_t rank = magic[3];
+    if (rank == 0 || rank > max_idx_rank) fail(name, fmt::format("rank {} is not in [1, {}]", rank, max_idx_rank));
+    return rank;
+}
+
+Header parse_dimensions(const std::uint8_t* magic, const std::uint8_t* dims, const std::string& name) {
+    Header header{static_cast<IdxType>(magic[2]), {}, 4 + 4 * std::size_t(magic[3]), 0};
+    std::size_t bytes = element_size(header.type);
+    for (std::size_t i = 0; i < magic[3]; ++i) {
+        const std::uint32_t extent = big_endian_u32(dims + 4 * i);
+        if (extent == 0) fail(name, fmt::format("dimension {} is 0", i));
+        if (bytes > std::numeric_limits<std::size_t>::max() / extent) {
+            fail(name, "the dimensions' product overflows: the header describes more data than can exist");
+        }
+        bytes *= extent;
+        header.shape.push_back(extent);
+    }
+    header.payload_bytes = bytes;
+    return header;
+}
+
+struct GzFile {
+    gzFile handle;
+    explicit GzFile(const std::string& path) : handle(gzopen(path.c_str(), "rb")) {}
+    ~GzFile() {
+        if (handle) gzclose(handle);
+    }
+    // Reads up to `count` bytes; returns how many arrived. Throws on a corrupt stream.
+    std::size_t read(std::uint8_t* into, std::size_t count, const std::string& name) {
+        std::size_t total = 0;
+        while (total < count) {
+            const auto want = static_cast<unsigned>(std::min<std::size_t>(count - total, 1u << 30));
+            const int got = gzread(handle, into + total, want);
+            if (got < 0) {
+                int code = 0;
+                const char* message = gzerror(handle, &code);
+                fail(name, std::string("corrupt gzip stream: ") + (message ? message : "unknown zlib error"));
+            }
+            if (got == 0) break;
+            total += static_cast<std::size_t>(got);
+        }
+        if (total < count) {
+            int code = 0;
+            gzerror(handle, &code);
+            if (code != Z_OK && code != Z_BUF_ERROR) fail(name, "corrupt gzip stream");
+        }
+        return total;
+    }
+};
+
+void require_regular_file(const std::string& path) {
+    struct stat info {};
+    if (::stat(path.c_str(), &info) != 0) fail(path, "cannot open: no such file");
+    if (!S_ISREG(info.st_mode)) fail(path, "not a regular file");
+}
+
+IdxArray read_gzip(const std::string& path) {
+    GzFile file(path);
+    if (!file.handle) fail(path, "cannot open");
+    std::array<std::uint8_t, 4> magic{};
+    if (file.read(magic.data(), 4, path) < 4) fail(path, "truncated header: fewer than 4 bytes after decompression");
+    const std::size_t rank = parse_magic(magic.data(), path);
+    std::vector<std::uint8_t> dims(4 * rank);
+    if (file.read(dims.data(), dims.size(), path) < dims.size()) {
+        fail(path, fmt::format("truncated header: expected {} bytes of dimensions", dims.size()));
+    }
+    const Header header = parse_dimensions(magic.data(), dims.data(), path);
+    IdxArray array{header.type, header.shape, {}};
+    // Grow with the data that actually arrives, so a header claiming billions of elements in a
+    // small (or bomb) file cannot force a giant allocation.
+    while (array.payload.size() < header.payload_bytes) {
+        const std::size_t offset = array.payload.size();
+        const std::size_t step = std::min(read_chunk, header.payload_bytes - offset);
+        array.payload.resize(offset + step);
+        const std::size_t got = file.read(array.payload.data() + offset, step, path);
+        if (got < step) {
+            fail(path, fmt::format("payload truncated: the header promises {} bytes of data, found {}", header.payload_bytes,
+                                   offset + got));
+        }
+    }
+    std::uint8_t extra = 0;
+    if (file.read(&extra, 1, path) != 0) {
+        fail(path, fmt::format("trailing data after the {} bytes the header describes", header.payload_bytes));
+    }
+    return array;
+}
+
+IdxArray read_raw(const std::string& path) {
+    std::unique_ptr<FILE, int (*)(FILE*)> file(std::fopen(path.c_str(), "rb"), &std::fclose);
+    if (!file) fail(path, "cannot open");
+    struct stat info {};
+    ::fstat(fileno(file.get()), &info);
+    const auto file_size = static_cast<std::size_t>(info.st_size);
+    std::array<std::uint8_t, 4 + 4 * max_idx_rank> head{};
+    const std::size_t got = std::fread(head.data(), 1, std::min(head.size(), file_size), file.get());
+    if (got < 4) fail(path, fmt::format("truncated header: {} bytes, an IDX header needs at least 4", got));
+    const std::size_t rank = parse_magic(head.data(), path);
+    if (got < 4 + 4 * rank) {
+        fail(path, fmt::format("truncated header: {} bytes, a rank-{} header needs {}", got, rank, 4 + 4 * rank));
+    }
+    const Header header = parse_dimensions(head.data(), head.data() + 4, path);
+    const std::size_t expected = header.header_bytes + header.payload_bytes;
+    if (header.payload_bytes > file_size || file_size != expected) {
+        fail(path, fmt::format("the header describes {} bytes of data ({} in all), but the file has {} bytes{}",
+                               header.payload_bytes, expected, file_size,
+                               file_size < expected ? " (truncated)" : " (trailing data)"));
+    }
+    IdxArray array{header.type, header.shape, std::vector<std::uint8_t>(header.payload_bytes)};
+    std::fseek(file.get(), static_cast<long>(header.header_bytes), SEEK_SET);
+    if (std::fread(array.payload.data(), 1, array.payload.size(), file.get()) != array.payload.size()) {
+        fail(path, "read error");
+    }
+    return array;
+}
+
+}  // namespace
+
+std::size_t element_size(IdxType type) {
+    switch (type) {
+        case IdxType::ubyte: case IdxType::byte: return 1;
+        case IdxType::int16: return 2;
+        case IdxType::int32: case IdxType::float32: return 4;
+        case IdxType::float64: return 8;
+    }
+    return 1;
+}
+
+std::size_t IdxArray::size() const { return payload.size() / element_size(type); }
+
+xt::xarray<float> IdxArray::to_float() const {
+    xt::xarray<float> values = xt::empty<float>(shape);
+    const std::uint8_t* p = payload.data();
+    const std::size_t n = size();
+    auto read_be = [p](std::size_t offset, std::size_t width) {
+        std::uint64_t v = 0;
+        for (std::size_t b = 0; b < width; ++b) v = (v << 8) | p[offset + b];
+        return v;
+    };
+    for (std::size_t i = 0; i < n; ++i) {
+        float& out = values.data()[i];
+        switch (type) {
+            case IdxType::ubyte: out = p[i]; break;
+            case IdxType::byte: out = static_cast<std::int8_t>(p[i]); break;
+            case IdxType::int16: out = static_cast<std::int16_t>(read_be(2 * i, 2)); break;
+            case IdxType::int32: out = static_cast<float>(static_cast<std::int32_t>(read_be(4 * i, 4))); break;
+            case IdxType::float32: out = std::bit_cast<float>(static_cast<std::uint32_t>(read_be(4 * i, 4))); break;
+            case IdxType::float64: out = static_cast<float>(std::bit_cast<double>(read_be(8 * i, 8))); break;
+        }
+    }
+    return values;
+}
+
+xt::xarray<std::uint8_t> IdxArray::to_bytes() const {
+    if (type != IdxType::ubyte) throw ValueError("IdxArray::to_bytes: the array's elements are not unsigned bytes");
+    xt::xarray<std::uint8_t> values = xt::empty<std::uint8_t>(shape);
+    std::memcpy(values.data(), payload.data(), payload.size());
+    return values;
+}
+
+IdxArray parse_idx(std::span<const std::uint8_t> bytes, const std::string& name) {
+    if (bytes.size() < 4) fail(name, fmt::format("truncated header: {} bytes, an IDX header needs at least 4", bytes.size()));
+    const std::size_t rank = parse_magic(bytes.data(), name);
+    if (bytes.size() < 4 + 4 * rank) {
+        fail(name, fmt::format("truncated header: {} bytes, a rank-{} header needs {}", bytes.size(), rank, 4 + 4 * rank));
+    }
+    const Header header = parse_dimensions(bytes.data(), bytes.data() + 4, name);
+    const std::size_t available = bytes.size() - header.header_bytes;
+    if (available != header.payload_bytes) {
+        fail(name, fmt::format("the header describes {} bytes of data, but {} follow it", header.payload_bytes, available));
+    }
+    return {header.type, header.shape, std::vector<std::uint8_t>(bytes.begin() + std::ptrdiff_t(header.header_bytes), bytes.end())};
+}
+
+IdxArray read_idx(const std::string& path) {
+    require_regular_file(path);
+    std::array<std::uint8_t, 2> start{};
+    {
+        std::unique_ptr<FILE, int (*)(FILE*)> file(std::fopen(path.c_str(), "rb"), &std::fclose);
+        if (!file) fail(path, "cannot open");
+        if (std::fread(start.data(), 1, 2, file.get()) < 2) fail(path, "truncated header: the file has fewer than 2 bytes");
+    }
+    const bool gzip = start[0] == 0x1f && start[1] == 0x8b;
+    return gzip ? read_gzip(path) : read_raw(path);
+}
+
+}  // namespace xtnn::io
