@@ -70,7 +70,8 @@ Shape input_shape_field(const nlohmann::json& config, const std::string& layer) 
     }
     Shape shape;
     for (std::size_t i = has_batch_axis ? 1 : 0; i < dims.size(); ++i) {
-        if (!dims[i].is_number_unsigned() || dims[i].get<std::size_t>() == 0 || dims[i].get<std::size_t>() > max_units) {
+        if (!dims[i].is_number_integer() || dims[i].get<std::int64_t>() <= 0 ||
+            dims[i].get<std::int64_t>() > std::int64_t(max_units)) {
             throw ValueError("layer config of " + layer + ": input extents must be whole numbers in [1, " +
                              std::to_string(max_units) + "], got " + dims.dump());
         }

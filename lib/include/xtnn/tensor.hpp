@@ -9,6 +9,7 @@
 #include <vector>
 
 #include <xtensor/xarray.hpp>
+#include <xtensor/xtensor.hpp>
 
 #include "xtnn/error.hpp"
 

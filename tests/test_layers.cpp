@@ -1,0 +1,173 @@
+#include <doctest/doctest.h>
+
+#include <cmath>
+
+#include <xtensor/xtensor.hpp>
+#include <xtensor/xview.hpp>
+#include <xtnn/xtnn.hpp>
+
+using namespace xtnn;
+
+namespace {
+
+xt::xarray<float> random_batch(const Shape& shape, std::uint64_t seed) {
+    Generator g(seed);
+    xt::xarray<float> x = xt::empty<float>(shape);
+    for (float& v : x) {
+        v = g.uniform_symmetric(1.0f);
+        if (std::abs(v) < 0.05f) v += v >= 0 ? 0.05f : -0.05f;  // keep relu kinks out of reach of eps
+    }
+    return x;
+}
+
+// Float32 finite-difference check of a layer's gradients for its input and weights, through a
+// fixed random projection of the output (the float32 tolerances of reliability.md, section 8).
+void check_layer_gradients(Layer& layer, const xt::xarray<float>& input) {
+    Tensor x = Tensor::parameter(input);
+    Tensor y = layer.call(x, false);
+    const xt::xarray<float> projection = random_batch(Shape(y.shape().begin(), y.shape().end()), 99);
+    auto objective = [&](const Tensor& input_tensor) {
+        NoGradGuard no_grad;
+        const auto out = layer.call(input_tensor, false).value();
+        double total = 0;
+        for (std::size_t i = 0; i < out.size(); ++i) total += double(out.data()[i]) * projection.data()[i];
+        return total;
+    };
+    for (auto& w : layer.weights()) w.zero_grad();
+    y.backward(projection);
+
+    std::vector<Tensor> checked{x};
+    for (auto& w : layer.weights()) checked.push_back(w);
+    const float eps = 1e-2f;
+    for (std::size_t t = 0; t < checked.size(); ++t) {
+        Tensor& target = checked[t];
+        const xt::xarray<float> analytic = target.grad();
+        for (std::size_t i = 0; i < target.size(); ++i) {
+            float& value = target.mutable_value().data()[i];
+            const float original = value;
+            value = original + eps;
+            const double plus = objective(t == 0 ? Tensor::constant(target.value()) : Tensor::constant(input));
+            value = original - eps;
+            const double minus = objective(t == 0 ? Tensor::constant(target.value()) : Tensor::constant(input));
+            value = original;
+            const double numeric = (plus - minus) / (2.0 * eps);
+            INFO(layer.name() << " tensor " << t << " element " << i);
+            REQUIRE(std::abs(analytic.data()[i] - numeric) <= 1e-3 + 1e-2 * std::abs(numeric));
+        }
+    }
+}
+
+std::unique_ptr<Layer> built(std::unique_ptr<Layer> layer, const Shape& input_shape) {
+    layer->set_name(snake_case(layer->class_name()));
+    layer->build(input_shape);
+    return layer;
+}
+
+}  // namespace
+
+TEST_CASE("Dense: values, parameter count, shapes, gradients, config") {
+    set_random_seed(1);
+    auto dense = built(std::make_unique<Dense>(5, "tanh"), {7});
+    CHECK(dense->count_params() == 7 * 5 + 5);
+    for (std::size_t batch : {1u, 7u}) {
+        auto y = dense->call(Tensor::constant(random_batch({batch, 7}, batch)), false);
+        CHECK(y.shape() == Shape{batch, 5});
+    }
+    // activation(x W + b), computed by hand.
+    auto& layer = static_cast<Dense&>(*dense);
+    const auto x = random_batch({3, 7}, 5);
+    const auto y = dense->call(Tensor::constant(x), false).value();
+    for (std::size_t r = 0; r < 3; ++r) {
+        for (std::size_t c = 0; c < 5; ++c) {
+            double z = layer.bias().value()(c);
+            for (std::size_t k = 0; k < 7; ++k) z += double(x(r, k)) * layer.kernel().value()(k, c);
+            CHECK(y(r, c) == doctest::Approx(std::tanh(z)).epsilon(1e-5));
+        }
+    }
+    check_layer_gradients(*dense, random_batch({3, 7}, 6));
+    auto copy = make_layer("Dense", dense->config());
+    CHECK(copy->config() == dense->config());
+}
+
+TEST_CASE("Dense acts on the last axis of rank-3 inputs, as in Keras") {
+    set_random_seed(2);
+    auto dense = built(std::make_unique<Dense>(4, "relu"), {6, 3});
+    CHECK(dense->output_shape({6, 3}) == Shape{6, 4});
+    CHECK(dense->count_params() == 3 * 4 + 4);
+    auto y = dense->call(Tensor::constant(random_batch({2, 6, 3}, 1)), false);
+    CHECK(y.shape() == Shape{2, 6, 4});
+    check_layer_gradients(*dense, random_batch({2, 6, 3}, 3));
+}
+
+TEST_CASE("Dropout: identity at inference, inverted scaling while training") {
+    set_random_seed(3);
+    auto dropout = built(std::make_unique<Dropout>(0.5), {10});
+    const auto x = random_batch({7, 10}, 4);
+    CHECK(dropout->call(Tensor::constant(x), false).value() == x);
+    const auto trained = dropout->call(Tensor::constant(x), true).value();
+    for (std::size_t i = 0; i < x.size(); ++i) {
+        CHECK((trained.data()[i] == 0.0f || trained.data()[i] == doctest::Approx(2.0f * x.data()[i])));
+    }
+    CHECK(dropout->count_params() == 0);
+    check_layer_gradients(*dropout, x);
+    CHECK(make_layer("Dropout", dropout->config())->config() == dropout->config());
+    CHECK_THROWS_AS(Dropout(1.0), ValueError);
+}
+
+TEST_CASE("Flatten and Activation") {
+    auto flatten = built(std::make_unique<Flatten>(), {4, 3});
+    for (std::size_t batch : {1u, 7u}) {
+        CHECK(flatten->call(Tensor::constant(random_batch({batch, 4, 3}, 1)), false).shape() == Shape{batch, 12});
+    }
+    CHECK(flatten->output_shape({4, 3}) == Shape{12});
+    check_layer_gradients(*flatten, random_batch({2, 4, 3}, 2));
+
+    auto softmax = built(std::make_unique<Activation>("softmax"), {5});
+    const auto p = softmax->call(Tensor::constant(random_batch({7, 5}, 3)), false).value();
+    for (std::size_t r = 0; r < 7; ++r) CHECK(xt::sum(xt::row(p, r))() == doctest::Approx(1.0));
+    check_layer_gradients(*softmax, random_batch({3, 5}, 4));
+    CHECK(make_layer("activation", softmax->config())->config() == softmax->config());
+}
+
+TEST_CASE("every activation name builds and runs") {
+    for (const auto& name : activation_names()) {
+        auto layer = built(std::make_unique<Activation>(name), {4});
+        auto y = layer->call(Tensor::constant(random_batch({2, 4}, 1)), false);
+        CHECK(y.shape() == Shape{2, 4});
+        check_layer_gradients(*layer, random_batch({2, 4}, 2));
+    }
+}
+
+TEST_CASE("initializers follow Keras's bounds and are seeded") {
+    Generator a(7), b(7);
+    const auto glorot = initialize("glorot_uniform", {784, 32}, a);
+    CHECK(glorot == initialize("glorot_uniform", {784, 32}, b));
+    const float limit = std::sqrt(6.0f / (784 + 32));
+    CHECK(xt::amax(glorot)() < limit);
+    CHECK(xt::amin(glorot)() >= -limit);
+    const auto he = initialize("he_normal", {400, 300}, a);
+    const double stddev = std::sqrt(xt::mean(xt::square(xt::cast<double>(he)))());
+    CHECK(stddev == doctest::Approx(std::sqrt(2.0 / 400)).epsilon(0.03));
+    CHECK(xt::amax(xt::abs(he))() <= 2.0 * std::sqrt(2.0 / 400) / 0.87962566103423978 + 1e-6);
+    CHECK(initialize("zeros", {3}, a) == xt::zeros<float>({3}));
+    CHECK(initialize("ones", {3}, a) == xt::ones<float>({3}));
+}
+
+TEST_CASE("unknown names list the known ones") {
+    auto message_of = [](auto&& f) {
+        try {
+            f();
+        } catch (const ValueError& e) {
+            return std::string(e.what());
+        }
+        return std::string();
+    };
+    CHECK(message_of([] { Dense(3, "swishy"); }).find("known activations: elu, gelu") != std::string::npos);
+    CHECK(message_of([] { make_layer("Conv9D", nlohmann::json::object()); }).find("known layers: Activation, Dense") !=
+          std::string::npos);
+    CHECK(message_of([] { Dense(DenseOptions{.units = 3, .kernel_initializer = "magic"}); }).find("glorot_uniform") !=
+          std::string::npos);
+    CHECK(message_of([] { make_loss("hinge"); }).find("categorical_crossentropy") != std::string::npos);
+    CHECK(message_of([] { OptimizerSpec("adagrad").make(); }).find("adam, rmsprop, sgd") != std::string::npos);
+    CHECK(message_of([] { make_metric("auc", *make_loss("mse"), {1}); }).find("accuracy") != std::string::npos);
+}

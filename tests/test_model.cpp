@@ -1,0 +1,324 @@
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <sstream>
+
+#include <xtensor/xtensor.hpp>
+#include <xtensor/xview.hpp>
+#include <xtnn/xtnn.hpp>
+
+using namespace xtnn;
+
+namespace {
+
+Sequential book_model() {
+    Sequential model;
+    model.add(Dense(32, "relu", {28, 28}));
+    model.add(Dropout(0.1));
+    model.add(Dense(32, "relu"));
+    model.add(Dropout(0.1));
+    model.add(Flatten());
+    model.add(Dense(10, "softmax"));
+    return model;
+}
+
+std::string error_of(auto&& f) {
+    try {
+        f();
+    } catch (const Error& e) {
+        return e.what();
+    }
+    return "no error";
+}
+
+// Three well-separated clusters in the plane, labels 0, 1, 2.
+std::pair<xt::xarray<float>, xt::xarray<float>> blobs(std::size_t per_class) {
+    Generator g(5);
+    const float centers[3][2] = {{-3, -3}, {3, -3}, {0, 3}};
+    xt::xarray<float> x = xt::empty<float>({3 * per_class, std::size_t(2)});
+    xt::xarray<float> y = xt::empty<float>({3 * per_class});
+    for (std::size_t i = 0; i < 3 * per_class; ++i) {
+        const std::size_t c = i % 3;
+        x(i, 0) = centers[c][0] + g.uniform_symmetric(1.0f);
+        x(i, 1) = centers[c][1] + g.uniform_symmetric(1.0f);
+        y(i) = float(c);
+    }
+    return {x, y};
+}
+
+}  // namespace
+
+TEST_CASE("summary: Keras 3 box table for the book's model") {
+    const std::string expected =
+        "Model: \"sequential\"\n"
+        "┏━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━┳━━━━━━━━━━━━━━━━━━━━━━━━┳━━━━━━━━━━━━━━━┓\n"
+        "┃ Layer (type)                    ┃ Output Shape           ┃       Param # ┃\n"
+        "┡━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━╇━━━━━━━━━━━━━━━━━━━━━━━━╇━━━━━━━━━━━━━━━┩\n"
+        "│ dense (Dense)                   │ (None, 28, 32)         │           928 │\n"
+        "├─────────────────────────────────┼────────────────────────┼───────────────┤\n"
+        "│ dropout (Dropout)               │ (None, 28, 32)         │             0 │\n"
+        "├─────────────────────────────────┼────────────────────────┼───────────────┤\n"
+        "│ dense_1 (Dense)                 │ (None, 28, 32)         │         1,056 │\n"
+        "├─────────────────────────────────┼────────────────────────┼───────────────┤\n"
+        "│ dropout_1 (Dropout)             │ (None, 28, 32)         │             0 │\n"
+        "├─────────────────────────────────┼────────────────────────┼───────────────┤\n"
+        "│ flatten (Flatten)               │ (None, 896)            │             0 │\n"
+        "├─────────────────────────────────┼────────────────────────┼───────────────┤\n"
+        "│ dense_2 (Dense)                 │ (None, 10)             │         8,970 │\n"
+        "└─────────────────────────────────┴────────────────────────┴───────────────┘\n"
+        " Total params: 10,954 (42.79 KB)\n"
+        " Trainable params: 10,954 (42.79 KB)\n"
+        " Non-trainable params: 0 (0.00 B)\n";
+    auto model = book_model();
+    CHECK(model.summary_string() == expected);
+    CHECK(model.count_params() == 10954);
+}
+
+TEST_CASE("summary: Keras 2 ASCII table for a flattened 784-32-32-10 MLP") {
+    Sequential model;
+    model.add(Flatten({28, 28}));
+    model.add(Dense(32, "relu"));
+    model.add(Dense(32, "relu"));
+    model.add(Dense(10, "softmax"));
+    const std::string expected =
+        "_________________________________________________________________\n"
+        "Layer (type)                 Output Shape              Param #   \n"
+        "=================================================================\n"
+        "flatten (Flatten)            (None, 784)               0         \n"
+        "_________________________________________________________________\n"
+        "dense (Dense)                (None, 32)                25120     \n"
+        "_________________________________________________________________\n"
+        "dense_1 (Dense)              (None, 32)                1056      \n"
+        "_________________________________________________________________\n"
+        "dense_2 (Dense)              (None, 10)                330       \n"
+        "=================================================================\n"
+        "Total params: 26,506\n"
+        "Trainable params: 26,506\n"
+        "Non-trainable params: 0\n"
+        "_________________________________________________________________\n";
+    CHECK(model.summary_string(SummaryStyle::ascii) == expected);
+    CHECK(model.summary_string().find(" Total params: 26,506 (103.54 KB)") != std::string::npos);
+}
+
+TEST_CASE("layers by name, and the JSON config round trip") {
+    Sequential model("by_name");
+    model.add("dense", {{"units", 32}, {"activation", "relu"}, {"input_shape", {784}}});
+    model.add("Dropout", {{"rate", 0.2}});
+    model.add("dense", {{"units", 10}, {"activation", "softmax"}});
+    CHECK(model.count_params() == 784 * 32 + 32 + 330);
+    CHECK(model.layer(2).name() == "dense_1");
+
+    const std::string json = model.to_json();
+    Sequential copy = Sequential::from_json(json);
+    CHECK(copy.to_json() == json);
+    CHECK(copy.summary_string() == model.summary_string());
+    CHECK(copy.name() == "by_name");
+
+    // Keras 3 writes the input as an InputLayer entry and initialisers as objects.
+    const std::string keras3 = R"({"class_name": "Sequential", "config": {"name": "k3", "layers": [
+        {"class_name": "InputLayer", "config": {"batch_shape": [null, 4], "name": "input_layer"}},
+        {"class_name": "Dense", "config": {"name": "d", "units": 3, "activation": "sigmoid",
+         "kernel_initializer": {"module": "keras.initializers", "class_name": "GlorotUniform", "config": {"seed": null}}}}]}})";
+    Sequential k3 = Sequential::from_json(keras3);
+    CHECK(k3.input_shape() == Shape{4});
+    CHECK(k3.count_params() == 15);
+
+    CHECK(error_of([] { Sequential::from_json("{not json"); }).find("not valid JSON") != std::string::npos);
+    CHECK(error_of([] { Sequential::from_json(R"({"class_name": "Sequential", "config": {"layers": [{"class_name": "Dense", "config": {"units": -3}}]}})"); })
+              .find("units") != std::string::npos);
+    CHECK(error_of([] { Sequential::from_json(R"({"class_name": "Sequential", "config": {"layers": [{"class_name": "Dense", "config": {"units": 2, "activation": "nope"}}]}})"); })
+              .find("known activations") != std::string::npos);
+    CHECK(error_of([] { Sequential::from_json(R"({"class_name": "Sequential", "config": {"layers": [{"class_name": "Lambda", "config": {}}]}})"); })
+              .find("unknown layer 'Lambda'") != std::string::npos);
+}
+
+TEST_CASE("fit learns XOR with a sigmoid hidden layer") {
+    set_random_seed(3);
+    xt::xarray<float> x{{0, 0}, {0, 1}, {1, 0}, {1, 1}};
+    xt::xarray<float> y{0, 1, 1, 0};
+    y.reshape({4, 1});
+    Sequential model;
+    model.add(Dense(8, "sigmoid", {2}));
+    model.add(Dense(1, "sigmoid"));
+    model.compile("binary_crossentropy", Adam{.learning_rate = 0.05}, {"accuracy"});
+    auto history = model.fit(x, y, {.batch_size = 4, .epochs = 400, .verbose = 0});
+    CHECK(history.history["loss"].back() < 0.1);
+    CHECK(model.evaluate(x, y)["accuracy"] == 1.0);
+    const auto p = model.predict(x);
+    CHECK(p(0, 0) < 0.5f);
+    CHECK(p(1, 0) > 0.5f);
+}
+
+TEST_CASE("fit separates three blobs with softmax, with every optimizer") {
+    auto [x, labels] = blobs(30);
+    for (OptimizerSpec optimizer : {OptimizerSpec(SGD{.learning_rate = 0.1}),
+                                    OptimizerSpec(SGD{.learning_rate = 0.05, .momentum = 0.9, .nesterov = true}),
+                                    OptimizerSpec(Adam{.learning_rate = 0.05}), OptimizerSpec(RMSprop{.learning_rate = 0.01})}) {
+        set_random_seed(4);
+        Sequential model;
+        model.add(Dense(3, "softmax", {2}));
+        model.compile("categorical_crossentropy", optimizer, {"accuracy"});
+        model.fit(x, to_categorical(labels, 3), {.batch_size = 8, .epochs = 60, .verbose = 0});
+        CHECK(model.evaluate(x, to_categorical(labels, 3))["accuracy"] == 1.0);
+    }
+    set_random_seed(4);
+    Sequential sparse;
+    sparse.add(Dense(3, "softmax", {2}));
+    sparse.compile("sparse_categorical_crossentropy", Adam{.learning_rate = 0.05}, {"accuracy"});
+    auto history = sparse.fit(x, labels, {.batch_size = 8, .epochs = 60, .verbose = 0, .validation_split = 0.2});
+    CHECK(history.history.count("val_loss") == 1);
+    CHECK(history.history["val_accuracy"].back() == 1.0);
+    CHECK(history.epoch.size() == 60);
+}
+
+TEST_CASE("the last partial batch trains with its own mean") {
+    // Dense(1) without activation, mse: w <- w - lr * 2/n * sum((w x + b - y) x), per batch.
+    set_random_seed(0);
+    Sequential model;
+    model.add(Dense(DenseOptions{.units = 1, .kernel_initializer = "ones", .input_shape = {1}}));
+    model.compile("mse", SGD{.learning_rate = 0.01});
+    xt::xarray<float> x{1, 2, 3, 4, 5};
+    xt::xarray<float> y{0, 1, 0, 1, 0};
+    x.reshape({5, 1});
+    y.reshape({5, 1});
+    model.fit(x, y, {.batch_size = 4, .epochs = 1, .verbose = 0, .shuffle = false});
+    double w = 1, b = 0;
+    for (auto [begin, end] : {std::pair{0, 4}, std::pair{4, 5}}) {
+        double gw = 0, gb = 0;
+        for (int i = begin; i < end; ++i) {
+            const double err = w * x(i, 0) + b - y(i, 0);
+            gw += 2 * err * x(i, 0) / (end - begin);
+            gb += 2 * err / (end - begin);
+        }
+        w -= 0.01 * gw;
+        b -= 0.01 * gb;
+    }
+    CHECK(model.get_weights()[0](0, 0) == doctest::Approx(w).epsilon(1e-5));
+    CHECK(model.get_weights()[1](0) == doctest::Approx(b).epsilon(1e-5));
+}
+
+TEST_CASE("EarlyStopping stops after `patience` epochs without improvement and restores the best weights") {
+    auto [x, labels] = blobs(10);
+    set_random_seed(5);
+    Sequential model;
+    model.add(Dense(3, "softmax", {2}));
+    model.compile("sparse_categorical_crossentropy", "sgd");
+    // The loss falls every epoch, so in "max" mode the first epoch stays the best.
+    auto stopper = std::make_shared<EarlyStopping>(
+        EarlyStoppingOptions{.monitor = "loss", .patience = 2, .mode = "max", .restore_best_weights = true});
+    struct Snapshot : Callback {
+        std::vector<std::vector<xt::xarray<float>>> weights;
+        void on_epoch_end(int, const Logs&) override { weights.push_back(model->get_weights()); }
+    };
+    auto snapshot = std::make_shared<Snapshot>();
+    auto history = model.fit(x, labels, {.epochs = 20, .verbose = 0, .callbacks = {snapshot, stopper}});
+    CHECK(history.epoch.size() == 3);
+    CHECK(stopper->stopped_epoch() == 2);
+    CHECK(stopper->best_epoch() == 0);
+    CHECK(model.get_weights()[0] == snapshot->weights[0][0]);
+    CHECK(model.get_weights()[0] != snapshot->weights[2][0]);
+}
+
+TEST_CASE("TerminateOnNaN stops at the first non-finite loss and names epoch and batch") {
+    auto [x, labels] = blobs(20);
+    set_random_seed(6);
+    Sequential model;
+    model.add(Dense(16, "relu", {2}));
+    model.add(Dense(3, "softmax"));
+    model.compile("sparse_categorical_crossentropy", SGD{.learning_rate = 1e30});
+    auto terminate = std::make_shared<TerminateOnNaN>();
+    std::ostringstream log;
+    auto history = model.fit(x, labels, {.batch_size = 4, .epochs = 5, .verbose = 0, .callbacks = {terminate}, .output = &log});
+    CHECK(history.epoch.size() == 1);
+    CHECK(terminate->message().find("Epoch 1, batch ") != std::string::npos);
+    CHECK(log.str().find("terminating training") != std::string::npos);
+    CHECK_FALSE(std::isfinite(history.history["loss"].back()));
+}
+
+TEST_CASE("CSVLogger and LearningRateScheduler") {
+    auto [x, labels] = blobs(10);
+    set_random_seed(7);
+    Sequential model;
+    model.add(Dense(3, "softmax", {2}));
+    model.compile("sparse_categorical_crossentropy", "sgd", {"accuracy"});
+    const std::string path = "test_model_log.csv";
+    std::vector<double> rates;
+    auto scheduler = std::make_shared<LearningRateScheduler>([&](int epoch, double lr) {
+        rates.push_back(lr);
+        return 0.1 / (epoch + 1);
+    });
+    model.fit(x, labels, {.epochs = 3, .verbose = 0, .callbacks = {std::make_shared<CSVLogger>(path), scheduler}});
+    CHECK(rates == std::vector<double>{0.01, 0.1, 0.05});
+    CHECK(model.optimizer()->learning_rate() == doctest::Approx(0.1 / 3));
+    std::ifstream file(path);
+    std::string header, line;
+    std::getline(file, header);
+    CHECK(header == "epoch,accuracy,loss");
+    int rows = 0;
+    while (std::getline(file, line)) ++rows;
+    CHECK(rows == 3);
+    std::remove(path.c_str());
+}
+
+TEST_CASE("fit prints Keras 3's progress lines when output is not a terminal") {
+    auto [x, labels] = blobs(10);
+    set_random_seed(8);
+    Sequential model;
+    model.add(Dense(3, "softmax", {2}));
+    model.compile("sparse_categorical_crossentropy", "adam", {"accuracy"});
+    std::ostringstream out;
+    model.fit(x, labels, {.batch_size = 8, .epochs = 2, .validation_data = {{x, labels}}, .output = &out});
+    const std::string text = out.str();
+    CHECK(text.rfind("Epoch 1/2\n4/4 ━━━━━━━━━━━━━━━━━━━━ ", 0) == 0);
+    CHECK(text.find("\nEpoch 2/2\n4/4 ") != std::string::npos);
+    CHECK(text.find(" - accuracy: ") != std::string::npos);
+    CHECK(text.find(" - val_loss: ") != std::string::npos);
+    CHECK(std::count(text.begin(), text.end(), '\n') == 4);
+    CHECK(text.find('\r') == std::string::npos);
+
+    std::ostringstream silent;
+    model.fit(x, labels, {.epochs = 2, .verbose = 0, .output = &silent});
+    CHECK(silent.str().empty());
+    std::ostringstream per_epoch;
+    model.fit(x, labels, {.batch_size = 8, .epochs = 1, .verbose = 2, .output = &per_epoch});
+    CHECK(per_epoch.str().rfind("4/4 - ", 0) == 0);
+}
+
+TEST_CASE("clear errors for misuse") {
+    auto model = book_model();
+    xt::xarray<float> x = xt::zeros<float>({4, 28, 28});
+    xt::xarray<float> y = to_categorical(xt::xarray<float>{1, 2, 3, 4}, 10);
+    CHECK(error_of([&] { model.fit(x, y); }).find("call compile() before fit()") != std::string::npos);
+    model.compile("categorical_crossentropy", "adam", {"accuracy"});
+
+    const auto features = error_of([&] { model.fit(xt::xarray<float>(xt::zeros<float>({4, 28, 27})), y, {.verbose = 0}); });
+    CHECK(features.find("(None, 28, 28)") != std::string::npos);
+    CHECK(features.find("(4, 28, 27)") != std::string::npos);
+    const auto width = error_of([&] { model.fit(x, to_categorical(xt::xarray<float>{1, 2, 3, 4}, 5), {.verbose = 0}); });
+    CHECK(width.find("(4, 5)") != std::string::npos);
+    CHECK(width.find("(None, 10)") != std::string::npos);
+    CHECK(error_of([&] { model.fit(x, y, {.batch_size = 0}); }).find("batch_size") != std::string::npos);
+    CHECK(error_of([&] { model.fit(xt::xarray<float>(xt::zeros<float>({0, 28, 28})), y); }).find("no samples") !=
+          std::string::npos);
+    CHECK(error_of([&] { model.fit(x, xt::xarray<float>(xt::zeros<float>({3, 10}))); }).find("4 samples") != std::string::npos);
+
+    Sequential sparse = book_model();
+    sparse.compile("sparse_categorical_crossentropy", "adam");
+    CHECK(error_of([&] { sparse.fit(x, xt::xarray<float>{1, 2, 10, 4}, {.verbose = 0}); }).find("label 10") != std::string::npos);
+    CHECK(error_of([&] { sparse.evaluate(x, xt::xarray<float>{1, -1, 3, 4}); }).find("label -1") != std::string::npos);
+    CHECK(error_of([] { to_categorical(xt::xarray<float>{0, 12}, 10); }).find("label 12") != std::string::npos);
+}
+
+TEST_CASE("predict runs in batches without recording a graph") {
+    set_random_seed(9);
+    auto model = book_model();
+    Generator g(1);
+    xt::xarray<float> x = xt::empty<float>({37, 28, 28});
+    for (float& v : x) v = float(g.uniform());
+    const auto all = model.predict(x, 64);
+    const auto batched = model.predict(x, 5);
+    CHECK(all.shape() == Shape{37, 10});
+    CHECK(xt::allclose(all, batched, 1e-6, 1e-6));
+    for (std::size_t r = 0; r < 37; ++r) CHECK(xt::sum(xt::row(all, r))() == doctest::Approx(1.0).epsilon(1e-5));
+    for (const auto& w : model.weights()) CHECK_FALSE(w.has_grad());
+}
