@@ -1,0 +1,215 @@
+#include <doctest/doctest.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include <sys/resource.h>
+#include <zlib.h>
+
+#include <xtnn/xtnn.hpp>
+
+using namespace xtnn;
+using Bytes = std::vector<std::uint8_t>;
+
+namespace {
+
+namespace fs = std::filesystem;
+
+Bytes idx_header(std::uint8_t type, const std::vector<std::uint32_t>& dims) {
+    Bytes bytes{0, 0, type, static_cast<std::uint8_t>(dims.size())};
+    for (auto d : dims) {
+        for (int shift : {24, 16, 8, 0}) bytes.push_back(static_cast<std::uint8_t>(d >> shift));
+    }
+    return bytes;
+}
+
+Bytes idx_file(std::uint8_t type, const std::vector<std::uint32_t>& dims, std::size_t payload) {
+    Bytes bytes = idx_header(type, dims);
+    for (std::size_t i = 0; i < payload; ++i) bytes.push_back(static_cast<std::uint8_t>(i % 10));
+    return bytes;
+}
+
+Bytes gzip(const Bytes& raw) {
+    uLongf size = compressBound(raw.size()) + 32;
+    Bytes out(size);
+    z_stream stream{};
+    deflateInit2(&stream, 9, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY);
+    stream.next_in = const_cast<Bytef*>(raw.data());
+    stream.avail_in = static_cast<uInt>(raw.size());
+    stream.next_out = out.data();
+    stream.avail_out = static_cast<uInt>(out.size());
+    deflate(&stream, Z_FINISH);
+    out.resize(stream.total_out);
+    deflateEnd(&stream);
+    return out;
+}
+
+// header followed by `zeros` zero bytes, gzip-compressed without ever holding them in memory.
+Bytes gzip_with_zeros(const Bytes& header, std::size_t zeros) {
+    Bytes out, chunk(1 << 16);
+    const Bytes zero_block(1 << 20, 0);
+    z_stream stream{};
+    deflateInit2(&stream, 9, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY);
+    auto feed = [&](const std::uint8_t* data, std::size_t size, int flush) {
+        stream.next_in = const_cast<Bytef*>(data);
+        stream.avail_in = static_cast<uInt>(size);
+        do {
+            stream.next_out = chunk.data();
+            stream.avail_out = static_cast<uInt>(chunk.size());
+            deflate(&stream, flush);
+            out.insert(out.end(), chunk.begin(), chunk.end() - stream.avail_out);
+        } while (stream.avail_out == 0);
+    };
+    feed(header.data(), header.size(), Z_NO_FLUSH);
+    for (std::size_t left = zeros; left > 0;) {
+        const std::size_t n = std::min(left, zero_block.size());
+        feed(zero_block.data(), n, Z_NO_FLUSH);
+        left -= n;
+    }
+    feed(nullptr, 0, Z_FINISH);
+    deflateEnd(&stream);
+    return out;
+}
+
+struct TempDir {
+    fs::path path = fs::temp_directory_path() / ("xtnn_test_io_" + std::to_string(::getpid()));
+    TempDir() { fs::create_directories(path); }
+    ~TempDir() { fs::remove_all(path); }
+    std::string write(const std::string& name, const Bytes& bytes) const {
+        std::ofstream(path / name, std::ios::binary).write(reinterpret_cast<const char*>(bytes.data()), std::streamsize(bytes.size()));
+        return (path / name).string();
+    }
+};
+
+std::string error_of(auto&& f) {
+    try {
+        f();
+    } catch (const IoError& e) {
+        return e.what();
+    }
+    return "no IoError";
+}
+
+}  // namespace
+
+TEST_CASE("IDX: every element type, plain and gzip, recognised by magic bytes") {
+    TempDir dir;
+    Bytes doubles = idx_header(0x0E, {2});
+    for (double v : {1.5, -2.25}) {
+        auto bits = std::bit_cast<std::uint64_t>(v);
+        for (int shift = 56; shift >= 0; shift -= 8) doubles.push_back(std::uint8_t(bits >> shift));
+    }
+    Bytes shorts = idx_header(0x0B, {2});
+    shorts.insert(shorts.end(), {0xFF, 0xFE, 0x01, 0x00});  // -2, 256
+    Bytes ints = idx_header(0x0C, {1});
+    ints.insert(ints.end(), {0x00, 0x01, 0x00, 0x00});  // 65536
+    Bytes floats = idx_header(0x0D, {1});
+    floats.insert(floats.end(), {0x3F, 0xC0, 0x00, 0x00});  // 1.5
+    Bytes signed_bytes = idx_header(0x09, {2});
+    signed_bytes.insert(signed_bytes.end(), {0xFF, 0x05});
+    for (bool compressed : {false, true}) {
+        auto write = [&](const std::string& name, const Bytes& b) { return dir.write(name, compressed ? gzip(b) : b); };
+        CHECK(io::read_idx(write("d", doubles)).to_float() == xt::xarray<float>{1.5f, -2.25f});
+        CHECK(io::read_idx(write("s", shorts)).to_float() == xt::xarray<float>{-2.0f, 256.0f});
+        CHECK(io::read_idx(write("i", ints)).to_float() == xt::xarray<float>{65536.0f});
+        CHECK(io::read_idx(write("f", floats)).to_float() == xt::xarray<float>{1.5f});
+        CHECK(io::read_idx(write("b", signed_bytes)).to_float() == xt::xarray<float>{-1.0f, 5.0f});
+        auto images = io::read_idx(write("u.gz", idx_file(0x08, {3, 2, 2}, 12)));
+        CHECK(images.shape == Shape{3, 2, 2});
+        CHECK(images.to_bytes()(2, 1, 1) == 1);
+    }
+}
+
+TEST_CASE("IDX: hostile files give clear errors") {
+    TempDir dir;
+    CHECK(error_of([&] { io::read_idx(dir.write("empty", {})); }).find("truncated header") != std::string::npos);
+    CHECK(error_of([&] { io::read_idx(dir.write("three", {0, 0, 8})); }).find("truncated header") != std::string::npos);
+    Bytes fifteen = idx_file(0x08, {1, 2, 2}, 0);
+    fifteen.pop_back();
+    CHECK(error_of([&] { io::read_idx(dir.write("fifteen", fifteen)); }).find("needs 16") != std::string::npos);
+    CHECK(error_of([&] { io::read_idx(dir.write("magic", {0x89, 'P', 'N', 'G', 0, 0, 0, 1})); }).find("expected 00 00") !=
+          std::string::npos);
+    CHECK(error_of([&] { io::read_idx(dir.write("type", idx_file(0x0A, {1}, 1))); }).find("0x0a") != std::string::npos);
+    CHECK(error_of([&] { io::read_idx(dir.write("rank0", {0, 0, 8, 0})); }).find("rank 0") != std::string::npos);
+    CHECK(error_of([&] { io::read_idx(dir.write("dim0", idx_file(0x08, {0, 28}, 0))); }).find("dimension 0 is 0") !=
+          std::string::npos);
+
+    const Bytes digits = idx_file(0x08, {2, 28, 28}, 2 * 784);
+    CHECK(error_of([&] { io::parse_idx(gzip(digits), "g"); }).find("gzip-compressed") != std::string::npos);
+    CHECK(io::read_idx(dir.write("raw-named.gz", digits)).shape == Shape{2, 28, 28});
+
+    Bytes huge = idx_header(0x08, {0x80000000u, 28, 28});
+    huge.resize(100, 0);
+    const auto claimed = error_of([&] { io::read_idx(dir.write("claims", huge)); });
+    CHECK(claimed.find("truncated") != std::string::npos);
+    CHECK(claimed.find("100 bytes") != std::string::npos);
+    CHECK(error_of([&] { io::read_idx(dir.write("claims.gz", gzip(huge))); }).find("payload truncated") != std::string::npos);
+    CHECK(error_of([&] { io::read_idx(dir.write("overflow", idx_file(0x0E, {0xFFFFFFFFu, 65536, 65536, 65536}, 0))); })
+              .find("overflows") != std::string::npos);
+
+    Bytes short_one = digits;
+    short_one.pop_back();
+    Bytes long_one = digits;
+    long_one.push_back(0);
+    CHECK(error_of([&] { io::read_idx(dir.write("short", short_one)); }).find("(truncated)") != std::string::npos);
+    CHECK(error_of([&] { io::read_idx(dir.write("long", long_one)); }).find("(trailing data)") != std::string::npos);
+    CHECK(error_of([&] { io::read_idx(dir.write("short.gz", gzip(short_one))); }).find("payload truncated") != std::string::npos);
+    CHECK(error_of([&] { io::read_idx(dir.write("long.gz", gzip(long_one))); }).find("trailing data") != std::string::npos);
+    Bytes corrupt = gzip(digits);
+    corrupt[corrupt.size() - 6] ^= 0xFF;  // the CRC32
+    CHECK(error_of([&] { io::read_idx(dir.write("corrupt.gz", corrupt)); }).find("corrupt gzip") != std::string::npos);
+
+    CHECK(error_of([&] { io::read_idx(dir.path.string()); }).find("not a regular file") != std::string::npos);
+    CHECK(error_of([&] { io::read_idx((dir.path / "missing").string()); }).find("no such file") != std::string::npos);
+    CHECK(error_of([&] { io::read_idx("/dev/zero"); }).find("not a regular file") != std::string::npos);
+}
+
+TEST_CASE("IDX: a gzip bomb whose header claims 10 images stops at the data it promises") {
+    TempDir dir;
+    // 200 MB of zeros, about 200 KB compressed, never held in memory by the test itself.
+    const std::string path = dir.write("bomb.gz", gzip_with_zeros(idx_header(0x08, {10, 28, 28}), 200u << 20));
+    CHECK(std::filesystem::file_size(path) < (1u << 20));
+    struct rusage before {};
+    getrusage(RUSAGE_SELF, &before);
+    CHECK(error_of([&] { io::read_idx(path); }).find("trailing data") != std::string::npos);
+    struct rusage after {};
+    getrusage(RUSAGE_SELF, &after);
+    CHECK(after.ru_maxrss - before.ru_maxrss < 32 * 1024);  // KiB: nothing near the 200 MB inflated
+}
+
+TEST_CASE("datasets: the bundled digits, image/label mismatches and label range") {
+    auto [train, test] = datasets::load_mnist(std::string(XTNN_SOURCE_DIR) + "/datasets/mnist-10k");
+    CHECK(train.x.shape() == Shape{8000, 28, 28});
+    CHECK(test.x.shape() == Shape{2000, 28, 28});
+    CHECK(train.y.size() == 8000);
+    CHECK(xt::amax(train.x)() <= 1.0f);
+    CHECK(xt::amin(train.x)() >= 0.0f);
+    CHECK(xt::amax(train.x)() == 1.0f);
+
+    TempDir dir;
+    dir.write("images-idx3-ubyte", idx_file(0x08, {3, 28, 28}, 3 * 784));
+    dir.write("labels-idx1-ubyte", idx_file(0x08, {2}, 2));
+    CHECK(error_of([&] { datasets::load_mnist(dir.path.string()); }).find("3 images but") != std::string::npos);
+    Bytes labels = idx_header(0x08, {3});
+    labels.insert(labels.end(), {1, 10, 2});
+    dir.write("labels-idx1-ubyte", labels);
+    CHECK(error_of([&] { datasets::load_mnist(dir.path.string()); }).find("label 10 at index 1") != std::string::npos);
+    CHECK(error_of([&] { datasets::load_mnist((dir.path / "nowhere").string()); }).find("does not exist") != std::string::npos);
+}
+
+TEST_CASE("to_categorical, scaling and the seeded split") {
+    CHECK(to_categorical(xt::xarray<float>{2, 0}, 3) == xt::xarray<float>{{0, 0, 1}, {1, 0, 0}});
+    CHECK(scale_to_unit(xt::xarray<std::uint8_t>{0, 255})(1) == 1.0f);
+    Generator a(3), b(3);
+    auto split = random_split(100, 0.2, a);
+    CHECK(split.validation.size() == 20);
+    CHECK(split.train.size() == 80);
+    CHECK(split.validation == random_split(100, 0.2, b).validation);
+    std::vector<std::size_t> tail;
+    for (std::size_t i = 80; i < 100; ++i) tail.push_back(i);
+    CHECK(split.validation != tail);  // drawn at random, not Keras's last fifth
+    CHECK_THROWS_AS(random_split(3, 0.1, a), ValueError);
+}
