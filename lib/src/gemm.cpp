@@ -25,6 +25,4 @@ void gemm<double>(bool transpose_a, bool transpose_b, std::size_t m, std::size_t
                 as_int(lda), b, as_int(ldb), beta, c, as_int(ldc));
 }
 
-void use_single_blas_thread() { openblas_set_num_threads(1); }
-
 }  // namespace xtnn::detail

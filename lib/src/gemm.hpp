@@ -11,7 +11,4 @@ template <class T>
 void gemm(bool transpose_a, bool transpose_b, std::size_t m, std::size_t n, std::size_t k, T alpha,
           const T* a, std::size_t lda, const T* b, std::size_t ldb, T beta, T* c, std::size_t ldc);
 
-/// Sets OpenBLAS to one thread: two threads are slower for the batch sizes xtnn targets.
-void use_single_blas_thread();
-
 }  // namespace xtnn::detail
