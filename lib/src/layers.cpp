@@ -134,11 +134,7 @@ void Layer::check_input(const Tensor& x) const {
     const bool matches = x.dimension() == expected.size() + 1 &&
                          std::equal(expected.begin(), expected.end(), x.shape().begin() + 1);
     if (!matches) {
-        Shape with_batch{0};
-        with_batch.insert(with_batch.end(), expected.begin(), expected.end());
-        std::string expected_text = shape_to_string(with_batch);
-        expected_text.replace(1, 1, "None");
-        throw ShapeError(class_name() + " '" + name_ + "': expected input of shape " + expected_text + ", got " +
+        throw ShapeError(class_name() + " '" + name_ + "': expected input of shape " + batch_shape_to_string(expected) + ", got " +
                          shape_to_string(x.shape()));
     }
 }

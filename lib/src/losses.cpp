@@ -13,19 +13,12 @@ namespace xtnn {
 
 namespace {
 
-std::string batch_shape_text(const Shape& shape) {
-    Shape with_batch{0};
-    with_batch.insert(with_batch.end(), shape.begin(), shape.end());
-    std::string text = shape_to_string(with_batch);
-    return text.replace(1, 1, "None");
-}
-
 void require_matching_targets(const std::string& loss, const xt::xarray<float>& y, const Shape& output_shape) {
     const bool matches = y.dimension() == output_shape.size() + 1 &&
                          std::equal(output_shape.begin(), output_shape.end(), y.shape().begin() + 1);
     if (!matches) {
         throw ShapeError(loss + ": targets of shape " + shape_to_string(y.shape()) + " do not match the model's output " +
-                         batch_shape_text(output_shape) +
+                         batch_shape_to_string(output_shape) +
                          (output_shape.size() == 1 && y.dimension() == 1
                               ? " (class labels need sparse_categorical_crossentropy, or to_categorical)"
                               : ""));
@@ -55,7 +48,7 @@ public:
         const bool labels_shape = y.dimension() == 1 || (y.dimension() == 2 && y.shape()[1] == 1);
         if (!labels_shape || output_shape.size() != 1) {
             throw ShapeError(name() + ": expected one class label per sample, shape (N,) or (N, 1), for the output " +
-                             batch_shape_text(output_shape) + "; got targets of shape " + shape_to_string(y.shape()));
+                             batch_shape_to_string(output_shape) + "; got targets of shape " + shape_to_string(y.shape()));
         }
         xt::xarray<float> labels = y;
         labels.reshape({y.shape()[0]});

@@ -16,12 +16,6 @@ namespace {
 
 constexpr std::size_t max_layers = 1024;
 
-std::string with_batch_axis(const Shape& shape) {
-    std::string text = "(None";
-    for (auto extent : shape) text += ", " + std::to_string(extent);
-    return text + ")";
-}
-
 Shape sample_shape(const xt::xarray<float>& x) { return Shape(x.shape().begin() + 1, x.shape().end()); }
 
 std::vector<std::size_t> iota(std::size_t n) {
@@ -68,8 +62,8 @@ void Sequential::add(std::unique_ptr<Layer> layer) {
     if (!layers_.empty() && layer->declared_input_shape() && built() &&
         *layer->declared_input_shape() != output_shape()) {
         throw ShapeError("Sequential::add: layer '" + layer->name() + "' declares input shape " +
-                         with_batch_axis(*layer->declared_input_shape()) + " but the model's output is " +
-                         with_batch_axis(output_shape()));
+                         batch_shape_to_string(*layer->declared_input_shape()) + " but the model's output is " +
+                         batch_shape_to_string(output_shape()));
     }
     if (layers_.empty() && layer->declared_input_shape()) {
         layer->build(*layer->declared_input_shape());
@@ -91,7 +85,7 @@ void Sequential::build(const Shape& input_shape) {
             layer->build(shape);
         } else if (layer->input_shape() != shape) {
             throw ShapeError("Sequential::build: layer '" + layer->name() + "' was built for input " +
-                             with_batch_axis(layer->input_shape()) + ", got " + with_batch_axis(shape));
+                             batch_shape_to_string(layer->input_shape()) + ", got " + batch_shape_to_string(shape));
         }
         shape = layer->output_shape(shape);
     }
@@ -187,7 +181,7 @@ void Sequential::check_inputs(const char* method, const xt::xarray<float>& x) co
     const Shape expected = input_shape();
     if (sample_shape(x) != expected) {
         throw ShapeError(std::string(method) + ": model '" + name_ + "' expects input of shape " +
-                         with_batch_axis(expected) + ", got x of shape " + shape_to_string(x.shape()));
+                         batch_shape_to_string(expected) + ", got x of shape " + shape_to_string(x.shape()));
     }
 }
 

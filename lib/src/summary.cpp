@@ -67,9 +67,7 @@ std::vector<Row> rows_of(const Sequential& model) {
         Row row{layer.name() + " (" + layer.class_name() + ")", "?", "0 (unbuilt)"};
         if (built) {
             shape = layer.output_shape(shape);
-            row.output_shape = "(None";
-            for (auto extent : shape) row.output_shape += ", " + std::to_string(extent);
-            row.output_shape += ")";
+            row.output_shape = batch_shape_to_string(shape);
             row.params = with_thousands(layer.count_params());
         }
         rows.push_back(row);

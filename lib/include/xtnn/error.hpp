@@ -46,4 +46,12 @@ std::string shape_to_string(const Shape& shape) {
     return text + ")";
 }
 
+/// "(None, 28, 32)" for a per-sample shape, as Keras prints shapes with a batch axis.
+template <class Shape>
+std::string batch_shape_to_string(const Shape& shape) {
+    std::string text = "(None";
+    for (auto extent : shape) text += ", " + std::to_string(extent);
+    return text + ")";
+}
+
 }  // namespace xtnn
