@@ -2,20 +2,36 @@
 
 #include <cmath>
 
+#include <fmt/args.h>
 #include <fmt/format.h>
 
 #include "xtnn/model.hpp"
 
 namespace xtnn {
 
-EarlyStopping::EarlyStopping(EarlyStoppingOptions options) : options_(std::move(options)) {
-    if (options_.mode == "auto") {
-        maximize_ = options_.monitor.find("acc") != std::string::npos || options_.monitor.find("auc") != std::string::npos;
-    } else if (options_.mode == "max" || options_.mode == "min") {
-        maximize_ = options_.mode == "max";
-    } else {
-        throw ValueError("EarlyStopping: mode must be 'auto', 'min' or 'max', got '" + options_.mode + "'");
+namespace {
+
+// Whether larger values of `monitor` are better, as Keras decides for mode "auto".
+bool maximizes(const std::string& callback, const std::string& monitor, const std::string& mode) {
+    if (mode == "auto") return monitor.find("acc") != std::string::npos || monitor.find("auc") != std::string::npos;
+    if (mode == "max" || mode == "min") return mode == "max";
+    throw ValueError(callback + ": mode must be 'auto', 'min' or 'max', got '" + mode + "'");
+}
+
+double monitored_value(const std::string& callback, const std::string& monitor, const Logs& logs) {
+    const auto found = logs.find(monitor);
+    if (found == logs.end()) {
+        std::string available;
+        for (const auto& [name, value] : logs) available += (available.empty() ? "" : ", ") + name;
+        throw ValueError(callback + ": monitored value '" + monitor + "' is not logged; available: " + available);
     }
+    return found->second;
+}
+
+}  // namespace
+
+EarlyStopping::EarlyStopping(EarlyStoppingOptions options)
+    : options_(std::move(options)), maximize_(maximizes("EarlyStopping", options_.monitor, options_.mode)) {
     if (options_.patience < 0) throw ValueError("EarlyStopping: patience must not be negative");
 }
 
@@ -33,14 +49,8 @@ void EarlyStopping::on_train_begin(const Logs&) {
 }
 
 void EarlyStopping::on_epoch_end(int epoch, const Logs& logs) {
-    auto found = logs.find(options_.monitor);
-    if (found == logs.end()) {
-        std::string available;
-        for (const auto& [name, value] : logs) available += (available.empty() ? "" : ", ") + name;
-        throw ValueError("EarlyStopping: monitored value '" + options_.monitor + "' is not logged; available: " + available);
-    }
+    const double value = monitored_value("EarlyStopping", options_.monitor, logs);
     if (epoch < options_.start_from_epoch) return;
-    const double value = found->second;
     if (options_.restore_best_weights && best_weights_.empty()) best_weights_ = model->get_weights();
     ++wait_;
     if (improved(value, best_)) {
@@ -64,6 +74,49 @@ void EarlyStopping::on_train_end(const Logs&) {
             *out << "Restoring model weights from the end of the best epoch: " << best_epoch_ + 1 << ".\n";
         }
         model->set_weights(best_weights_);
+    }
+}
+
+ModelCheckpoint::ModelCheckpoint(std::string filepath, ModelCheckpointOptions options)
+    : filepath_(std::move(filepath)),
+      options_(std::move(options)),
+      maximize_(maximizes("ModelCheckpoint", options_.monitor, options_.mode)),
+      best_(maximize_ ? -INFINITY : INFINITY) {
+    if (filepath_.empty()) throw ValueError("ModelCheckpoint: filepath must not be empty");
+}
+
+void ModelCheckpoint::on_epoch_end(int epoch, const Logs& logs) {
+    fmt::dynamic_format_arg_store<fmt::format_context> fields;
+    fields.push_back(fmt::arg("epoch", epoch + 1));
+    for (const auto& [name, value] : logs) fields.push_back(fmt::arg(name.c_str(), value));
+    std::string path;
+    try {
+        path = fmt::vformat(filepath_, fields);
+    } catch (const fmt::format_error& e) {
+        throw ValueError("ModelCheckpoint: cannot fill in filepath '" + filepath_ + "': " + e.what() +
+                         " (fields: epoch and the logged values)");
+    }
+    if (options_.save_best_only) {
+        const double value = monitored_value("ModelCheckpoint", options_.monitor, logs);
+        const bool improved = maximize_ ? value > best_ : value < best_;
+        if (!improved) {
+            if (options_.verbose > 0 && out) {
+                *out << fmt::format("\nEpoch {}: {} did not improve from {:.5f}\n", epoch + 1, options_.monitor, best_);
+            }
+            return;
+        }
+        if (options_.verbose > 0 && out) {
+            *out << fmt::format("\nEpoch {}: {} improved from {:.5f} to {:.5f}, saving model to {}\n", epoch + 1,
+                                options_.monitor, best_, value, path);
+        }
+        best_ = value;
+    } else if (options_.verbose > 0 && out) {
+        *out << fmt::format("\nEpoch {}: saving model to {}\n", epoch + 1, path);
+    }
+    if (options_.save_weights_only) {
+        model->save_weights(path);
+    } else {
+        model->save(path);
     }
 }
 

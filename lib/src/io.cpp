@@ -6,8 +6,13 @@
 #include <limits>
 #include <memory>
 
+#include <cerrno>
+#include <filesystem>
+
+#include <fcntl.h>
 #include <fmt/format.h>
 #include <sys/stat.h>
+#include <unistd.h>
 #include <zlib.h>
 
 #include "xtnn/error.hpp"
@@ -234,6 +239,114 @@ IdxArray read_idx(const std::string& path) {
     }
     const bool gzip = start[0] == 0x1f && start[1] == 0x8b;
     return gzip ? read_gzip(path) : read_raw(path);
+}
+
+namespace {
+
+struct FileDescriptor {
+    int fd = -1;
+    ~FileDescriptor() {
+        if (fd >= 0) ::close(fd);
+    }
+};
+
+}  // namespace
+
+std::vector<std::uint8_t> read_file(const std::string& path, const std::string& what) {
+    const FileDescriptor file{::open(path.c_str(), O_RDONLY | O_CLOEXEC)};
+    const int fd = file.fd;
+    if (fd < 0) throw IoError(fmt::format("{} '{}': cannot open: {}", what, path, std::strerror(errno)));
+    struct stat info {};
+    if (::fstat(fd, &info) != 0 || !S_ISREG(info.st_mode)) {
+        throw IoError(fmt::format("{} '{}': not a regular file", what, path));
+    }
+    std::vector<std::uint8_t> bytes(static_cast<std::size_t>(info.st_size));
+    std::size_t done = 0;
+    while (done < bytes.size()) {
+        const ssize_t got = ::read(fd, bytes.data() + done, bytes.size() - done);
+        if (got < 0 && errno == EINTR) continue;
+        if (got < 0) throw IoError(fmt::format("{} '{}': read error: {}", what, path, std::strerror(errno)));
+        if (got == 0) throw IoError(fmt::format("{} '{}': the file shrank while being read", what, path));
+        done += static_cast<std::size_t>(got);
+    }
+    return bytes;
+}
+
+namespace {
+
+std::function<void(WriteStep)>& write_step_hook() {
+    static std::function<void(WriteStep)> hook;
+    return hook;
+}
+
+void reached(WriteStep step) {
+    if (write_step_hook()) write_step_hook()(step);
+}
+
+[[noreturn]] void write_failed(const std::string& path, const std::string& problem) {
+    throw IoError(fmt::format("cannot write '{}': {}: {}", path, problem, std::strerror(errno)));
+}
+
+void write_all(int fd, const std::uint8_t* data, std::size_t size, const std::string& path) {
+    while (size > 0) {
+        const ssize_t wrote = ::write(fd, data, size);
+        if (wrote < 0 && errno == EINTR) continue;
+        if (wrote < 0) write_failed(path, "write to the temporary file failed");
+        data += wrote;
+        size -= static_cast<std::size_t>(wrote);
+    }
+}
+
+// Removes the temporary file unless the rename succeeded.
+struct TemporaryFile {
+    std::string path;
+    int fd = -1;
+    bool renamed = false;
+    ~TemporaryFile() {
+        if (fd >= 0) ::close(fd);
+        if (!renamed) ::unlink(path.c_str());
+    }
+};
+
+mode_t new_file_mode(const std::string& path) {
+    struct stat info {};
+    if (::stat(path.c_str(), &info) == 0) return info.st_mode & 07777;
+    const mode_t mask = ::umask(0);
+    ::umask(mask);
+    return 0666 & ~mask;
+}
+
+}  // namespace
+
+void set_write_step_hook(std::function<void(WriteStep)> hook) { write_step_hook() = std::move(hook); }
+
+void write_file_atomically(const std::string& path, std::span<const std::uint8_t> bytes) {
+    const std::filesystem::path target(path);
+    const std::filesystem::path folder = target.has_parent_path() ? target.parent_path() : std::filesystem::path(".");
+    TemporaryFile temp;
+    temp.path = (folder / ("." + target.filename().string() + ".tmp-XXXXXX")).string();
+    temp.fd = ::mkostemp(temp.path.data(), O_CLOEXEC);
+    if (temp.fd < 0) {
+        temp.renamed = true;  // nothing was created
+        write_failed(path, "cannot create a temporary file in '" + folder.string() + "'");
+    }
+    reached(WriteStep::temp_created);
+    const std::size_t half = bytes.size() / 2;
+    write_all(temp.fd, bytes.data(), half, path);
+    reached(WriteStep::half_written);
+    write_all(temp.fd, bytes.data() + half, bytes.size() - half, path);
+    if (::fchmod(temp.fd, new_file_mode(path)) != 0) write_failed(path, "cannot set the file mode");
+    if (::fsync(temp.fd) != 0) write_failed(path, "fsync failed");
+    reached(WriteStep::synced);
+    const int fd = temp.fd;
+    temp.fd = -1;
+    if (::close(fd) != 0) write_failed(path, "close failed");
+    if (::rename(temp.path.c_str(), path.c_str()) != 0) write_failed(path, "rename of the temporary file failed");
+    temp.renamed = true;
+    reached(WriteStep::renamed);
+    const FileDescriptor folder_file{::open(folder.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC)};
+    if (folder_file.fd < 0) write_failed(path, "cannot open the folder to flush the rename");
+    if (::fsync(folder_file.fd) != 0) write_failed(path, "fsync of the folder failed");
 }
 
 }  // namespace xtnn::io

@@ -2,6 +2,7 @@
 
 #include <cctype>
 #include <functional>
+#include <limits>
 
 #include "xtnn/activations.hpp"
 #include "xtnn/initializers.hpp"
@@ -158,12 +159,15 @@ Shape Dense::output_shape(const Shape& input_shape) const {
     return output;
 }
 
+std::vector<Shape> Dense::weight_shapes(const Shape& input_shape) const {
+    if (!options_.use_bias) return {{input_shape.back(), options_.units}};
+    return {{input_shape.back(), options_.units}, {options_.units}};
+}
+
 void Dense::build_weights(const Shape& input_shape) {
-    const std::size_t fan_in = input_shape.back();
-    kernel_ = Tensor::parameter(initialize(options_.kernel_initializer, {fan_in, options_.units}, global_generator()));
-    if (options_.use_bias) {
-        bias_ = Tensor::parameter(initialize(options_.bias_initializer, {options_.units}, global_generator()));
-    }
+    const auto shapes = weight_shapes(input_shape);
+    kernel_ = Tensor::parameter(initialize(options_.kernel_initializer, shapes[0], global_generator()));
+    if (options_.use_bias) bias_ = Tensor::parameter(initialize(options_.bias_initializer, shapes[1], global_generator()));
 }
 
 Tensor Dense::call_before_activation(const Tensor& x, bool) {
@@ -224,7 +228,12 @@ Flatten::Flatten(Shape input_shape) : Layer(optional_shape(input_shape)) {}
 
 Shape Flatten::output_shape(const Shape& input_shape) const {
     std::size_t total = 1;
-    for (auto extent : input_shape) total *= extent;
+    for (auto extent : input_shape) {
+        if (extent != 0 && total > std::numeric_limits<std::size_t>::max() / extent) {
+            throw ShapeError("Flatten '" + name() + "': the size of input shape " + shape_to_string(input_shape) + " overflows");
+        }
+        total *= extent;
+    }
     return {total};
 }
 

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <set>
 
 #include "xtnn/activations.hpp"
@@ -167,6 +168,7 @@ void Sequential::compile(const std::string& loss, const OptimizerSpec& optimizer
     loss_ = std::move(new_loss);
     optimizer_ = std::move(new_optimizer);
     metrics_ = std::move(new_metrics);
+    metric_names_ = metrics;
 }
 
 void Sequential::require_ready(const char* method) const {
@@ -378,7 +380,31 @@ nlohmann::json Sequential::get_config() const {
 
 std::string Sequential::to_json(int indent) const { return get_config().dump(indent); }
 
-Sequential Sequential::from_config(const nlohmann::json& json) {
+namespace {
+
+// The number of weight values the layers would create, computed from shapes alone.
+std::size_t planned_weight_elements(const std::vector<std::unique_ptr<Layer>>& layers, Shape shape) {
+    std::size_t total = 0;
+    for (const auto& layer : layers) {
+        for (const auto& weight_shape : layer->weight_shapes(shape)) {
+            std::size_t elements = 1;
+            for (auto extent : weight_shape) {
+                if (extent != 0 && elements > std::numeric_limits<std::size_t>::max() / extent) {
+                    return std::numeric_limits<std::size_t>::max();
+                }
+                elements *= extent;
+            }
+            total = elements > std::numeric_limits<std::size_t>::max() - total ? std::numeric_limits<std::size_t>::max()
+                                                                             : total + elements;
+        }
+        shape = layer->output_shape(shape);
+    }
+    return total;
+}
+
+}  // namespace
+
+Sequential Sequential::from_config(const nlohmann::json& json, std::optional<std::size_t> max_weight_elements) {
     if (!json.is_object() || json.value("class_name", "") != "Sequential" || !json.contains("config") ||
         !json["config"].is_object()) {
         throw ValueError("Sequential::from_config: expected {\"class_name\": \"Sequential\", \"config\": {...}}");
@@ -391,8 +417,8 @@ Sequential Sequential::from_config(const nlohmann::json& json) {
         throw ValueError("Sequential::from_config: " + std::to_string(config["layers"].size()) +
                          " layers exceed the limit of " + std::to_string(max_layers));
     }
-    Sequential model(config.contains("name") && config["name"].is_string() ? config["name"].get<std::string>() : "sequential");
     std::optional<Shape> input_shape;
+    std::vector<std::unique_ptr<Layer>> layers;
     for (const auto& entry : config["layers"]) {
         if (!entry.is_object() || !entry.contains("class_name") || !entry["class_name"].is_string()) {
             throw ValueError("Sequential::from_config: each layer needs a 'class_name', got " + entry.dump());
@@ -404,14 +430,22 @@ Sequential Sequential::from_config(const nlohmann::json& json) {
             input_shape = input_shape_from_config(layer_config);
             continue;
         }
-        model.add(make_layer(class_name, layer_config));
+        layers.push_back(make_layer(class_name, layer_config));
     }
-    if (!model.built() && !model.layers_.empty()) {
-        if (!input_shape && config.contains("build_input_shape")) {
-            input_shape = input_shape_from_config({{"batch_input_shape", config["build_input_shape"]}});
+    if (!input_shape && !layers.empty()) input_shape = layers.front()->declared_input_shape();
+    if (!input_shape && config.contains("build_input_shape")) {
+        input_shape = input_shape_from_config({{"batch_input_shape", config["build_input_shape"]}});
+    }
+    if (max_weight_elements && input_shape) {
+        const std::size_t planned = planned_weight_elements(layers, *input_shape);
+        if (planned > *max_weight_elements) {
+            throw ValueError("Sequential::from_config: the layers would create " + std::to_string(planned) +
+                             " weight values, more than the " + std::to_string(*max_weight_elements) + " allowed");
         }
-        if (input_shape) model.build(*input_shape);
     }
+    Sequential model(config.contains("name") && config["name"].is_string() ? config["name"].get<std::string>() : "sequential");
+    for (auto& layer : layers) model.add(std::move(layer));
+    if (!model.built() && !model.layers_.empty() && input_shape) model.build(*input_shape);
     return model;
 }
 

@@ -48,6 +48,10 @@ public:
         require_fraction("SGD", "momentum", config.momentum);
     }
     std::string name() const override { return "SGD"; }
+    std::vector<std::string> slot_names() const override {
+        if (static_cast<float>(config_.momentum) == 0.0f) return {};
+        return {"momentum"};
+    }
     double learning_rate() const override { return config_.learning_rate; }
     void set_learning_rate(double lr) override { config_.learning_rate = lr; }
     nlohmann::json config() const override {
@@ -90,6 +94,7 @@ public:
         require_positive("Adam", "epsilon", config.epsilon);
     }
     std::string name() const override { return "Adam"; }
+    std::vector<std::string> slot_names() const override { return {"momentum", "velocity"}; }
     double learning_rate() const override { return config_.learning_rate; }
     void set_learning_rate(double lr) override { config_.learning_rate = lr; }
     nlohmann::json config() const override {
@@ -134,6 +139,10 @@ public:
         require_positive("RMSprop", "epsilon", config.epsilon);
     }
     std::string name() const override { return "RMSprop"; }
+    std::vector<std::string> slot_names() const override {
+        if (static_cast<float>(config_.momentum) == 0.0f) return {"velocity"};
+        return {"velocity", "momentum"};
+    }
     double learning_rate() const override { return config_.learning_rate; }
     void set_learning_rate(double lr) override { config_.learning_rate = lr; }
     nlohmann::json config() const override {

@@ -75,6 +75,33 @@ private:
     std::vector<xt::xarray<float>> best_weights_;
 };
 
+struct ModelCheckpointOptions {
+    std::string monitor = "val_loss";
+    int verbose = 0;
+    /// Save only when `monitor` improves on the best value seen (across fit() calls, as Keras).
+    bool save_best_only = false;
+    /// save_weights() instead of save().
+    bool save_weights_only = false;
+    /// "min", "max", or "auto" (max for names containing "acc", min otherwise).
+    std::string mode = "auto";
+};
+
+/// Saves the model after each epoch. The path may name the epoch (from 1) and logged values as
+/// Python/fmt fields, as in Keras: "checkpoints/model-{epoch:02d}-{val_loss:.3f}.xtnn".
+class ModelCheckpoint : public Callback {
+public:
+    explicit ModelCheckpoint(std::string filepath, ModelCheckpointOptions options = {});
+    void on_epoch_end(int epoch, const Logs& logs) override;
+    /// The best monitored value so far (infinite before the first save with save_best_only).
+    double best() const { return best_; }
+
+private:
+    std::string filepath_;
+    ModelCheckpointOptions options_;
+    bool maximize_ = false;
+    double best_ = 0;
+};
+
 /// Stops training at the first batch whose loss is NaN or infinite, naming epoch and batch.
 class TerminateOnNaN : public Callback {
 public:

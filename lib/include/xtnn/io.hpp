@@ -6,6 +6,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <span>
 #include <string>
 #include <vector>
@@ -48,5 +49,19 @@ IdxArray parse_idx(std::span<const std::uint8_t> bytes, const std::string& name 
 
 /// Reads an IDX file, gzip-compressed or not.
 IdxArray read_idx(const std::string& path);
+
+/// The whole of a regular file; `what` names the kind of file in errors ("model file").
+std::vector<std::uint8_t> read_file(const std::string& path, const std::string& what = "file");
+
+/// Replaces `path` with `bytes` so that a crash at any moment leaves either the old file or the
+/// new one, never a mix: the bytes go to a temporary file in the same folder, which is flushed to
+/// disk (fsync), renamed over `path`, and the folder is flushed so the rename itself survives.
+/// On failure the temporary file is removed and `path` is untouched.
+void write_file_atomically(const std::string& path, std::span<const std::uint8_t> bytes);
+
+/// The steps of write_file_atomically, for tests that simulate a crash between them.
+enum class WriteStep { temp_created, half_written, synced, renamed };
+/// Called at each step when set (tests only); it may throw or end the process.
+void set_write_step_hook(std::function<void(WriteStep)> hook);
 
 }  // namespace xtnn::io

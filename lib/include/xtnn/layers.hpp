@@ -40,6 +40,9 @@ public:
     /// The trainable weights, in Keras order (kernel, bias); handles share the layer's storage.
     virtual std::vector<Tensor> weights() const { return {}; }
     virtual std::vector<std::string> weight_names() const { return {}; }
+    /// The shapes of the weights build() creates for `input_shape`, in weights() order. Known
+    /// before anything is allocated, so a loader can check a file's architecture first.
+    virtual std::vector<Shape> weight_shapes(const Shape& /*input_shape*/) const { return {}; }
     std::size_t count_params() const;
 
     /// Keras-style config: name, trainable, dtype and the layer's own hyper-parameters.
@@ -75,6 +78,7 @@ public:
 
     std::string class_name() const override { return "Dense"; }
     Shape output_shape(const Shape& input_shape) const override;
+    std::vector<Shape> weight_shapes(const Shape& input_shape) const override;
     Tensor call(const Tensor& x, bool training) override;
     std::string output_activation() const override { return options_.activation; }
     Tensor call_before_activation(const Tensor& x, bool training) override;

@@ -93,7 +93,11 @@ public:
 
     nlohmann::json get_config() const;
     std::string to_json(int indent = -1) const;
-    static Sequential from_config(const nlohmann::json& config);
+    /// The model a config describes, built when it names an input shape. With
+    /// `max_weight_elements`, a config whose layers would create more weight values is rejected
+    /// before anything is allocated (loaders pass what the file actually holds).
+    static Sequential from_config(const nlohmann::json& config,
+                                  std::optional<std::size_t> max_weight_elements = std::nullopt);
     static Sequential from_json(const std::string& text);
 
     const std::string& name() const { return name_; }
@@ -109,8 +113,19 @@ public:
     /// Replaces all weight values; shapes must match get_weights().
     void set_weights(const std::vector<xt::xarray<float>>& values);
 
+    /// Writes the whole model (config, weights, compile settings, optimizer state) to one file,
+    /// atomically; xtnn::load_model() reads it back. The format is in docs/model-format.md.
+    void save(const std::string& path);
+    /// Writes only the weights, atomically, in the same format.
+    void save_weights(const std::string& path) const;
+    /// Replaces the weights with those of a file from save_weights() or save(); names and shapes
+    /// must match this model. Nothing changes unless the whole file is valid.
+    void load_weights(const std::string& path);
+
     Optimizer* optimizer() const { return optimizer_.get(); }
     const Loss* loss() const { return loss_.get(); }
+    /// The metric names given to compile().
+    const std::vector<std::string>& metric_names() const { return metric_names_; }
     /// Set by a callback to end fit() after the current batch.
     bool stop_training = false;
 
@@ -126,6 +141,7 @@ private:
     std::unique_ptr<Loss> loss_;
     std::unique_ptr<Optimizer> optimizer_;
     std::vector<std::unique_ptr<Metric>> metrics_;
+    std::vector<std::string> metric_names_;
 };
 
 /// Rows `indices` of x (batch axis first) as a new array.

@@ -51,8 +51,12 @@ public:
     std::size_t state_size() const;
     virtual nlohmann::json config() const = 0;
 
-    /// The slots (momenta, squared averages) by weight, for saving and exact resume.
+    /// The names of the state arrays kept per weight, in slot order (Keras's names).
+    virtual std::vector<std::string> slot_names() const = 0;
+    /// The slots (momenta, squared averages) by weight index, for saving and exact resume; a
+    /// weight's slots are empty until its first update.
     std::vector<std::vector<xt::xarray<float>>>& slots() { return slots_; }
+    const std::vector<std::vector<xt::xarray<float>>>& slots() const { return slots_; }
     void set_iterations(std::int64_t iterations) { iterations_ = iterations; }
 
 protected:

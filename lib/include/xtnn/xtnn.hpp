@@ -17,4 +17,6 @@
 #include "xtnn/optimizers.hpp"
 #include "xtnn/progress.hpp"
 #include "xtnn/random.hpp"
+#include "xtnn/safetensors.hpp"
+#include "xtnn/saving.hpp"
 #include "xtnn/tensor.hpp"

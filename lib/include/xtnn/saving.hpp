@@ -1,0 +1,40 @@
+#pragma once
+// Model files. A model file is a safetensors file (so any safetensors reader gets the weights)
+// whose "__metadata__" comes first and holds the Keras-style config, the compile settings, the
+// optimizer's step count, the random generator's state and a checksum; its tensors are the
+// weights, the optimizer's slots and one check input with the output it must give. Loading runs
+// no code and opens no other file. docs/model-format.md describes the format.
+
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "xtnn/model.hpp"
+
+namespace xtnn {
+
+/// The format version this build writes and reads.
+inline constexpr int model_format_version = 1;
+
+struct LoadOptions {
+    /// Also set global_generator() to its state when the file was saved, so a resumed fit()
+    /// shuffles and drops out exactly as the uninterrupted run would have.
+    bool restore_random_state = false;
+};
+
+/// The model file's bytes: what Sequential::save() writes.
+std::vector<std::uint8_t> model_to_bytes(Sequential& model);
+
+/// Reads a file written by Sequential::save(): architecture, weights, and, when the model was
+/// compiled, loss, metrics and optimizer with its state, ready for fit() to continue.
+Sequential load_model(const std::string& path, const LoadOptions& options = {});
+/// The same from bytes in memory; `name` is used in errors.
+Sequential load_model_from_bytes(std::span<const std::uint8_t> bytes, const std::string& name = "<memory>",
+                                 const LoadOptions& options = {});
+
+/// The same file with its checksum recomputed, for tools that edit a model file's metadata or
+/// tensors on purpose (the layout is still checked).
+std::vector<std::uint8_t> reseal_model_file(std::span<const std::uint8_t> bytes);
+
+}  // namespace xtnn
