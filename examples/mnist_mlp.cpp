@@ -1,7 +1,7 @@
 // The book's chapter-3 network on MNIST digits: Dense(32, relu) -> Dropout(0.1) -> Dense(32, relu)
 // -> Dropout(0.1) -> Flatten -> Dense(10, softmax), categorical cross-entropy.
 //
-//   build/examples/mnist_mlp --data datasets/mnist-10k --epochs 8
+//   build/examples/mnist_mlp --data datasets/mnist-10k --epochs 8 --save mnist_mlp.xtnn
 
 #include <iostream>
 
@@ -21,6 +21,7 @@ int main(int argc, char** argv) {
     double learning_rate = 0.0;
     std::uint64_t seed = 42;
     std::string plot = "mnist_mlp_history.svg";
+    std::string save = "mnist_mlp.xtnn";
     app.add_option("--data", data, "folder with the bundled digits or the standard MNIST files");
     app.add_option("--epochs", epochs, "training epochs");
     app.add_option("--batch-size", batch_size, "samples per step");
@@ -28,6 +29,7 @@ int main(int argc, char** argv) {
     app.add_option("--learning-rate", learning_rate, "learning rate (default: the optimizer's Keras default)");
     app.add_option("--seed", seed, "random seed for weights, dropout and shuffling");
     app.add_option("--plot", plot, "SVG file for the loss and accuracy curves");
+    app.add_option("--save", save, "model file to write after training (empty: do not save)");
     CLI11_PARSE(app, argc, argv);
 
     try {
@@ -77,6 +79,10 @@ int main(int argc, char** argv) {
                                            {"accuracy", epoch_numbers, h["accuracy"]},
                                            {"val_accuracy", epoch_numbers, h["val_accuracy"], true}}});
         fmt::print("\nLoss and accuracy per epoch written to {}\n", plot);
+        if (!save.empty()) {
+            model.save(save);
+            fmt::print("Model saved to {} (try: build/examples/predict {} datasets/samples/digit-7.pgm)\n", save, save);
+        }
     } catch (const std::exception& e) {
         std::cerr << "mnist_mlp: " << e.what() << "\n";
         return 1;

@@ -213,3 +213,36 @@ TEST_CASE("to_categorical, scaling and the seeded split") {
     CHECK(split.validation != tail);  // drawn at random, not Keras's last fifth
     CHECK_THROWS_AS(random_split(3, 0.1, a), ValueError);
 }
+
+TEST_CASE("PGM images: binary and text, comments, 16-bit, and hostile headers") {
+    auto bytes = [](const std::string& text) { return Bytes(text.begin(), text.end()); };
+    Bytes binary = bytes("P5\n# a comment\n3 2\n255\n");
+    binary.insert(binary.end(), {0, 51, 255, 102, 204, 0});
+    const auto image = io::parse_pgm(binary);
+    CHECK(image.shape() == Shape{2, 3});
+    CHECK(image(0, 1) == doctest::Approx(0.2f));
+    CHECK(image(0, 2) == 1.0f);
+    CHECK(image(1, 0) == doctest::Approx(0.4f));
+
+    const auto text = io::parse_pgm(bytes("P2 2 2 10\n0 5 # half\n10 1\n"));
+    CHECK(text(0, 1) == 0.5f);
+    CHECK(text(1, 0) == 1.0f);
+
+    Bytes wide = bytes("P5 1 1 1000\n");
+    wide.insert(wide.end(), {0x01, 0xf4});
+    CHECK(io::parse_pgm(wide)(0, 0) == 0.5f);
+
+    auto error = [&](const Bytes& b) { return error_of([&] { io::parse_pgm(b, "digit.pgm"); }); };
+    CHECK(error({}).find("PGM file 'digit.pgm': not a grayscale PGM image") == 0);
+    CHECK(error(bytes("P6 1 1 255\n\x01\x02\x03")).find("should start with P5 or P2") != std::string::npos);
+    CHECK(error(bytes("P5 3")).find("truncated: expected the height") != std::string::npos);
+    CHECK(error(bytes("P5 99999 1 255\n")).find("the width exceeds 16384") != std::string::npos);
+    CHECK(error(bytes("P5 0 4 255\n")).find("both sides must be positive") != std::string::npos);
+    CHECK(error(bytes("P5 2 2 0\n")).find("maxval is 0") != std::string::npos);
+    CHECK(error(bytes("P5 2 2 255\n\x01\x02\x03")).find("needs 4 bytes of pixels, found 3") != std::string::npos);
+    CHECK(error(bytes("P5 1 1 255\n\x01\x02")).find("needs 1 bytes of pixels, found 2") != std::string::npos);
+    CHECK(error(bytes("P2 16384 16384 255\n1 2 3")).find("cannot hold them") != std::string::npos);
+    CHECK(error(bytes("P2 1 2 9\n3 12\n")).find("the pixel value exceeds 9") != std::string::npos);
+    CHECK(error(bytes("P2 1 1 9\n3 4\n")).find("trailing data") != std::string::npos);
+    CHECK(error(bytes("P5 1 1 100\n\xff")).find("pixel 0 is 255, above maxval 100") != std::string::npos);
+}

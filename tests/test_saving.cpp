@@ -9,6 +9,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <xtensor/xview.hpp>
 #include <xtnn/xtnn.hpp>
 
 #include "test_helpers.hpp"
@@ -604,4 +605,31 @@ TEST_CASE("load_model and load_weights refuse paths that are not regular files")
     CHECK_THROWS_WITH_AS(load_model(dir.file("missing.xtnn")), doctest::Contains("cannot open"), IoError);
     CHECK_THROWS_WITH_AS(load_model(dir.path.string()), doctest::Contains("not a regular file"), IoError);
     CHECK_THROWS_WITH_AS(load_model("/dev/zero"), doctest::Contains("not a regular file"), IoError);
+}
+
+TEST_CASE("thread counts: bitwise-equal runs for one count; within rounding of each other across counts") {
+    const auto [train, test] = datasets::load_mnist(std::string(XTNN_SOURCE_DIR) + "/datasets/mnist-10k");
+    const xt::xarray<float> x = xt::view(train.x, xt::range(0, 512));
+    const xt::xarray<float> y = to_categorical(xt::view(train.y, xt::range(0, 512)), 10);
+    const int initial_threads = ops::num_threads();
+    auto run = [&](int threads) {
+        ops::set_num_threads(threads);
+        set_random_seed(42);
+        Sequential model;
+        model.add(Dense(64, "relu", {28, 28}));
+        model.add(Flatten());
+        model.add(Dense(10, "softmax"));
+        model.compile("categorical_crossentropy", "adam", {"accuracy"});
+        const History history = model.fit(x, y, {.batch_size = 128, .epochs = 2, .verbose = 0});
+        return std::make_pair(history.history.at("loss"), model.predict(x));
+    };
+    const auto [loss_one, predictions_one] = run(1);
+    const auto [loss_one_again, predictions_one_again] = run(1);
+    const auto [loss_two, predictions_two] = run(2);
+    ops::set_num_threads(initial_threads);
+    CHECK(loss_one == loss_one_again);
+    CHECK(bitwise_equal(predictions_one, predictions_one_again));
+    for (std::size_t e = 0; e < loss_one.size(); ++e) CHECK(loss_two[e] == doctest::Approx(loss_one[e]).epsilon(1e-5));
+    CHECK(xt::allclose(predictions_two, predictions_one, 1e-3, 1e-5));
+    CHECK_THROWS_AS(ops::set_num_threads(0), ValueError);
 }

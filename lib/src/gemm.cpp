@@ -1,6 +1,11 @@
 #include "gemm.hpp"
 
+#include <string>
+
 #include <cblas.h>
+
+#include "xtnn/error.hpp"
+#include "xtnn/ops.hpp"
 
 namespace xtnn::detail {
 
@@ -26,3 +31,14 @@ void gemm<double>(bool transpose_a, bool transpose_b, std::size_t m, std::size_t
 }
 
 }  // namespace xtnn::detail
+
+namespace xtnn::ops {
+
+void set_num_threads(int threads) {
+    if (threads < 1) throw ValueError("set_num_threads: threads must be at least 1, got " + std::to_string(threads));
+    openblas_set_num_threads(threads);
+}
+
+int num_threads() { return openblas_get_num_threads(); }
+
+}  // namespace xtnn::ops

@@ -6,6 +6,7 @@
 #include <limits>
 #include <memory>
 
+#include <cctype>
 #include <cerrno>
 #include <filesystem>
 
@@ -240,6 +241,101 @@ IdxArray read_idx(const std::string& path) {
     const bool gzip = start[0] == 0x1f && start[1] == 0x8b;
     return gzip ? read_gzip(path) : read_raw(path);
 }
+
+namespace {
+
+// Reads the whitespace- and comment-separated fields of a Netpbm header and P2 pixels.
+class PgmReader {
+public:
+    PgmReader(std::span<const std::uint8_t> bytes, const std::string& name) : bytes_(bytes), name_(name) {}
+
+    [[noreturn]] void fail(const std::string& problem) const { throw IoError("PGM file '" + name_ + "': " + problem); }
+
+    void skip_separators() {
+        while (at_ < bytes_.size()) {
+            if (bytes_[at_] == '#') {
+                while (at_ < bytes_.size() && bytes_[at_] != '\n') ++at_;
+            } else if (std::isspace(bytes_[at_])) {
+                ++at_;
+            } else {
+                return;
+            }
+        }
+    }
+
+    std::size_t number(const char* field, std::size_t max) {
+        skip_separators();
+        if (at_ >= bytes_.size()) fail(fmt::format("truncated: expected the {}", field));
+        if (!std::isdigit(bytes_[at_])) fail(fmt::format("expected the {} as a decimal number, found byte 0x{:02x}", field, bytes_[at_]));
+        std::size_t value = 0;
+        while (at_ < bytes_.size() && std::isdigit(bytes_[at_])) {
+            value = value * 10 + std::size_t(bytes_[at_++] - '0');
+            if (value > max) fail(fmt::format("the {} exceeds {}", field, max));
+        }
+        return value;
+    }
+
+    void advance(std::size_t count) { at_ += count; }
+    std::size_t remaining() const { return bytes_.size() - at_; }
+    const std::uint8_t* here() const { return bytes_.data() + at_; }
+    bool at_separator() const { return at_ < bytes_.size() && std::isspace(bytes_[at_]); }
+
+private:
+    std::span<const std::uint8_t> bytes_;
+    std::string name_;
+    std::size_t at_ = 0;
+};
+
+}  // namespace
+
+xt::xarray<float> parse_pgm(std::span<const std::uint8_t> bytes, const std::string& name) {
+    PgmReader reader(bytes, name);
+    if (bytes.size() < 2 || bytes[0] != 'P' || (bytes[1] != '5' && bytes[1] != '2')) {
+        reader.fail(fmt::format("not a grayscale PGM image: it should start with P5 or P2, starts with {}",
+                                bytes.size() < 2 ? std::string("fewer than 2 bytes")
+                                                 : fmt::format("{:02x} {:02x}", bytes[0], bytes[1])));
+    }
+    const bool binary = bytes[1] == '5';
+    reader.advance(2);
+    const std::size_t width = reader.number("width", max_pgm_side);
+    const std::size_t height = reader.number("height", max_pgm_side);
+    const std::size_t maxval = reader.number("maxval", 65535);
+    if (width == 0 || height == 0) reader.fail(fmt::format("the image is {}x{}: both sides must be positive", width, height));
+    if (maxval == 0) reader.fail("maxval is 0; it must be in [1, 65535]");
+    const std::size_t pixels = width * height;
+    if (binary) {
+        if (!reader.at_separator()) reader.fail("expected one whitespace byte after maxval");
+        reader.advance(1);
+        const std::size_t sample_bytes = maxval < 256 ? 1 : 2;
+        if (reader.remaining() != pixels * sample_bytes) {
+            reader.fail(fmt::format("a {}x{} image with maxval {} needs {} bytes of pixels, found {}", width, height, maxval,
+                                    pixels * sample_bytes, reader.remaining()));
+        }
+        xt::xarray<float> image = xt::empty<float>({height, width});
+        const std::uint8_t* data = reader.here();
+        for (std::size_t i = 0; i < pixels; ++i) {
+            const std::size_t value = sample_bytes == 1 ? data[i] : (std::size_t(data[2 * i]) << 8) | data[2 * i + 1];
+            if (value > maxval) reader.fail(fmt::format("pixel {} is {}, above maxval {}", i, value, maxval));
+            image.data()[i] = static_cast<float>(double(value) / double(maxval));
+        }
+        return image;
+    }
+    // Each text pixel takes at least a digit and a separator: check before allocating.
+    if (reader.remaining() < 2 * pixels - 1) {
+        reader.fail(fmt::format("a {}x{} image needs {} pixel values; the {} bytes left cannot hold them", width, height, pixels,
+                                reader.remaining()));
+    }
+    xt::xarray<float> image = xt::empty<float>({height, width});
+    for (std::size_t i = 0; i < pixels; ++i) {
+        const std::size_t value = reader.number("pixel value", maxval);
+        image.data()[i] = static_cast<float>(double(value) / double(maxval));
+    }
+    reader.skip_separators();
+    if (reader.remaining() != 0) reader.fail(fmt::format("trailing data after the {} pixels", pixels));
+    return image;
+}
+
+xt::xarray<float> read_pgm(const std::string& path) { return parse_pgm(read_file(path, "PGM file"), path); }
 
 namespace {
 

@@ -50,6 +50,16 @@ IdxArray parse_idx(std::span<const std::uint8_t> bytes, const std::string& name 
 /// Reads an IDX file, gzip-compressed or not.
 IdxArray read_idx(const std::string& path);
 
+/// Largest width or height read_pgm accepts.
+constexpr std::size_t max_pgm_side = 16384;
+
+/// A grayscale PGM image (binary P5 or text P2, maxval up to 65535) as a (height, width) array of
+/// values in [0, 1]: pixel / maxval. Comments and any whitespace between header fields are read
+/// as the Netpbm specification allows.
+xt::xarray<float> read_pgm(const std::string& path);
+/// The same from bytes in memory; `name` is used in errors.
+xt::xarray<float> parse_pgm(std::span<const std::uint8_t> bytes, const std::string& name = "<memory>");
+
 /// The whole of a regular file; `what` names the kind of file in errors ("model file").
 std::vector<std::uint8_t> read_file(const std::string& path, const std::string& what = "file");
 

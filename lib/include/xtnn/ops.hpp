@@ -24,6 +24,12 @@ template <class T> BasicTensor<T> mul(const BasicTensor<T>& a, const BasicTensor
 template <class T> BasicTensor<T> div(const BasicTensor<T>& a, const BasicTensor<T>& b);
 template <class T> BasicTensor<T> scale(const BasicTensor<T>& a, T factor);
 
+/// Threads for matrix products (OpenBLAS; by default one per core, or OPENBLAS_NUM_THREADS).
+/// Results are bit-for-bit reproducible for a fixed thread count; another count changes how
+/// OpenBLAS blocks a product, so results may differ in the last bits.
+void set_num_threads(int threads);
+int num_threads();
+
 /// op(a) @ op(b) for 2-D tensors, where op transposes when asked (a BLAS flag, no copy).
 template <class T>
 BasicTensor<T> matmul(const BasicTensor<T>& a, const BasicTensor<T>& b, bool transpose_a = false,

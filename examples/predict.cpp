@@ -1,0 +1,75 @@
+// Classifies images with a saved model: PGM images, or digits from an IDX file (plain or gzip).
+//
+//   build/examples/predict mnist_mlp.xtnn datasets/samples/digit-7.pgm
+//   build/examples/predict mnist_mlp.xtnn datasets/mnist-10k/images-idx3-ubyte.gz --first 8000 --count 5
+
+#include <iostream>
+
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+#include <xtensor/xsort.hpp>
+#include <xtensor/xview.hpp>
+#include <xtnn/xtnn.hpp>
+
+namespace {
+
+bool is_pgm(const std::string& path) {
+    const auto bytes = xtnn::io::read_file(path, "image file");
+    return bytes.size() >= 2 && bytes[0] == 'P' && (bytes[1] == '5' || bytes[1] == '2');
+}
+
+// Images as a (count, height, width) batch in [0, 1], with a name for each.
+std::pair<xt::xarray<float>, std::vector<std::string>> load_images(const std::string& path, std::size_t first,
+                                                                  std::size_t count) {
+    if (is_pgm(path)) {
+        xt::xarray<float> image = xtnn::io::read_pgm(path);
+        image.reshape({std::size_t(1), image.shape()[0], image.shape()[1]});
+        return {image, {path}};
+    }
+    const xtnn::io::IdxArray idx = xtnn::io::read_idx(path);
+    if (idx.shape.size() != 3) {
+        throw xtnn::ShapeError(fmt::format("{}: expected images of shape (count, height, width), got {}", path,
+                                           xtnn::shape_to_string(idx.shape)));
+    }
+    if (first >= idx.shape[0]) throw xtnn::ValueError(fmt::format("{}: --first {} but the file has {} images", path, first, idx.shape[0]));
+    const std::size_t end = std::min(idx.shape[0], first + count);
+    const xt::xarray<float> all = idx.type == xtnn::io::IdxType::ubyte ? xtnn::scale_to_unit(idx.to_bytes()) : idx.to_float();
+    std::vector<std::string> names;
+    for (std::size_t i = first; i < end; ++i) names.push_back(fmt::format("{}[{}]", path, i));
+    return {xt::view(all, xt::range(first, end)), names};
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    CLI::App app{"Classify images with a model saved by Sequential::save()"};
+    std::string model_path;
+    std::vector<std::string> inputs;
+    std::size_t first = 0;
+    std::size_t count = 10;
+    app.add_option("model", model_path, "model file (.xtnn)")->required();
+    app.add_option("images", inputs, "PGM images or IDX image files")->required();
+    app.add_option("--first", first, "first image to classify in an IDX file");
+    app.add_option("--count", count, "how many images to classify from an IDX file");
+    CLI11_PARSE(app, argc, argv);
+
+    try {
+        xtnn::Sequential model = xtnn::load_model(model_path);
+        const xtnn::Shape input_shape = model.input_shape();
+        for (const auto& input : inputs) {
+            auto [images, names] = load_images(input, first, count);
+            const std::size_t pixels = images.size() / images.shape()[0];
+            if (input_shape.size() == 1 && input_shape[0] == pixels) images.reshape({images.shape()[0], pixels});
+            const xt::xarray<float> probabilities = model.predict(images);
+            const auto classes = xt::argmax(probabilities, 1);
+            for (std::size_t i = 0; i < names.size(); ++i) {
+                fmt::print("{}: class {} ({:.1f}%)\n ", names[i], classes(i), 100.0 * probabilities(i, classes(i)));
+                for (std::size_t c = 0; c < probabilities.shape()[1]; ++c) fmt::print(" {}:{:.3f}", c, probabilities(i, c));
+                fmt::print("\n");
+            }
+        }
+    } catch (const std::exception& e) {
+        std::cerr << "predict: " << e.what() << "\n";
+        return 1;
+    }
+}
