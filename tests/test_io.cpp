@@ -2,6 +2,7 @@
 
 #include <cstdio>
 #include <filesystem>
+#include <functional>
 #include <fstream>
 #include <string>
 #include <vector>
@@ -245,4 +246,24 @@ TEST_CASE("PGM images: binary and text, comments, 16-bit, and hostile headers") 
     CHECK(error(bytes("P2 1 2 9\n3 12\n")).find("the pixel value exceeds 9") != std::string::npos);
     CHECK(error(bytes("P2 1 1 9\n3 4\n")).find("trailing data") != std::string::npos);
     CHECK(error(bytes("P5 1 1 100\n\xff")).find("pixel 0 is 255, above maxval 100") != std::string::npos);
+}
+
+TEST_CASE("the fuzzing seeds and every crasher found so far read or fail with an xtnn::Error") {
+    std::size_t replayed = 0;
+    for (const char* folder : {"/tests/fuzz/seeds/idx", "/tests/fuzz/regressions/idx"}) {
+        for (const auto& entry : fs::directory_iterator(std::string(XTNN_SOURCE_DIR) + folder)) {
+            if (entry.path().filename().string().front() == '.') continue;
+            CAPTURE(entry.path().string());
+            const auto bytes = io::read_file(entry.path().string());
+            for (auto read : std::initializer_list<std::function<void()>>{
+                     [&] { io::parse_idx(bytes); }, [&] { io::parse_pgm(bytes); }, [&] { io::read_idx(entry.path().string()); }}) {
+                try {
+                    read();
+                } catch (const Error&) {
+                }
+            }
+            ++replayed;
+        }
+    }
+    CHECK(replayed >= 15);
 }

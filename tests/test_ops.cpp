@@ -30,8 +30,11 @@ const GradientCheckOptions strict{.eps = 1e-6, .atol = 1e-7, .rtol = 1e-5};
 }  // namespace
 
 TEST_CASE("gradient checks: broadcasting arithmetic") {
-    for (auto [a_shape, b_shape] : std::vector<std::pair<Shape, Shape>>{
+    for (const auto& shapes : std::vector<std::pair<Shape, Shape>>{
              {{3, 4}, {3, 4}}, {{3, 4}, {4}}, {{3, 4}, {3, 1}}, {{1, 7}, {3, 1}}, {{2, 3, 4}, {3, 4}}}) {
+        // Plain references, not structured bindings: clang 14 cannot capture those in INFO's lambda.
+        const Shape& a_shape = shapes.first;
+        const Shape& b_shape = shapes.second;
         const auto a = uniform(a_shape, 1);
         const auto b = away_from(uniform(b_shape, 2), 0.0, 0.1);
         INFO("shapes " << shape_to_string(a_shape) << " and " << shape_to_string(b_shape));

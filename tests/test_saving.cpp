@@ -633,3 +633,34 @@ TEST_CASE("thread counts: bitwise-equal runs for one count; within rounding of e
     CHECK(xt::allclose(predictions_two, predictions_one, 1e-3, 1e-5));
     CHECK_THROWS_AS(ops::set_num_threads(0), ValueError);
 }
+
+TEST_CASE("a file written by format version 1 still loads: tests/data/model-v1.xtnn") {
+    // Written once by xtnn 0.1 (seed 2026, one SGD step with momentum); kept to catch format drift.
+    Sequential model = load_model(std::string(XTNN_SOURCE_DIR) + "/tests/data/model-v1.xtnn");
+    CHECK(model.name() == "golden");
+    CHECK(model.optimizer()->config() == nlohmann::json{{"name", "sgd"}, {"learning_rate", 0.1}, {"momentum", 0.9},
+                                                        {"nesterov", false}});
+    CHECK(model.optimizer()->iterations() == 1);
+    const xt::xarray<float> second_bias = {0x1.62f772p-6f, -0x1.62f77p-6f};
+    CHECK(bitwise_equal(model.get_weights()[3], second_bias));
+    const xt::xarray<float> x = {{0.5f, -1.0f, 2.0f}, {1.5f, 0.25f, -0.75f}};
+    const xt::xarray<float> expected = {{0x1.e30986p-2f, 0x1.0e7b3ep-1f}, {0x1.07ac18p-2f, 0x1.7c29f4p-1f}};
+    CHECK(xt::allclose(model.predict(x), expected, 1e-6, 1e-7));
+}
+
+TEST_CASE("the fuzzing seeds and every crasher found so far load or fail with an xtnn::Error") {
+    std::size_t replayed = 0;
+    for (const char* folder : {"/tests/fuzz/seeds/model", "/tests/fuzz/regressions/model"}) {
+        for (const auto& entry : fs::directory_iterator(std::string(XTNN_SOURCE_DIR) + folder)) {
+            if (entry.path().filename().string().front() == '.') continue;
+            CAPTURE(entry.path().string());
+            const auto bytes = read_bytes(entry.path().string());
+            try {
+                load_model_from_bytes(bytes, entry.path().string());
+            } catch (const Error&) {
+            }
+            ++replayed;
+        }
+    }
+    CHECK(replayed >= 7);
+}

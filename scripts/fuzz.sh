@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Runs each libFuzzer target (clang, ASan + UBSan) for FUZZ_SECONDS seconds (default 60), seeded
+# with tests/fuzz/seeds/<target> and the earlier crashers in tests/fuzz/regressions/<target>.
+# A new crasher is copied into tests/fuzz/regressions/<target>/ (the test suite replays that
+# folder) and fails the run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/install-deps.sh clang libclang-rt-14-dev
+CC=clang CXX=clang++ cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+  -DXTNN_BUILD_FUZZERS=ON -DXTNN_BUILD_TESTS=OFF -DXTNN_BUILD_EXAMPLES=OFF \
+  -DCMAKE_CXX_FLAGS="-fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=all -g"
+cmake --build build-fuzz -j "$(nproc)"
+
+seconds="${FUZZ_SECONDS:-60}"
+failed=0
+for target in idx model; do
+  corpus="build-fuzz/corpus/$target"
+  artifacts="build-fuzz/artifacts/$target/"
+  mkdir -p "$corpus" "$artifacts"
+  echo "== fuzz_$target for $seconds s"
+  # -malloc_limit_mb: one allocation above 512 MB counts as a crash (sizes come from the input).
+  if ! build-fuzz/tests/fuzz/fuzz_$target -max_total_time="$seconds" -rss_limit_mb=2048 -malloc_limit_mb=512 \
+      -artifact_prefix="$artifacts" -print_final_stats=1 \
+      "$corpus" "tests/fuzz/seeds/$target" "tests/fuzz/regressions/$target" 2>"build-fuzz/fuzz_$target.log"; then
+    failed=1
+    cp "$artifacts"* "tests/fuzz/regressions/$target/" 2>/dev/null || true
+    tail -40 "build-fuzz/fuzz_$target.log"
+    echo "fuzz_$target: FOUND A CRASH; the input is now in tests/fuzz/regressions/$target/"
+  fi
+  grep -E "^(stat::number_of_executed_units|stat::new_units_added|stat::peak_rss_mb)" "build-fuzz/fuzz_$target.log" |
+    sed "s/^/fuzz_$target: /"
+done
+exit "$failed"

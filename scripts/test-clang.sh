@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# The test suite built with clang and libc++ instead of g++ and libstdc++: the pinned seed-42
+# values and every other test must pass with both standard libraries.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/install-deps.sh clang libc++-dev libc++abi-dev
+CC=clang CXX=clang++ cmake -S . -B build-clang -G Ninja -DCMAKE_BUILD_TYPE=Release \
+  -DCMAKE_CXX_FLAGS="-stdlib=libc++" -DCMAKE_EXE_LINKER_FLAGS="-stdlib=libc++" -DXTNN_FMT_HEADER_ONLY=ON
+cmake --build build-clang -j "$(nproc)"
+ctest --test-dir build-clang --output-on-failure --verbose --timeout 600
