@@ -180,7 +180,10 @@ std::vector<std::uint8_t> serialize(const std::vector<std::pair<std::string, std
     std::size_t offset = 0;
     for (const auto& [name, array] : tensors) {
         nlohmann::ordered_json entry = {{"dtype", "F32"}, {"shape", array.shape()}, {"data_offsets", {offset, offset + 4 * array.size()}}};
-        header += "," + nlohmann::json(name).dump() + ":" + entry.dump();
+        header += ',';
+        header += nlohmann::json(name).dump();
+        header += ':';
+        header += entry.dump();
         offset += 4 * array.size();
     }
     header += "}";

@@ -1,0 +1,57 @@
+// The W2 floor: the time OpenBLAS's cblas_sgemm alone needs for one W2 training epoch's matrix
+// products (784-256-128-10, batch 128, 60,000 samples, the last batch 96): per step three forward
+// products, three weight gradients and two input gradients, into preallocated buffers. Prints
+// {"workload": "sgemm_floor_w2", "epoch_s_median": ...} over 5 epochs.
+
+#include <algorithm>
+#include <chrono>
+#include <iostream>
+#include <vector>
+
+#include <cblas.h>
+#include <nlohmann/json.hpp>
+
+int main(int argc, char** argv) {
+    const int threads = argc > 1 ? std::atoi(argv[1]) : 1;
+    openblas_set_num_threads(threads);
+    const int widths[] = {784, 256, 128, 10};
+    const int samples = 60000, batch = 128;
+    std::vector<std::vector<float>> weights, weight_grads, activations, activation_grads;
+    for (int l = 0; l < 3; ++l) {
+        weights.emplace_back(std::size_t(widths[l]) * widths[l + 1], 0.01f);
+        weight_grads.emplace_back(weights.back().size(), 0.0f);
+    }
+    for (int l = 0; l < 4; ++l) {
+        activations.emplace_back(std::size_t(batch) * widths[l], 0.5f);
+        activation_grads.emplace_back(std::size_t(batch) * widths[l], 0.1f);
+    }
+    std::vector<double> times;
+    for (int epoch = 0; epoch < 5; ++epoch) {
+        const auto start = std::chrono::steady_clock::now();
+        for (int begin = 0; begin < samples; begin += batch) {
+            const int rows = std::min(batch, samples - begin);
+            for (int l = 0; l < 3; ++l) {
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, widths[l + 1], widths[l], 1.0f,
+                            activations[l].data(), widths[l], weights[l].data(), widths[l + 1], 0.0f,
+                            activations[l + 1].data(), widths[l + 1]);
+            }
+            for (int l = 2; l >= 0; --l) {
+                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, widths[l], widths[l + 1], rows, 1.0f,
+                            activations[l].data(), widths[l], activation_grads[l + 1].data(), widths[l + 1], 0.0f,
+                            weight_grads[l].data(), widths[l + 1]);
+                if (l > 0) {
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, widths[l], widths[l + 1], 1.0f,
+                                activation_grads[l + 1].data(), widths[l + 1], weights[l].data(), widths[l + 1], 0.0f,
+                                activation_grads[l].data(), widths[l]);
+                }
+            }
+        }
+        times.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+    }
+    std::vector<double> sorted = times;
+    std::sort(sorted.begin(), sorted.end());
+    std::cout << nlohmann::json{{"peer", "openblas-sgemm"}, {"workload", "sgemm_floor_w2"}, {"threads", threads},
+                                {"epoch_times", times}, {"epoch_s_median", sorted[2]}}
+                     .dump()
+              << std::endl;
+}

@@ -1,0 +1,139 @@
+// xtnn on the peer benchmark workloads of ../shared/bench (same command line, same JSON keys):
+//   W1: 784-32 relu-Dropout 0.1-32 relu-Dropout 0.1-10, softmax CE, SGD 0.01, batch 32
+//   W2: 784-256 relu-128 relu-10, softmax CE, SGD 0.05 momentum 0.9, batch 128
+//   W3: inference with the trained W2 model (printed after W2): batch-1000 throughput over the
+//       test set (1 warm-up pass, 5 timed) and batch-1 latency (200 warm-up calls, 2000 timed)
+// Glorot-uniform weights, zero biases, a shuffle every epoch, the last partial batch kept; epoch
+// time is the training loop alone, median of epochs 2-4.
+//
+//   build/bench/xtnn_mlp --workload w2 --threads 1 --data fashion --epochs 5
+
+#include <algorithm>
+#include <chrono>
+#include <iostream>
+
+#include <CLI/CLI.hpp>
+#include <xtensor/xsort.hpp>
+#include <xtensor/xview.hpp>
+#include <xtnn/xtnn.hpp>
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
+
+double median(std::vector<double> values) {
+    std::sort(values.begin(), values.end());
+    const std::size_t n = values.size();
+    return n % 2 ? values[n / 2] : 0.5 * (values[n / 2 - 1] + values[n / 2]);
+}
+
+// Records the wall time of each epoch's training loop (fit runs no validation here).
+class EpochTimer : public xtnn::Callback {
+public:
+    void on_epoch_begin(int, const xtnn::Logs&) override { start_ = Clock::now(); }
+    void on_epoch_end(int, const xtnn::Logs&) override { times.push_back(seconds_since(start_)); }
+    std::vector<double> times;
+
+private:
+    Clock::time_point start_;
+};
+
+xt::xarray<float> flattened(const xt::xarray<float>& images) {
+    xt::xarray<float> x = images;
+    x.reshape({images.shape()[0], images.size() / images.shape()[0]});
+    return x;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    CLI::App app{"xtnn on the MLP benchmark workloads"};
+    std::string workload, data = "fashion";
+    int threads = 1, epochs = 5, latency_calls = 2000;
+    std::uint64_t seed = 0;
+    app.add_option("--workload", workload)->required()->check(CLI::IsMember({"w1", "w2", "w3"}));
+    app.add_option("--threads", threads, "BLAS threads; 0 keeps xtnn's default");
+    app.add_option("--data", data)->check(CLI::IsMember({"fashion", "mnist10k"}));
+    app.add_option("--epochs", epochs);
+    app.add_option("--seed", seed);
+    app.add_option("--latency-calls", latency_calls);
+    CLI11_PARSE(app, argc, argv);
+
+    try {
+        if (threads > 0) xtnn::ops::set_num_threads(threads);
+        xtnn::set_random_seed(seed);
+        auto [train, test] = data == "fashion" ? xtnn::datasets::load_fashion_mnist()
+                                               : xtnn::datasets::load_mnist(XTNN_SOURCE_DIR "/datasets/mnist-10k");
+        const xt::xarray<float> x_train = flattened(train.x), x_test = flattened(test.x);
+        const std::string trained = workload == "w1" ? "w1" : "w2";
+        const std::size_t batch = trained == "w1" ? 32 : 128;
+
+        xtnn::Sequential model;
+        if (trained == "w1") {
+            model.add(xtnn::Dense(32, "relu", {784}));
+            model.add(xtnn::Dropout(0.1));
+            model.add(xtnn::Dense(32, "relu"));
+            model.add(xtnn::Dropout(0.1));
+            model.add(xtnn::Dense(10, "softmax"));
+            model.compile("sparse_categorical_crossentropy", xtnn::SGD{.learning_rate = 0.01});
+        } else {
+            model.add(xtnn::Dense(256, "relu", {784}));
+            model.add(xtnn::Dense(128, "relu"));
+            model.add(xtnn::Dense(10, "softmax"));
+            model.compile("sparse_categorical_crossentropy", xtnn::SGD{.learning_rate = 0.05, .momentum = 0.9});
+        }
+        auto timer = std::make_shared<EpochTimer>();
+        const xtnn::History history =
+            model.fit(x_train, train.y, {.batch_size = batch, .epochs = epochs, .verbose = 0, .callbacks = {timer}});
+        const xt::xarray<float> probabilities = model.predict(x_test, 1000);
+        const auto predicted = xt::argmax(probabilities, 1);
+        std::size_t correct = 0;
+        for (std::size_t i = 0; i < predicted.size(); ++i) correct += predicted(i) == static_cast<std::size_t>(test.y(i));
+
+        const auto& times = timer->times;
+        const std::vector<double> timed(times.begin() + std::min<std::size_t>(1, times.size()),
+                                        times.begin() + std::min<std::size_t>(4, times.size()));
+        nlohmann::json result = {
+            {"peer", "xtnn"}, {"version", "0.1.0"}, {"workload", trained}, {"data", data}, {"threads", threads},
+            {"batch", batch}, {"n_train", x_train.shape()[0]}, {"epochs", epochs}, {"epoch_times", times},
+            {"epoch_s_median", median(timed)}, {"epoch_s_min", *std::min_element(timed.begin(), timed.end())},
+            {"epoch_s_max", *std::max_element(timed.begin(), timed.end())}, {"train_loss", history.history.at("loss")},
+            {"test_acc", double(correct) / double(predicted.size())}};
+        std::cout << result.dump() << std::endl;
+        if (trained != "w2") return 0;
+
+        const std::size_t n_test = x_test.shape()[0];
+        std::vector<xt::xarray<float>> batches;
+        for (std::size_t i = 0; i < n_test; i += 1000) batches.push_back(xt::view(x_test, xt::range(i, std::min(n_test, i + 1000))));
+        for (const auto& b : batches) model.predict(b, 1000);
+        std::vector<double> pass_seconds;
+        for (int pass = 0; pass < 5; ++pass) {
+            const auto start = Clock::now();
+            for (const auto& b : batches) model.predict(b, 1000);
+            pass_seconds.push_back(seconds_since(start));
+        }
+        std::vector<xt::xarray<float>> singles;
+        for (int i = 0; i < std::max(200, latency_calls); ++i) singles.push_back(xt::view(x_test, xt::range(i, i + 1)));
+        for (int i = 0; i < 200; ++i) model.predict(singles[std::size_t(i)], 1);
+        std::vector<double> latencies;
+        for (int i = 0; i < latency_calls; ++i) {
+            const auto start = Clock::now();
+            model.predict(singles[std::size_t(i)], 1);
+            latencies.push_back(seconds_since(start) * 1e6);
+        }
+        double latency_total = 0;
+        for (double l : latencies) latency_total += l;
+        std::cout << nlohmann::json{{"peer", "xtnn"}, {"version", "0.1.0"}, {"workload", "w3"}, {"data", data},
+                                    {"threads", threads}, {"n_test", n_test},
+                                    {"thr_img_s_median", double(n_test) / median(pass_seconds)},
+                                    {"lat_us_mean", latency_total / double(latencies.size())},
+                                    {"lat_us_median", median(latencies)}, {"latency_calls", latencies.size()}}
+                         .dump()
+                  << std::endl;
+    } catch (const std::exception& e) {
+        std::cerr << "xtnn_mlp: " << e.what() << "\n";
+        return 1;
+    }
+}
