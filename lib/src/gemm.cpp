@@ -18,6 +18,17 @@ template <>
 void gemm<float>(bool transpose_a, bool transpose_b, std::size_t m, std::size_t n, std::size_t k, float alpha,
                  const float* a, std::size_t lda, const float* b, std::size_t ldb, float beta, float* c,
                  std::size_t ldc) {
+    if (m == 1) {
+        // One row (single-sample inference): sgemm would first pack all of B, which for a 784x256
+        // kernel costs more than the product; a matrix-vector product reads B once.
+        const blasint a_step = transpose_a ? as_int(lda) : 1;
+        if (transpose_b) {
+            cblas_sgemv(CblasRowMajor, CblasNoTrans, as_int(n), as_int(k), alpha, b, as_int(ldb), a, a_step, beta, c, 1);
+        } else {
+            cblas_sgemv(CblasRowMajor, CblasTrans, as_int(k), as_int(n), alpha, b, as_int(ldb), a, a_step, beta, c, 1);
+        }
+        return;
+    }
     cblas_sgemm(CblasRowMajor, flag(transpose_a), flag(transpose_b), as_int(m), as_int(n), as_int(k), alpha, a,
                 as_int(lda), b, as_int(ldb), beta, c, as_int(ldc));
 }
