@@ -117,7 +117,10 @@ int main(int argc, char** argv) {
             pass_seconds.push_back(seconds_since(start));
         }
         std::vector<xt::xarray<float>> singles;
-        for (int i = 0; i < std::max(200, latency_calls); ++i) singles.push_back(xt::view(x_test, xt::range(i, i + 1)));
+        for (int i = 0; i < std::max(200, latency_calls); ++i) {
+            const std::size_t row = std::size_t(i) % n_test;
+            singles.push_back(xt::view(x_test, xt::range(row, row + 1)));
+        }
         for (int i = 0; i < 200; ++i) model.predict(singles[std::size_t(i)], 1);
         std::vector<double> latencies;
         for (int i = 0; i < latency_calls; ++i) {

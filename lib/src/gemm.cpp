@@ -1,5 +1,6 @@
 #include "gemm.hpp"
 
+#include <algorithm>
 #include <string>
 
 #include <cblas.h>
@@ -12,6 +13,36 @@ namespace xtnn::detail {
 namespace {
 CBLAS_TRANSPOSE flag(bool transpose) { return transpose ? CblasTrans : CblasNoTrans; }
 blasint as_int(std::size_t n) { return static_cast<blasint>(n); }
+
+// c (1 x n) = alpha * op(a) (1 x k) * op(b) + beta * c, for single-sample inference. sgemm would
+// first pack all of b (costlier than the product for a 784x256 kernel), and OpenBLAS's gemv
+// starts its threads for it, which makes a batch-1 call slower with 2 threads than with 1. This
+// loop reads b once, in order, on the calling thread.
+template <class T>
+void single_row_product(bool transpose_a, bool transpose_b, std::size_t n, std::size_t k, T alpha, const T* a,
+                        std::size_t lda, const T* b, std::size_t ldb, T beta, T* c) {
+    const std::size_t a_step = transpose_a ? lda : 1;
+    if (transpose_b) {
+        for (std::size_t j = 0; j < n; ++j) {
+            const T* row = b + j * ldb;
+            T total = 0;
+            for (std::size_t i = 0; i < k; ++i) total += a[i * a_step] * row[i];
+            c[j] = alpha * total + (beta == T(0) ? T(0) : beta * c[j]);
+        }
+        return;
+    }
+    if (beta == T(0)) {
+        std::fill(c, c + n, T(0));
+    } else if (beta != T(1)) {
+        for (std::size_t j = 0; j < n; ++j) c[j] *= beta;
+    }
+    for (std::size_t i = 0; i < k; ++i) {
+        const T scaled = alpha * a[i * a_step];
+        const T* row = b + i * ldb;
+        for (std::size_t j = 0; j < n; ++j) c[j] += scaled * row[j];
+    }
+}
+
 }  // namespace
 
 template <>
@@ -19,14 +50,7 @@ void gemm<float>(bool transpose_a, bool transpose_b, std::size_t m, std::size_t 
                  const float* a, std::size_t lda, const float* b, std::size_t ldb, float beta, float* c,
                  std::size_t ldc) {
     if (m == 1) {
-        // One row (single-sample inference): sgemm would first pack all of B, which for a 784x256
-        // kernel costs more than the product; a matrix-vector product reads B once.
-        const blasint a_step = transpose_a ? as_int(lda) : 1;
-        if (transpose_b) {
-            cblas_sgemv(CblasRowMajor, CblasNoTrans, as_int(n), as_int(k), alpha, b, as_int(ldb), a, a_step, beta, c, 1);
-        } else {
-            cblas_sgemv(CblasRowMajor, CblasTrans, as_int(k), as_int(n), alpha, b, as_int(ldb), a, a_step, beta, c, 1);
-        }
+        single_row_product(transpose_a, transpose_b, n, k, alpha, a, lda, b, ldb, beta, c);
         return;
     }
     cblas_sgemm(CblasRowMajor, flag(transpose_a), flag(transpose_b), as_int(m), as_int(n), as_int(k), alpha, a,
