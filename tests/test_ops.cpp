@@ -302,3 +302,90 @@ TEST_CASE("float32 gradients of an MLP agree with float64 ones") {
         CHECK(std::sqrt(diff / norm) <= 1e-5);
     }
 }
+
+namespace {
+
+// Direct convolution by its definition, to check conv2d's forward values (not only its gradient).
+xt::xarray<double> naive_conv2d(const xt::xarray<double>& x, const xt::xarray<double>& k, ops::Window2D strides,
+                                ops::Padding padding) {
+    const Shape out_shape = ops::conv_output_shape({x.shape()[1], x.shape()[2], x.shape()[3]}, k.shape()[3], {k.shape()[0], k.shape()[1]},
+                                                   strides, padding, "test");
+    const auto pad = [&](std::size_t in, std::size_t out, std::size_t window, std::size_t stride) {
+        const std::ptrdiff_t total = std::max<std::ptrdiff_t>(std::ptrdiff_t((out - 1) * stride + window) - std::ptrdiff_t(in), 0);
+        return padding == ops::Padding::same ? total / 2 : 0;
+    };
+    const auto top = pad(x.shape()[1], out_shape[0], k.shape()[0], strides.height);
+    const auto left = pad(x.shape()[2], out_shape[1], k.shape()[1], strides.width);
+    xt::xarray<double> y = xt::zeros<double>({x.shape()[0], out_shape[0], out_shape[1], out_shape[2]});
+    for (std::size_t n = 0; n < y.shape()[0]; ++n)
+        for (std::size_t oy = 0; oy < y.shape()[1]; ++oy)
+            for (std::size_t ox = 0; ox < y.shape()[2]; ++ox)
+                for (std::size_t f = 0; f < y.shape()[3]; ++f)
+                    for (std::size_t ky = 0; ky < k.shape()[0]; ++ky)
+                        for (std::size_t kx = 0; kx < k.shape()[1]; ++kx) {
+                            const auto iy = std::ptrdiff_t(oy * strides.height + ky) - top;
+                            const auto ix = std::ptrdiff_t(ox * strides.width + kx) - left;
+                            if (iy < 0 || ix < 0 || iy >= std::ptrdiff_t(x.shape()[1]) || ix >= std::ptrdiff_t(x.shape()[2])) continue;
+                            for (std::size_t c = 0; c < x.shape()[3]; ++c) y(n, oy, ox, f) += x(n, iy, ix, c) * k(ky, kx, c, f);
+                        }
+    return y;
+}
+
+// Distinct values far apart (0.1 steps, shuffled), so finite differences never change a maximum.
+xt::xarray<double> distinct_values(const std::vector<std::size_t>& shape, std::uint64_t seed) {
+    xt::xarray<double> values = xt::empty<double>(shape);
+    Generator generator(seed);
+    const auto order = generator.permutation(values.size());
+    for (std::size_t i = 0; i < values.size(); ++i) values.data()[i] = 0.1 * double(order[i]) - 1.0;
+    return values;
+}
+
+}  // namespace
+
+TEST_CASE("conv2d: values match the definition; gradients for strides 1 and 2, both paddings, odd shapes") {
+    const auto x = uniform({2, 5, 7, 3}, 11);
+    const auto k = uniform({2, 3, 3, 4}, 12);
+    for (auto padding : {ops::Padding::valid, ops::Padding::same}) {
+        for (ops::Window2D strides : {ops::Window2D{1, 1}, ops::Window2D{2, 2}, ops::Window2D{2, 1}}) {
+            INFO("padding " << ops::padding_name(padding) << ", strides " << strides.height << "x" << strides.width);
+            const auto y = ops::conv2d(TensorD::constant(x), TensorD::constant(k), strides, padding).value();
+            CHECK(xt::allclose(y, naive_conv2d(x, k, strides, padding), 1e-12, 1e-12));
+            require_gradients("conv2d", [=](const Inputs& in) { return ops::conv2d(in[0], in[1], strides, padding); }, {x, k},
+                              strict);
+        }
+    }
+    CHECK(ops::conv_output_shape({5, 7, 3}, 4, {3, 3}, {2, 2}, ops::Padding::same, "t") == Shape{3, 4, 4});
+    CHECK(ops::conv_output_shape({5, 7, 3}, 4, {3, 3}, {2, 2}, ops::Padding::valid, "t") == Shape{2, 3, 4});
+    CHECK_THROWS_WITH_AS(ops::conv2d(TensorD::constant(x), TensorD::constant(uniform({3, 3, 2, 4}, 1))),
+                         doctest::Contains("kernel must have shape (height, width, 3, filters)"), ShapeError);
+    CHECK_THROWS_WITH_AS(ops::conv2d(TensorD::constant(uniform({1, 2, 2, 3}, 1)), TensorD::constant(k)),
+                         doctest::Contains("smaller than the window"), ShapeError);
+    CHECK_THROWS_AS(ops::padding_from_name("full"), ValueError);
+}
+
+TEST_CASE("max and average pooling: values, gradients, ties and padding") {
+    const auto x = distinct_values({2, 5, 6, 3}, 21);
+    for (auto padding : {ops::Padding::valid, ops::Padding::same}) {
+        for (ops::Window2D strides : {ops::Window2D{2, 2}, ops::Window2D{1, 1}, ops::Window2D{2, 3}}) {
+            INFO("padding " << ops::padding_name(padding) << ", strides " << strides.height << "x" << strides.width);
+            require_gradients("max_pool2d", [=](const Inputs& in) { return ops::max_pool2d(in[0], {2, 3}, strides, padding); },
+                              {x}, strict);
+            require_gradients("avg_pool2d", [=](const Inputs& in) { return ops::avg_pool2d(in[0], {2, 3}, strides, padding); },
+                              {x}, strict);
+        }
+    }
+    const auto image_of = [](xt::xarray<double> values, std::size_t height, std::size_t width) {
+        values.reshape({std::size_t(1), height, width, std::size_t(1)});
+        return values;
+    };
+    // 1 x 3 x 3 x 1 image, 2x2 windows, "same" with stride 2: the last row and column are alone.
+    const xt::xarray<double> image = image_of({1, 5, 2, 3, 4, 9, 7, 8, 6}, 3, 3);
+    const auto pooled = ops::max_pool2d(TensorD::constant(image), {2, 2}, {2, 2}, ops::Padding::same).value();
+    CHECK(pooled == image_of({5, 9, 8, 6}, 2, 2));
+    const auto averaged = ops::avg_pool2d(TensorD::constant(image), {2, 2}, {2, 2}, ops::Padding::same).value();
+    CHECK(averaged == image_of({13.0 / 4, 5.5, 7.5, 6}, 2, 2));
+
+    TensorD ties = TensorD::parameter(image_of({2, 2, 1, 2}, 2, 2));
+    ops::sum(ops::max_pool2d(ties, {2, 2}, {2, 2})).backward();
+    CHECK(ties.grad() == image_of({1, 0, 0, 0}, 2, 2));  // the first of the equal maxima
+}

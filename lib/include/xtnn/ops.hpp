@@ -94,6 +94,37 @@ template <class T> BasicTensor<T> mse(const BasicTensor<T>& prediction, const xt
 template <class T>
 BasicTensor<T> dropout(const BasicTensor<T>& x, double rate, bool training, Generator& generator);
 
+// Convolution and pooling on channels-last images (batch, height, width, channels), as Keras.
+
+/// "valid": windows inside the image only; "same": ceil(size / stride) outputs, zero padding
+/// split as TensorFlow does (the odd one after).
+enum class Padding { valid, same };
+Padding padding_from_name(const std::string& name);
+std::string padding_name(Padding padding);
+
+struct Window2D {
+    std::size_t height = 1;
+    std::size_t width = 1;
+    bool operator==(const Window2D&) const = default;
+};
+
+/// The per-sample output shape of a window op on `input` (height, width, channels); `filters`
+/// replaces the channels (0 keeps them).
+Shape conv_output_shape(const Shape& input, std::size_t filters, Window2D window, Window2D strides, Padding padding,
+                        const char* op);
+
+/// x (N, H, W, C) correlated with kernel (kh, kw, C, F) -> (N, H', W', F), no bias.
+template <class T>
+BasicTensor<T> conv2d(const BasicTensor<T>& x, const BasicTensor<T>& kernel, Window2D strides = {},
+                      Padding padding = Padding::valid);
+/// The maximum of each window, per channel. Of equal values the first in row-major window order
+/// is taken and receives the gradient; padding never wins.
+template <class T>
+BasicTensor<T> max_pool2d(const BasicTensor<T>& x, Window2D pool, Window2D strides, Padding padding = Padding::valid);
+/// The mean of each window, per channel, over the elements inside the image (padding excluded).
+template <class T>
+BasicTensor<T> avg_pool2d(const BasicTensor<T>& x, Window2D pool, Window2D strides, Padding padding = Padding::valid);
+
 }  // namespace xtnn::ops
 
 namespace xtnn {

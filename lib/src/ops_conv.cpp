@@ -1,0 +1,276 @@
+// Convolution and pooling on channels-last images (N, H, W, C), as Keras lays them out.
+// conv2d lowers each batch to one matrix product: im2col gathers every output position's
+// receptive field into a row, and cblas_sgemm multiplies by the (kh * kw * C, F) kernel.
+
+#include <algorithm>
+#include <cstring>
+#include <limits>
+#include <memory>
+#include <string>
+
+#include <xtensor/xbuilder.hpp>
+#include <xtensor/xtensor.hpp>
+
+#include "gemm.hpp"
+#include "xtnn/autodiff.hpp"
+#include "xtnn/ops.hpp"
+
+namespace xtnn::ops {
+
+namespace {
+
+// One spatial axis of a sliding window: sizes, and the padding before the first element.
+struct WindowAxis {
+    std::size_t in, window, stride, out, pad_before;
+};
+
+WindowAxis plan_axis(const char* op, const char* axis, std::size_t in, std::size_t window, std::size_t stride,
+                     Padding padding) {
+    if (window == 0 || stride == 0) {
+        throw ValueError(std::string(op) + ": window and stride along the " + axis + " must be positive, got " +
+                         std::to_string(window) + " and " + std::to_string(stride));
+    }
+    if (padding == Padding::valid) {
+        if (in < window) {
+            throw ShapeError(std::string(op) + ": the " + axis + " of the input (" + std::to_string(in) +
+                             ") is smaller than the window (" + std::to_string(window) + ") with padding 'valid'");
+        }
+        return {in, window, stride, (in - window) / stride + 1, 0};
+    }
+    // "same": ceil(in / stride) outputs, the padding split as TensorFlow does (the extra one after).
+    const std::size_t out = (in + stride - 1) / stride;
+    const std::size_t needed = (out - 1) * stride + window;
+    const std::size_t total = needed > in ? needed - in : 0;
+    return {in, window, stride, out, total / 2};
+}
+
+struct ImageShape {
+    std::size_t batch, height, width, channels;
+};
+
+template <class T>
+ImageShape image_shape(const char* op, const BasicTensor<T>& x) {
+    if (x.dimension() != 4) {
+        throw ShapeError(std::string(op) + ": expected images of shape (batch, height, width, channels), got " +
+                         shape_to_string(x.shape()));
+    }
+    return {x.shape()[0], x.shape()[1], x.shape()[2], x.shape()[3]};
+}
+
+// The input row of output position `o` and window offset `k`, or -1 in the padding.
+std::ptrdiff_t source(const WindowAxis& axis, std::size_t o, std::size_t k) {
+    const auto position = static_cast<std::ptrdiff_t>(o * axis.stride + k) - static_cast<std::ptrdiff_t>(axis.pad_before);
+    return position >= 0 && position < static_cast<std::ptrdiff_t>(axis.in) ? position : -1;
+}
+
+// Rows (n, oy, ox) of (kh, kw, C) receptive-field values, zeros in the padding.
+template <class T>
+void im2col(const T* x, const ImageShape& s, const WindowAxis& rows, const WindowAxis& cols, T* patches) {
+    const std::size_t patch = rows.window * cols.window * s.channels;
+    for (std::size_t n = 0; n < s.batch; ++n) {
+        for (std::size_t oy = 0; oy < rows.out; ++oy) {
+            for (std::size_t ox = 0; ox < cols.out; ++ox) {
+                T* row = patches + ((n * rows.out + oy) * cols.out + ox) * patch;
+                for (std::size_t ky = 0; ky < rows.window; ++ky) {
+                    const std::ptrdiff_t iy = source(rows, oy, ky);
+                    for (std::size_t kx = 0; kx < cols.window; ++kx) {
+                        T* out = row + (ky * cols.window + kx) * s.channels;
+                        const std::ptrdiff_t ix = source(cols, ox, kx);
+                        if (iy < 0 || ix < 0) {
+                            std::fill(out, out + s.channels, T(0));
+                        } else {
+                            const T* in = x + ((n * s.height + std::size_t(iy)) * s.width + std::size_t(ix)) * s.channels;
+                            std::memcpy(out, in, s.channels * sizeof(T));
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+// The adjoint of im2col: adds each patch value back onto the input element it came from.
+template <class T>
+void col2im_add(const T* patches, const ImageShape& s, const WindowAxis& rows, const WindowAxis& cols, T* dx) {
+    const std::size_t patch = rows.window * cols.window * s.channels;
+    for (std::size_t n = 0; n < s.batch; ++n) {
+        for (std::size_t oy = 0; oy < rows.out; ++oy) {
+            for (std::size_t ox = 0; ox < cols.out; ++ox) {
+                const T* row = patches + ((n * rows.out + oy) * cols.out + ox) * patch;
+                for (std::size_t ky = 0; ky < rows.window; ++ky) {
+                    const std::ptrdiff_t iy = source(rows, oy, ky);
+                    if (iy < 0) continue;
+                    for (std::size_t kx = 0; kx < cols.window; ++kx) {
+                        const std::ptrdiff_t ix = source(cols, ox, kx);
+                        if (ix < 0) continue;
+                        const T* in = row + (ky * cols.window + kx) * s.channels;
+                        T* out = dx + ((n * s.height + std::size_t(iy)) * s.width + std::size_t(ix)) * s.channels;
+                        for (std::size_t c = 0; c < s.channels; ++c) out[c] += in[c];
+                    }
+                }
+            }
+        }
+    }
+}
+
+}  // namespace
+
+Padding padding_from_name(const std::string& name) {
+    if (name == "valid") return Padding::valid;
+    if (name == "same") return Padding::same;
+    throw ValueError("unknown padding '" + name + "'; known: same, valid");
+}
+
+std::string padding_name(Padding padding) { return padding == Padding::valid ? "valid" : "same"; }
+
+Shape conv_output_shape(const Shape& input, std::size_t filters, Window2D kernel, Window2D strides, Padding padding,
+                        const char* op) {
+    if (input.size() != 3) {
+        throw ShapeError(std::string(op) + ": expected input of shape (height, width, channels), got " +
+                         batch_shape_to_string(input));
+    }
+    const auto rows = plan_axis(op, "height", input[0], kernel.height, strides.height, padding);
+    const auto cols = plan_axis(op, "width", input[1], kernel.width, strides.width, padding);
+    return {rows.out, cols.out, filters == 0 ? input[2] : filters};
+}
+
+template <class T>
+BasicTensor<T> conv2d(const BasicTensor<T>& x, const BasicTensor<T>& kernel, Window2D strides, Padding padding) {
+    const ImageShape s = image_shape("conv2d", x);
+    if (kernel.dimension() != 4 || kernel.shape()[2] != s.channels) {
+        throw ShapeError("conv2d: the kernel must have shape (height, width, " + std::to_string(s.channels) +
+                         ", filters) for input " + shape_to_string(x.shape()) + ", got " + shape_to_string(kernel.shape()));
+    }
+    const WindowAxis rows = plan_axis("conv2d", "height", s.height, kernel.shape()[0], strides.height, padding);
+    const WindowAxis cols = plan_axis("conv2d", "width", s.width, kernel.shape()[1], strides.width, padding);
+    const std::size_t filters = kernel.shape()[3];
+    const std::size_t patch = rows.window * cols.window * s.channels;
+    const std::size_t positions = s.batch * rows.out * cols.out;
+
+    auto patches = std::make_shared<xt::xarray<T>>(xt::empty<T>({positions, patch}));
+    im2col(x.value().data(), s, rows, cols, patches->data());
+    xt::xarray<T> y = xt::empty<T>({s.batch, rows.out, cols.out, filters});
+    if (positions > 0 && filters > 0) {
+        detail::gemm<T>(false, false, positions, filters, patch, T(1), patches->data(), patch, kernel.value().data(),
+                        filters, T(0), y.data(), filters);
+    }
+    return make_op<T>("conv2d", std::move(y), {x, kernel}, [=](Node<T>& out) {
+        Node<T>& input = *out.inputs[0];
+        Node<T>& weights = *out.inputs[1];
+        if (positions == 0 || filters == 0) return;
+        const T* dy = out.grad.data();
+        if (weights.requires_grad) {
+            detail::gemm<T>(true, false, patch, filters, positions, T(1), patches->data(), patch, dy, filters, T(1),
+                            grad_buffer(weights).data(), filters);
+        }
+        if (input.requires_grad) {
+            // The patches are not needed after this: reuse their storage for their gradient.
+            detail::gemm<T>(false, true, positions, patch, filters, T(1), dy, filters, weights.value.data(), filters,
+                            T(0), patches->data(), patch);
+            col2im_add(patches->data(), s, rows, cols, grad_buffer(input).data());
+        }
+    });
+}
+
+template <class T>
+BasicTensor<T> max_pool2d(const BasicTensor<T>& x, Window2D pool, Window2D strides, Padding padding) {
+    const ImageShape s = image_shape("max_pool2d", x);
+    const WindowAxis rows = plan_axis("max_pool2d", "height", s.height, pool.height, strides.height, padding);
+    const WindowAxis cols = plan_axis("max_pool2d", "width", s.width, pool.width, strides.width, padding);
+    xt::xarray<T> y = xt::empty<T>({s.batch, rows.out, cols.out, s.channels});
+    // For each output element, the flat index of the input element it copied.
+    auto chosen = std::make_shared<std::vector<std::size_t>>(y.size());
+    const T* in = x.value().data();
+    for (std::size_t n = 0; n < s.batch; ++n) {
+        for (std::size_t oy = 0; oy < rows.out; ++oy) {
+            for (std::size_t ox = 0; ox < cols.out; ++ox) {
+                const std::size_t o = ((n * rows.out + oy) * cols.out + ox) * s.channels;
+                T* best = y.data() + o;
+                std::size_t* index = chosen->data() + o;
+                bool first = true;
+                for (std::size_t ky = 0; ky < rows.window; ++ky) {
+                    const std::ptrdiff_t iy = source(rows, oy, ky);
+                    if (iy < 0) continue;
+                    for (std::size_t kx = 0; kx < cols.window; ++kx) {
+                        const std::ptrdiff_t ix = source(cols, ox, kx);
+                        if (ix < 0) continue;
+                        const std::size_t base = ((n * s.height + std::size_t(iy)) * s.width + std::size_t(ix)) * s.channels;
+                        for (std::size_t c = 0; c < s.channels; ++c) {
+                            // Strictly greater: among equal values the first in the window wins.
+                            if (first || in[base + c] > best[c]) {
+                                best[c] = in[base + c];
+                                index[c] = base + c;
+                            }
+                        }
+                        first = false;
+                    }
+                }
+            }
+        }
+    }
+    return make_op<T>("max_pool2d", std::move(y), {x}, [chosen](Node<T>& out) {
+        Node<T>& input = *out.inputs[0];
+        if (!input.requires_grad) return;
+        T* dx = grad_buffer(input).data();
+        const T* dy = out.grad.data();
+        for (std::size_t i = 0; i < chosen->size(); ++i) dx[(*chosen)[i]] += dy[i];
+    });
+}
+
+template <class T>
+BasicTensor<T> avg_pool2d(const BasicTensor<T>& x, Window2D pool, Window2D strides, Padding padding) {
+    const ImageShape s = image_shape("avg_pool2d", x);
+    const WindowAxis rows = plan_axis("avg_pool2d", "height", s.height, pool.height, strides.height, padding);
+    const WindowAxis cols = plan_axis("avg_pool2d", "width", s.width, pool.width, strides.width, padding);
+    // Visits the input elements of each output position: f(output offset, input offset, 1 / count),
+    // where count excludes the padding, as Keras averages.
+    auto for_each_window = [=](auto&& visit) {
+        for (std::size_t n = 0; n < s.batch; ++n) {
+            for (std::size_t oy = 0; oy < rows.out; ++oy) {
+                for (std::size_t ox = 0; ox < cols.out; ++ox) {
+                    std::size_t count = 0;
+                    for (std::size_t ky = 0; ky < rows.window; ++ky) {
+                        for (std::size_t kx = 0; kx < cols.window; ++kx) {
+                            count += source(rows, oy, ky) >= 0 && source(cols, ox, kx) >= 0 ? 1 : 0;
+                        }
+                    }
+                    const T weight = T(1) / static_cast<T>(count);
+                    const std::size_t o = ((n * rows.out + oy) * cols.out + ox) * s.channels;
+                    for (std::size_t ky = 0; ky < rows.window; ++ky) {
+                        const std::ptrdiff_t iy = source(rows, oy, ky);
+                        for (std::size_t kx = 0; kx < cols.window; ++kx) {
+                            const std::ptrdiff_t ix = source(cols, ox, kx);
+                            if (iy < 0 || ix < 0) continue;
+                            visit(o, ((n * s.height + std::size_t(iy)) * s.width + std::size_t(ix)) * s.channels, weight);
+                        }
+                    }
+                }
+            }
+        }
+    };
+    xt::xarray<T> y = xt::zeros<T>({s.batch, rows.out, cols.out, s.channels});
+    const T* in = x.value().data();
+    T* out_values = y.data();
+    for_each_window([&](std::size_t o, std::size_t i, T weight) {
+        for (std::size_t c = 0; c < s.channels; ++c) out_values[o + c] += weight * in[i + c];
+    });
+    return make_op<T>("avg_pool2d", std::move(y), {x}, [for_each_window, s](Node<T>& out) {
+        Node<T>& input = *out.inputs[0];
+        if (!input.requires_grad) return;
+        T* dx = grad_buffer(input).data();
+        const T* dy = out.grad.data();
+        for_each_window([&](std::size_t o, std::size_t i, T weight) {
+            for (std::size_t c = 0; c < s.channels; ++c) dx[i + c] += weight * dy[o + c];
+        });
+    });
+}
+
+#define XTNN_INSTANTIATE_CONV_OPS(T)                                                                      \
+    template BasicTensor<T> conv2d(const BasicTensor<T>&, const BasicTensor<T>&, Window2D, Padding);     \
+    template BasicTensor<T> max_pool2d(const BasicTensor<T>&, Window2D, Window2D, Padding);              \
+    template BasicTensor<T> avg_pool2d(const BasicTensor<T>&, Window2D, Window2D, Padding);
+
+XTNN_INSTANTIATE_CONV_OPS(float)
+XTNN_INSTANTIATE_CONV_OPS(double)
+
+}  // namespace xtnn::ops
