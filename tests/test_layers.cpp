@@ -163,11 +163,108 @@ TEST_CASE("unknown names list the known ones") {
         return std::string();
     };
     CHECK(message_of([] { Dense(3, "swishy"); }).find("known activations: elu, gelu") != std::string::npos);
-    CHECK(message_of([] { make_layer("Conv9D", nlohmann::json::object()); }).find("known layers: Activation, Dense") !=
+    CHECK(message_of([] { make_layer("Conv9D", nlohmann::json::object()); }).find("known layers: Activation, AveragePooling2D, Conv2D, Dense") !=
           std::string::npos);
     CHECK(message_of([] { Dense(DenseOptions{.units = 3, .kernel_initializer = "magic"}); }).find("glorot_uniform") !=
           std::string::npos);
     CHECK(message_of([] { make_loss("hinge"); }).find("categorical_crossentropy") != std::string::npos);
     CHECK(message_of([] { OptimizerSpec("adagrad").make(); }).find("adam, rmsprop, sgd") != std::string::npos);
     CHECK(message_of([] { make_metric("auc", *make_loss("mse"), {1}); }).find("accuracy") != std::string::npos);
+}
+
+namespace {
+
+Sequential book_cnn() {
+    Sequential model;
+    model.add(Reshape({28, 28, 1}, {28, 28}));
+    model.add(Conv2D(32, 3, 1, "valid", "relu"));
+    model.add(Conv2D(64, 3, 1, "valid", "relu"));
+    model.add(MaxPooling2D(2));
+    model.add(Dropout(0.25));
+    model.add(Flatten());
+    model.add(Dense(128, "relu"));
+    model.add(Dropout(0.5));
+    model.add(Dense(10, "softmax"));
+    return model;
+}
+
+}  // namespace
+
+TEST_CASE("the book's CNN: shapes, 1,199,882 parameters, Keras names") {
+    set_random_seed(1);
+    Sequential model = book_cnn();
+    CHECK(model.count_params() == 1'199'882);
+    const std::string summary = model.summary_string();
+    CHECK(summary.find("│ conv2d (Conv2D)                 │ (None, 26, 26, 32)     │           320 │") != std::string::npos);
+    CHECK(summary.find("│ conv2d_1 (Conv2D)               │ (None, 24, 24, 64)     │        18,496 │") != std::string::npos);
+    CHECK(summary.find("│ max_pooling2d (MaxPooling2D)    │ (None, 12, 12, 64)     │             0 │") != std::string::npos);
+    CHECK(summary.find("│ flatten (Flatten)               │ (None, 9216)           │             0 │") != std::string::npos);
+    CHECK(summary.find(" Total params: 1,199,882 (4.58 MB)") != std::string::npos);
+    CHECK(model.layer(1).weights()[0].shape() == Shape{3, 3, 1, 32});
+    const xt::xarray<float> x = xt::ones<float>({2, 28, 28});
+    CHECK(model.predict(x).shape() == Shape{2, 10});
+}
+
+TEST_CASE("convolution layers by name and through the JSON config") {
+    set_random_seed(2);
+    Sequential model = book_cnn();
+    Sequential copy = Sequential::from_json(model.to_json());
+    CHECK(copy.to_json() == model.to_json());
+    copy.set_weights(model.get_weights());
+    const xt::xarray<float> x = xt::linspace<float>(0.0f, 1.0f, 2 * 28 * 28).reshape({2, 28, 28});
+    CHECK(copy.predict(x) == model.predict(x));
+
+    Sequential by_name;
+    by_name.add("conv2d", {{"filters", 4}, {"kernel_size", {2, 3}}, {"strides", 2}, {"padding", "same"},
+                           {"activation", "relu"}, {"batch_input_shape", {nullptr, 5, 7, 3}}});
+    by_name.add("average_pooling2d", {{"pool_size", 2}, {"padding", "same"}});
+    by_name.add("global_average_pooling2d");
+    CHECK(by_name.layer(0).weights()[0].shape() == Shape{2, 3, 3, 4});
+    CHECK(by_name.layer(0).output_shape({5, 7, 3}) == Shape{3, 4, 4});
+    CHECK(by_name.output_shape() == Shape{4});
+    CHECK(by_name.layer(1).config()["strides"] == nlohmann::json({2, 2}));  // strides default to the pool size
+
+    auto error = [](const nlohmann::json& config) {
+        try {
+            make_layer("Conv2D", config);
+        } catch (const ValueError& e) {
+            return std::string(e.what());
+        }
+        return std::string();
+    };
+    CHECK(error({{"filters", 2}, {"kernel_size", 3}, {"data_format", "channels_first"}}).find("channels_last") != std::string::npos);
+    CHECK(error({{"filters", 2}, {"kernel_size", 3}, {"dilation_rate", 2}}).find("dilation_rate") != std::string::npos);
+    CHECK(error({{"filters", 2}, {"kernel_size", {3, 0}}}).find("whole numbers in [1,") != std::string::npos);
+    CHECK(error({{"filters", 2}, {"kernel_size", 3}, {"padding", "full"}}).find("unknown padding 'full'") != std::string::npos);
+    CHECK_THROWS_WITH_AS(Reshape({5, 5}, {28, 28}).output_shape({28, 28}), doctest::Contains("cannot reshape input (None, 28, 28)"),
+                         ShapeError);
+    CHECK(Reshape({-1, 4}).output_shape({2, 6}) == Shape{3, 4});
+    Sequential too_small;
+    CHECK_THROWS_WITH_AS(too_small.add(Conv2D(2, 5, 1, "valid", "linear", {3, 3, 1})), doctest::Contains("smaller than the window"),
+                         ShapeError);
+}
+
+TEST_CASE("a small CNN learns to tell vertical from horizontal bars") {
+    set_random_seed(3);
+    const std::size_t n = 64;
+    xt::xarray<float> x = xt::zeros<float>({n, std::size_t(8), std::size_t(8), std::size_t(1)});
+    xt::xarray<float> y = xt::zeros<float>({n});
+    Generator generator(4);
+    for (std::size_t i = 0; i < n; ++i) {
+        const bool vertical = i % 2 == 0;
+        const std::size_t at = generator.below(8);
+        for (std::size_t j = 0; j < 8; ++j) {
+            x(i, vertical ? j : at, vertical ? at : j, 0) = 1.0f;
+        }
+        y(i) = vertical ? 1.0f : 0.0f;
+    }
+    Sequential model;
+    model.add(Conv2D(Conv2DOptions{.filters = 4, .kernel_size = {3, 3}, .padding = "same", .activation = "relu",
+                                   .input_shape = {8, 8, 1}}));
+    model.add(MaxPooling2D(2));
+    model.add(GlobalAveragePooling2D());
+    model.add(Dense(1, "sigmoid"));
+    model.compile("binary_crossentropy", Adam{.learning_rate = 0.05}, {"accuracy"});
+    model.fit(x, y, {.batch_size = 16, .epochs = 60, .verbose = 0});
+    CHECK(model.evaluate(x, y)["accuracy"] == 1.0);
 }

@@ -664,3 +664,24 @@ TEST_CASE("the fuzzing seeds and every crasher found so far load or fail with an
     }
     CHECK(replayed >= 7);
 }
+
+TEST_CASE("a saved CNN loads bit for bit, optimizer state included") {
+    TempDir dir;
+    set_random_seed(12);
+    Sequential model;
+    model.add(Reshape({6, 6, 1}, {6, 6}));
+    model.add(Conv2D(Conv2DOptions{.filters = 3, .kernel_size = {3, 2}, .strides = {1, 2}, .padding = "same", .activation = "relu"}));
+    model.add(MaxPooling2D(2));
+    model.add(Flatten());
+    model.add(Dense(2, "softmax"));
+    model.compile("sparse_categorical_crossentropy", "adam", {"accuracy"});
+    const xt::xarray<float> x = testing::uniform({8, 6, 6}, 3, 0.0, 1.0);
+    const xt::xarray<float> y = {0, 1, 0, 1, 1, 0, 1, 0};
+    model.fit(x, y, quiet(2));
+    model.save(dir.file("cnn.xtnn"));
+    Sequential restored = load_model(dir.file("cnn.xtnn"));
+    CHECK(restored.to_json() == model.to_json());
+    CHECK(same_weights(restored, model));
+    CHECK(same_slots(*restored.optimizer(), *model.optimizer()));
+    CHECK(bitwise_equal(restored.predict(x), model.predict(x)));
+}

@@ -81,21 +81,54 @@ Shape input_shape_field(const nlohmann::json& config, const std::string& layer) 
     return shape;
 }
 
+// Keras writes window sizes and strides as one number or a pair: 3 or [3, 3].
+ops::Window2D window_field(const nlohmann::json& config, const char* key, const std::string& layer,
+                           std::optional<ops::Window2D> fallback = {}) {
+    if (!config.contains(key) || config[key].is_null()) {
+        if (fallback) return *fallback;
+        throw ValueError("layer config of " + layer + ": missing required field '" + key + "'");
+    }
+    const auto& value = config[key];
+    auto extent = [&](const nlohmann::json& v) {
+        if (!v.is_number_integer() || v.get<std::int64_t>() < 1 || v.get<std::int64_t>() > std::int64_t(max_units)) {
+            throw ValueError("layer config of " + layer + ": '" + key + "' must hold whole numbers in [1, " +
+                             std::to_string(max_units) + "], got " + value.dump());
+        }
+        return v.get<std::size_t>();
+    };
+    if (value.is_array() && value.size() == 2) return {extent(value[0]), extent(value[1])};
+    if (value.is_number()) return {extent(value), extent(value)};
+    throw ValueError("layer config of " + layer + ": '" + key + "' must be a number or a pair, got " + value.dump());
+}
+
+// Only channels-last images and undilated windows exist here; a config asking otherwise is refused.
+void require_channels_last(const nlohmann::json& config, const std::string& layer) {
+    if (config.contains("data_format") && !config["data_format"].is_null() && config["data_format"] != "channels_last") {
+        throw ValueError("layer config of " + layer + ": only data_format 'channels_last' is supported, got " +
+                         config["data_format"].dump());
+    }
+    if (config.contains("dilation_rate") && window_field(config, "dilation_rate", layer) != ops::Window2D{1, 1}) {
+        throw ValueError("layer config of " + layer + ": dilation_rate other than 1 is not supported, got " +
+                         config["dilation_rate"].dump());
+    }
+}
+
+nlohmann::json window_json(ops::Window2D window) { return nlohmann::json::array({window.height, window.width}); }
+
 }  // namespace
 
 std::string snake_case(const std::string& class_name) {
+    // Keras's rule: an underscore before a capital that starts a word (followed by a lower-case
+    // letter) or follows a lower-case letter; so "Conv2D" -> "conv2d", "MaxPooling2D" -> "max_pooling2d".
     std::string result;
     for (std::size_t i = 0; i < class_name.size(); ++i) {
-        const char c = class_name[i];
-        if (std::isupper(static_cast<unsigned char>(c))) {
-            const bool after_lower = i > 0 && !std::isupper(static_cast<unsigned char>(class_name[i - 1]));
-            const bool before_lower = i + 1 < class_name.size() && std::islower(static_cast<unsigned char>(class_name[i + 1]));
-            const bool after_upper = i > 0 && std::isupper(static_cast<unsigned char>(class_name[i - 1]));
-            if (i > 0 && (after_lower || (after_upper && before_lower)) && class_name[i - 1] != '_') result += '_';
-            result += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-        } else {
-            result += c;
+        const auto c = static_cast<unsigned char>(class_name[i]);
+        if (std::isupper(c) && i > 0 && class_name[i - 1] != '_') {
+            const bool starts_word = i + 1 < class_name.size() && std::islower(static_cast<unsigned char>(class_name[i + 1]));
+            const bool after_lower = std::islower(static_cast<unsigned char>(class_name[i - 1]));
+            if (starts_word || after_lower) result += '_';
         }
+        result += static_cast<char>(std::tolower(c));
     }
     return result;
 }
@@ -258,9 +291,191 @@ nlohmann::json Activation::config() const {
     return config;
 }
 
+Conv2D::Conv2D(std::size_t filters, std::size_t kernel_size, std::size_t strides, std::string padding, std::string activation,
+               Shape input_shape)
+    : Conv2D(Conv2DOptions{.filters = filters,
+                           .kernel_size = {kernel_size, kernel_size},
+                           .strides = {strides, strides},
+                           .padding = std::move(padding),
+                           .activation = std::move(activation),
+                           .input_shape = std::move(input_shape)}) {}
+
+Conv2D::Conv2D(Conv2DOptions options)
+    : Layer(optional_shape(options.input_shape)), options_(std::move(options)), padding_(ops::padding_from_name(options_.padding)) {
+    if (options_.filters == 0 || options_.filters > max_units) {
+        throw ValueError("Conv2D: filters must be in [1, " + std::to_string(max_units) + "], got " +
+                         std::to_string(options_.filters));
+    }
+    for (std::size_t extent : {options_.kernel_size.height, options_.kernel_size.width, options_.strides.height,
+                               options_.strides.width}) {
+        if (extent == 0 || extent > max_units) {
+            throw ValueError("Conv2D: kernel_size and strides must be in [1, " + std::to_string(max_units) + "]");
+        }
+    }
+    get_activation(options_.activation);
+    require_initializer(options_.kernel_initializer);
+    require_initializer(options_.bias_initializer);
+}
+
+Shape Conv2D::output_shape(const Shape& input_shape) const {
+    const std::string op = "Conv2D '" + name() + "'";
+    return ops::conv_output_shape(input_shape, options_.filters, options_.kernel_size, options_.strides, padding_, op.c_str());
+}
+
+std::vector<Shape> Conv2D::weight_shapes(const Shape& input_shape) const {
+    const std::size_t channels = input_shape.empty() ? 0 : input_shape.back();
+    Shape kernel{options_.kernel_size.height, options_.kernel_size.width, channels, options_.filters};
+    if (!options_.use_bias) return {kernel};
+    return {kernel, {options_.filters}};
+}
+
+void Conv2D::build_weights(const Shape& input_shape) {
+    output_shape(input_shape);  // checks the rank and the window against the image size
+    const auto shapes = weight_shapes(input_shape);
+    kernel_ = Tensor::parameter(initialize(options_.kernel_initializer, shapes[0], global_generator()));
+    if (options_.use_bias) bias_ = Tensor::parameter(initialize(options_.bias_initializer, shapes[1], global_generator()));
+}
+
+Tensor Conv2D::call_before_activation(const Tensor& x, bool) {
+    check_input(x);
+    Tensor y = ops::conv2d(x, kernel_, options_.strides, padding_);
+    return options_.use_bias ? ops::bias_add(y, bias_) : y;
+}
+
+Tensor Conv2D::call(const Tensor& x, bool training) {
+    return get_activation(options_.activation)(call_before_activation(x, training));
+}
+
+std::vector<Tensor> Conv2D::weights() const {
+    if (!built()) return {};
+    if (!options_.use_bias) return {kernel_};
+    return {kernel_, bias_};
+}
+
+std::vector<std::string> Conv2D::weight_names() const {
+    if (!options_.use_bias) return {"kernel"};
+    return {"kernel", "bias"};
+}
+
+nlohmann::json Conv2D::config() const {
+    nlohmann::json config = Layer::config();
+    config["filters"] = options_.filters;
+    config["kernel_size"] = window_json(options_.kernel_size);
+    config["strides"] = window_json(options_.strides);
+    config["padding"] = options_.padding;
+    config["data_format"] = "channels_last";
+    config["dilation_rate"] = window_json({1, 1});
+    config["activation"] = options_.activation;
+    config["use_bias"] = options_.use_bias;
+    config["kernel_initializer"] = options_.kernel_initializer;
+    config["bias_initializer"] = options_.bias_initializer;
+    return config;
+}
+
+Pooling2D::Pooling2D(Kind kind, Pooling2DOptions options)
+    : Layer(optional_shape(options.input_shape)),
+      kind_(kind),
+      options_(std::move(options)),
+      strides_(options_.strides.value_or(options_.pool_size)),
+      padding_(ops::padding_from_name(options_.padding)) {
+    for (std::size_t extent : {options_.pool_size.height, options_.pool_size.width, strides_.height, strides_.width}) {
+        if (extent == 0 || extent > max_units) {
+            throw ValueError(class_name() + ": pool_size and strides must be in [1, " + std::to_string(max_units) + "]");
+        }
+    }
+}
+
+Shape Pooling2D::output_shape(const Shape& input_shape) const {
+    const std::string op = class_name() + " '" + name() + "'";
+    return ops::conv_output_shape(input_shape, 0, options_.pool_size, strides_, padding_, op.c_str());
+}
+
+Tensor Pooling2D::call(const Tensor& x, bool) {
+    check_input(x);
+    return kind_ == Kind::max ? ops::max_pool2d(x, options_.pool_size, strides_, padding_)
+                              : ops::avg_pool2d(x, options_.pool_size, strides_, padding_);
+}
+
+nlohmann::json Pooling2D::config() const {
+    nlohmann::json config = Layer::config();
+    config["pool_size"] = window_json(options_.pool_size);
+    config["strides"] = window_json(strides_);
+    config["padding"] = options_.padding;
+    config["data_format"] = "channels_last";
+    return config;
+}
+
+GlobalAveragePooling2D::GlobalAveragePooling2D(Shape input_shape) : Layer(optional_shape(input_shape)) {}
+
+Shape GlobalAveragePooling2D::output_shape(const Shape& input_shape) const {
+    if (input_shape.size() != 3) {
+        throw ShapeError("GlobalAveragePooling2D '" + name() + "': expected input of shape (height, width, channels), got " +
+                         batch_shape_to_string(input_shape));
+    }
+    return {input_shape[2]};
+}
+
+Tensor GlobalAveragePooling2D::call(const Tensor& x, bool) {
+    check_input(x);
+    return ops::mean(ops::mean(x, 1, false), 1, false);
+}
+
+Reshape::Reshape(std::vector<std::ptrdiff_t> target_shape, Shape input_shape)
+    : Layer(optional_shape(input_shape)), target_shape_(std::move(target_shape)) {
+    std::size_t inferred = 0;
+    for (auto extent : target_shape_) {
+        if (extent == -1) ++inferred;
+        if (extent == 0 || extent < -1 || extent > std::ptrdiff_t(max_units)) {
+            throw ValueError("Reshape: target extents must be in [1, " + std::to_string(max_units) + "] or -1");
+        }
+    }
+    if (target_shape_.empty() || target_shape_.size() > max_rank || inferred > 1) {
+        throw ValueError("Reshape: the target shape needs 1 to " + std::to_string(max_rank) +
+                         " extents, at most one of them -1");
+    }
+}
+
+Shape Reshape::output_shape(const Shape& input_shape) const {
+    std::size_t total = 1, known = 1;
+    for (auto extent : input_shape) total *= extent;
+    for (auto extent : target_shape_) known *= extent == -1 ? 1 : std::size_t(extent);
+    Shape output;
+    for (auto extent : target_shape_) output.push_back(extent == -1 ? total / known : std::size_t(extent));
+    std::size_t produced = 1;
+    for (auto extent : output) produced *= extent;
+    if (produced != total) {
+        std::string target = "(";
+        for (std::size_t i = 0; i < target_shape_.size(); ++i) target += (i ? ", " : "") + std::to_string(target_shape_[i]);
+        throw ShapeError("Reshape '" + name() + "': cannot reshape input " + batch_shape_to_string(input_shape) + " (" +
+                         std::to_string(total) + " values) to " + target + ")");
+    }
+    return output;
+}
+
+Tensor Reshape::call(const Tensor& x, bool) {
+    check_input(x);
+    std::vector<std::ptrdiff_t> shape{static_cast<std::ptrdiff_t>(x.shape()[0])};
+    for (auto extent : output_shape(input_shape())) shape.push_back(static_cast<std::ptrdiff_t>(extent));
+    return ops::reshape(x, shape);
+}
+
+nlohmann::json Reshape::config() const {
+    nlohmann::json config = Layer::config();
+    config["target_shape"] = target_shape_;
+    return config;
+}
+
 namespace {
 
 using LayerFactory = std::function<std::unique_ptr<Layer>(const nlohmann::json&)>;
+
+Pooling2DOptions pooling_options(const nlohmann::json& c, const std::string& at) {
+    Pooling2DOptions options{.pool_size = window_field(c, "pool_size", at, ops::Window2D{2, 2}),
+                             .padding = field<std::string>(c, "padding", at, std::string("valid")),
+                             .input_shape = input_shape_field(c, at)};
+    if (c.contains("strides") && !c["strides"].is_null()) options.strides = window_field(c, "strides", at);
+    return options;
+}
 
 const Registry<LayerFactory>& layer_factories() {
     static const Registry<LayerFactory> registry(
@@ -288,6 +503,48 @@ const Registry<LayerFactory>& layer_factories() {
              [](const nlohmann::json& c) {
                  const auto at = where("Activation", c);
                  return std::make_unique<Activation>(field<std::string>(c, "activation", at), input_shape_field(c, at));
+             }},
+            {"Conv2D",
+             [](const nlohmann::json& c) {
+                 const auto at = where("Conv2D", c);
+                 require_channels_last(c, at);
+                 return std::make_unique<Conv2D>(Conv2DOptions{
+                     .filters = field<std::size_t>(c, "filters", at),
+                     .kernel_size = window_field(c, "kernel_size", at),
+                     .strides = window_field(c, "strides", at, ops::Window2D{1, 1}),
+                     .padding = field<std::string>(c, "padding", at, std::string("valid")),
+                     .activation = field<std::string>(c, "activation", at, std::string("linear")),
+                     .use_bias = field<bool>(c, "use_bias", at, true),
+                     .kernel_initializer = initializer_field(c, "kernel_initializer", at, "glorot_uniform"),
+                     .bias_initializer = initializer_field(c, "bias_initializer", at, "zeros"),
+                     .input_shape = input_shape_field(c, at)});
+             }},
+            {"MaxPooling2D",
+             [](const nlohmann::json& c) {
+                 const auto at = where("MaxPooling2D", c);
+                 require_channels_last(c, at);
+                 return std::make_unique<MaxPooling2D>(pooling_options(c, at));
+             }},
+            {"AveragePooling2D",
+             [](const nlohmann::json& c) {
+                 const auto at = where("AveragePooling2D", c);
+                 require_channels_last(c, at);
+                 return std::make_unique<AveragePooling2D>(pooling_options(c, at));
+             }},
+            {"GlobalAveragePooling2D",
+             [](const nlohmann::json& c) {
+                 const auto at = where("GlobalAveragePooling2D", c);
+                 require_channels_last(c, at);
+                 if (c.contains("keepdims") && c["keepdims"] == true) {
+                     throw ValueError("layer config of " + at + ": keepdims = true is not supported");
+                 }
+                 return std::make_unique<GlobalAveragePooling2D>(input_shape_field(c, at));
+             }},
+            {"Reshape",
+             [](const nlohmann::json& c) {
+                 const auto at = where("Reshape", c);
+                 return std::make_unique<Reshape>(field<std::vector<std::ptrdiff_t>>(c, "target_shape", at),
+                                                  input_shape_field(c, at));
              }},
         });
     return registry;

@@ -10,6 +10,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "xtnn/ops.hpp"
 #include "xtnn/tensor.hpp"
 
 namespace xtnn {
@@ -139,6 +140,112 @@ public:
 
 private:
     std::string activation_;
+};
+
+struct Conv2DOptions {
+    std::size_t filters = 0;
+    ops::Window2D kernel_size = {3, 3};
+    ops::Window2D strides = {1, 1};
+    /// "valid" or "same"
+    std::string padding = "valid";
+    std::string activation = "linear";
+    bool use_bias = true;
+    std::string kernel_initializer = "glorot_uniform";
+    std::string bias_initializer = "zeros";
+    Shape input_shape = {};
+};
+
+/// activation(conv2d(x, kernel) + bias) on channels-last images (height, width, channels); the
+/// kernel has shape (kernel height, kernel width, channels, filters), as in Keras.
+class Conv2D : public Layer {
+public:
+    Conv2D(std::size_t filters, std::size_t kernel_size, std::size_t strides = 1, std::string padding = "valid",
+           std::string activation = "linear", Shape input_shape = {});
+    explicit Conv2D(Conv2DOptions options);
+
+    std::string class_name() const override { return "Conv2D"; }
+    Shape output_shape(const Shape& input_shape) const override;
+    std::vector<Shape> weight_shapes(const Shape& input_shape) const override;
+    Tensor call(const Tensor& x, bool training) override;
+    std::string output_activation() const override { return options_.activation; }
+    Tensor call_before_activation(const Tensor& x, bool training) override;
+    std::vector<Tensor> weights() const override;
+    std::vector<std::string> weight_names() const override;
+    nlohmann::json config() const override;
+    const Conv2DOptions& options() const { return options_; }
+
+protected:
+    void build_weights(const Shape& input_shape) override;
+
+private:
+    Conv2DOptions options_;
+    ops::Padding padding_;
+    Tensor kernel_;
+    Tensor bias_;
+};
+
+struct Pooling2DOptions {
+    ops::Window2D pool_size = {2, 2};
+    /// Defaults to pool_size, as in Keras.
+    std::optional<ops::Window2D> strides = std::nullopt;
+    std::string padding = "valid";
+    Shape input_shape = {};
+};
+
+/// Max or average over windows of each channel (MaxPooling2D, AveragePooling2D).
+class Pooling2D : public Layer {
+public:
+    enum class Kind { max, average };
+    Pooling2D(Kind kind, Pooling2DOptions options);
+
+    std::string class_name() const override { return kind_ == Kind::max ? "MaxPooling2D" : "AveragePooling2D"; }
+    Shape output_shape(const Shape& input_shape) const override;
+    Tensor call(const Tensor& x, bool training) override;
+    nlohmann::json config() const override;
+
+private:
+    Kind kind_;
+    Pooling2DOptions options_;
+    ops::Window2D strides_;
+    ops::Padding padding_;
+};
+
+class MaxPooling2D : public Pooling2D {
+public:
+    explicit MaxPooling2D(std::size_t pool_size = 2) : MaxPooling2D(Pooling2DOptions{.pool_size = {pool_size, pool_size}}) {}
+    explicit MaxPooling2D(Pooling2DOptions options) : Pooling2D(Kind::max, std::move(options)) {}
+};
+
+class AveragePooling2D : public Pooling2D {
+public:
+    explicit AveragePooling2D(std::size_t pool_size = 2)
+        : AveragePooling2D(Pooling2DOptions{.pool_size = {pool_size, pool_size}}) {}
+    explicit AveragePooling2D(Pooling2DOptions options) : Pooling2D(Kind::average, std::move(options)) {}
+};
+
+/// (batch, height, width, channels) -> (batch, channels): the mean over each channel's image.
+class GlobalAveragePooling2D : public Layer {
+public:
+    explicit GlobalAveragePooling2D(Shape input_shape = {});
+
+    std::string class_name() const override { return "GlobalAveragePooling2D"; }
+    Shape output_shape(const Shape& input_shape) const override;
+    Tensor call(const Tensor& x, bool training) override;
+};
+
+/// The same values in a new per-sample shape: Reshape({28, 28, 1}) turns grayscale images into
+/// one-channel images. One extent may be -1 (inferred).
+class Reshape : public Layer {
+public:
+    explicit Reshape(std::vector<std::ptrdiff_t> target_shape, Shape input_shape = {});
+
+    std::string class_name() const override { return "Reshape"; }
+    Shape output_shape(const Shape& input_shape) const override;
+    Tensor call(const Tensor& x, bool training) override;
+    nlohmann::json config() const override;
+
+private:
+    std::vector<std::ptrdiff_t> target_shape_;
 };
 
 /// A layer from its class name ("Dense" or "dense") and Keras-style config.
