@@ -9,36 +9,19 @@
 //   build/bench/xtnn_mlp --workload w2 --threads 1 --data fashion --epochs 5
 
 #include <algorithm>
-#include <chrono>
 #include <iostream>
 
 #include <CLI/CLI.hpp>
-#include <xtensor/xsort.hpp>
 #include <xtensor/xview.hpp>
 #include <xtnn/xtnn.hpp>
 
+#include "bench_common.hpp"
+
 namespace {
 
-using Clock = std::chrono::steady_clock;
-
-double seconds_since(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
-
-double median(std::vector<double> values) {
-    std::sort(values.begin(), values.end());
-    const std::size_t n = values.size();
-    return n % 2 ? values[n / 2] : 0.5 * (values[n / 2 - 1] + values[n / 2]);
-}
-
-// Records the wall time of each epoch's training loop (fit runs no validation here).
-class EpochTimer : public xtnn::Callback {
-public:
-    void on_epoch_begin(int, const xtnn::Logs&) override { start_ = Clock::now(); }
-    void on_epoch_end(int, const xtnn::Logs&) override { times.push_back(seconds_since(start_)); }
-    std::vector<double> times;
-
-private:
-    Clock::time_point start_;
-};
+using bench::Clock;
+using bench::median;
+using bench::seconds_since;
 
 // (N, 28, 28) -> (N, 784) in place: no second copy of the dataset.
 xt::xarray<float> flattened(xt::xarray<float>&& images) {
@@ -85,13 +68,10 @@ int main(int argc, char** argv) {
             model.add(xtnn::Dense(10, "softmax"));
             model.compile("sparse_categorical_crossentropy", xtnn::SGD{.learning_rate = 0.05, .momentum = 0.9});
         }
-        auto timer = std::make_shared<EpochTimer>();
+        auto timer = std::make_shared<bench::EpochTimer>();
         const xtnn::History history =
             model.fit(x_train, train.y, {.batch_size = batch, .epochs = epochs, .verbose = 0, .callbacks = {timer}});
-        const xt::xarray<float> probabilities = model.predict(x_test, 1000);
-        const auto predicted = xt::argmax(probabilities, 1);
-        std::size_t correct = 0;
-        for (std::size_t i = 0; i < predicted.size(); ++i) correct += predicted(i) == static_cast<std::size_t>(test.y(i));
+        const double test_accuracy = bench::accuracy(model.predict(x_test, 1000), test.y);
 
         const auto& times = timer->times;
         // Epochs 2-4, as the peers time them (all epochs when there are fewer than 2).
@@ -102,7 +82,7 @@ int main(int argc, char** argv) {
             {"batch", batch}, {"n_train", x_train.shape()[0]}, {"epochs", epochs}, {"epoch_times", times},
             {"epoch_s_median", median(timed)}, {"epoch_s_min", *std::min_element(timed.begin(), timed.end())},
             {"epoch_s_max", *std::max_element(timed.begin(), timed.end())}, {"train_loss", history.history.at("loss")},
-            {"test_acc", double(correct) / double(predicted.size())}};
+            {"test_acc", test_accuracy}};
         std::cout << result.dump() << std::endl;
         if (trained != "w2") return 0;
 
@@ -128,12 +108,10 @@ int main(int argc, char** argv) {
             model.predict(singles[std::size_t(i)], 1);
             latencies.push_back(seconds_since(start) * 1e6);
         }
-        double latency_total = 0;
-        for (double l : latencies) latency_total += l;
         std::cout << nlohmann::json{{"peer", "xtnn"}, {"version", "0.1.0"}, {"workload", "w3"}, {"data", data},
                                     {"threads", threads}, {"n_test", n_test},
                                     {"thr_img_s_median", double(n_test) / median(pass_seconds)},
-                                    {"lat_us_mean", latency_total / double(latencies.size())},
+                                    {"lat_us_mean", bench::mean(latencies)},
                                     {"lat_us_median", median(latencies)}, {"latency_calls", latencies.size()}}
                          .dump()
                   << std::endl;

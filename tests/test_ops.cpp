@@ -4,6 +4,7 @@
 #include <string>
 
 #include <xtensor/xsort.hpp>
+#include <xtensor/xview.hpp>
 #include <xtnn/xtnn.hpp>
 
 #include "test_helpers.hpp"
@@ -388,4 +389,27 @@ TEST_CASE("max and average pooling: values, gradients, ties and padding") {
     TensorD ties = TensorD::parameter(image_of({2, 2, 1, 2}, 2, 2));
     ops::sum(ops::max_pool2d(ties, {2, 2}, {2, 2})).backward();
     CHECK(ties.grad() == image_of({1, 0, 0, 0}, 2, 2));  // the first of the equal maxima
+}
+
+TEST_CASE("conv2d over a batch larger than one patch chunk equals sample-by-sample results") {
+    // 40x40x8 images with a 3x3 kernel make 0.9 MB of double patches per sample: the batch of 3
+    // is processed in two chunks.
+    const auto x = uniform({3, 40, 40, 8}, 31);
+    const auto k = uniform({3, 3, 8, 2}, 32);
+    const auto weights = uniform({3, 40, 40, 2}, 33);
+    TensorD batch_x = TensorD::parameter(x), batch_k = TensorD::parameter(k);
+    TensorD y = ops::conv2d(batch_x, batch_k, {1, 1}, ops::Padding::same);
+    CHECK(xt::allclose(y.value(), naive_conv2d(x, k, {1, 1}, ops::Padding::same), 1e-12, 1e-12));
+    ops::sum(ops::mul(y, TensorD::constant(weights))).backward();
+
+    xt::xarray<double> kernel_grad = xt::zeros<double>(k.shape());
+    for (std::size_t n = 0; n < 3; ++n) {
+        TensorD one_x = TensorD::parameter(xt::xarray<double>(xt::view(x, xt::range(n, n + 1))));
+        TensorD one_k = TensorD::parameter(k);
+        const TensorD one_w = TensorD::constant(xt::xarray<double>(xt::view(weights, xt::range(n, n + 1))));
+        ops::sum(ops::mul(ops::conv2d(one_x, one_k, {1, 1}, ops::Padding::same), one_w)).backward();
+        CHECK(xt::allclose(one_x.grad(), xt::view(batch_x.grad(), xt::range(n, n + 1)), 1e-12, 1e-12));
+        kernel_grad += one_k.grad();
+    }
+    CHECK(xt::allclose(batch_k.grad(), kernel_grad, 1e-10, 1e-12));
 }

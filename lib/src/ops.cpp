@@ -208,8 +208,10 @@ BasicTensor<T> matmul(const BasicTensor<T>& a, const BasicTensor<T>& b, bool tra
                                                 (transpose_b ? "^T" : "") + " (" + std::to_string(k) + " vs " +
                                                 std::to_string(k_b) + ")"));
     }
-    xt::xarray<T> y = xt::zeros<T>({m, n});
     const auto ld = [](std::size_t columns) { return std::max<std::size_t>(columns, 1); };
+    // beta = 0 overwrites the output, so it need not be zeroed first (only an empty inner
+    // dimension leaves it to be zeros).
+    xt::xarray<T> y = k > 0 ? xt::xarray<T>(xt::empty<T>({m, n})) : xt::xarray<T>(xt::zeros<T>({m, n}));
     if (m > 0 && n > 0 && k > 0) {
         detail::gemm<T>(transpose_a, transpose_b, m, n, k, T(1), a.value().data(), ld(a_cols), b.value().data(),
                         ld(b_cols), T(0), y.data(), ld(n));
@@ -251,7 +253,13 @@ BasicTensor<T> bias_add(const BasicTensor<T>& x, const BasicTensor<T>& bias) {
                                                   " does not fit input of shape " + shape_to_string(x.shape()) +
                                                   "; expected (" + std::to_string(rows.width) + ",)"));
     }
-    xt::xarray<T> y = x.value() + bias.value();
+    xt::xarray<T> y = xt::empty<T>(x.shape());
+    const T* in = x.value().data();
+    const T* b = bias.value().data();
+    T* out_values = y.data();
+    for (std::size_t r = 0; r < rows.count; ++r) {
+        for (std::size_t c = 0; c < rows.width; ++c) out_values[r * rows.width + c] = in[r * rows.width + c] + b[c];
+    }
     return make_op<T>("bias_add", std::move(y), {x, bias}, [rows](NodeT<T>& out) {
         NodeT<T>& input = *out.inputs[0];
         NodeT<T>& b = *out.inputs[1];
@@ -417,8 +425,20 @@ BasicTensor<T> sigmoid(const BasicTensor<T>& x) {
 
 template <class T>
 BasicTensor<T> relu(const BasicTensor<T>& x) {
-    return elementwise<T>("relu", x, [](const auto& v) { return xt::maximum(v, T(0)); },
-                          [](const auto& v, const auto&) { return xt::where(v > T(0), T(1), T(0)); });
+    // Plain loops: relu follows every hidden layer, and xtensor's maximum/where expressions cost
+    // several times a vectorized loop here.
+    xt::xarray<T> y = xt::empty<T>(x.shape());
+    const T* in = x.value().data();
+    T* out = y.data();
+    for (std::size_t i = 0; i < y.size(); ++i) out[i] = in[i] > T(0) ? in[i] : T(0);
+    return make_op<T>("relu", std::move(y), {x}, [](NodeT<T>& node) {
+        NodeT<T>& input = *node.inputs[0];
+        if (!input.requires_grad) return;
+        const T* value = input.value.data();
+        const T* dy = node.grad.data();
+        T* dx = grad_buffer(input).data();
+        for (std::size_t i = 0; i < input.value.size(); ++i) dx[i] += value[i] > T(0) ? dy[i] : T(0);
+    });
 }
 
 template <class T>

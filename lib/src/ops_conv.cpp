@@ -1,12 +1,14 @@
 // Convolution and pooling on channels-last images (N, H, W, C), as Keras lays them out.
-// conv2d lowers each batch to one matrix product: im2col gathers every output position's
-// receptive field into a row, and cblas_sgemm multiplies by the (kh * kw * C, F) kernel.
+// conv2d lowers the batch, a few samples at a time, to matrix products: im2col gathers every
+// output position's receptive field into a row, and cblas_sgemm multiplies by the
+// (kh * kw * C, F) kernel.
 
 #include <algorithm>
 #include <cstring>
 #include <limits>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include <xtensor/xbuilder.hpp>
 #include <xtensor/xtensor.hpp>
@@ -113,6 +115,9 @@ void col2im_add(const T* patches, const ImageShape& s, const WindowAxis& rows, c
     }
 }
 
+// Size of the patch matrix conv2d works on at a time.
+constexpr std::size_t patch_buffer_bytes = std::size_t(2) << 20;
+
 }  // namespace
 
 Padding padding_from_name(const std::string& name) {
@@ -145,29 +150,44 @@ BasicTensor<T> conv2d(const BasicTensor<T>& x, const BasicTensor<T>& kernel, Win
     const WindowAxis cols = plan_axis("conv2d", "width", s.width, kernel.shape()[1], strides.width, padding);
     const std::size_t filters = kernel.shape()[3];
     const std::size_t patch = rows.window * cols.window * s.channels;
-    const std::size_t positions = s.batch * rows.out * cols.out;
+    const std::size_t positions = rows.out * cols.out;  // per sample
+    const std::size_t image_size = s.height * s.width * s.channels;
+    // Samples per chunk: enough rows for an efficient product, few enough that the patch matrix
+    // stays in cache (the whole batch's patches would be 660 MB for the book's CNN at batch 1000).
+    const std::size_t chunk = std::max<std::size_t>(1, patch_buffer_bytes / std::max<std::size_t>(1, positions * patch * sizeof(T)));
 
-    auto patches = std::make_shared<xt::xarray<T>>(xt::empty<T>({positions, patch}));
-    im2col(x.value().data(), s, rows, cols, patches->data());
     xt::xarray<T> y = xt::empty<T>({s.batch, rows.out, cols.out, filters});
-    if (positions > 0 && filters > 0) {
-        detail::gemm<T>(false, false, positions, filters, patch, T(1), patches->data(), patch, kernel.value().data(),
-                        filters, T(0), y.data(), filters);
+    if (s.batch > 0 && positions > 0 && filters > 0) {
+        std::vector<T> patches(std::min(chunk, s.batch) * positions * patch);
+        for (std::size_t first = 0; first < s.batch; first += chunk) {
+            const ImageShape part{std::min(chunk, s.batch - first), s.height, s.width, s.channels};
+            im2col(x.value().data() + first * image_size, part, rows, cols, patches.data());
+            detail::gemm<T>(false, false, part.batch * positions, filters, patch, T(1), patches.data(), patch,
+                            kernel.value().data(), filters, T(0), y.data() + first * positions * filters, filters);
+        }
     }
     return make_op<T>("conv2d", std::move(y), {x, kernel}, [=](Node<T>& out) {
         Node<T>& input = *out.inputs[0];
         Node<T>& weights = *out.inputs[1];
-        if (positions == 0 || filters == 0) return;
-        const T* dy = out.grad.data();
-        if (weights.requires_grad) {
-            detail::gemm<T>(true, false, patch, filters, positions, T(1), patches->data(), patch, dy, filters, T(1),
-                            grad_buffer(weights).data(), filters);
-        }
-        if (input.requires_grad) {
-            // The patches are not needed after this: reuse their storage for their gradient.
-            detail::gemm<T>(false, true, positions, patch, filters, T(1), dy, filters, weights.value.data(), filters,
-                            T(0), patches->data(), patch);
-            col2im_add(patches->data(), s, rows, cols, grad_buffer(input).data());
+        if (s.batch == 0 || positions == 0 || filters == 0) return;
+        // The patches are rebuilt chunk by chunk rather than kept from the forward pass: im2col is
+        // cheap next to the products, and the working set stays in cache.
+        std::vector<T> patches(std::min(chunk, s.batch) * positions * patch);
+        std::vector<T> patch_grads(input.requires_grad ? patches.size() : 0);
+        for (std::size_t first = 0; first < s.batch; first += chunk) {
+            const ImageShape part{std::min(chunk, s.batch - first), s.height, s.width, s.channels};
+            const std::size_t m = part.batch * positions;
+            const T* dy = out.grad.data() + first * positions * filters;
+            if (weights.requires_grad) {
+                im2col(input.value.data() + first * image_size, part, rows, cols, patches.data());
+                detail::gemm<T>(true, false, patch, filters, m, T(1), patches.data(), patch, dy, filters, T(1),
+                                grad_buffer(weights).data(), filters);
+            }
+            if (input.requires_grad) {
+                detail::gemm<T>(false, true, m, patch, filters, T(1), dy, filters, weights.value.data(), filters, T(0),
+                                patch_grads.data(), patch);
+                col2im_add(patch_grads.data(), part, rows, cols, grad_buffer(input).data() + first * image_size);
+            }
         }
     });
 }

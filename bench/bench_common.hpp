@@ -1,0 +1,53 @@
+#pragma once
+// What the benchmark programs share: wall-clock timing, medians, and an epoch timer.
+
+#include <algorithm>
+#include <chrono>
+#include <vector>
+
+#include <xtnn/xtnn.hpp>
+
+namespace bench {
+
+using Clock = std::chrono::steady_clock;
+
+inline double seconds_since(Clock::time_point start) {
+    return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+inline double median(std::vector<double> values) {
+    if (values.empty()) return 0.0;
+    std::sort(values.begin(), values.end());
+    const std::size_t n = values.size();
+    return n % 2 ? values[n / 2] : 0.5 * (values[n / 2 - 1] + values[n / 2]);
+}
+
+inline double mean(const std::vector<double>& values) {
+    double total = 0;
+    for (double v : values) total += v;
+    return values.empty() ? 0.0 : total / double(values.size());
+}
+
+/// Records the wall time of each epoch's training loop (fit runs no validation in the benchmarks).
+class EpochTimer : public xtnn::Callback {
+public:
+    void on_epoch_begin(int, const xtnn::Logs&) override { start_ = Clock::now(); }
+    void on_epoch_end(int, const xtnn::Logs&) override { times.push_back(seconds_since(start_)); }
+    std::vector<double> times;
+
+private:
+    Clock::time_point start_;
+};
+
+/// The fraction of samples whose largest output is their label.
+inline double accuracy(const xt::xarray<float>& probabilities, const xt::xarray<float>& labels) {
+    const std::size_t n = probabilities.shape()[0], classes = probabilities.shape()[1];
+    std::size_t correct = 0;
+    for (std::size_t i = 0; i < n; ++i) {
+        const float* row = probabilities.data() + i * classes;
+        correct += std::size_t(std::max_element(row, row + classes) - row) == static_cast<std::size_t>(labels(i));
+    }
+    return double(correct) / double(n);
+}
+
+}  // namespace bench

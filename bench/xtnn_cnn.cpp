@@ -1,0 +1,110 @@
+// xtnn on the CNN workloads of ../shared/bench/torch_cnn.py (same command line, same JSON keys):
+//   W4, the book's CNN: Conv2D 32 3x3 relu, Conv2D 64 3x3 relu, MaxPooling 2, Dropout 0.25,
+//       Flatten, Dense 128 relu, Dropout 0.5, Dense 10; softmax CE; Adam 1e-3; batch 64
+//   W5, LeNet-like: Conv 8 3x3 relu, MaxPool 2, Conv 16 3x3 relu, MaxPool 2, Flatten, Dense 10;
+//       SGD 0.05 momentum 0.9; batch 64
+// Epoch time is the training loop alone, median over epochs 2..N; then batch-1000 throughput
+// (1 warm-up batch, 5 timed batches) and batch-1 latency (50 warm-up calls, 500 timed).
+//
+//   build/bench/xtnn_cnn --workload w4 --threads 1 --data mnist10k
+
+#include <iostream>
+
+#include <CLI/CLI.hpp>
+#include <xtensor/xview.hpp>
+#include <xtnn/xtnn.hpp>
+
+#include "bench_common.hpp"
+
+int main(int argc, char** argv) {
+    CLI::App app{"xtnn on the CNN benchmark workloads"};
+    std::string workload, data = "fashion";
+    int threads = 1, epochs = 0, latency_calls = 500, latency_warmup = 50, throughput_batches = 5;
+    std::uint64_t seed = 0;
+    app.add_option("--workload", workload)->required()->check(CLI::IsMember({"w4", "w5"}));
+    app.add_option("--threads", threads, "BLAS threads; 0 keeps xtnn's default");
+    app.add_option("--data", data)->check(CLI::IsMember({"fashion", "mnist10k"}));
+    app.add_option("--epochs", epochs, "default: w4 8 (mnist10k) or 2 (fashion); w5 5");
+    app.add_option("--seed", seed);
+    app.add_option("--latency-calls", latency_calls);
+    app.add_option("--lat-warmup", latency_warmup);
+    app.add_option("--thr-batches", throughput_batches);
+    CLI11_PARSE(app, argc, argv);
+    if (epochs == 0) epochs = workload == "w5" ? 5 : (data == "mnist10k" ? 8 : 2);
+
+    try {
+        if (threads > 0) xtnn::ops::set_num_threads(threads);
+        xtnn::set_random_seed(seed);
+        auto [train, test] = data == "fashion" ? xtnn::datasets::load_fashion_mnist()
+                                               : xtnn::datasets::load_mnist(XTNN_SOURCE_DIR "/datasets/mnist-10k");
+        for (auto* images : {&train.x, &test.x}) images->reshape({images->shape()[0], std::size_t(28), std::size_t(28), std::size_t(1)});
+
+        xtnn::Sequential model;
+        if (workload == "w4") {
+            model.add(xtnn::Conv2D(32, 3, 1, "valid", "relu", {28, 28, 1}));
+            model.add(xtnn::Conv2D(64, 3, 1, "valid", "relu"));
+            model.add(xtnn::MaxPooling2D(2));
+            model.add(xtnn::Dropout(0.25));
+            model.add(xtnn::Flatten());
+            model.add(xtnn::Dense(128, "relu"));
+            model.add(xtnn::Dropout(0.5));
+            model.add(xtnn::Dense(10, "softmax"));
+            model.compile("sparse_categorical_crossentropy", xtnn::Adam{.learning_rate = 1e-3, .epsilon = 1e-7});
+        } else {
+            model.add(xtnn::Conv2D(8, 3, 1, "valid", "relu", {28, 28, 1}));
+            model.add(xtnn::MaxPooling2D(2));
+            model.add(xtnn::Conv2D(16, 3, 1, "valid", "relu"));
+            model.add(xtnn::MaxPooling2D(2));
+            model.add(xtnn::Flatten());
+            model.add(xtnn::Dense(10, "softmax"));
+            model.compile("sparse_categorical_crossentropy", xtnn::SGD{.learning_rate = 0.05, .momentum = 0.9});
+        }
+        auto timer = std::make_shared<bench::EpochTimer>();
+        const xtnn::History history =
+            model.fit(train.x, train.y, {.batch_size = 64, .epochs = epochs, .verbose = 0, .callbacks = {timer}});
+        const double test_accuracy = bench::accuracy(model.predict(test.x, 1000), test.y);
+        const auto& times = timer->times;
+        const std::vector<double> timed = times.size() < 2 ? times : std::vector<double>(times.begin() + 1, times.end());
+        std::cout << nlohmann::json{{"peer", "xtnn"}, {"version", "0.1.0"}, {"workload", workload}, {"data", data},
+                                    {"threads", threads}, {"batch", 64}, {"n_train", train.x.shape()[0]},
+                                    {"n_params", model.count_params()}, {"epochs", epochs}, {"epoch_times", times},
+                                    {"epoch_s_median", bench::median(timed)},
+                                    {"epoch_s_min", *std::min_element(timed.begin(), timed.end())},
+                                    {"epoch_s_max", *std::max_element(timed.begin(), timed.end())},
+                                    {"train_loss", history.history.at("loss")}, {"test_acc", test_accuracy}}
+                         .dump()
+                  << std::endl;
+
+        const std::size_t n_test = test.x.shape()[0];
+        auto batch_at = [&](std::size_t first, std::size_t count) {
+            first %= n_test;
+            return xt::xarray<float>(xt::view(test.x, xt::range(first, std::min(n_test, first + count))));
+        };
+        model.predict(batch_at(0, 1000), 1000);
+        std::vector<double> batch_seconds;
+        for (int b = 0; b < throughput_batches; ++b) {
+            const auto input = batch_at(std::size_t(b) * 1000, 1000);
+            const auto start = bench::Clock::now();
+            model.predict(input, 1000);
+            batch_seconds.push_back(bench::seconds_since(start));
+        }
+        for (int i = 0; i < latency_warmup; ++i) model.predict(batch_at(std::size_t(i), 1), 1);
+        std::vector<double> latencies;
+        for (int i = 0; i < latency_calls; ++i) {
+            const auto input = batch_at(std::size_t(i), 1);
+            const auto start = bench::Clock::now();
+            model.predict(input, 1);
+            latencies.push_back(bench::seconds_since(start) * 1e6);
+        }
+        std::cout << nlohmann::json{{"peer", "xtnn"}, {"version", "0.1.0"}, {"kind", "infer"}, {"workload", workload},
+                                    {"data", data}, {"threads", threads}, {"thr_batches", batch_seconds.size()},
+                                    {"thr_img_s_median", 1000.0 / bench::median(batch_seconds)},
+                                    {"lat_us_mean", bench::mean(latencies)}, {"lat_us_median", bench::median(latencies)},
+                                    {"latency_calls", latencies.size()}}
+                         .dump()
+                  << std::endl;
+    } catch (const std::exception& e) {
+        std::cerr << "xtnn_cnn: " << e.what() << "\n";
+        return 1;
+    }
+}
