@@ -5,6 +5,7 @@
 # from /usr/bin/time -v. Prints the medians, their ratios and the targets as a Markdown table.
 #
 #   bench/compare.sh            (PEER_DIR=../shared/bench ROUNDS=3 EPOCHS=5 DATA=fashion)
+#   CNN=1 bench/compare.sh      also W4 (3 epochs) and W5 on mnist10k against torch_cnn.py
 set -euo pipefail
 cd "$(dirname "$0")/.."
 peer_dir="${PEER_DIR:-../shared/bench}"
@@ -41,6 +42,14 @@ for round in $(seq 1 "$rounds"); do
   done
   measure "$round" build/bench/sgemm_floor 1
   measure "$round" build/bench/xtnn_mlp --workload w2 --threads 0 --data "$data" --epochs "$epochs"
+  if [ "${CNN:-0}" = 1 ]; then
+    for workload in w4 w5; do
+      cnn_epochs=$([ "$workload" = w4 ] && echo 3 || echo 5)
+      measure "$round" build/bench/xtnn_cnn --workload "$workload" --threads 1 --data mnist10k --epochs "$cnn_epochs"
+      measure "$round" env OMP_WAIT_POLICY=PASSIVE /usr/bin/python3 "$peer_dir/torch_cnn.py" \
+        --workload "$workload" --threads 1 --data mnist10k --epochs "$cnn_epochs"
+    done
+  fi
 done
 python3 bench/summarize.py "$results"
 echo "raw results: $results" >&2

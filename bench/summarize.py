@@ -5,6 +5,12 @@ import statistics
 import sys
 
 
+def median_infer(rows, peer, workload, key):
+    """The CNN scripts print their inference figures on a second line of the same workload."""
+    values = [r[key] for r in rows if r["peer"].startswith(peer) and r["workload"] == workload and key in r]
+    return statistics.median(values) if values else float("nan")
+
+
 def main(path):
     rows = [json.loads(line) for line in open(path)]
 
@@ -38,6 +44,19 @@ def main(path):
         ("W2 s/epoch, default threads vs 1 thread", median(x, "w2", "epoch_s_median", threads=0),
          median(x, "w2", "epoch_s_median"), "default <= 1 thread (+3% noise)", lambda a, b: a <= 1.03 * b),
     ]
+    for cnn in ("w4", "w5"):
+        if any(r["workload"] == cnn and r["peer"] == "xtnn" for r in rows):
+            goal = 1.5 if cnn == "w4" else 4
+            checks += [
+                (f"{cnn.upper()} s/epoch (mnist10k)", median(x, cnn, "epoch_s_median"), median(t, cnn, "epoch_s_median"),
+                 f"xtnn <= torch / {goal}", lambda a, b, goal=goal: a <= b / goal),
+                (f"{cnn.upper()} latency us, batch 1 (mean)", median_infer(rows, x, cnn, "lat_us_mean"),
+                 median_infer(rows, t, cnn, "lat_us_mean"), "xtnn <= torch / 2", lambda a, b: a <= b / 2),
+                (f"{cnn.upper()} img/s, batch 1000", median_infer(rows, x, cnn, "thr_img_s_median"),
+                 median_infer(rows, t, cnn, "thr_img_s_median"), "(no target)", lambda a, b: True),
+                (f"{cnn.upper()} test accuracy", median(x, cnn, "test_acc"), median(t, cnn, "test_acc"), "|diff| <= 0.01",
+                 lambda a, b: abs(a - b) <= 0.01),
+            ]
     print("| figure (medians) | xtnn | reference | ratio | target | met |")
     print("|---|---|---|---|---|---|")
     for name, mine, theirs, target, ok in checks:

@@ -4,7 +4,6 @@
 // (kh * kw * C, F) kernel.
 
 #include <algorithm>
-#include <cstring>
 #include <limits>
 #include <memory>
 #include <string>
@@ -69,21 +68,32 @@ std::ptrdiff_t source(const WindowAxis& axis, std::size_t o, std::size_t k) {
 template <class T>
 void im2col(const T* x, const ImageShape& s, const WindowAxis& rows, const WindowAxis& cols, T* patches) {
     const std::size_t patch = rows.window * cols.window * s.channels;
+    const std::size_t run = cols.window * s.channels;  // one kernel row: contiguous in the image
     for (std::size_t n = 0; n < s.batch; ++n) {
         for (std::size_t oy = 0; oy < rows.out; ++oy) {
             for (std::size_t ox = 0; ox < cols.out; ++ox) {
                 T* row = patches + ((n * rows.out + oy) * cols.out + ox) * patch;
+                const auto first_column = static_cast<std::ptrdiff_t>(ox * cols.stride) - static_cast<std::ptrdiff_t>(cols.pad_before);
+                const bool columns_inside = first_column >= 0 && first_column + std::ptrdiff_t(cols.window) <= std::ptrdiff_t(s.width);
                 for (std::size_t ky = 0; ky < rows.window; ++ky) {
+                    T* out = row + ky * run;
                     const std::ptrdiff_t iy = source(rows, oy, ky);
+                    if (iy < 0) {
+                        std::fill(out, out + run, T(0));
+                        continue;
+                    }
+                    const T* image_row = x + (n * s.height + std::size_t(iy)) * s.width * s.channels;
+                    if (columns_inside) {
+                        // Loops, not memcpy: with one or a few channels a call would cost more than the copy.
+                        const T* in = image_row + std::size_t(first_column) * s.channels;
+                        for (std::size_t i = 0; i < run; ++i) out[i] = in[i];
+                        continue;
+                    }
                     for (std::size_t kx = 0; kx < cols.window; ++kx) {
-                        T* out = row + (ky * cols.window + kx) * s.channels;
                         const std::ptrdiff_t ix = source(cols, ox, kx);
-                        if (iy < 0 || ix < 0) {
-                            std::fill(out, out + s.channels, T(0));
-                        } else {
-                            const T* in = x + ((n * s.height + std::size_t(iy)) * s.width + std::size_t(ix)) * s.channels;
-                            std::memcpy(out, in, s.channels * sizeof(T));
-                        }
+                        T* cell = out + kx * s.channels;
+                        const T* in = image_row + std::size_t(std::max<std::ptrdiff_t>(ix, 0)) * s.channels;
+                        for (std::size_t c = 0; c < s.channels; ++c) cell[c] = ix < 0 ? T(0) : in[c];
                     }
                 }
             }
@@ -215,14 +225,20 @@ BasicTensor<T> max_pool2d(const BasicTensor<T>& x, Window2D pool, Window2D strid
                         const std::ptrdiff_t ix = source(cols, ox, kx);
                         if (ix < 0) continue;
                         const std::size_t base = ((n * s.height + std::size_t(iy)) * s.width + std::size_t(ix)) * s.channels;
-                        for (std::size_t c = 0; c < s.channels; ++c) {
-                            // Strictly greater: among equal values the first in the window wins.
-                            if (first || in[base + c] > best[c]) {
+                        if (first) {
+                            for (std::size_t c = 0; c < s.channels; ++c) {
                                 best[c] = in[base + c];
                                 index[c] = base + c;
                             }
+                            first = false;
+                            continue;
                         }
-                        first = false;
+                        // Strictly greater: among equal values the first in the window wins.
+                        for (std::size_t c = 0; c < s.channels; ++c) {
+                            const bool larger = in[base + c] > best[c];
+                            best[c] = larger ? in[base + c] : best[c];
+                            index[c] = larger ? base + c : index[c];
+                        }
                     }
                 }
             }
