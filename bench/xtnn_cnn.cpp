@@ -35,8 +35,11 @@ int main(int argc, char** argv) {
     try {
         if (threads > 0) xtnn::ops::set_num_threads(threads);
         xtnn::set_random_seed(seed);
-        auto [train, test] = data == "fashion" ? xtnn::datasets::load_fashion_mnist()
-                                               : xtnn::datasets::load_mnist(XTNN_SOURCE_DIR "/datasets/mnist-10k");
+        // Named members, not structured bindings: clang 14 cannot capture those in a lambda.
+        auto datasets = data == "fashion" ? xtnn::datasets::load_fashion_mnist()
+                                          : xtnn::datasets::load_mnist(XTNN_SOURCE_DIR "/datasets/mnist-10k");
+        xtnn::Dataset& train = datasets.first;
+        xtnn::Dataset& test = datasets.second;
         for (auto* images : {&train.x, &test.x}) images->reshape({images->shape()[0], std::size_t(28), std::size_t(28), std::size_t(1)});
 
         xtnn::Sequential model;
