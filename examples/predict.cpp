@@ -3,6 +3,7 @@
 //   build/examples/predict mnist_mlp.xtnn datasets/samples/digit-7.pgm
 //   build/examples/predict mnist_mlp.xtnn datasets/mnist-10k/images-idx3-ubyte.gz --first 8000 --count 5
 
+#include <fstream>
 #include <iostream>
 
 #include <CLI/CLI.hpp>
@@ -13,9 +14,11 @@
 
 namespace {
 
+// PGM files start with "P5" or "P2"; only those two bytes are read to tell.
 bool is_pgm(const std::string& path) {
-    const auto bytes = xtnn::io::read_file(path, "image file");
-    return bytes.size() >= 2 && bytes[0] == 'P' && (bytes[1] == '5' || bytes[1] == '2');
+    char start[2] = {};
+    std::ifstream(path, std::ios::binary).read(start, 2);
+    return start[0] == 'P' && (start[1] == '5' || start[1] == '2');
 }
 
 // Images as a (count, height, width) batch in [0, 1], with a name for each.
@@ -33,10 +36,13 @@ std::pair<xt::xarray<float>, std::vector<std::string>> load_images(const std::st
     }
     if (first >= idx.shape[0]) throw xtnn::ValueError(fmt::format("{}: --first {} but the file has {} images", path, first, idx.shape[0]));
     const std::size_t end = std::min(idx.shape[0], first + count);
-    const xt::xarray<float> all = idx.type == xtnn::io::IdxType::ubyte ? xtnn::scale_to_unit(idx.to_bytes()) : idx.to_float();
     std::vector<std::string> names;
     for (std::size_t i = first; i < end; ++i) names.push_back(fmt::format("{}[{}]", path, i));
-    return {xt::view(all, xt::range(first, end)), names};
+    if (idx.type == xtnn::io::IdxType::ubyte) {
+        const xt::xarray<std::uint8_t> pixels = xt::view(idx.to_bytes(), xt::range(first, end));
+        return {xtnn::scale_to_unit(pixels), names};
+    }
+    return {xt::view(idx.to_float(), xt::range(first, end)), names};
 }
 
 }  // namespace

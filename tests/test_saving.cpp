@@ -108,11 +108,8 @@ std::vector<std::uint8_t> trained_model_bytes() {
 template <class Edit>
 std::vector<std::uint8_t> edited(const std::vector<std::uint8_t>& bytes, Edit edit) {
     const auto file = safetensors::parse(bytes, "test");
-    std::vector<std::pair<std::string, std::string>> metadata = {{"format", file.metadata.at("format")},
-                                                                  {"format_version", file.metadata.at("format_version")}};
-    for (const auto& [key, value] : file.metadata) {
-        if (key != "format" && key != "format_version") metadata.emplace_back(key, value);
-    }
+    // reseal_model_file puts "format" first again, so the order here does not matter.
+    std::vector<std::pair<std::string, std::string>> metadata(file.metadata.begin(), file.metadata.end());
     std::vector<std::pair<std::string, xt::xarray<float>>> tensors;
     for (const auto& tensor : file.tensors) tensors.emplace_back(tensor.name, file.to_float(tensor, "test"));
     edit(metadata, tensors);
