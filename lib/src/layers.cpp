@@ -173,17 +173,65 @@ void Layer::check_input(const Tensor& x) const {
     }
 }
 
+template <class Options>
+KernelLayer<Options>::KernelLayer(Options options) : Layer(optional_shape(options.input_shape)), options_(std::move(options)) {
+    get_activation(options_.activation);
+    require_initializer(options_.kernel_initializer);
+    require_initializer(options_.bias_initializer);
+}
+
+template <class Options>
+void KernelLayer<Options>::build_weights(const Shape& input_shape) {
+    output_shape(input_shape);  // checks the input shape before anything is allocated
+    const auto shapes = weight_shapes(input_shape);
+    kernel_ = Tensor::parameter(initialize(options_.kernel_initializer, shapes[0], global_generator()));
+    if (options_.use_bias) bias_ = Tensor::parameter(initialize(options_.bias_initializer, shapes[1], global_generator()));
+}
+
+template <class Options>
+Tensor KernelLayer<Options>::add_bias(const Tensor& y) const {
+    return options_.use_bias ? ops::bias_add(y, bias_) : y;
+}
+
+template <class Options>
+Tensor KernelLayer<Options>::call(const Tensor& x, bool training) {
+    return get_activation(options_.activation)(call_before_activation(x, training));
+}
+
+template <class Options>
+std::vector<Tensor> KernelLayer<Options>::weights() const {
+    if (!built()) return {};
+    if (!options_.use_bias) return {kernel_};
+    return {kernel_, bias_};
+}
+
+template <class Options>
+std::vector<std::string> KernelLayer<Options>::weight_names() const {
+    if (!options_.use_bias) return {"kernel"};
+    return {"kernel", "bias"};
+}
+
+template <class Options>
+nlohmann::json KernelLayer<Options>::kernel_config() const {
+    nlohmann::json config = Layer::config();
+    config["activation"] = options_.activation;
+    config["use_bias"] = options_.use_bias;
+    config["kernel_initializer"] = options_.kernel_initializer;
+    config["bias_initializer"] = options_.bias_initializer;
+    return config;
+}
+
+template class KernelLayer<DenseOptions>;
+template class KernelLayer<Conv2DOptions>;
+
 Dense::Dense(std::size_t units, std::string activation, Shape input_shape)
     : Dense(DenseOptions{.units = units, .activation = std::move(activation), .input_shape = std::move(input_shape)}) {}
 
-Dense::Dense(DenseOptions options) : Layer(optional_shape(options.input_shape)), options_(std::move(options)) {
+Dense::Dense(DenseOptions options) : KernelLayer(std::move(options)) {
     if (options_.units == 0 || options_.units > max_units) {
         throw ValueError("Dense: units must be in [1, " + std::to_string(max_units) + "], got " +
                          std::to_string(options_.units));
     }
-    get_activation(options_.activation);
-    require_initializer(options_.kernel_initializer);
-    require_initializer(options_.bias_initializer);
 }
 
 Shape Dense::output_shape(const Shape& input_shape) const {
@@ -197,48 +245,18 @@ std::vector<Shape> Dense::weight_shapes(const Shape& input_shape) const {
     return {{input_shape.back(), options_.units}, {options_.units}};
 }
 
-void Dense::build_weights(const Shape& input_shape) {
-    const auto shapes = weight_shapes(input_shape);
-    kernel_ = Tensor::parameter(initialize(options_.kernel_initializer, shapes[0], global_generator()));
-    if (options_.use_bias) bias_ = Tensor::parameter(initialize(options_.bias_initializer, shapes[1], global_generator()));
-}
-
 Tensor Dense::call_before_activation(const Tensor& x, bool) {
     check_input(x);
-    Tensor y;
-    if (x.dimension() == 2) {
-        y = ops::matmul(x, kernel_);
-    } else {
-        std::vector<std::ptrdiff_t> output_shape(x.shape().begin(), x.shape().end());
-        output_shape.back() = static_cast<std::ptrdiff_t>(options_.units);
-        const auto rows = static_cast<std::ptrdiff_t>(x.size() / x.shape().back());
-        y = ops::reshape(ops::matmul(ops::reshape(x, {rows, -1}), kernel_), output_shape);
-    }
-    return options_.use_bias ? ops::bias_add(y, bias_) : y;
-}
-
-Tensor Dense::call(const Tensor& x, bool training) {
-    return get_activation(options_.activation)(call_before_activation(x, training));
-}
-
-std::vector<Tensor> Dense::weights() const {
-    if (!built()) return {};
-    if (!options_.use_bias) return {kernel_};
-    return {kernel_, bias_};
-}
-
-std::vector<std::string> Dense::weight_names() const {
-    if (!options_.use_bias) return {"kernel"};
-    return {"kernel", "bias"};
+    if (x.dimension() == 2) return add_bias(ops::matmul(x, kernel_));
+    std::vector<std::ptrdiff_t> output_shape(x.shape().begin(), x.shape().end());
+    output_shape.back() = static_cast<std::ptrdiff_t>(options_.units);
+    const auto rows = static_cast<std::ptrdiff_t>(x.size() / x.shape().back());
+    return add_bias(ops::reshape(ops::matmul(ops::reshape(x, {rows, -1}), kernel_), output_shape));
 }
 
 nlohmann::json Dense::config() const {
-    nlohmann::json config = Layer::config();
+    nlohmann::json config = kernel_config();
     config["units"] = options_.units;
-    config["activation"] = options_.activation;
-    config["use_bias"] = options_.use_bias;
-    config["kernel_initializer"] = options_.kernel_initializer;
-    config["bias_initializer"] = options_.bias_initializer;
     return config;
 }
 
@@ -300,8 +318,7 @@ Conv2D::Conv2D(std::size_t filters, std::size_t kernel_size, std::size_t strides
                            .activation = std::move(activation),
                            .input_shape = std::move(input_shape)}) {}
 
-Conv2D::Conv2D(Conv2DOptions options)
-    : Layer(optional_shape(options.input_shape)), options_(std::move(options)), padding_(ops::padding_from_name(options_.padding)) {
+Conv2D::Conv2D(Conv2DOptions options) : KernelLayer(std::move(options)), padding_(ops::padding_from_name(options_.padding)) {
     if (options_.filters == 0 || options_.filters > max_units) {
         throw ValueError("Conv2D: filters must be in [1, " + std::to_string(max_units) + "], got " +
                          std::to_string(options_.filters));
@@ -312,9 +329,6 @@ Conv2D::Conv2D(Conv2DOptions options)
             throw ValueError("Conv2D: kernel_size and strides must be in [1, " + std::to_string(max_units) + "]");
         }
     }
-    get_activation(options_.activation);
-    require_initializer(options_.kernel_initializer);
-    require_initializer(options_.bias_initializer);
 }
 
 Shape Conv2D::output_shape(const Shape& input_shape) const {
@@ -329,46 +343,19 @@ std::vector<Shape> Conv2D::weight_shapes(const Shape& input_shape) const {
     return {kernel, {options_.filters}};
 }
 
-void Conv2D::build_weights(const Shape& input_shape) {
-    output_shape(input_shape);  // checks the rank and the window against the image size
-    const auto shapes = weight_shapes(input_shape);
-    kernel_ = Tensor::parameter(initialize(options_.kernel_initializer, shapes[0], global_generator()));
-    if (options_.use_bias) bias_ = Tensor::parameter(initialize(options_.bias_initializer, shapes[1], global_generator()));
-}
-
 Tensor Conv2D::call_before_activation(const Tensor& x, bool) {
     check_input(x);
-    Tensor y = ops::conv2d(x, kernel_, options_.strides, padding_);
-    return options_.use_bias ? ops::bias_add(y, bias_) : y;
-}
-
-Tensor Conv2D::call(const Tensor& x, bool training) {
-    return get_activation(options_.activation)(call_before_activation(x, training));
-}
-
-std::vector<Tensor> Conv2D::weights() const {
-    if (!built()) return {};
-    if (!options_.use_bias) return {kernel_};
-    return {kernel_, bias_};
-}
-
-std::vector<std::string> Conv2D::weight_names() const {
-    if (!options_.use_bias) return {"kernel"};
-    return {"kernel", "bias"};
+    return add_bias(ops::conv2d(x, kernel_, options_.strides, padding_));
 }
 
 nlohmann::json Conv2D::config() const {
-    nlohmann::json config = Layer::config();
+    nlohmann::json config = kernel_config();
     config["filters"] = options_.filters;
     config["kernel_size"] = window_json(options_.kernel_size);
     config["strides"] = window_json(options_.strides);
     config["padding"] = options_.padding;
     config["data_format"] = "channels_last";
     config["dilation_rate"] = window_json({1, 1});
-    config["activation"] = options_.activation;
-    config["use_bias"] = options_.use_bias;
-    config["kernel_initializer"] = options_.kernel_initializer;
-    config["bias_initializer"] = options_.bias_initializer;
     return config;
 }
 

@@ -71,8 +71,36 @@ struct DenseOptions {
     Shape input_shape = {};
 };
 
+/// What Dense and Conv2D share: a kernel, an optional bias and an activation applied last, set
+/// by an options struct with `activation`, `use_bias`, `kernel_initializer`, `bias_initializer`
+/// and `input_shape`. The kernel and bias take the shapes weight_shapes() gives.
+template <class Options>
+class KernelLayer : public Layer {
+public:
+    Tensor call(const Tensor& x, bool training) override;
+    std::string output_activation() const override { return options_.activation; }
+    std::vector<Tensor> weights() const override;
+    std::vector<std::string> weight_names() const override;
+
+    const Options& options() const { return options_; }
+    const Tensor& kernel() const { return kernel_; }
+    const Tensor& bias() const { return bias_; }
+
+protected:
+    explicit KernelLayer(Options options);
+    void build_weights(const Shape& input_shape) override;
+    /// y + bias over the last axis, when the layer has a bias.
+    Tensor add_bias(const Tensor& y) const;
+    /// Layer::config() with the activation, use_bias and the initializers.
+    nlohmann::json kernel_config() const;
+
+    Options options_;
+    Tensor kernel_;
+    Tensor bias_;
+};
+
 /// activation(x @ kernel + bias) on the last axis; inputs of rank > 2 keep their middle axes.
-class Dense : public Layer {
+class Dense : public KernelLayer<DenseOptions> {
 public:
     Dense(std::size_t units, std::string activation = "linear", Shape input_shape = {});
     explicit Dense(DenseOptions options);
@@ -80,24 +108,8 @@ public:
     std::string class_name() const override { return "Dense"; }
     Shape output_shape(const Shape& input_shape) const override;
     std::vector<Shape> weight_shapes(const Shape& input_shape) const override;
-    Tensor call(const Tensor& x, bool training) override;
-    std::string output_activation() const override { return options_.activation; }
     Tensor call_before_activation(const Tensor& x, bool training) override;
-    std::vector<Tensor> weights() const override;
-    std::vector<std::string> weight_names() const override;
     nlohmann::json config() const override;
-
-    const DenseOptions& options() const { return options_; }
-    const Tensor& kernel() const { return kernel_; }
-    const Tensor& bias() const { return bias_; }
-
-protected:
-    void build_weights(const Shape& input_shape) override;
-
-private:
-    DenseOptions options_;
-    Tensor kernel_;
-    Tensor bias_;
 };
 
 /// Inverted dropout while training, the identity otherwise. The mask comes from the seeded
@@ -157,7 +169,7 @@ struct Conv2DOptions {
 
 /// activation(conv2d(x, kernel) + bias) on channels-last images (height, width, channels); the
 /// kernel has shape (kernel height, kernel width, channels, filters), as in Keras.
-class Conv2D : public Layer {
+class Conv2D : public KernelLayer<Conv2DOptions> {
 public:
     Conv2D(std::size_t filters, std::size_t kernel_size, std::size_t strides = 1, std::string padding = "valid",
            std::string activation = "linear", Shape input_shape = {});
@@ -166,22 +178,11 @@ public:
     std::string class_name() const override { return "Conv2D"; }
     Shape output_shape(const Shape& input_shape) const override;
     std::vector<Shape> weight_shapes(const Shape& input_shape) const override;
-    Tensor call(const Tensor& x, bool training) override;
-    std::string output_activation() const override { return options_.activation; }
     Tensor call_before_activation(const Tensor& x, bool training) override;
-    std::vector<Tensor> weights() const override;
-    std::vector<std::string> weight_names() const override;
     nlohmann::json config() const override;
-    const Conv2DOptions& options() const { return options_; }
-
-protected:
-    void build_weights(const Shape& input_shape) override;
 
 private:
-    Conv2DOptions options_;
     ops::Padding padding_;
-    Tensor kernel_;
-    Tensor bias_;
 };
 
 struct Pooling2DOptions {
