@@ -190,6 +190,15 @@ TEST_CASE("datasets: the bundled digits, image/label mismatches and label range"
     CHECK(xt::amin(train.x)() >= 0.0f);
     CHECK(xt::amax(train.x)() == 1.0f);
 
+    // The byte sets hold the files' bytes; scaled, they are exactly the float sets.
+    const auto [train_bytes, test_bytes] = datasets::load_mnist_bytes(std::string(XTNN_SOURCE_DIR) + "/datasets/mnist-10k");
+    CHECK(train_bytes.x.shape() == Shape{8000, 28, 28});
+    CHECK(test_bytes.x.shape() == Shape{2000, 28, 28});
+    CHECK(scale_to_unit(train_bytes.x) == train.x);
+    CHECK(scale_to_unit(test_bytes.x) == test.x);
+    CHECK(train_bytes.y == train.y);
+    CHECK(test_bytes.y == test.y);
+
     TempDir dir;
     dir.write("images-idx3-ubyte", idx_file(0x08, {3, 28, 28}, 3 * 784));
     dir.write("labels-idx1-ubyte", idx_file(0x08, {2}, 2));
@@ -198,12 +207,30 @@ TEST_CASE("datasets: the bundled digits, image/label mismatches and label range"
     labels.insert(labels.end(), {1, 10, 2});
     dir.write("labels-idx1-ubyte", labels);
     CHECK(error_of([&] { datasets::load_mnist(dir.path.string()); }).find("label 10 at index 1") != std::string::npos);
+    CHECK(error_of([&] { datasets::load_mnist_bytes(dir.path.string()); }).find("label 10 at index 1") != std::string::npos);
     CHECK(error_of([&] { datasets::load_mnist((dir.path / "nowhere").string()); }).find("does not exist") != std::string::npos);
 }
 
 TEST_CASE("to_categorical, scaling and the seeded split") {
     CHECK(to_categorical(xt::xarray<float>{2, 0}, 3) == xt::xarray<float>{{0, 0, 1}, {1, 0, 0}});
     CHECK(scale_to_unit(xt::xarray<std::uint8_t>{0, 255})(1) == 1.0f);
+    // Every byte scales to the float a Rescaling(1.0 / 255) layer gives it.
+    xt::xarray<std::uint8_t> every_byte = xt::empty<std::uint8_t>({256});
+    for (std::size_t b = 0; b < 256; ++b) every_byte(b) = std::uint8_t(b);
+    Rescaling rescaling(1.0 / 255);
+    rescaling.build({256});
+    xt::xarray<float> batch = xt::cast<float>(every_byte);
+    batch.reshape({1, 256});
+    xt::xarray<float> rescaled = rescaling.call(Tensor::constant(batch), false).value();
+    rescaled.reshape({256});
+    CHECK(scale_to_unit(every_byte) == rescaled);
+
+    // Gathered rows of bytes are the same rows cast to float, in the order asked.
+    const xt::xarray<std::uint8_t> images{{{1, 2}, {3, 4}}, {{5, 6}, {7, 8}}, {{9, 10}, {11, 255}}};
+    const xt::xarray<float> gathered = gather_rows(images, {2, 0, 1}, 0, 2);
+    CHECK(gathered == xt::xarray<float>{{{9, 10}, {11, 255}}, {{1, 2}, {3, 4}}});
+    CHECK(gather_rows(xt::xarray<float>(xt::cast<float>(images)), {2, 0, 1}, 1, 3) ==
+          xt::xarray<float>{{{1, 2}, {3, 4}}, {{5, 6}, {7, 8}}});
     Generator a(3), b(3);
     auto split = random_split(100, 0.2, a);
     CHECK(split.validation.size() == 20);

@@ -322,3 +322,67 @@ TEST_CASE("predict runs in batches without recording a graph") {
     for (std::size_t r = 0; r < 37; ++r) CHECK(xt::sum(xt::row(all, r))() == doctest::Approx(1.0).epsilon(1e-5));
     for (const auto& w : model.weights()) CHECK_FALSE(w.has_grad());
 }
+
+TEST_CASE("bytes with a Rescaling layer train exactly as the same images scaled to floats") {
+    Generator g(21);
+    xt::xarray<std::uint8_t> bytes = xt::empty<std::uint8_t>({50, 6, 6});
+    for (auto& b : bytes) b = std::uint8_t(g.below(256));
+    xt::xarray<float> labels = xt::empty<float>({50});
+    for (auto& label : labels) label = float(g.below(3));
+    const xt::xarray<float> floats = scale_to_unit(bytes);
+
+    auto train = [&](bool from_bytes) {
+        set_random_seed(4);
+        Sequential model;
+        if (from_bytes) {
+            model.add(Rescaling(1.0 / 255, 0.0, {6, 6}));
+            model.add(Flatten());
+        } else {
+            model.add(Flatten({6, 6}));
+        }
+        model.add(Dense(8, "relu"));
+        model.add(Dropout(0.2));
+        model.add(Dense(3, "softmax"));
+        model.compile("sparse_categorical_crossentropy", SGD{.learning_rate = 0.1, .momentum = 0.9}, {"accuracy"});
+        const FitOptions options{.batch_size = 8, .epochs = 3, .verbose = 0, .validation_split = 0.2};
+        History history = from_bytes ? model.fit(bytes, labels, options) : model.fit(floats, labels, options);
+        const auto predictions = from_bytes ? model.predict(bytes, 7) : model.predict(floats, 7);
+        const auto scores = from_bytes ? model.evaluate(bytes, labels) : model.evaluate(floats, labels);
+        return std::tuple{model.get_weights(), history.history, predictions, scores};
+    };
+    const auto [weights_b, history_b, predictions_b, scores_b] = train(true);
+    const auto [weights_f, history_f, predictions_f, scores_f] = train(false);
+    REQUIRE(weights_b.size() == weights_f.size());
+    for (std::size_t i = 0; i < weights_b.size(); ++i) CHECK(weights_b[i] == weights_f[i]);
+    CHECK(history_b == history_f);
+    CHECK(predictions_b == predictions_f);
+    CHECK(scores_b == scores_f);
+}
+
+TEST_CASE("Rescaling: scale and offset, Keras config, summary and refused configs") {
+    Rescaling layer(2.0, -1.0, {3});
+    layer.build({3});
+    CHECK(layer.call(Tensor::constant(xt::xarray<float>{{0.0f, 0.5f, 1.0f}}), false).value() ==
+          xt::xarray<float>{{-1.0f, 0.0f, 1.0f}});
+    const auto config = layer.config();
+    CHECK(config["scale"] == 2.0);
+    CHECK(config["offset"] == -1.0);
+    auto rebuilt = make_layer("rescaling", {{"scale", 0.5}});
+    CHECK(rebuilt->class_name() == "Rescaling");
+    CHECK(rebuilt->config()["offset"] == 0.0);
+    CHECK(error_of([] { make_layer("Rescaling", {{"scale", {0.5, 0.25}}}); }).find("one per channel") != std::string::npos);
+    CHECK(error_of([] { make_layer("Rescaling", {{"offset", 1.0}}); }).find("missing required field 'scale'") !=
+          std::string::npos);
+    CHECK(error_of([] { Rescaling(std::nan(""), 0.0); }).find("finite") != std::string::npos);
+
+    Sequential model;
+    model.add(Rescaling(1.0 / 255, 0.0, {28, 28}));
+    model.add(Flatten());
+    model.add(Dense(10, "softmax"));
+    CHECK(model.summary_string().find("rescaling (Rescaling)") != std::string::npos);
+    const Sequential copy = Sequential::from_json(model.to_json());
+    CHECK(copy.layer(0).config() == model.layer(0).config());
+    model.compile("sparse_categorical_crossentropy", "sgd");
+    const xt::xarray<std::uint8_t> wrong = xt::zeros<std::uint8_t>({2, 27, 28});
+    CHECK(error_of([&] { model.predict(wrong); }).find("got x of shape (2, 27, 28)") != std::string::npos);
+}

@@ -1,8 +1,11 @@
 #include "xtnn/layers.hpp"
 
 #include <cctype>
+#include <cmath>
 #include <functional>
 #include <limits>
+
+#include <fmt/format.h>
 
 #include "xtnn/activations.hpp"
 #include "xtnn/initializers.hpp"
@@ -275,6 +278,27 @@ nlohmann::json Dropout::config() const {
     return config;
 }
 
+Rescaling::Rescaling(double scale, double offset, Shape input_shape)
+    : Layer(optional_shape(input_shape)), scale_(scale), offset_(offset) {
+    if (!std::isfinite(scale) || !std::isfinite(offset)) {
+        throw ValueError(fmt::format("Rescaling: scale and offset must be finite numbers, got {} and {}", scale, offset));
+    }
+}
+
+Tensor Rescaling::call(const Tensor& x, bool) {
+    check_input(x);
+    Tensor scaled = ops::scale(x, static_cast<float>(scale_));
+    if (offset_ == 0.0) return scaled;
+    return scaled + Tensor::constant(xt::xarray<float>(static_cast<float>(offset_)));
+}
+
+nlohmann::json Rescaling::config() const {
+    nlohmann::json config = Layer::config();
+    config["scale"] = scale_;
+    config["offset"] = offset_;
+    return config;
+}
+
 Flatten::Flatten(Shape input_shape) : Layer(optional_shape(input_shape)) {}
 
 Shape Flatten::output_shape(const Shape& input_shape) const {
@@ -483,6 +507,18 @@ const Registry<LayerFactory>& layer_factories() {
              [](const nlohmann::json& c) {
                  const auto at = where("Dropout", c);
                  return std::make_unique<Dropout>(field<double>(c, "rate", at), input_shape_field(c, at));
+             }},
+            {"Rescaling",
+             [](const nlohmann::json& c) {
+                 const auto at = where("Rescaling", c);
+                 for (const char* key : {"scale", "offset"}) {
+                     if (c.contains(key) && c[key].is_array()) {
+                         throw ValueError("layer config of " + at + ": a list of " + key +
+                                          " values (one per channel) is not supported, only one number");
+                     }
+                 }
+                 return std::make_unique<Rescaling>(field<double>(c, "scale", at), field<double>(c, "offset", at, 0.0),
+                                                    input_shape_field(c, at));
              }},
             {"Flatten",
              [](const nlohmann::json& c) { return std::make_unique<Flatten>(input_shape_field(c, where("Flatten", c))); }},

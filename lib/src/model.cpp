@@ -18,7 +18,10 @@ namespace {
 
 constexpr std::size_t max_layers = 1024;
 
-Shape sample_shape(const xt::xarray<float>& x) { return Shape(x.shape().begin() + 1, x.shape().end()); }
+Shape sample_shape(const InputRows& x) {
+    const Shape shape = x.shape();
+    return Shape(shape.begin() + 1, shape.end());
+}
 
 // Every step allocates and frees buffers of the same sizes (batches, activations, gradients), many
 // above glibc's 128 KiB mmap threshold: each would be mapped, page-faulted and unmapped again on
@@ -42,18 +45,6 @@ std::vector<std::size_t> iota(std::size_t n) {
 }
 
 }  // namespace
-
-xt::xarray<float> gather_rows(const xt::xarray<float>& x, const std::vector<std::size_t>& indices, std::size_t begin,
-                              std::size_t end) {
-    Shape shape(x.shape().begin(), x.shape().end());
-    const std::size_t row_size = shape[0] == 0 ? 0 : x.size() / shape[0];
-    shape[0] = end - begin;
-    xt::xarray<float> rows = xt::empty<float>(shape);
-    for (std::size_t i = begin; i < end; ++i) {
-        std::memcpy(rows.data() + (i - begin) * row_size, x.data() + indices[i] * row_size, row_size * sizeof(float));
-    }
-    return rows;
-}
 
 Sequential::Sequential(std::string name) : name_(std::move(name)) {}
 Sequential::Sequential(Sequential&&) noexcept = default;
@@ -192,8 +183,8 @@ void Sequential::require_ready(const char* method) const {
     if (!compiled()) throw ValueError(std::string(method) + ": call compile() before " + method + "()");
 }
 
-void Sequential::check_inputs(const char* method, const xt::xarray<float>& x) const {
-    if (x.dimension() == 0 || x.shape()[0] == 0) {
+void Sequential::check_inputs(const char* method, const InputRows& x) const {
+    if (x.count() == 0) {
         throw ValueError(std::string(method) + ": no samples (x has shape " + shape_to_string(x.shape()) + ")");
     }
     const Shape expected = input_shape();
@@ -216,10 +207,10 @@ Tensor Sequential::call(const Tensor& x, bool training) {
     return h;
 }
 
-std::map<std::string, double> Sequential::run_evaluation(const xt::xarray<float>& x, const xt::xarray<float>& targets,
+std::map<std::string, double> Sequential::run_evaluation(const InputRows& x, const xt::xarray<float>& targets,
                                                           std::size_t batch_size, Progbar* progress) {
     NoGradGuard no_grad;
-    const std::size_t n = x.shape()[0];
+    const std::size_t n = x.count();
     const auto order = iota(n);
     const std::string activation = layers_.back()->output_activation();
     double loss_total = 0;
@@ -227,7 +218,7 @@ std::map<std::string, double> Sequential::run_evaluation(const xt::xarray<float>
     std::map<std::string, double> logs;
     for (std::size_t begin = 0, step = 1; begin < n; begin += batch_size, ++step) {
         const std::size_t end = std::min(n, begin + batch_size);
-        Tensor pre = forward_before_activation(Tensor::constant(gather_rows(x, order, begin, end)), false);
+        Tensor pre = forward_before_activation(Tensor::constant(x.gather(order, begin, end)), false);
         const xt::xarray<float> batch_targets = gather_rows(targets, order, begin, end);
         loss_total += static_cast<double>(loss_->compute(pre, activation, batch_targets).item()) * double(end - begin);
         if (!metrics_.empty()) {
@@ -241,7 +232,7 @@ std::map<std::string, double> Sequential::run_evaluation(const xt::xarray<float>
     return logs;
 }
 
-History Sequential::fit(const xt::xarray<float>& x, const xt::xarray<float>& y, const FitOptions& options) {
+History Sequential::fit_rows(const InputRows& x, const xt::xarray<float>& y, const FitOptions& options) {
     keep_freed_buffers_on_heap();
     require_ready("fit");
     if (options.batch_size == 0) throw ValueError("fit: batch_size must be positive, got 0");
@@ -254,7 +245,7 @@ History Sequential::fit(const xt::xarray<float>& x, const xt::xarray<float>& y, 
     }
     if (x.dimension() > 0 && !built()) build(sample_shape(x));
     check_inputs("fit", x);
-    const std::size_t n = x.shape()[0];
+    const std::size_t n = x.count();
     if (y.dimension() == 0 || y.shape()[0] != n) {
         throw ShapeError("fit: x has " + std::to_string(n) + " samples but y has shape " + shape_to_string(y.shape()));
     }
@@ -274,7 +265,7 @@ History Sequential::fit(const xt::xarray<float>& x, const xt::xarray<float>& y, 
         IndexSplit split = random_split(n, options.validation_split);
         train_indices = std::move(split.train);
         const std::size_t held_out = split.validation.size();
-        validation.emplace(gather_rows(x, split.validation, 0, held_out), gather_rows(targets, split.validation, 0, held_out));
+        validation.emplace(x.gather(split.validation, 0, held_out), gather_rows(targets, split.validation, 0, held_out));
     }
 
     std::ostream& out = options.output ? *options.output : std::cout;
@@ -310,7 +301,7 @@ History Sequential::fit(const xt::xarray<float>& x, const xt::xarray<float>& y, 
             const std::size_t begin = step * options.batch_size;
             const std::size_t end = std::min(train_count, begin + options.batch_size);
             const xt::xarray<float> batch_targets = gather_rows(targets, order, begin, end);
-            Tensor pre = forward_before_activation(Tensor::constant(gather_rows(x, order, begin, end)), true);
+            Tensor pre = forward_before_activation(Tensor::constant(x.gather(order, begin, end)), true);
             Tensor loss = loss_->compute(pre, activation, batch_targets);
             for (auto& weight : trainable) weight.zero_grad();
             loss.backward();
@@ -346,31 +337,31 @@ History Sequential::fit(const xt::xarray<float>& x, const xt::xarray<float>& y, 
     return history;
 }
 
-std::map<std::string, double> Sequential::evaluate(const xt::xarray<float>& x, const xt::xarray<float>& y,
-                                                   const EvaluateOptions& options) {
+std::map<std::string, double> Sequential::evaluate_rows(const InputRows& x, const xt::xarray<float>& y,
+                                                        const EvaluateOptions& options) {
     keep_freed_buffers_on_heap();
     require_ready("evaluate");
     if (options.batch_size == 0) throw ValueError("evaluate: batch_size must be positive, got 0");
     check_inputs("evaluate", x);
-    if (y.dimension() == 0 || y.shape()[0] != x.shape()[0]) {
-        throw ShapeError("evaluate: x has " + std::to_string(x.shape()[0]) + " samples but y has shape " +
+    if (y.dimension() == 0 || y.shape()[0] != x.count()) {
+        throw ShapeError("evaluate: x has " + std::to_string(x.count()) + " samples but y has shape " +
                          shape_to_string(y.shape()));
     }
     const xt::xarray<float> targets = loss_->prepare_targets(y, output_shape());
     std::ostream& out = options.output ? *options.output : std::cout;
-    const std::size_t steps = (x.shape()[0] + options.batch_size - 1) / options.batch_size;
+    const std::size_t steps = (x.count() + options.batch_size - 1) / options.batch_size;
     Progbar progress(steps, options.verbose, out, is_terminal(out));
     return run_evaluation(x, targets, options.batch_size, &progress);
 }
 
-xt::xarray<float> Sequential::predict(const xt::xarray<float>& x, std::size_t batch_size) {
+xt::xarray<float> Sequential::predict_rows(const InputRows& x, std::size_t batch_size) {
     keep_freed_buffers_on_heap();
     if (batch_size == 0) throw ValueError("predict: batch_size must be positive, got 0");
     if (layers_.empty()) throw ValueError("predict: model '" + name_ + "' has no layers");
     if (x.dimension() > 0 && !built()) build(sample_shape(x));
     check_inputs("predict", x);
     NoGradGuard no_grad;
-    const std::size_t n = x.shape()[0];
+    const std::size_t n = x.count();
     const auto order = iota(n);
     Shape shape{n};
     const Shape per_sample = output_shape();
@@ -379,7 +370,7 @@ xt::xarray<float> Sequential::predict(const xt::xarray<float>& x, std::size_t ba
     const std::size_t row_size = result.size() / n;
     for (std::size_t begin = 0; begin < n; begin += batch_size) {
         const std::size_t end = std::min(n, begin + batch_size);
-        Tensor out = call(Tensor::constant(gather_rows(x, order, begin, end)), false);
+        Tensor out = call(Tensor::constant(x.gather(order, begin, end)), false);
         std::copy(out.value().begin(), out.value().end(), result.data() + begin * row_size);
     }
     return result;

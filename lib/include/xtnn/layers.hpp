@@ -128,6 +128,22 @@ private:
     double rate_;
 };
 
+/// x * scale + offset, as Keras's Rescaling: Rescaling(1.0 / 255) first turns images fed as
+/// bytes 0..255 into [0, 1] inside the model, so the data can stay as bytes.
+class Rescaling : public Layer {
+public:
+    explicit Rescaling(double scale, double offset = 0.0, Shape input_shape = {});
+
+    std::string class_name() const override { return "Rescaling"; }
+    Shape output_shape(const Shape& input_shape) const override { return input_shape; }
+    Tensor call(const Tensor& x, bool training) override;
+    nlohmann::json config() const override;
+
+private:
+    double scale_;
+    double offset_;
+};
+
 /// (batch, d1, d2, ...) -> (batch, d1 * d2 * ...).
 class Flatten : public Layer {
 public:

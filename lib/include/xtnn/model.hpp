@@ -2,7 +2,9 @@
 // The Sequential model: a stack of layers with Keras's add / compile / fit / evaluate / predict /
 // summary, and its Keras-style JSON config.
 
+#include <concepts>
 #include <cstddef>
+#include <cstdint>
 #include <iostream>
 #include <map>
 #include <memory>
@@ -15,6 +17,7 @@
 #include <xtensor/xarray.hpp>
 
 #include "xtnn/callbacks.hpp"
+#include "xtnn/data.hpp"
 #include "xtnn/layers.hpp"
 #include "xtnn/losses.hpp"
 #include "xtnn/metrics.hpp"
@@ -79,12 +82,35 @@ public:
                  const std::vector<std::string>& metrics = {});
     bool compiled() const { return loss_ != nullptr; }
 
-    History fit(const xt::xarray<float>& x, const xt::xarray<float>& y, const FitOptions& options = {});
+    // fit, evaluate and predict take x as floats or as bytes (uint8 images as the files hold
+    // them, see datasets::load_mnist_bytes), cast to float one batch at a time without scaling;
+    // a model for bytes starts with Rescaling(1.0 / 255).
+
+    History fit(const xt::xarray<float>& x, const xt::xarray<float>& y, const FitOptions& options = {}) {
+        return fit_rows(x, y, options);
+    }
+    template <class Bytes>
+        requires std::same_as<Bytes, xt::xarray<std::uint8_t>>
+    History fit(const Bytes& x, const xt::xarray<float>& y, const FitOptions& options = {}) {
+        return fit_rows(x, y, options);
+    }
     /// The loss and each metric, averaged over all samples.
     std::map<std::string, double> evaluate(const xt::xarray<float>& x, const xt::xarray<float>& y,
-                                           const EvaluateOptions& options = {});
+                                           const EvaluateOptions& options = {}) {
+        return evaluate_rows(x, y, options);
+    }
+    template <class Bytes>
+        requires std::same_as<Bytes, xt::xarray<std::uint8_t>>
+    std::map<std::string, double> evaluate(const Bytes& x, const xt::xarray<float>& y, const EvaluateOptions& options = {}) {
+        return evaluate_rows(x, y, options);
+    }
     /// Outputs for every sample, computed in batches with no graph recorded.
-    xt::xarray<float> predict(const xt::xarray<float>& x, std::size_t batch_size = 32);
+    xt::xarray<float> predict(const xt::xarray<float>& x, std::size_t batch_size = 32) { return predict_rows(x, batch_size); }
+    template <class Bytes>
+        requires std::same_as<Bytes, xt::xarray<std::uint8_t>>
+    xt::xarray<float> predict(const Bytes& x, std::size_t batch_size = 32) {
+        return predict_rows(x, batch_size);
+    }
     /// One forward pass over a batch as tensors (for custom training loops).
     Tensor call(const Tensor& x, bool training = false);
 
@@ -132,8 +158,12 @@ public:
 private:
     Tensor forward_before_activation(const Tensor& x, bool training);
     void require_ready(const char* method) const;
-    void check_inputs(const char* method, const xt::xarray<float>& x) const;
-    std::map<std::string, double> run_evaluation(const xt::xarray<float>& x, const xt::xarray<float>& targets,
+    void check_inputs(const char* method, const InputRows& x) const;
+    History fit_rows(const InputRows& x, const xt::xarray<float>& y, const FitOptions& options);
+    std::map<std::string, double> evaluate_rows(const InputRows& x, const xt::xarray<float>& y,
+                                                const EvaluateOptions& options);
+    xt::xarray<float> predict_rows(const InputRows& x, std::size_t batch_size);
+    std::map<std::string, double> run_evaluation(const InputRows& x, const xt::xarray<float>& targets,
                                                  std::size_t batch_size, Progbar* progress);
 
     std::string name_;
@@ -143,9 +173,5 @@ private:
     std::vector<std::unique_ptr<Metric>> metrics_;
     std::vector<std::string> metric_names_;
 };
-
-/// Rows `indices` of x (batch axis first) as a new array.
-xt::xarray<float> gather_rows(const xt::xarray<float>& x, const std::vector<std::size_t>& indices, std::size_t begin,
-                              std::size_t end);
 
 }  // namespace xtnn
