@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # xtnn against PyTorch on the MLP workloads W1, W2, W3 (../shared/bench), 1 thread, Fashion-MNIST:
 # three rounds, each running xtnn and PyTorch back to back (A B A B) so drift hits both, plus
-# OpenBLAS sgemm alone on W2's shapes (the floor) and xtnn with its default threads. Peak RSS
-# from /usr/bin/time -v. Prints the medians, their ratios and the targets as a Markdown table.
+# OpenBLAS sgemm alone on W1's and W2's shapes (the floors) and xtnn with its default threads.
+# Round r uses seed r - 1 in both frameworks, so accuracies are medians over three seeds. Peak
+# RSS from /usr/bin/time -v. Prints the medians, their ratios and the targets as a Markdown table.
 #
 #   bench/compare.sh            (PEER_DIR=../shared/bench ROUNDS=3 EPOCHS=5 DATA=fashion)
 #   CNN=1 bench/compare.sh      also W4 (3 epochs) and W5 on mnist10k against torch_cnn.py
@@ -35,19 +36,22 @@ for line in open(sys.argv[1]):
 
 for round in $(seq 1 "$rounds"); do
   echo "round $round of $rounds" >&2
+  seed=$((round - 1))
   for workload in w1 w2; do
-    measure "$round" build/bench/xtnn_mlp --workload "$workload" --threads 1 --data "$data" --epochs "$epochs"
+    measure "$round" build/bench/xtnn_mlp --workload "$workload" --threads 1 --data "$data" --epochs "$epochs" --seed "$seed"
     measure "$round" env OMP_WAIT_POLICY=PASSIVE /usr/bin/python3 "$peer_dir/torch_mlp.py" \
-      --workload "$workload" --threads 1 --data "$data" --epochs "$epochs"
+      --workload "$workload" --threads 1 --data "$data" --epochs "$epochs" --seed "$seed"
   done
-  measure "$round" build/bench/sgemm_floor 1
-  measure "$round" build/bench/xtnn_mlp --workload w2 --threads 0 --data "$data" --epochs "$epochs"
+  measure "$round" build/bench/sgemm_floor 1 w1
+  measure "$round" build/bench/sgemm_floor 1 w2
+  measure "$round" build/bench/xtnn_mlp --workload w2 --threads 0 --data "$data" --epochs "$epochs" --seed "$seed"
   if [ "${CNN:-0}" = 1 ]; then
     for workload in w4 w5; do
       cnn_epochs=$([ "$workload" = w4 ] && echo 3 || echo 5)
-      measure "$round" build/bench/xtnn_cnn --workload "$workload" --threads 1 --data mnist10k --epochs "$cnn_epochs"
+      measure "$round" build/bench/xtnn_cnn --workload "$workload" --threads 1 --data mnist10k --epochs "$cnn_epochs" \
+        --seed "$seed"
       measure "$round" env OMP_WAIT_POLICY=PASSIVE /usr/bin/python3 "$peer_dir/torch_cnn.py" \
-        --workload "$workload" --threads 1 --data mnist10k --epochs "$cnn_epochs"
+        --workload "$workload" --threads 1 --data mnist10k --epochs "$cnn_epochs" --seed "$seed"
     done
   fi
 done

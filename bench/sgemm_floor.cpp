@@ -1,11 +1,15 @@
-// The W2 floor: the time OpenBLAS's cblas_sgemm alone needs for one W2 training epoch's matrix
-// products (784-256-128-10, batch 128, 60,000 samples, the last batch 96): per step three forward
-// products, three weight gradients and two input gradients, into preallocated buffers. Prints
-// {"workload": "sgemm_floor_w2", "epoch_s_median": ...} over 5 epochs.
+// The floor of an MLP workload: the time OpenBLAS's cblas_sgemm alone needs for one training
+// epoch's matrix products, 60,000 samples with the last partial batch: per step three forward
+// products, three weight gradients and two input gradients, into preallocated buffers.
+//   W2: 784-256-128-10, batch 128        W1: 784-32-32-10, batch 32
+// Prints {"workload": "sgemm_floor_w2", "epoch_s_median": ...} over 5 epochs.
+//
+//   build/bench/sgemm_floor 1 w2      (threads, workload)
 
 #include <algorithm>
 #include <chrono>
 #include <iostream>
+#include <string>
 #include <vector>
 
 #include <cblas.h>
@@ -13,9 +17,15 @@
 
 int main(int argc, char** argv) {
     const int threads = argc > 1 ? std::atoi(argv[1]) : 1;
+    const std::string workload = argc > 2 ? argv[2] : "w2";
+    if (workload != "w1" && workload != "w2") {
+        std::cerr << "sgemm_floor: unknown workload '" << workload << "' (known: w1, w2)\n";
+        return 1;
+    }
     openblas_set_num_threads(threads);
-    const int widths[] = {784, 256, 128, 10};
-    const int samples = 60000, batch = 128;
+    const bool w1 = workload == "w1";
+    const std::vector<int> widths = w1 ? std::vector<int>{784, 32, 32, 10} : std::vector<int>{784, 256, 128, 10};
+    const int samples = 60000, batch = w1 ? 32 : 128;
     std::vector<std::vector<float>> weights, weight_grads, activations, activation_grads;
     for (int l = 0; l < 3; ++l) {
         weights.emplace_back(std::size_t(widths[l]) * widths[l + 1], 0.01f);
@@ -50,7 +60,7 @@ int main(int argc, char** argv) {
     }
     std::vector<double> sorted = times;
     std::sort(sorted.begin(), sorted.end());
-    std::cout << nlohmann::json{{"peer", "openblas-sgemm"}, {"workload", "sgemm_floor_w2"}, {"threads", threads},
+    std::cout << nlohmann::json{{"peer", "openblas-sgemm"}, {"workload", "sgemm_floor_" + workload}, {"threads", threads},
                                 {"epoch_times", times}, {"epoch_s_median", sorted[2]}}
                      .dump()
               << std::endl;

@@ -28,6 +28,11 @@ def main(path):
     checks = [
         ("W1 s/epoch", median(x, "w1", "epoch_s_median"), median(t, "w1", "epoch_s_median"), "xtnn <= torch / 8",
          lambda a, b: a <= b / 8),
+        ("W1 s/epoch vs sgemm floor", median(x, "w1", "epoch_s_median"), median("openblas", "sgemm_floor_w1", "epoch_s_median"),
+         "(no target)", lambda a, b: True),
+        ("W1 sgemm floor (OpenBLAS alone) vs torch", median("openblas", "sgemm_floor_w1", "epoch_s_median"),
+         median(t, "w1", "epoch_s_median"), "floor <= torch / 8, else the W1 target is below the floor",
+         lambda a, b: a <= b / 8),
         ("W2 s/epoch", median(x, "w2", "epoch_s_median"), median(t, "w2", "epoch_s_median"), "xtnn <= torch / 1.4",
          lambda a, b: a <= b / 1.4),
         ("W2 s/epoch vs sgemm floor", median(x, "w2", "epoch_s_median"), floor, "xtnn <= 1.15 x floor",

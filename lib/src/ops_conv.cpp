@@ -7,6 +7,7 @@
 #include <limits>
 #include <memory>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include <xtensor/xbuilder.hpp>
@@ -64,11 +65,34 @@ std::ptrdiff_t source(const WindowAxis& axis, std::size_t o, std::size_t k) {
     return position >= 0 && position < static_cast<std::ptrdiff_t>(axis.in) ? position : -1;
 }
 
+// Whether every window along the axis lies inside the input (always so with "valid").
+bool inside_image(const WindowAxis& axis) {
+    return axis.pad_before == 0 && (axis.out - 1) * axis.stride + axis.window <= axis.in;
+}
+
 // Rows (n, oy, ox) of (kh, kw, C) receptive-field values, zeros in the padding.
 template <class T>
 void im2col(const T* x, const ImageShape& s, const WindowAxis& rows, const WindowAxis& cols, T* patches) {
     const std::size_t patch = rows.window * cols.window * s.channels;
     const std::size_t run = cols.window * s.channels;  // one kernel row: contiguous in the image
+    if (inside_image(rows) && inside_image(cols)) {
+        // No padding to test for: each kernel row of each window is one copy. With one channel
+        // (a first layer) the copies are a few values each and the tests would dominate.
+        for (std::size_t n = 0; n < s.batch; ++n) {
+            for (std::size_t oy = 0; oy < rows.out; ++oy) {
+                T* window_row = patches + (n * rows.out + oy) * cols.out * patch;
+                for (std::size_t ky = 0; ky < rows.window; ++ky) {
+                    const T* image_row = x + (n * s.height + oy * rows.stride + ky) * s.width * s.channels;
+                    for (std::size_t ox = 0; ox < cols.out; ++ox) {
+                        const T* in = image_row + ox * cols.stride * s.channels;
+                        T* out = window_row + ox * patch + ky * run;
+                        for (std::size_t i = 0; i < run; ++i) out[i] = in[i];
+                    }
+                }
+            }
+        }
+        return;
+    }
     for (std::size_t n = 0; n < s.batch; ++n) {
         for (std::size_t oy = 0; oy < rows.out; ++oy) {
             for (std::size_t ox = 0; ox < cols.out; ++ox) {
@@ -208,41 +232,52 @@ BasicTensor<T> max_pool2d(const BasicTensor<T>& x, Window2D pool, Window2D strid
     const WindowAxis rows = plan_axis("max_pool2d", "height", s.height, pool.height, strides.height, padding);
     const WindowAxis cols = plan_axis("max_pool2d", "width", s.width, pool.width, strides.width, padding);
     xt::xarray<T> y = xt::empty<T>({s.batch, rows.out, cols.out, s.channels});
-    // For each output element, the flat index of the input element it copied.
-    auto chosen = std::make_shared<std::vector<std::size_t>>(y.size());
+    // For each output element, the flat index of the input element it copied; only kept when the
+    // backward pass will need it.
+    const bool recording = grad_enabled() && x.requires_grad();
+    auto chosen = std::make_shared<std::vector<std::size_t>>(recording ? y.size() : 0);
     const T* in = x.value().data();
-    for (std::size_t n = 0; n < s.batch; ++n) {
-        for (std::size_t oy = 0; oy < rows.out; ++oy) {
-            for (std::size_t ox = 0; ox < cols.out; ++ox) {
-                const std::size_t o = ((n * rows.out + oy) * cols.out + ox) * s.channels;
-                T* best = y.data() + o;
-                std::size_t* index = chosen->data() + o;
-                bool first = true;
-                for (std::size_t ky = 0; ky < rows.window; ++ky) {
-                    const std::ptrdiff_t iy = source(rows, oy, ky);
-                    if (iy < 0) continue;
-                    for (std::size_t kx = 0; kx < cols.window; ++kx) {
-                        const std::ptrdiff_t ix = source(cols, ox, kx);
-                        if (ix < 0) continue;
-                        const std::size_t base = ((n * s.height + std::size_t(iy)) * s.width + std::size_t(ix)) * s.channels;
-                        if (first) {
-                            for (std::size_t c = 0; c < s.channels; ++c) {
-                                best[c] = in[base + c];
-                                index[c] = base + c;
+    auto take_maxima = [&](auto track) {
+        constexpr bool tracking = decltype(track)::value;
+        for (std::size_t n = 0; n < s.batch; ++n) {
+            for (std::size_t oy = 0; oy < rows.out; ++oy) {
+                for (std::size_t ox = 0; ox < cols.out; ++ox) {
+                    const std::size_t o = ((n * rows.out + oy) * cols.out + ox) * s.channels;
+                    T* best = y.data() + o;
+                    [[maybe_unused]] std::size_t* index = tracking ? chosen->data() + o : nullptr;
+                    bool first = true;
+                    for (std::size_t ky = 0; ky < rows.window; ++ky) {
+                        const std::ptrdiff_t iy = source(rows, oy, ky);
+                        if (iy < 0) continue;
+                        for (std::size_t kx = 0; kx < cols.window; ++kx) {
+                            const std::ptrdiff_t ix = source(cols, ox, kx);
+                            if (ix < 0) continue;
+                            const std::size_t base = ((n * s.height + std::size_t(iy)) * s.width + std::size_t(ix)) * s.channels;
+                            const T* candidate = in + base;
+                            if (first) {
+                                std::copy(candidate, candidate + s.channels, best);
+                                if constexpr (tracking) {
+                                    for (std::size_t c = 0; c < s.channels; ++c) index[c] = base + c;
+                                }
+                                first = false;
+                                continue;
                             }
-                            first = false;
-                            continue;
-                        }
-                        // Strictly greater: among equal values the first in the window wins.
-                        for (std::size_t c = 0; c < s.channels; ++c) {
-                            const bool larger = in[base + c] > best[c];
-                            best[c] = larger ? in[base + c] : best[c];
-                            index[c] = larger ? base + c : index[c];
+                            // Strictly greater: among equal values the first in the window wins.
+                            for (std::size_t c = 0; c < s.channels; ++c) {
+                                const bool larger = candidate[c] > best[c];
+                                best[c] = larger ? candidate[c] : best[c];
+                                if constexpr (tracking) index[c] = larger ? base + c : index[c];
+                            }
                         }
                     }
                 }
             }
         }
+    };
+    if (recording) {
+        take_maxima(std::true_type{});
+    } else {
+        take_maxima(std::false_type{});
     }
     return make_op<T>("max_pool2d", std::move(y), {x}, [chosen](Node<T>& out) {
         Node<T>& input = *out.inputs[0];
