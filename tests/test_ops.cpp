@@ -78,6 +78,21 @@ TEST_CASE("gradient checks: bias_add on rank 1, 2 and 3") {
     }
 }
 
+TEST_CASE("gradient checks: bias_relu, and it equals relu(bias_add) exactly") {
+    for (Shape shape : {Shape{7}, Shape{3, 7}, Shape{2, 3, 7}}) {
+        INFO("shape " << shape_to_string(shape));
+        const xt::xarray<double> bias = uniform({7}, 12);
+        // x + bias keeps away from relu's kink, where finite differences would straddle it.
+        const xt::xarray<double> x = away_from(uniform(shape, 13, -2.0, 2.0)) - bias;
+        require_gradients("bias_relu", [](const Inputs& in) { return ops::bias_relu(in[0], in[1]); }, {x, bias}, strict);
+
+        const auto fused = ops::bias_relu(TensorD::constant(x), TensorD::constant(bias)).value();
+        CHECK(fused == ops::relu(ops::bias_add(TensorD::constant(x), TensorD::constant(bias))).value());
+    }
+    CHECK_THROWS_WITH_AS(ops::bias_relu(Tensor::constant(xt::zeros<float>({2, 3})), Tensor::constant(xt::zeros<float>({4}))),
+                         doctest::Contains("bias_relu"), ShapeError);
+}
+
 TEST_CASE("bias gradient is the column sum, with the bias's shape") {
     Tensor x = Tensor::constant(xt::xarray<float>{{1, 2, 3}, {4, 5, 6}});
     Tensor b = Tensor::parameter(xt::xarray<float>{0, 0, 0});

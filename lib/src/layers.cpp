@@ -192,12 +192,14 @@ void KernelLayer<Options>::build_weights(const Shape& input_shape) {
 }
 
 template <class Options>
-Tensor KernelLayer<Options>::add_bias(const Tensor& y) const {
-    return options_.use_bias ? ops::bias_add(y, bias_) : y;
+Tensor KernelLayer<Options>::call_before_activation(const Tensor& x, bool) {
+    Tensor product = apply_kernel(x);
+    return options_.use_bias ? ops::bias_add(product, bias_) : product;
 }
 
 template <class Options>
 Tensor KernelLayer<Options>::call(const Tensor& x, bool training) {
+    if (options_.use_bias && options_.activation == "relu") return ops::bias_relu(apply_kernel(x), bias_);
     return get_activation(options_.activation)(call_before_activation(x, training));
 }
 
@@ -248,13 +250,13 @@ std::vector<Shape> Dense::weight_shapes(const Shape& input_shape) const {
     return {{input_shape.back(), options_.units}, {options_.units}};
 }
 
-Tensor Dense::call_before_activation(const Tensor& x, bool) {
+Tensor Dense::apply_kernel(const Tensor& x) {
     check_input(x);
-    if (x.dimension() == 2) return add_bias(ops::matmul(x, kernel_));
+    if (x.dimension() == 2) return ops::matmul(x, kernel_);
     std::vector<std::ptrdiff_t> output_shape(x.shape().begin(), x.shape().end());
     output_shape.back() = static_cast<std::ptrdiff_t>(options_.units);
     const auto rows = static_cast<std::ptrdiff_t>(x.size() / x.shape().back());
-    return add_bias(ops::reshape(ops::matmul(ops::reshape(x, {rows, -1}), kernel_), output_shape));
+    return ops::reshape(ops::matmul(ops::reshape(x, {rows, -1}), kernel_), output_shape);
 }
 
 nlohmann::json Dense::config() const {
@@ -367,9 +369,9 @@ std::vector<Shape> Conv2D::weight_shapes(const Shape& input_shape) const {
     return {kernel, {options_.filters}};
 }
 
-Tensor Conv2D::call_before_activation(const Tensor& x, bool) {
+Tensor Conv2D::apply_kernel(const Tensor& x) {
     check_input(x);
-    return add_bias(ops::conv2d(x, kernel_, options_.strides, padding_));
+    return ops::conv2d(x, kernel_, options_.strides, padding_);
 }
 
 nlohmann::json Conv2D::config() const {

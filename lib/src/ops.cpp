@@ -245,14 +245,23 @@ BasicTensor<T> matmul(const BasicTensor<T>& a, const BasicTensor<T>& b, bool tra
     });
 }
 
+namespace {
+
+template <class T>
+Rows bias_rows(const char* op, const BasicTensor<T>& x, const BasicTensor<T>& bias) {
+    const Rows rows = as_rows(op, x);
+    if (bias.dimension() != 1 || bias.shape()[0] != rows.width) {
+        throw ShapeError(describe(op, "bias of shape " + shape_to_string(bias.shape()) + " does not fit input of shape " +
+                                          shape_to_string(x.shape()) + "; expected (" + std::to_string(rows.width) + ",)"));
+    }
+    return rows;
+}
+
+}  // namespace
+
 template <class T>
 BasicTensor<T> bias_add(const BasicTensor<T>& x, const BasicTensor<T>& bias) {
-    const Rows rows = as_rows("bias_add", x);
-    if (bias.dimension() != 1 || bias.shape()[0] != rows.width) {
-        throw ShapeError(describe("bias_add", "bias of shape " + shape_to_string(bias.shape()) +
-                                                  " does not fit input of shape " + shape_to_string(x.shape()) +
-                                                  "; expected (" + std::to_string(rows.width) + ",)"));
-    }
+    const Rows rows = bias_rows("bias_add", x, bias);
     xt::xarray<T> y = xt::empty<T>(x.shape());
     const T* in = x.value().data();
     const T* b = bias.value().data();
@@ -269,6 +278,41 @@ BasicTensor<T> bias_add(const BasicTensor<T>& x, const BasicTensor<T>& bias) {
             const T* dy = out.grad.data();
             for (std::size_t r = 0; r < rows.count; ++r) {
                 for (std::size_t c = 0; c < rows.width; ++c) db[c] += dy[r * rows.width + c];
+            }
+        }
+    });
+}
+
+template <class T>
+BasicTensor<T> bias_relu(const BasicTensor<T>& x, const BasicTensor<T>& bias) {
+    const Rows rows = bias_rows("bias_relu", x, bias);
+    xt::xarray<T> y = xt::empty<T>(x.shape());
+    const T* in = x.value().data();
+    const T* b = bias.value().data();
+    T* out_values = y.data();
+    for (std::size_t r = 0; r < rows.count; ++r) {
+        for (std::size_t c = 0; c < rows.width; ++c) {
+            const T z = in[r * rows.width + c] + b[c];
+            out_values[r * rows.width + c] = z > T(0) ? z : T(0);
+        }
+    }
+    return make_op<T>("bias_relu", std::move(y), {x, bias}, [rows](NodeT<T>& out) {
+        NodeT<T>& input = *out.inputs[0];
+        NodeT<T>& b = *out.inputs[1];
+        // relu's derivative from its output: y > 0 exactly where x + bias > 0.
+        const T* y = out.value.data();
+        const T* dy = out.grad.data();
+        if (input.requires_grad) {
+            T* dx = grad_buffer(input).data();
+            for (std::size_t i = 0; i < rows.count * rows.width; ++i) dx[i] += y[i] > T(0) ? dy[i] : T(0);
+        }
+        if (b.requires_grad) {
+            T* db = grad_buffer(b).data();
+            for (std::size_t r = 0; r < rows.count; ++r) {
+                for (std::size_t c = 0; c < rows.width; ++c) {
+                    const std::size_t i = r * rows.width + c;
+                    db[c] += y[i] > T(0) ? dy[i] : T(0);
+                }
             }
         }
     });
@@ -763,6 +807,7 @@ BasicTensor<T> dropout(const BasicTensor<T>& x, double rate, bool training, Gene
     template BasicTensor<T> scale(const BasicTensor<T>&, T);                                                  \
     template BasicTensor<T> matmul(const BasicTensor<T>&, const BasicTensor<T>&, bool, bool);                 \
     template BasicTensor<T> bias_add(const BasicTensor<T>&, const BasicTensor<T>&);                           \
+    template BasicTensor<T> bias_relu(const BasicTensor<T>&, const BasicTensor<T>&);                          \
     template BasicTensor<T> sum(const BasicTensor<T>&);                                                       \
     template BasicTensor<T> sum(const BasicTensor<T>&, std::size_t, bool);                                    \
     template BasicTensor<T> mean(const BasicTensor<T>&);                                                      \

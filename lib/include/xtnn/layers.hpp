@@ -77,7 +77,10 @@ struct DenseOptions {
 template <class Options>
 class KernelLayer : public Layer {
 public:
+    /// relu after a bias runs as one fused op (one pass, one buffer), the rest as
+    /// activation(call_before_activation(x)).
     Tensor call(const Tensor& x, bool training) override;
+    Tensor call_before_activation(const Tensor& x, bool training) override;
     std::string output_activation() const override { return options_.activation; }
     std::vector<Tensor> weights() const override;
     std::vector<std::string> weight_names() const override;
@@ -89,8 +92,8 @@ public:
 protected:
     explicit KernelLayer(Options options);
     void build_weights(const Shape& input_shape) override;
-    /// y + bias over the last axis, when the layer has a bias.
-    Tensor add_bias(const Tensor& y) const;
+    /// The layer's product of x with the kernel, before bias and activation; checks x's shape.
+    virtual Tensor apply_kernel(const Tensor& x) = 0;
     /// Layer::config() with the activation, use_bias and the initializers.
     nlohmann::json kernel_config() const;
 
@@ -108,8 +111,10 @@ public:
     std::string class_name() const override { return "Dense"; }
     Shape output_shape(const Shape& input_shape) const override;
     std::vector<Shape> weight_shapes(const Shape& input_shape) const override;
-    Tensor call_before_activation(const Tensor& x, bool training) override;
     nlohmann::json config() const override;
+
+protected:
+    Tensor apply_kernel(const Tensor& x) override;
 };
 
 /// Inverted dropout while training, the identity otherwise. The mask comes from the seeded
@@ -194,8 +199,10 @@ public:
     std::string class_name() const override { return "Conv2D"; }
     Shape output_shape(const Shape& input_shape) const override;
     std::vector<Shape> weight_shapes(const Shape& input_shape) const override;
-    Tensor call_before_activation(const Tensor& x, bool training) override;
     nlohmann::json config() const override;
+
+protected:
+    Tensor apply_kernel(const Tensor& x) override;
 
 private:
     ops::Padding padding_;

@@ -36,6 +36,8 @@ BasicTensor<T> matmul(const BasicTensor<T>& a, const BasicTensor<T>& b, bool tra
                       bool transpose_b = false);
 /// x (..., n) + bias (n): the bias's gradient is the sum over all rows, with the bias's shape.
 template <class T> BasicTensor<T> bias_add(const BasicTensor<T>& x, const BasicTensor<T>& bias);
+/// relu(x + bias) in one pass and one buffer: what a Dense or Conv2D layer with relu computes.
+template <class T> BasicTensor<T> bias_relu(const BasicTensor<T>& x, const BasicTensor<T>& bias);
 
 // Reductions: over all elements (rank-0 result) or along one axis.
 template <class T> BasicTensor<T> sum(const BasicTensor<T>& x);
