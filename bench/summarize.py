@@ -49,9 +49,17 @@ def main(path):
         ("W2 s/epoch, default threads vs 1 thread", median(x, "w2", "epoch_s_median", threads=0),
          median(x, "w2", "epoch_s_median"), "default <= 1 thread (+3% noise)", lambda a, b: a <= 1.03 * b),
     ]
+    # ../shared/bench/README.md's CNN floor: three times the forward FLOPs at the 75 GFLOP/s peak
+    # of one core (W4 24.0, W5 0.384 MFLOP per image; 8,000 mnist10k training images).
+    flop_floor = {"w4": 3 * 24.0e6 * 8000 / 75e9, "w5": 3 * 0.384e6 * 8000 / 75e9}
     for cnn in ("w4", "w5"):
         if any(r["workload"] == cnn and r["peer"] == "xtnn" for r in rows):
             goal = 1.5 if cnn == "w4" else 4
+            checks += [
+                (f"{cnn.upper()} FLOP floor (3x forward at 75 GFLOP/s) vs torch", flop_floor[cnn],
+                 median(t, cnn, "epoch_s_median"), f"floor <= torch / {goal}, else the target is below the floor",
+                 lambda a, b, goal=goal: a <= b / goal),
+            ]
             checks += [
                 (f"{cnn.upper()} s/epoch (mnist10k)", median(x, cnn, "epoch_s_median"), median(t, cnn, "epoch_s_median"),
                  f"xtnn <= torch / {goal}", lambda a, b, goal=goal: a <= b / goal),

@@ -70,6 +70,21 @@ TEST_CASE("gradient checks: matmul with every transpose flag, batch 1 and 3") {
     }
 }
 
+TEST_CASE("a one-row product (its own loop, skipping zero inputs) matches the same row in sgemm") {
+    Generator g(14);
+    xt::xarray<float> rows = xt::empty<float>({2, 300});
+    for (float& v : rows) v = g.uniform() < 0.6 ? 0.0f : float(g.uniform()) - 0.5f;  // relu-like sparsity
+    xt::xarray<float> kernel = xt::empty<float>({300, 40});
+    for (float& v : kernel) v = float(g.uniform()) - 0.5f;
+    const auto both = ops::matmul(Tensor::constant(rows), Tensor::constant(kernel)).value();
+    for (std::size_t r = 0; r < 2; ++r) {
+        xt::xarray<float> one = xt::view(rows, xt::range(r, r + 1), xt::all());
+        const auto single = ops::matmul(Tensor::constant(one), Tensor::constant(kernel)).value();
+        const xt::xarray<float> expected = xt::view(both, xt::range(r, r + 1), xt::all());
+        CHECK(xt::allclose(single, expected, 1e-5, 1e-6));
+    }
+}
+
 TEST_CASE("gradient checks: bias_add on rank 1, 2 and 3") {
     for (Shape shape : {Shape{7}, Shape{1, 7}, Shape{3, 7}, Shape{2, 3, 7}}) {
         INFO("shape " << shape_to_string(shape));
