@@ -223,22 +223,22 @@ BasicTensor<T> matmul(const BasicTensor<T>& a, const BasicTensor<T>& b, bool tra
         const T* dy = out.grad.data();
         // d op(A) = dY op(B)^T and d op(B) = op(A)^T dY, written straight into the stored layouts.
         if (lhs.requires_grad) {
-            T* da = grad_buffer(lhs).data();
+            const auto [da, beta] = grad_destination(lhs);
             if (!transpose_a) {
-                detail::gemm<T>(false, !transpose_b, m, k, n, T(1), dy, ld(n), rhs.value.data(), ld(b_cols), T(1), da,
+                detail::gemm<T>(false, !transpose_b, m, k, n, T(1), dy, ld(n), rhs.value.data(), ld(b_cols), beta, da,
                                 ld(a_cols));
             } else {
-                detail::gemm<T>(transpose_b, true, k, m, n, T(1), rhs.value.data(), ld(b_cols), dy, ld(n), T(1), da,
+                detail::gemm<T>(transpose_b, true, k, m, n, T(1), rhs.value.data(), ld(b_cols), dy, ld(n), beta, da,
                                 ld(a_cols));
             }
         }
         if (rhs.requires_grad) {
-            T* db = grad_buffer(rhs).data();
+            const auto [db, beta] = grad_destination(rhs);
             if (!transpose_b) {
-                detail::gemm<T>(!transpose_a, false, k, n, m, T(1), lhs.value.data(), ld(a_cols), dy, ld(n), T(1), db,
+                detail::gemm<T>(!transpose_a, false, k, n, m, T(1), lhs.value.data(), ld(a_cols), dy, ld(n), beta, db,
                                 ld(b_cols));
             } else {
-                detail::gemm<T>(true, transpose_a, n, k, m, T(1), dy, ld(n), lhs.value.data(), ld(a_cols), T(1), db,
+                detail::gemm<T>(true, transpose_a, n, k, m, T(1), dy, ld(n), lhs.value.data(), ld(a_cols), beta, db,
                                 ld(b_cols));
             }
         }

@@ -7,6 +7,7 @@
 #include <limits>
 #include <memory>
 #include <string>
+#include <tuple>
 #include <type_traits>
 #include <vector>
 
@@ -208,14 +209,18 @@ BasicTensor<T> conv2d(const BasicTensor<T>& x, const BasicTensor<T>& kernel, Win
         // cheap next to the products, and the working set stays in cache.
         std::vector<T> patches(std::min(chunk, s.batch) * positions * patch);
         std::vector<T> patch_grads(input.requires_grad ? patches.size() : 0);
+        T* kernel_grad = nullptr;
+        T kernel_beta = T(1);  // the first chunk may overwrite a fresh kernel gradient, the rest add
+        if (weights.requires_grad) std::tie(kernel_grad, kernel_beta) = grad_destination(weights);
         for (std::size_t first = 0; first < s.batch; first += chunk) {
             const ImageShape part{std::min(chunk, s.batch - first), s.height, s.width, s.channels};
             const std::size_t m = part.batch * positions;
             const T* dy = out.grad.data() + first * positions * filters;
             if (weights.requires_grad) {
                 im2col(input.value.data() + first * image_size, part, rows, cols, patches.data());
-                detail::gemm<T>(true, false, patch, filters, m, T(1), patches.data(), patch, dy, filters, T(1),
-                                grad_buffer(weights).data(), filters);
+                detail::gemm<T>(true, false, patch, filters, m, T(1), patches.data(), patch, dy, filters, kernel_beta,
+                                kernel_grad, filters);
+                kernel_beta = T(1);
             }
             if (input.requires_grad) {
                 detail::gemm<T>(false, true, m, patch, filters, T(1), dy, filters, weights.value.data(), filters, T(0),

@@ -45,6 +45,19 @@ xt::xarray<T>& grad_buffer(Node<T>& node) {
     return node.grad;
 }
 
+/// The node's gradient for a kernel that can overwrite or accumulate (gemm's beta): the first
+/// contribution overwrites a fresh buffer, unzeroed (beta 0), later ones add to it (beta 1).
+/// Saves zero-filling and re-reading each weight gradient on every step.
+template <class T>
+std::pair<T*, T> grad_destination(Node<T>& node) {
+    if (!node.has_grad) {
+        node.grad = xt::empty<T>(node.value.shape());
+        node.has_grad = true;
+        return {node.grad.data(), T(0)};
+    }
+    return {node.grad.data(), T(1)};
+}
+
 /// Adds `contribution` (an array or an xtensor expression of the value's shape) to the gradient.
 template <class T, class E>
 void accumulate_grad(Node<T>& node, E&& contribution) {
