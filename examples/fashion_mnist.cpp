@@ -1,4 +1,5 @@
 // A 784-256-128-10 relu MLP on Fashion-MNIST, SGD with momentum (the benchmark's W2 network).
+// The images stay bytes, 47 MB instead of 188 MB as floats; the model's first layer scales them.
 //
 //   apt-get install dataset-fashion-mnist && build/examples/fashion_mnist --epochs 5
 
@@ -20,10 +21,11 @@ int main(int argc, char** argv) {
 
     try {
         xtnn::set_random_seed(seed);
-        auto [train, test] = xtnn::datasets::load_fashion_mnist(data);
+        auto [train, test] = xtnn::datasets::load_fashion_mnist_bytes(data);
 
         xtnn::Sequential model("fashion_mlp");
-        model.add(xtnn::Flatten({28, 28}));
+        model.add(xtnn::Rescaling(1.0 / 255, 0.0, {28, 28}));
+        model.add(xtnn::Flatten());
         model.add(xtnn::Dense(256, "relu"));
         model.add(xtnn::Dense(128, "relu"));
         model.add(xtnn::Dense(10, "softmax"));

@@ -331,7 +331,7 @@ TEST_CASE("bytes with a Rescaling layer train exactly as the same images scaled 
     for (auto& label : labels) label = float(g.below(3));
     const xt::xarray<float> floats = scale_to_unit(bytes);
 
-    auto train = [&](bool from_bytes) {
+    auto train = [&](bool from_bytes, bool held_out_split) {
         set_random_seed(4);
         Sequential model;
         if (from_bytes) {
@@ -344,19 +344,30 @@ TEST_CASE("bytes with a Rescaling layer train exactly as the same images scaled 
         model.add(Dropout(0.2));
         model.add(Dense(3, "softmax"));
         model.compile("sparse_categorical_crossentropy", SGD{.learning_rate = 0.1, .momentum = 0.9}, {"accuracy"});
-        const FitOptions options{.batch_size = 8, .epochs = 3, .verbose = 0, .validation_split = 0.2};
+        FitOptions options{.batch_size = 8, .epochs = 3, .verbose = 0};
+        if (held_out_split) {
+            options.validation_split = 0.2;
+        } else if (from_bytes) {
+            options.validation_data = ValidationData(bytes, labels);
+        } else {
+            options.validation_data = ValidationData(floats, labels);
+        }
         History history = from_bytes ? model.fit(bytes, labels, options) : model.fit(floats, labels, options);
         const auto predictions = from_bytes ? model.predict(bytes, 7) : model.predict(floats, 7);
         const auto scores = from_bytes ? model.evaluate(bytes, labels) : model.evaluate(floats, labels);
         return std::tuple{model.get_weights(), history.history, predictions, scores};
     };
-    const auto [weights_b, history_b, predictions_b, scores_b] = train(true);
-    const auto [weights_f, history_f, predictions_f, scores_f] = train(false);
-    REQUIRE(weights_b.size() == weights_f.size());
-    for (std::size_t i = 0; i < weights_b.size(); ++i) CHECK(weights_b[i] == weights_f[i]);
-    CHECK(history_b == history_f);
-    CHECK(predictions_b == predictions_f);
-    CHECK(scores_b == scores_f);
+    for (bool held_out_split : {true, false}) {
+        INFO((held_out_split ? "validation_split" : "validation_data"));
+        const auto [weights_b, history_b, predictions_b, scores_b] = train(true, held_out_split);
+        const auto [weights_f, history_f, predictions_f, scores_f] = train(false, held_out_split);
+        REQUIRE(weights_b.size() == weights_f.size());
+        for (std::size_t i = 0; i < weights_b.size(); ++i) CHECK(weights_b[i] == weights_f[i]);
+        CHECK(history_b.at("val_loss").size() == 3);
+        CHECK(history_b == history_f);
+        CHECK(predictions_b == predictions_f);
+        CHECK(scores_b == scores_f);
+    }
 }
 
 TEST_CASE("Rescaling: scale and offset, Keras config, summary and refused configs") {

@@ -252,20 +252,26 @@ History Sequential::fit_rows(const InputRows& x, const xt::xarray<float>& y, con
     const xt::xarray<float> targets = loss_->prepare_targets(y, output_shape());
 
     std::vector<std::size_t> train_indices = iota(n);
-    std::optional<std::pair<xt::xarray<float>, xt::xarray<float>>> validation;
+    // The validation samples: the caller's (they outlive fit) or rows held out here.
+    std::optional<InputRows> validation_x;
+    xt::xarray<float> held_out_x, validation_targets;
     if (options.validation_data) {
         const auto& data = *options.validation_data;
-        check_inputs("fit (validation_data)", data.x);
-        if (data.y.dimension() == 0 || data.y.shape()[0] != data.x.shape()[0]) {
-            throw ShapeError("fit: validation x has " + std::to_string(data.x.shape()[0]) +
+        const InputRows rows = data.rows();
+        check_inputs("fit (validation_data)", rows);
+        if (data.y.dimension() == 0 || data.y.shape()[0] != rows.count()) {
+            throw ShapeError("fit: validation x has " + std::to_string(rows.count()) +
                              " samples but validation y has shape " + shape_to_string(data.y.shape()));
         }
-        validation.emplace(data.x, loss_->prepare_targets(data.y, output_shape()));
+        validation_x = rows;
+        validation_targets = loss_->prepare_targets(data.y, output_shape());
     } else if (options.validation_split > 0.0) {
         IndexSplit split = random_split(n, options.validation_split);
         train_indices = std::move(split.train);
         const std::size_t held_out = split.validation.size();
-        validation.emplace(x.gather(split.validation, 0, held_out), gather_rows(targets, split.validation, 0, held_out));
+        held_out_x = x.gather(split.validation, 0, held_out);
+        validation_x = InputRows(held_out_x);
+        validation_targets = gather_rows(targets, split.validation, 0, held_out);
     }
 
     std::ostream& out = options.output ? *options.output : std::cout;
@@ -323,8 +329,8 @@ History Sequential::fit_rows(const InputRows& x, const xt::xarray<float>& y, con
             for (const auto& callback : options.callbacks) callback->on_train_batch_end(int(step), logs);
             progress.update(steps_done, logs);
         }
-        if (validation) {
-            for (const auto& [name, value] : run_evaluation(validation->first, validation->second, options.batch_size, nullptr)) {
+        if (validation_x) {
+            for (const auto& [name, value] : run_evaluation(*validation_x, validation_targets, options.batch_size, nullptr)) {
                 logs["val_" + name] = value;
             }
         }

@@ -10,7 +10,9 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <type_traits>
 #include <utility>
+#include <variant>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -25,8 +27,20 @@
 
 namespace xtnn {
 
+/// Held-out samples for fit(): x as floats or as bytes (cast one batch at a time, as fit's x),
+/// y as fit's y.
 struct ValidationData {
-    xt::xarray<float> x;
+    template <class X>
+        requires(!std::same_as<std::remove_cvref_t<X>, xt::xarray<std::uint8_t>>)
+    ValidationData(X&& values, xt::xarray<float> targets)
+        : x(xt::xarray<float>(std::forward<X>(values))), y(std::move(targets)) {}
+    ValidationData(xt::xarray<std::uint8_t> bytes, xt::xarray<float> targets) : x(std::move(bytes)), y(std::move(targets)) {}
+
+    InputRows rows() const {
+        return std::visit([](const auto& values) { return InputRows(values); }, x);
+    }
+
+    std::variant<xt::xarray<float>, xt::xarray<std::uint8_t>> x;
     xt::xarray<float> y;
 };
 
