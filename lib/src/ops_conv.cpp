@@ -66,6 +66,31 @@ std::ptrdiff_t source(const WindowAxis& axis, std::size_t o, std::size_t k) {
     return position >= 0 && position < static_cast<std::ptrdiff_t>(axis.in) ? position : -1;
 }
 
+// Calls visit(window, tap, input) for every output position, in row-major (n, oy, ox) order
+// numbered by `window`, and every element of its window inside the image: `tap` is the
+// element's place in the window (ky * kernel width + kx), `input` the offset of its first
+// channel in the image batch. Padding is skipped.
+template <class Visit>
+void for_each_window_tap(const ImageShape& s, const WindowAxis& rows, const WindowAxis& cols, Visit&& visit) {
+    std::size_t window = 0;
+    for (std::size_t n = 0; n < s.batch; ++n) {
+        for (std::size_t oy = 0; oy < rows.out; ++oy) {
+            for (std::size_t ox = 0; ox < cols.out; ++ox, ++window) {
+                for (std::size_t ky = 0; ky < rows.window; ++ky) {
+                    const std::ptrdiff_t iy = source(rows, oy, ky);
+                    if (iy < 0) continue;
+                    for (std::size_t kx = 0; kx < cols.window; ++kx) {
+                        const std::ptrdiff_t ix = source(cols, ox, kx);
+                        if (ix < 0) continue;
+                        visit(window, ky * cols.window + kx,
+                              ((n * s.height + std::size_t(iy)) * s.width + std::size_t(ix)) * s.channels);
+                    }
+                }
+            }
+        }
+    }
+}
+
 // Whether every window along the axis lies inside the input (always so with "valid").
 bool inside_image(const WindowAxis& axis) {
     return axis.pad_before == 0 && (axis.out - 1) * axis.stride + axis.window <= axis.in;
@@ -130,24 +155,10 @@ void im2col(const T* x, const ImageShape& s, const WindowAxis& rows, const Windo
 template <class T>
 void col2im_add(const T* patches, const ImageShape& s, const WindowAxis& rows, const WindowAxis& cols, T* dx) {
     const std::size_t patch = rows.window * cols.window * s.channels;
-    for (std::size_t n = 0; n < s.batch; ++n) {
-        for (std::size_t oy = 0; oy < rows.out; ++oy) {
-            for (std::size_t ox = 0; ox < cols.out; ++ox) {
-                const T* row = patches + ((n * rows.out + oy) * cols.out + ox) * patch;
-                for (std::size_t ky = 0; ky < rows.window; ++ky) {
-                    const std::ptrdiff_t iy = source(rows, oy, ky);
-                    if (iy < 0) continue;
-                    for (std::size_t kx = 0; kx < cols.window; ++kx) {
-                        const std::ptrdiff_t ix = source(cols, ox, kx);
-                        if (ix < 0) continue;
-                        const T* in = row + (ky * cols.window + kx) * s.channels;
-                        T* out = dx + ((n * s.height + std::size_t(iy)) * s.width + std::size_t(ix)) * s.channels;
-                        for (std::size_t c = 0; c < s.channels; ++c) out[c] += in[c];
-                    }
-                }
-            }
-        }
-    }
+    for_each_window_tap(s, rows, cols, [&](std::size_t window, std::size_t tap, std::size_t input) {
+        const T* in = patches + window * patch + tap * s.channels;
+        for (std::size_t c = 0; c < s.channels; ++c) dx[input + c] += in[c];
+    });
 }
 
 // Size of the patch matrix conv2d works on at a time.
@@ -244,40 +255,26 @@ BasicTensor<T> max_pool2d(const BasicTensor<T>& x, Window2D pool, Window2D strid
     const T* in = x.value().data();
     auto take_maxima = [&](auto track) {
         constexpr bool tracking = decltype(track)::value;
-        for (std::size_t n = 0; n < s.batch; ++n) {
-            for (std::size_t oy = 0; oy < rows.out; ++oy) {
-                for (std::size_t ox = 0; ox < cols.out; ++ox) {
-                    const std::size_t o = ((n * rows.out + oy) * cols.out + ox) * s.channels;
-                    T* best = y.data() + o;
-                    [[maybe_unused]] std::size_t* index = tracking ? chosen->data() + o : nullptr;
-                    bool first = true;
-                    for (std::size_t ky = 0; ky < rows.window; ++ky) {
-                        const std::ptrdiff_t iy = source(rows, oy, ky);
-                        if (iy < 0) continue;
-                        for (std::size_t kx = 0; kx < cols.window; ++kx) {
-                            const std::ptrdiff_t ix = source(cols, ox, kx);
-                            if (ix < 0) continue;
-                            const std::size_t base = ((n * s.height + std::size_t(iy)) * s.width + std::size_t(ix)) * s.channels;
-                            const T* candidate = in + base;
-                            if (first) {
-                                std::copy(candidate, candidate + s.channels, best);
-                                if constexpr (tracking) {
-                                    for (std::size_t c = 0; c < s.channels; ++c) index[c] = base + c;
-                                }
-                                first = false;
-                                continue;
-                            }
-                            // Strictly greater: among equal values the first in the window wins.
-                            for (std::size_t c = 0; c < s.channels; ++c) {
-                                const bool larger = candidate[c] > best[c];
-                                best[c] = larger ? candidate[c] : best[c];
-                                if constexpr (tracking) index[c] = larger ? base + c : index[c];
-                            }
-                        }
-                    }
+        std::size_t started = std::numeric_limits<std::size_t>::max();  // the window holding a first value
+        for_each_window_tap(s, rows, cols, [&](std::size_t window, std::size_t, std::size_t input) {
+            T* best = y.data() + window * s.channels;
+            [[maybe_unused]] std::size_t* index = tracking ? chosen->data() + window * s.channels : nullptr;
+            const T* candidate = in + input;
+            if (window != started) {
+                started = window;
+                std::copy(candidate, candidate + s.channels, best);
+                if constexpr (tracking) {
+                    for (std::size_t c = 0; c < s.channels; ++c) index[c] = input + c;
                 }
+                return;
             }
-        }
+            // Strictly greater: among equal values the first in the window wins.
+            for (std::size_t c = 0; c < s.channels; ++c) {
+                const bool larger = candidate[c] > best[c];
+                best[c] = larger ? candidate[c] : best[c];
+                if constexpr (tracking) index[c] = larger ? input + c : index[c];
+            }
+        });
     };
     if (recording) {
         take_maxima(std::true_type{});
@@ -298,45 +295,26 @@ BasicTensor<T> avg_pool2d(const BasicTensor<T>& x, Window2D pool, Window2D strid
     const ImageShape s = image_shape("avg_pool2d", x);
     const WindowAxis rows = plan_axis("avg_pool2d", "height", s.height, pool.height, strides.height, padding);
     const WindowAxis cols = plan_axis("avg_pool2d", "width", s.width, pool.width, strides.width, padding);
-    // Visits the input elements of each output position: f(output offset, input offset, 1 / count),
-    // where count excludes the padding, as Keras averages.
-    auto for_each_window = [=](auto&& visit) {
-        for (std::size_t n = 0; n < s.batch; ++n) {
-            for (std::size_t oy = 0; oy < rows.out; ++oy) {
-                for (std::size_t ox = 0; ox < cols.out; ++ox) {
-                    std::size_t count = 0;
-                    for (std::size_t ky = 0; ky < rows.window; ++ky) {
-                        for (std::size_t kx = 0; kx < cols.window; ++kx) {
-                            count += source(rows, oy, ky) >= 0 && source(cols, ox, kx) >= 0 ? 1 : 0;
-                        }
-                    }
-                    const T weight = T(1) / static_cast<T>(count);
-                    const std::size_t o = ((n * rows.out + oy) * cols.out + ox) * s.channels;
-                    for (std::size_t ky = 0; ky < rows.window; ++ky) {
-                        const std::ptrdiff_t iy = source(rows, oy, ky);
-                        for (std::size_t kx = 0; kx < cols.window; ++kx) {
-                            const std::ptrdiff_t ix = source(cols, ox, kx);
-                            if (iy < 0 || ix < 0) continue;
-                            visit(o, ((n * s.height + std::size_t(iy)) * s.width + std::size_t(ix)) * s.channels, weight);
-                        }
-                    }
-                }
-            }
-        }
-    };
+    // Each window's weight is 1 / the number of its elements inside the image: Keras averages
+    // without the padding.
+    auto weights = std::make_shared<std::vector<T>>(s.batch * rows.out * cols.out, T(0));
+    for_each_window_tap(s, rows, cols, [&](std::size_t window, std::size_t, std::size_t) { (*weights)[window] += T(1); });
+    for (T& weight : *weights) weight = T(1) / weight;
     xt::xarray<T> y = xt::zeros<T>({s.batch, rows.out, cols.out, s.channels});
     const T* in = x.value().data();
     T* out_values = y.data();
-    for_each_window([&](std::size_t o, std::size_t i, T weight) {
-        for (std::size_t c = 0; c < s.channels; ++c) out_values[o + c] += weight * in[i + c];
+    for_each_window_tap(s, rows, cols, [&](std::size_t window, std::size_t, std::size_t input) {
+        const T weight = (*weights)[window];
+        for (std::size_t c = 0; c < s.channels; ++c) out_values[window * s.channels + c] += weight * in[input + c];
     });
-    return make_op<T>("avg_pool2d", std::move(y), {x}, [for_each_window, s](Node<T>& out) {
+    return make_op<T>("avg_pool2d", std::move(y), {x}, [weights, s, rows, cols](Node<T>& out) {
         Node<T>& input = *out.inputs[0];
         if (!input.requires_grad) return;
         T* dx = grad_buffer(input).data();
         const T* dy = out.grad.data();
-        for_each_window([&](std::size_t o, std::size_t i, T weight) {
-            for (std::size_t c = 0; c < s.channels; ++c) dx[i + c] += weight * dy[o + c];
+        for_each_window_tap(s, rows, cols, [&](std::size_t window, std::size_t, std::size_t offset) {
+            const T weight = (*weights)[window];
+            for (std::size_t c = 0; c < s.channels; ++c) dx[offset + c] += weight * dy[window * s.channels + c];
         });
     });
 }
