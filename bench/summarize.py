@@ -37,6 +37,13 @@ def main(path):
          lambda a, b: a <= b / 1.4),
         ("W2 s/epoch vs sgemm floor", median(x, "w2", "epoch_s_median"), floor, "xtnn <= 1.15 x floor",
          lambda a, b: a <= 1.15 * b),
+        ("W2 sgemm floor (OpenBLAS alone) vs torch", floor, median(t, "w2", "epoch_s_median"),
+         "floor <= torch / 1.4, else the W2 target is below the floor", lambda a, b: a <= b / 1.4),
+        # One W2 epoch is 60.4 GFLOP of products; a W3 image is 469,504 FLOP: the sgemm rate of
+        # the floor run bounds the batch-1000 throughput.
+        ("W3 img/s ceiling at the floor's sgemm rate vs torch", 60.4e9 / floor / 469504,
+         median(t, "w3", "thr_img_s_median"), "ceiling >= 1.5 x torch, else the W3 target is above it",
+         lambda a, b: a >= 1.5 * b),
         ("W3 img/s, batch 1000", median(x, "w3", "thr_img_s_median"), median(t, "w3", "thr_img_s_median"),
          "xtnn >= 1.5 x torch", lambda a, b: a >= 1.5 * b),
         ("W3 latency us, batch 1 (mean)", median(x, "w3", "lat_us_mean"), median(t, "w3", "lat_us_mean"),
