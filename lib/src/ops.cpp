@@ -257,35 +257,10 @@ Rows bias_rows(const char* op, const BasicTensor<T>& x, const BasicTensor<T>& bi
     return rows;
 }
 
-}  // namespace
-
-template <class T>
-BasicTensor<T> bias_add(const BasicTensor<T>& x, const BasicTensor<T>& bias) {
-    const Rows rows = bias_rows("bias_add", x, bias);
-    xt::xarray<T> y = xt::empty<T>(x.shape());
-    const T* in = x.value().data();
-    const T* b = bias.value().data();
-    T* out_values = y.data();
-    for (std::size_t r = 0; r < rows.count; ++r) {
-        for (std::size_t c = 0; c < rows.width; ++c) out_values[r * rows.width + c] = in[r * rows.width + c] + b[c];
-    }
-    return make_op<T>("bias_add", std::move(y), {x, bias}, [rows](NodeT<T>& out) {
-        NodeT<T>& input = *out.inputs[0];
-        NodeT<T>& b = *out.inputs[1];
-        if (input.requires_grad) accumulate_grad(input, out.grad);
-        if (b.requires_grad) {
-            T* db = grad_buffer(b).data();
-            const T* dy = out.grad.data();
-            for (std::size_t r = 0; r < rows.count; ++r) {
-                for (std::size_t c = 0; c < rows.width; ++c) db[c] += dy[r * rows.width + c];
-            }
-        }
-    });
-}
-
-template <class T>
-BasicTensor<T> bias_relu(const BasicTensor<T>& x, const BasicTensor<T>& bias) {
-    const Rows rows = bias_rows("bias_relu", x, bias);
+// x + bias over the last axis, then relu when `with_relu`: bias_add and bias_relu.
+template <bool with_relu, class T>
+BasicTensor<T> biased(const char* name, const BasicTensor<T>& x, const BasicTensor<T>& bias) {
+    const Rows rows = bias_rows(name, x, bias);
     xt::xarray<T> y = xt::empty<T>(x.shape());
     const T* in = x.value().data();
     const T* b = bias.value().data();
@@ -293,29 +268,43 @@ BasicTensor<T> bias_relu(const BasicTensor<T>& x, const BasicTensor<T>& bias) {
     for (std::size_t r = 0; r < rows.count; ++r) {
         for (std::size_t c = 0; c < rows.width; ++c) {
             const T z = in[r * rows.width + c] + b[c];
-            out_values[r * rows.width + c] = z > T(0) ? z : T(0);
+            out_values[r * rows.width + c] = with_relu && !(z > T(0)) ? T(0) : z;
         }
     }
-    return make_op<T>("bias_relu", std::move(y), {x, bias}, [rows](NodeT<T>& out) {
+    return make_op<T>(name, std::move(y), {x, bias}, [rows](NodeT<T>& out) {
         NodeT<T>& input = *out.inputs[0];
         NodeT<T>& b = *out.inputs[1];
-        // relu's derivative from its output: y > 0 exactly where x + bias > 0.
         const T* y = out.value.data();
         const T* dy = out.grad.data();
+        // relu's derivative from its output: y > 0 exactly where x + bias > 0.
+        auto passed = [&](std::size_t i) { return with_relu && !(y[i] > T(0)) ? T(0) : dy[i]; };
         if (input.requires_grad) {
-            T* dx = grad_buffer(input).data();
-            for (std::size_t i = 0; i < rows.count * rows.width; ++i) dx[i] += y[i] > T(0) ? dy[i] : T(0);
+            if constexpr (with_relu) {
+                T* dx = grad_buffer(input).data();
+                for (std::size_t i = 0; i < rows.count * rows.width; ++i) dx[i] += passed(i);
+            } else {
+                accumulate_grad(input, out.grad);
+            }
         }
         if (b.requires_grad) {
             T* db = grad_buffer(b).data();
             for (std::size_t r = 0; r < rows.count; ++r) {
-                for (std::size_t c = 0; c < rows.width; ++c) {
-                    const std::size_t i = r * rows.width + c;
-                    db[c] += y[i] > T(0) ? dy[i] : T(0);
-                }
+                for (std::size_t c = 0; c < rows.width; ++c) db[c] += passed(r * rows.width + c);
             }
         }
     });
+}
+
+}  // namespace
+
+template <class T>
+BasicTensor<T> bias_add(const BasicTensor<T>& x, const BasicTensor<T>& bias) {
+    return biased<false>("bias_add", x, bias);
+}
+
+template <class T>
+BasicTensor<T> bias_relu(const BasicTensor<T>& x, const BasicTensor<T>& bias) {
+    return biased<true>("bias_relu", x, bias);
 }
 
 template <class T>
