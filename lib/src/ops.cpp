@@ -278,18 +278,17 @@ BasicTensor<T> biased(const char* name, const BasicTensor<T>& x, const BasicTens
         const T* dy = out.grad.data();
         // relu's derivative from its output: y > 0 exactly where x + bias > 0.
         auto passed = [&](std::size_t i) { return with_relu && !(y[i] > T(0)) ? T(0) : dy[i]; };
-        if (input.requires_grad) {
-            if constexpr (with_relu) {
-                T* dx = grad_buffer(input).data();
-                for (std::size_t i = 0; i < rows.count * rows.width; ++i) dx[i] += passed(i);
-            } else {
-                accumulate_grad(input, out.grad);
-            }
-        }
-        if (b.requires_grad) {
-            T* db = grad_buffer(b).data();
-            for (std::size_t r = 0; r < rows.count; ++r) {
-                for (std::size_t c = 0; c < rows.width; ++c) db[c] += passed(r * rows.width + c);
+        if (!with_relu && input.requires_grad) accumulate_grad(input, out.grad);
+        // One pass for both gradients: with relu, each passed value goes to x and to the bias.
+        T* dx = with_relu && input.requires_grad ? grad_buffer(input).data() : nullptr;
+        T* db = b.requires_grad ? grad_buffer(b).data() : nullptr;
+        if (!dx && !db) return;
+        for (std::size_t r = 0; r < rows.count; ++r) {
+            for (std::size_t c = 0; c < rows.width; ++c) {
+                const std::size_t i = r * rows.width + c;
+                const T g = passed(i);
+                if (dx) dx[i] += g;
+                if (db) db[c] += g;
             }
         }
     });
