@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
+#include <type_traits>
 
 #include <fmt/format.h>
 #include <xtensor/xbuilder.hpp>

@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstring>
 #include <malloc.h>
 #include <limits>
 #include <set>
