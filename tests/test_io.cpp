@@ -164,7 +164,7 @@ TEST_CASE("IDX: hostile files give clear errors") {
     CHECK(error_of([&] { io::read_idx(dir.write("corrupt.gz", corrupt)); }).find("corrupt gzip") != std::string::npos);
 
     CHECK(error_of([&] { io::read_idx(dir.path.string()); }).find("not a regular file") != std::string::npos);
-    CHECK(error_of([&] { io::read_idx((dir.path / "missing").string()); }).find("no such file") != std::string::npos);
+    CHECK(error_of([&] { io::read_idx((dir.path / "missing").string()); }).find("No such file") != std::string::npos);
     CHECK(error_of([&] { io::read_idx("/dev/zero"); }).find("not a regular file") != std::string::npos);
 }
 

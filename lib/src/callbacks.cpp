@@ -1,5 +1,6 @@
 #include "xtnn/callbacks.hpp"
 
+#include <cctype>
 #include <cmath>
 
 #include <fmt/args.h>
@@ -26,6 +27,38 @@ double monitored_value(const std::string& callback, const std::string& monitor, 
         throw ValueError(callback + ": monitored value '" + monitor + "' is not logged; available: " + available);
     }
     return found->second;
+}
+
+// fmt pads to any width it is given: "{epoch:>1000000000}" would allocate a gigabyte per save.
+constexpr std::size_t max_field_width = 255;
+
+void check_filepath_fields(const std::string& filepath) {
+    for (std::size_t i = 0; i < filepath.size(); ++i) {
+        if (filepath[i] != '{') continue;
+        if (i + 1 < filepath.size() && filepath[i + 1] == '{') {
+            ++i;
+            continue;
+        }
+        const std::size_t close = filepath.find('}', i);
+        const std::size_t nested = filepath.find('{', i + 1);
+        if (close == std::string::npos) return;  // fmt reports the unclosed field when the path is filled in
+        if (nested < close) {
+            throw ValueError("ModelCheckpoint: filepath '" + filepath + "': nested fields (dynamic widths) are not supported");
+        }
+        const std::string field = filepath.substr(i, close - i + 1);
+        for (std::size_t at = field.find(':'); at != std::string::npos && at < field.size(); ++at) {
+            if (!std::isdigit(static_cast<unsigned char>(field[at]))) continue;
+            std::size_t end = at;
+            while (end < field.size() && std::isdigit(static_cast<unsigned char>(field[end]))) ++end;
+            if (end - at > 3 || std::stoul(field.substr(at, end - at)) > max_field_width) {
+                throw ValueError(fmt::format("ModelCheckpoint: filepath field '{}' asks for a width or precision of {}; "
+                                             "at most {} is allowed", field, field.substr(at, std::min<std::size_t>(end - at, 20)),
+                                             max_field_width));
+            }
+            at = end;
+        }
+        i = close;
+    }
 }
 
 }  // namespace
@@ -83,6 +116,7 @@ ModelCheckpoint::ModelCheckpoint(std::string filepath, ModelCheckpointOptions op
       maximize_(maximizes("ModelCheckpoint", options_.monitor, options_.mode)),
       best_(maximize_ ? -INFINITY : INFINITY) {
     if (filepath_.empty()) throw ValueError("ModelCheckpoint: filepath must not be empty");
+    check_filepath_fields(filepath_);
 }
 
 void ModelCheckpoint::on_epoch_end(int epoch, const Logs& logs) {
@@ -95,6 +129,10 @@ void ModelCheckpoint::on_epoch_end(int epoch, const Logs& logs) {
     } catch (const fmt::format_error& e) {
         throw ValueError("ModelCheckpoint: cannot fill in filepath '" + filepath_ + "': " + e.what() +
                          " (fields: epoch and the logged values)");
+    }
+    if (const auto problem = model->non_finite_weight()) {
+        if (out) *out << fmt::format("\nEpoch {}: not saving model to {}: its {}\n", epoch + 1, path, *problem);
+        return;
     }
     if (options_.save_best_only) {
         const double value = monitored_value("ModelCheckpoint", options_.monitor, logs);
@@ -121,9 +159,16 @@ void ModelCheckpoint::on_epoch_end(int epoch, const Logs& logs) {
 }
 
 void TerminateOnNaN::on_train_batch_end(int batch, const Logs& logs) {
+    // A NaN in the data can reach the weights while the loss stays finite (a layer that maps NaN
+    // to a number), so the weights are watched as well as the loss.
     auto loss = logs.find("loss");
-    if (loss == logs.end() || std::isfinite(loss->second)) return;
-    message_ = fmt::format("Epoch {}, batch {}: invalid loss {}, terminating training", epoch_ + 1, batch, loss->second);
+    if (loss != logs.end() && !std::isfinite(loss->second)) {
+        message_ = fmt::format("Epoch {}, batch {}: invalid loss {}, terminating training", epoch_ + 1, batch, loss->second);
+    } else if (const auto problem = model->non_finite_weight()) {
+        message_ = fmt::format("Epoch {}, batch {}: the model's {}, terminating training", epoch_ + 1, batch, *problem);
+    } else {
+        return;
+    }
     if (out) *out << message_ << '\n';
     model->stop_training = true;
 }

@@ -1,6 +1,7 @@
 #include "xtnn/data.hpp"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <filesystem>
 #include <type_traits>
@@ -16,15 +17,16 @@ namespace xtnn {
 xt::xarray<float> to_categorical(const xt::xarray<float>& labels, std::size_t num_classes) {
     if (num_classes == 0) throw ValueError("to_categorical: num_classes must be positive");
     const std::size_t n = labels.size();
-    xt::xarray<float> one_hot = xt::zeros<float>({n, num_classes});
+    checked_element_count(std::array{n, num_classes}, "to_categorical: the one-hot array of shape");
     for (std::size_t i = 0; i < n; ++i) {
         const float label = labels.data()[i];
         if (!(label >= 0.0f && label < static_cast<float>(num_classes)) || label != std::floor(label)) {
             throw ValueError(fmt::format("to_categorical: label {} at index {} is not a class in [0, {}]", label, i,
                                          num_classes - 1));
         }
-        one_hot(i, static_cast<std::size_t>(label)) = 1.0f;
     }
+    xt::xarray<float> one_hot = xt::zeros<float>({n, num_classes});
+    for (std::size_t i = 0; i < n; ++i) one_hot(i, static_cast<std::size_t>(labels.data()[i])) = 1.0f;
     return one_hot;
 }
 

@@ -5,11 +5,14 @@
 #include <cstring>
 #include <limits>
 #include <memory>
+#include <string_view>
+#include <utility>
 
 #include <cctype>
 #include <cerrno>
 #include <filesystem>
 
+#include <climits>
 #include <fcntl.h>
 #include <fmt/format.h>
 #include <sys/stat.h>
@@ -21,6 +24,47 @@
 namespace xtnn::io {
 
 namespace {
+
+struct FileDescriptor {
+    int fd = -1;
+    FileDescriptor() = default;
+    explicit FileDescriptor(int descriptor) : fd(descriptor) {}
+    FileDescriptor(FileDescriptor&& other) noexcept : fd(other.release()) {}
+    FileDescriptor& operator=(FileDescriptor&&) = delete;
+    ~FileDescriptor() {
+        if (fd >= 0) ::close(fd);
+    }
+    int release() { return std::exchange(fd, -1); }
+};
+
+const char* file_kind(mode_t mode) {
+    return S_ISDIR(mode)    ? "a folder"
+           : S_ISFIFO(mode) ? "a FIFO"
+           : S_ISCHR(mode)  ? "a character device"
+           : S_ISBLK(mode)  ? "a block device"
+           : S_ISSOCK(mode) ? "a socket"
+           : S_ISLNK(mode)  ? "a symbolic link"
+                            : "a regular file";
+}
+
+// Opens `path` for reading only if it is a regular file. O_NONBLOCK makes the open of a FIFO
+// return at once (a blocking open would wait forever for a writer); the type is then checked on
+// the descriptor itself, so nothing can be swapped in between.
+FileDescriptor open_regular_file(const std::string& path, const std::string& what) {
+    FileDescriptor file(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY));
+    if (file.fd < 0) throw IoError(fmt::format("{} '{}': cannot open: {}", what, path, std::strerror(errno)));
+    struct stat info {};
+    if (::fstat(file.fd, &info) != 0) throw IoError(fmt::format("{} '{}': cannot stat: {}", what, path, std::strerror(errno)));
+    if (!S_ISREG(info.st_mode)) {
+        throw IoError(fmt::format("{} '{}': not a regular file ({}); only regular files are read", what, path,
+                                  file_kind(info.st_mode)));
+    }
+    const int flags = ::fcntl(file.fd, F_GETFL);
+    if (flags < 0 || ::fcntl(file.fd, F_SETFL, flags & ~O_NONBLOCK) != 0) {
+        throw IoError(fmt::format("{} '{}': cannot clear O_NONBLOCK: {}", what, path, std::strerror(errno)));
+    }
+    return file;
+}
 
 // Growth step while reading a payload whose size comes from an untrusted header.
 constexpr std::size_t read_chunk = std::size_t(1) << 20;
@@ -80,7 +124,10 @@ Header parse_dimensions(const std::uint8_t* magic, const std::uint8_t* dims, con
 
 struct GzFile {
     gzFile handle;
-    explicit GzFile(const std::string& path) : handle(gzopen(path.c_str(), "rb")) {}
+    // Takes over `fd`.
+    explicit GzFile(int fd) : handle(gzdopen(fd, "rb")) {
+        if (!handle) ::close(fd);
+    }
     ~GzFile() {
         if (handle) gzclose(handle);
     }
@@ -107,14 +154,8 @@ struct GzFile {
     }
 };
 
-void require_regular_file(const std::string& path) {
-    struct stat info {};
-    if (::stat(path.c_str(), &info) != 0) fail(path, "cannot open: no such file");
-    if (!S_ISREG(info.st_mode)) fail(path, "not a regular file");
-}
-
-IdxArray read_gzip(const std::string& path) {
-    GzFile file(path);
+IdxArray read_gzip(FileDescriptor descriptor, const std::string& path) {
+    GzFile file(descriptor.release());
     if (!file.handle) fail(path, "cannot open");
     std::array<std::uint8_t, 4> magic{};
     if (file.read(magic.data(), 4, path) < 4) fail(path, "truncated header: fewer than 4 bytes after decompression");
@@ -144,9 +185,10 @@ IdxArray read_gzip(const std::string& path) {
     return array;
 }
 
-IdxArray read_raw(const std::string& path) {
-    std::unique_ptr<FILE, int (*)(FILE*)> file(std::fopen(path.c_str(), "rb"), &std::fclose);
+IdxArray read_raw(FileDescriptor descriptor, const std::string& path) {
+    std::unique_ptr<FILE, int (*)(FILE*)> file(::fdopen(descriptor.fd, "rb"), &std::fclose);
     if (!file) fail(path, "cannot open");
+    descriptor.release();
     struct stat info {};
     ::fstat(fileno(file.get()), &info);
     const auto file_size = static_cast<std::size_t>(info.st_size);
@@ -231,15 +273,11 @@ IdxArray parse_idx(std::span<const std::uint8_t> bytes, const std::string& name)
 }
 
 IdxArray read_idx(const std::string& path) {
-    require_regular_file(path);
+    FileDescriptor file = open_regular_file(path, "IDX file");
     std::array<std::uint8_t, 2> start{};
-    {
-        std::unique_ptr<FILE, int (*)(FILE*)> file(std::fopen(path.c_str(), "rb"), &std::fclose);
-        if (!file) fail(path, "cannot open");
-        if (std::fread(start.data(), 1, 2, file.get()) < 2) fail(path, "truncated header: the file has fewer than 2 bytes");
-    }
+    if (::pread(file.fd, start.data(), 2, 0) < 2) fail(path, "truncated header: the file has fewer than 2 bytes");
     const bool gzip = start[0] == 0x1f && start[1] == 0x8b;
-    return gzip ? read_gzip(path) : read_raw(path);
+    return gzip ? read_gzip(std::move(file), path) : read_raw(std::move(file), path);
 }
 
 namespace {
@@ -337,25 +375,11 @@ xt::xarray<float> parse_pgm(std::span<const std::uint8_t> bytes, const std::stri
 
 xt::xarray<float> read_pgm(const std::string& path) { return parse_pgm(read_file(path, "PGM file"), path); }
 
-namespace {
-
-struct FileDescriptor {
-    int fd = -1;
-    ~FileDescriptor() {
-        if (fd >= 0) ::close(fd);
-    }
-};
-
-}  // namespace
-
 std::vector<std::uint8_t> read_file(const std::string& path, const std::string& what) {
-    const FileDescriptor file{::open(path.c_str(), O_RDONLY | O_CLOEXEC)};
+    const FileDescriptor file = open_regular_file(path, what);
     const int fd = file.fd;
-    if (fd < 0) throw IoError(fmt::format("{} '{}': cannot open: {}", what, path, std::strerror(errno)));
     struct stat info {};
-    if (::fstat(fd, &info) != 0 || !S_ISREG(info.st_mode)) {
-        throw IoError(fmt::format("{} '{}': not a regular file", what, path));
-    }
+    if (::fstat(fd, &info) != 0) throw IoError(fmt::format("{} '{}': cannot stat: {}", what, path, std::strerror(errno)));
     std::vector<std::uint8_t> bytes(static_cast<std::size_t>(info.st_size));
     std::size_t done = 0;
     while (done < bytes.size()) {
@@ -404,7 +428,48 @@ struct TemporaryFile {
     }
 };
 
-mode_t new_file_mode(const std::string& path) {
+// At most 40 links in a chain, as the kernel allows (ELOOP).
+constexpr int max_symlink_hops = 40;
+
+// The file a save really replaces: the end of a chain of symbolic links (the link stays a link
+// and its target gets the new contents, as when a program writes through it). Anything there that
+// is not a regular file (a folder, a device, a FIFO, a socket) is refused: a rename would replace
+// a device node such as /dev/stdout with a regular file.
+std::filesystem::path writable_target(const std::string& path) {
+    std::filesystem::path current(path);
+    for (int hops = 0;; ++hops) {
+        struct stat info {};
+        if (::lstat(current.c_str(), &info) != 0) {
+            if (errno == ENOENT) return current;  // a new file (or a link to one not yet made)
+            write_failed(path, "cannot inspect '" + current.string() + "'");
+        }
+        if (S_ISREG(info.st_mode)) return current;
+        if (!S_ISLNK(info.st_mode)) {
+            throw IoError(fmt::format("cannot write '{}': '{}' is not a regular file ({}); only regular files are replaced",
+                                      path, current.string(), file_kind(info.st_mode)));
+        }
+        if (hops == max_symlink_hops) {
+            throw IoError(fmt::format("cannot write '{}': more than {} symbolic links in a chain", path, max_symlink_hops));
+        }
+        std::error_code error;
+        const std::filesystem::path link = std::filesystem::read_symlink(current, error);
+        if (error) throw IoError(fmt::format("cannot write '{}': cannot read the link '{}': {}", path, current.string(), error.message()));
+        current = link.is_absolute() ? link : current.parent_path() / link;
+    }
+}
+
+// ".NAME.tmp-XXXXXX" beside the target, cut so that it fits in NAME_MAX bytes however long the
+// target's own name is.
+std::string temporary_name(const std::string& target_name) {
+    constexpr std::string_view suffix = ".tmp-XXXXXX";
+    const std::size_t kept = std::min(target_name.size(), std::size_t(NAME_MAX) - 1 - suffix.size());
+    std::string name(".");
+    name.append(target_name, 0, kept);
+    name.append(suffix);
+    return name;
+}
+
+mode_t new_file_mode(const std::filesystem::path& path) {
     struct stat info {};
     if (::stat(path.c_str(), &info) == 0) return info.st_mode & 07777;
     const mode_t mask = ::umask(0);
@@ -417,10 +482,10 @@ mode_t new_file_mode(const std::string& path) {
 void set_write_step_hook(std::function<void(WriteStep)> hook) { write_step_hook() = std::move(hook); }
 
 void write_file_atomically(const std::string& path, std::span<const std::uint8_t> bytes) {
-    const std::filesystem::path target(path);
+    const std::filesystem::path target = writable_target(path);
     const std::filesystem::path folder = target.has_parent_path() ? target.parent_path() : std::filesystem::path(".");
     TemporaryFile temp;
-    temp.path = (folder / ("." + target.filename().string() + ".tmp-XXXXXX")).string();
+    temp.path = (folder / temporary_name(target.filename().string())).string();
     temp.fd = ::mkostemp(temp.path.data(), O_CLOEXEC);
     if (temp.fd < 0) {
         temp.renamed = true;  // nothing was created
@@ -431,13 +496,13 @@ void write_file_atomically(const std::string& path, std::span<const std::uint8_t
     write_all(temp.fd, bytes.data(), half, path);
     reached(WriteStep::half_written);
     write_all(temp.fd, bytes.data() + half, bytes.size() - half, path);
-    if (::fchmod(temp.fd, new_file_mode(path)) != 0) write_failed(path, "cannot set the file mode");
+    if (::fchmod(temp.fd, new_file_mode(target)) != 0) write_failed(path, "cannot set the file mode");
     if (::fsync(temp.fd) != 0) write_failed(path, "fsync failed");
     reached(WriteStep::synced);
     const int fd = temp.fd;
     temp.fd = -1;
     if (::close(fd) != 0) write_failed(path, "close failed");
-    if (::rename(temp.path.c_str(), path.c_str()) != 0) write_failed(path, "rename of the temporary file failed");
+    if (::rename(temp.path.c_str(), target.c_str()) != 0) write_failed(path, "rename of the temporary file failed");
     temp.renamed = true;
     reached(WriteStep::renamed);
     const FileDescriptor folder_file{::open(folder.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC)};

@@ -4,11 +4,13 @@
 #include <cmath>
 #include <functional>
 #include <limits>
+#include <type_traits>
 
 #include <fmt/format.h>
 
 #include "xtnn/activations.hpp"
 #include "xtnn/initializers.hpp"
+#include "xtnn/json.hpp"
 #include "xtnn/ops.hpp"
 #include "xtnn/random.hpp"
 #include "xtnn/registry.hpp"
@@ -36,12 +38,30 @@ T field(const nlohmann::json& config, const char* key, const std::string& layer,
         if (fallback) return *fallback;
         throw ValueError("layer config of " + layer + ": missing required field '" + key + "'");
     }
-    try {
-        return config[key].get<T>();
-    } catch (const nlohmann::json::exception&) {
-        throw ValueError("layer config of " + layer + ": field '" + key + "' has the wrong type (" +
-                         config[key].dump() + ")");
+    if constexpr (std::is_same_v<T, std::size_t>) {
+        return json::whole_number(config[key], max_units, "layer config of " + layer + ": field '" + key + "'");
+    } else {
+        try {
+            return config[key].get<T>();
+        } catch (const nlohmann::json::exception&) {
+            throw ValueError("layer config of " + layer + ": field '" + key + "' has the wrong type (" +
+                             json::excerpt(config[key]) + ")");
+        }
     }
+}
+
+// Reshape's target: whole numbers, -1 for the one inferred extent.
+std::vector<std::ptrdiff_t> target_shape_field(const nlohmann::json& config, const std::string& layer) {
+    const std::string what = "layer config of " + layer + ": field 'target_shape'";
+    if (!config.contains("target_shape") || !config["target_shape"].is_array() || config["target_shape"].size() > max_rank) {
+        throw ValueError(what + " must be a list of at most " + std::to_string(max_rank) + " extents, got " +
+                         (config.contains("target_shape") ? json::excerpt(config["target_shape"]) : "nothing"));
+    }
+    std::vector<std::ptrdiff_t> shape;
+    for (const auto& extent : config["target_shape"]) {
+        shape.push_back(extent == -1 ? -1 : static_cast<std::ptrdiff_t>(json::whole_number(extent, max_units, what + " extent")));
+    }
+    return shape;
 }
 
 // Keras writes initialisers either as a name or as {"class_name": "GlorotUniform", ...}.
@@ -53,7 +73,7 @@ std::string initializer_field(const nlohmann::json& config, const char* key, con
     if (value.is_object() && value.contains("class_name") && value["class_name"].is_string()) {
         return snake_case(value["class_name"].get<std::string>());
     }
-    throw ValueError("layer config of " + layer + ": field '" + key + "' must be a name, got " + value.dump());
+    throw ValueError("layer config of " + layer + ": field '" + key + "' must be a name, got " + json::excerpt(value));
 }
 
 // The input shape of a layer config: Keras 2's batch_input_shape [null, ...] or input_shape [...].
@@ -70,14 +90,14 @@ Shape input_shape_field(const nlohmann::json& config, const std::string& layer) 
     if (dims.is_null()) return {};
     if (!dims.is_array() || dims.size() > max_rank + (has_batch_axis ? 1 : 0) || (has_batch_axis && dims.empty())) {
         throw ValueError("layer config of " + layer + ": input shape must be a list of at most " +
-                         std::to_string(max_rank) + " extents, got " + dims.dump());
+                         std::to_string(max_rank) + " extents, got " + json::excerpt(dims));
     }
     Shape shape;
     for (std::size_t i = has_batch_axis ? 1 : 0; i < dims.size(); ++i) {
         if (!dims[i].is_number_integer() || dims[i].get<std::int64_t>() <= 0 ||
             dims[i].get<std::int64_t>() > std::int64_t(max_units)) {
             throw ValueError("layer config of " + layer + ": input extents must be whole numbers in [1, " +
-                             std::to_string(max_units) + "], got " + dims.dump());
+                             std::to_string(max_units) + "], got " + json::excerpt(dims));
         }
         shape.push_back(dims[i].get<std::size_t>());
     }
@@ -95,24 +115,24 @@ ops::Window2D window_field(const nlohmann::json& config, const char* key, const 
     auto extent = [&](const nlohmann::json& v) {
         if (!v.is_number_integer() || v.get<std::int64_t>() < 1 || v.get<std::int64_t>() > std::int64_t(max_units)) {
             throw ValueError("layer config of " + layer + ": '" + key + "' must hold whole numbers in [1, " +
-                             std::to_string(max_units) + "], got " + value.dump());
+                             std::to_string(max_units) + "], got " + json::excerpt(value));
         }
         return v.get<std::size_t>();
     };
     if (value.is_array() && value.size() == 2) return {extent(value[0]), extent(value[1])};
     if (value.is_number()) return {extent(value), extent(value)};
-    throw ValueError("layer config of " + layer + ": '" + key + "' must be a number or a pair, got " + value.dump());
+    throw ValueError("layer config of " + layer + ": '" + key + "' must be a number or a pair, got " + json::excerpt(value));
 }
 
 // Only channels-last images and undilated windows exist here; a config asking otherwise is refused.
 void require_channels_last(const nlohmann::json& config, const std::string& layer) {
     if (config.contains("data_format") && !config["data_format"].is_null() && config["data_format"] != "channels_last") {
         throw ValueError("layer config of " + layer + ": only data_format 'channels_last' is supported, got " +
-                         config["data_format"].dump());
+                         json::excerpt(config["data_format"]));
     }
     if (config.contains("dilation_rate") && window_field(config, "dilation_rate", layer) != ops::Window2D{1, 1}) {
         throw ValueError("layer config of " + layer + ": dilation_rate other than 1 is not supported, got " +
-                         config["dilation_rate"].dump());
+                         json::excerpt(config["dilation_rate"]));
     }
 }
 
@@ -136,12 +156,17 @@ std::string snake_case(const std::string& class_name) {
     return result;
 }
 
-void Layer::build(const Shape& input_shape) {
+void Layer::build(const Shape& input_shape, Generator& generator) {
+    const std::string layer = class_name() + " '" + name_ + "'";
     if (input_shape.empty() || input_shape.size() > max_rank) {
-        throw ShapeError(class_name() + " '" + name_ + "': input shape " + shape_to_string(input_shape) +
-                         " must have between 1 and " + std::to_string(max_rank) + " axes (batch axis excluded)");
+        throw ShapeError(layer + ": input shape " + shape_to_string(input_shape) + " must have between 1 and " +
+                         std::to_string(max_rank) + " axes (batch axis excluded)");
     }
-    build_weights(input_shape);
+    // Every size this layer will allocate is checked before the first allocation.
+    checked_element_count(input_shape, layer + ": input shape");
+    checked_element_count(output_shape(input_shape), layer + ": output shape");
+    for (const auto& shape : weight_shapes(input_shape)) checked_element_count(shape, layer + ": weight shape");
+    build_weights(input_shape, generator);
     input_shape_ = input_shape;
 }
 
@@ -184,11 +209,10 @@ KernelLayer<Options>::KernelLayer(Options options) : Layer(optional_shape(option
 }
 
 template <class Options>
-void KernelLayer<Options>::build_weights(const Shape& input_shape) {
-    output_shape(input_shape);  // checks the input shape before anything is allocated
+void KernelLayer<Options>::build_weights(const Shape& input_shape, Generator& generator) {
     const auto shapes = weight_shapes(input_shape);
-    kernel_ = Tensor::parameter(initialize(options_.kernel_initializer, shapes[0], global_generator()));
-    if (options_.use_bias) bias_ = Tensor::parameter(initialize(options_.bias_initializer, shapes[1], global_generator()));
+    kernel_ = Tensor::parameter(initialize(options_.kernel_initializer, shapes[0], generator));
+    if (options_.use_bias) bias_ = Tensor::parameter(initialize(options_.bias_initializer, shapes[1], generator));
 }
 
 template <class Options>
@@ -271,7 +295,7 @@ Dropout::Dropout(double rate, Shape input_shape) : Layer(optional_shape(input_sh
 
 Tensor Dropout::call(const Tensor& x, bool training) {
     check_input(x);
-    return ops::dropout(x, rate_, training, global_generator());
+    return ops::dropout(x, rate_, training, thread_generator());
 }
 
 nlohmann::json Dropout::config() const {
@@ -304,14 +328,7 @@ nlohmann::json Rescaling::config() const {
 Flatten::Flatten(Shape input_shape) : Layer(optional_shape(input_shape)) {}
 
 Shape Flatten::output_shape(const Shape& input_shape) const {
-    std::size_t total = 1;
-    for (auto extent : input_shape) {
-        if (extent != 0 && total > std::numeric_limits<std::size_t>::max() / extent) {
-            throw ShapeError("Flatten '" + name() + "': the size of input shape " + shape_to_string(input_shape) + " overflows");
-        }
-        total *= extent;
-    }
-    return {total};
+    return {checked_element_count(input_shape, "Flatten '" + name() + "': input shape")};
 }
 
 Tensor Flatten::call(const Tensor& x, bool) {
@@ -449,9 +466,11 @@ Reshape::Reshape(std::vector<std::ptrdiff_t> target_shape, Shape input_shape)
 }
 
 Shape Reshape::output_shape(const Shape& input_shape) const {
-    std::size_t total = 1, known = 1;
-    for (auto extent : input_shape) total *= extent;
-    for (auto extent : target_shape_) known *= extent == -1 ? 1 : std::size_t(extent);
+    const std::string layer = "Reshape '" + name() + "'";
+    const std::size_t total = checked_element_count(input_shape, layer + ": input shape");
+    Shape known_extents;
+    for (auto extent : target_shape_) known_extents.push_back(extent == -1 ? 1 : std::size_t(extent));
+    const std::size_t known = checked_element_count(known_extents, layer + ": target shape");
     Shape output;
     for (auto extent : target_shape_) output.push_back(extent == -1 ? total / known : std::size_t(extent));
     std::size_t produced = 1;
@@ -568,7 +587,7 @@ const Registry<LayerFactory>& layer_factories() {
             {"Reshape",
              [](const nlohmann::json& c) {
                  const auto at = where("Reshape", c);
-                 return std::make_unique<Reshape>(field<std::vector<std::ptrdiff_t>>(c, "target_shape", at),
+                 return std::make_unique<Reshape>(target_shape_field(c, at),
                                                   input_shape_field(c, at));
              }},
         });
@@ -578,13 +597,19 @@ const Registry<LayerFactory>& layer_factories() {
 }  // namespace
 
 std::unique_ptr<Layer> make_layer(const std::string& class_name, const nlohmann::json& config) {
-    if (!config.is_object()) throw ValueError("layer config of " + class_name + " must be a JSON object, got " + config.dump());
+    json::require_depth(config, "layer config of " + class_name);
+    if (!config.is_object()) throw ValueError("layer config of " + class_name + " must be a JSON object, got " + json::excerpt(config));
     // Accept Keras's class names and the snake_case names users type ("dense").
     std::string key = class_name;
     for (const auto& known : layer_factories().names()) {
         if (snake_case(known) == class_name) key = known;
     }
-    auto layer = layer_factories().get(key)(config);
+    std::unique_ptr<Layer> layer;
+    try {
+        layer = layer_factories().get(key)(config);
+    } catch (const nlohmann::json::exception& e) {
+        throw ValueError("layer config of " + where(key, config) + ": " + e.what());
+    }
     if (config.contains("name")) {
         if (!config["name"].is_string()) throw ValueError("layer config of " + key + ": 'name' must be a string");
         layer->set_name(config["name"].get<std::string>());

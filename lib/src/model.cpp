@@ -6,9 +6,12 @@
 #include <limits>
 #include <set>
 
+#include <fmt/format.h>
+
 #include "xtnn/activations.hpp"
 #include "xtnn/autodiff.hpp"
 #include "xtnn/data.hpp"
+#include "xtnn/json.hpp"
 #include "xtnn/random.hpp"
 
 namespace xtnn {
@@ -37,6 +40,15 @@ void keep_freed_buffers_on_heap() {
 #endif
 }
 
+// Batch arithmetic that cannot overflow, whatever batch_size a caller passes (SIZE_MAX included).
+std::size_t batch_count(std::size_t samples, std::size_t batch_size) {
+    return samples / batch_size + (samples % batch_size != 0 ? 1 : 0);
+}
+
+std::size_t batch_end(std::size_t begin, std::size_t batch_size, std::size_t samples) {
+    return samples - begin <= batch_size ? samples : begin + batch_size;
+}
+
 std::vector<std::size_t> iota(std::size_t n) {
     std::vector<std::size_t> indices(n);
     for (std::size_t i = 0; i < n; ++i) indices[i] = i;
@@ -50,7 +62,7 @@ Sequential::Sequential(Sequential&&) noexcept = default;
 Sequential& Sequential::operator=(Sequential&&) noexcept = default;
 Sequential::~Sequential() = default;
 
-void Sequential::add(std::unique_ptr<Layer> layer) {
+void Sequential::add(std::unique_ptr<Layer> layer, Generator& generator) {
     if (!layer) throw ValueError("Sequential::add: null layer");
     if (layers_.size() >= max_layers) {
         throw ValueError("Sequential::add: a model has at most " + std::to_string(max_layers) + " layers");
@@ -73,9 +85,9 @@ void Sequential::add(std::unique_ptr<Layer> layer) {
                          batch_shape_to_string(output_shape()));
     }
     if (layers_.empty() && layer->declared_input_shape()) {
-        layer->build(*layer->declared_input_shape());
+        layer->build(*layer->declared_input_shape(), generator);
     } else if (!layers_.empty() && built()) {
-        layer->build(output_shape());
+        layer->build(output_shape(), generator);
     }
     layers_.push_back(std::move(layer));
 }
@@ -84,12 +96,12 @@ void Sequential::add(const std::string& class_name, const nlohmann::json& config
     add(make_layer(class_name, config));
 }
 
-void Sequential::build(const Shape& input_shape) {
+void Sequential::build(const Shape& input_shape, Generator& generator) {
     if (layers_.empty()) throw ValueError("Sequential::build: model '" + name_ + "' has no layers");
     Shape shape = input_shape;
     for (auto& layer : layers_) {
         if (!layer->built()) {
-            layer->build(shape);
+            layer->build(shape, generator);
         } else if (layer->input_shape() != shape) {
             throw ShapeError("Sequential::build: layer '" + layer->name() + "' was built for input " +
                              batch_shape_to_string(layer->input_shape()) + ", got " + batch_shape_to_string(shape));
@@ -160,6 +172,21 @@ void Sequential::set_weights(const std::vector<xt::xarray<float>>& values) {
     for (std::size_t i = 0; i < all.size(); ++i) std::copy(values[i].begin(), values[i].end(), all[i].mutable_value().begin());
 }
 
+std::optional<std::string> Sequential::non_finite_weight() const {
+    for (const auto& layer : layers_) {
+        const auto names = layer->weight_names();
+        const auto weights = layer->weights();
+        for (std::size_t w = 0; w < weights.size(); ++w) {
+            const auto& values = weights[w].value();
+            if (const auto index = first_non_finite({values.data(), values.size()})) {
+                return fmt::format("weight '{}/{}' holds {} at flat index {}", layer->name(), names[w], values.data()[*index],
+                                   *index);
+            }
+        }
+    }
+    return std::nullopt;
+}
+
 void Sequential::compile(const std::string& loss, const OptimizerSpec& optimizer, const std::vector<std::string>& metrics) {
     auto new_loss = make_loss(loss);
     auto new_optimizer = optimizer.make();
@@ -215,8 +242,8 @@ std::map<std::string, double> Sequential::run_evaluation(const InputRows& x, con
     double loss_total = 0;
     std::vector<double> metric_totals(metrics_.size(), 0.0);
     std::map<std::string, double> logs;
-    for (std::size_t begin = 0, step = 1; begin < n; begin += batch_size, ++step) {
-        const std::size_t end = std::min(n, begin + batch_size);
+    for (std::size_t begin = 0, step = 1; begin < n; begin = batch_end(begin, batch_size, n), ++step) {
+        const std::size_t end = batch_end(begin, batch_size, n);
         Tensor pre = forward_before_activation(Tensor::constant(x.gather(order, begin, end)), false);
         const xt::xarray<float> batch_targets = gather_rows(targets, order, begin, end);
         loss_total += static_cast<double>(loss_->compute(pre, activation, batch_targets).item()) * double(end - begin);
@@ -241,6 +268,9 @@ History Sequential::fit_rows(const InputRows& x, const xt::xarray<float>& y, con
     }
     if (!(options.validation_split >= 0.0 && options.validation_split < 1.0)) {
         throw ValueError("fit: validation_split must be in [0, 1), got " + std::to_string(options.validation_split));
+    }
+    for (std::size_t i = 0; i < options.callbacks.size(); ++i) {
+        if (!options.callbacks[i]) throw ValueError("fit: callback " + std::to_string(i) + " is null");
     }
     if (x.dimension() > 0 && !built()) build(sample_shape(x));
     check_inputs("fit", x);
@@ -277,7 +307,7 @@ History Sequential::fit_rows(const InputRows& x, const xt::xarray<float>& y, con
     const bool dynamic = is_terminal(out);
     const std::string activation = layers_.back()->output_activation();
     const std::size_t train_count = train_indices.size();
-    const std::size_t steps = (train_count + options.batch_size - 1) / options.batch_size;
+    const std::size_t steps = batch_count(train_count, options.batch_size);
     std::vector<Tensor> trainable = weights();
 
     History history;
@@ -293,7 +323,7 @@ History Sequential::fit_rows(const InputRows& x, const xt::xarray<float>& y, con
         if (options.verbose >= 1 && options.epochs > 1) out << "Epoch " << epoch + 1 << "/" << options.epochs << "\n";
         std::vector<std::size_t> order = train_indices;
         if (options.shuffle) {
-            const auto permutation = global_generator().permutation(train_count);
+            const auto permutation = thread_generator().permutation(train_count);
             for (std::size_t i = 0; i < train_count; ++i) order[i] = train_indices[permutation[i]];
         }
         Progbar progress(steps, options.verbose, out, dynamic);
@@ -304,7 +334,7 @@ History Sequential::fit_rows(const InputRows& x, const xt::xarray<float>& y, con
         for (std::size_t step = 0; step < steps && !stop_training; ++step) {
             for (const auto& callback : options.callbacks) callback->on_train_batch_begin(int(step), {});
             const std::size_t begin = step * options.batch_size;
-            const std::size_t end = std::min(train_count, begin + options.batch_size);
+            const std::size_t end = batch_end(begin, options.batch_size, train_count);
             const xt::xarray<float> batch_targets = gather_rows(targets, order, begin, end);
             Tensor pre = forward_before_activation(Tensor::constant(x.gather(order, begin, end)), true);
             Tensor loss = loss_->compute(pre, activation, batch_targets);
@@ -354,7 +384,7 @@ std::map<std::string, double> Sequential::evaluate_rows(const InputRows& x, cons
     }
     const xt::xarray<float> targets = loss_->prepare_targets(y, output_shape());
     std::ostream& out = options.output ? *options.output : std::cout;
-    const std::size_t steps = (x.count() + options.batch_size - 1) / options.batch_size;
+    const std::size_t steps = batch_count(x.count(), options.batch_size);
     Progbar progress(steps, options.verbose, out, is_terminal(out));
     return run_evaluation(x, targets, options.batch_size, &progress);
 }
@@ -371,10 +401,11 @@ xt::xarray<float> Sequential::predict_rows(const InputRows& x, std::size_t batch
     Shape shape{n};
     const Shape per_sample = output_shape();
     shape.insert(shape.end(), per_sample.begin(), per_sample.end());
+    checked_element_count(shape, "predict: the output for " + std::to_string(n) + " samples has shape");
     xt::xarray<float> result = xt::empty<float>(shape);
     const std::size_t row_size = result.size() / n;
-    for (std::size_t begin = 0; begin < n; begin += batch_size) {
-        const std::size_t end = std::min(n, begin + batch_size);
+    for (std::size_t begin = 0; begin < n; begin = batch_end(begin, batch_size, n)) {
+        const std::size_t end = batch_end(begin, batch_size, n);
         Tensor out = call(Tensor::constant(x.gather(order, begin, end)), false);
         std::copy(out.value().begin(), out.value().end(), result.data() + begin * row_size);
     }
@@ -402,13 +433,8 @@ std::size_t planned_weight_elements(const std::vector<std::unique_ptr<Layer>>& l
     std::size_t total = 0;
     for (const auto& layer : layers) {
         for (const auto& weight_shape : layer->weight_shapes(shape)) {
-            std::size_t elements = 1;
-            for (auto extent : weight_shape) {
-                if (extent != 0 && elements > std::numeric_limits<std::size_t>::max() / extent) {
-                    return std::numeric_limits<std::size_t>::max();
-                }
-                elements *= extent;
-            }
+            const std::size_t elements =
+                checked_element_count(weight_shape, layer->class_name() + " '" + layer->name() + "': weight shape");
             total = elements > std::numeric_limits<std::size_t>::max() - total ? std::numeric_limits<std::size_t>::max()
                                                                              : total + elements;
         }
@@ -419,12 +445,22 @@ std::size_t planned_weight_elements(const std::vector<std::unique_ptr<Layer>>& l
 
 }  // namespace
 
-Sequential Sequential::from_config(const nlohmann::json& json, std::optional<std::size_t> max_weight_elements) {
-    if (!json.is_object() || json.value("class_name", "") != "Sequential" || !json.contains("config") ||
-        !json["config"].is_object()) {
-        throw ValueError("Sequential::from_config: expected {\"class_name\": \"Sequential\", \"config\": {...}}");
+Sequential Sequential::from_config(const nlohmann::json& model_config, const FromConfigOptions& options) {
+    json::require_depth(model_config, "Sequential::from_config");
+    try {
+        return from_checked_config(model_config, options);
+    } catch (const nlohmann::json::exception& e) {
+        throw ValueError(std::string("Sequential::from_config: ") + e.what());
     }
-    const auto& config = json["config"];
+}
+
+Sequential Sequential::from_checked_config(const nlohmann::json& model_config, const FromConfigOptions& options) {
+    if (!model_config.is_object() || !model_config.contains("class_name") || model_config["class_name"] != "Sequential" ||
+        !model_config.contains("config") || !model_config["config"].is_object()) {
+        throw ValueError("Sequential::from_config: expected {\"class_name\": \"Sequential\", \"config\": {...}}, got " +
+                         json::excerpt(model_config));
+    }
+    const auto& config = model_config["config"];
     if (!config.contains("layers") || !config["layers"].is_array()) {
         throw ValueError("Sequential::from_config: config has no 'layers' list");
     }
@@ -436,7 +472,7 @@ Sequential Sequential::from_config(const nlohmann::json& json, std::optional<std
     std::vector<std::unique_ptr<Layer>> layers;
     for (const auto& entry : config["layers"]) {
         if (!entry.is_object() || !entry.contains("class_name") || !entry["class_name"].is_string()) {
-            throw ValueError("Sequential::from_config: each layer needs a 'class_name', got " + entry.dump());
+            throw ValueError("Sequential::from_config: each layer needs a 'class_name', got " + json::excerpt(entry));
         }
         const auto class_name = entry["class_name"].get<std::string>();
         const auto& layer_config = entry.contains("config") ? entry["config"] : nlohmann::json::object();
@@ -451,27 +487,22 @@ Sequential Sequential::from_config(const nlohmann::json& json, std::optional<std
     if (!input_shape && config.contains("build_input_shape")) {
         input_shape = input_shape_from_config({{"batch_input_shape", config["build_input_shape"]}});
     }
-    if (max_weight_elements && input_shape) {
+    if (options.max_weight_elements && input_shape) {
         const std::size_t planned = planned_weight_elements(layers, *input_shape);
-        if (planned > *max_weight_elements) {
+        if (planned > *options.max_weight_elements) {
             throw ValueError("Sequential::from_config: the layers would create " + std::to_string(planned) +
-                             " weight values, more than the " + std::to_string(*max_weight_elements) + " allowed");
+                             " weight values, more than the " + std::to_string(*options.max_weight_elements) + " allowed");
         }
     }
+    Generator& generator = options.generator ? *options.generator : thread_generator();
     Sequential model(config.contains("name") && config["name"].is_string() ? config["name"].get<std::string>() : "sequential");
-    for (auto& layer : layers) model.add(std::move(layer));
-    if (!model.built() && !model.layers_.empty() && input_shape) model.build(*input_shape);
+    for (auto& layer : layers) model.add(std::move(layer), generator);
+    if (!model.built() && !model.layers_.empty() && input_shape) model.build(*input_shape, generator);
     return model;
 }
 
 Sequential Sequential::from_json(const std::string& text) {
-    nlohmann::json json;
-    try {
-        json = nlohmann::json::parse(text);
-    } catch (const nlohmann::json::parse_error& e) {
-        throw ValueError(std::string("Sequential::from_json: not valid JSON: ") + e.what());
-    }
-    return from_config(json);
+    return from_config(json::parse(text, "Sequential::from_json"));
 }
 
 }  // namespace xtnn

@@ -268,7 +268,7 @@ BasicTensor<T> biased(const char* name, const BasicTensor<T>& x, const BasicTens
     for (std::size_t r = 0; r < rows.count; ++r) {
         for (std::size_t c = 0; c < rows.width; ++c) {
             const T z = in[r * rows.width + c] + b[c];
-            out_values[r * rows.width + c] = with_relu && !(z > T(0)) ? T(0) : z;
+            out_values[r * rows.width + c] = with_relu && z <= T(0) ? T(0) : z;
         }
     }
     return make_op<T>(name, std::move(y), {x, bias}, [rows](NodeT<T>& out) {
@@ -276,8 +276,9 @@ BasicTensor<T> biased(const char* name, const BasicTensor<T>& x, const BasicTens
         NodeT<T>& b = *out.inputs[1];
         const T* y = out.value.data();
         const T* dy = out.grad.data();
-        // relu's derivative from its output: y > 0 exactly where x + bias > 0.
-        auto passed = [&](std::size_t i) { return with_relu && !(y[i] > T(0)) ? T(0) : dy[i]; };
+        // relu's derivative from its output: y > 0 exactly where x + bias > 0; a NaN passes its
+        // gradient on, as in PyTorch, so it reaches the loss instead of hiding in the weights.
+        auto passed = [&](std::size_t i) { return with_relu && y[i] <= T(0) ? T(0) : dy[i]; };
         if (!with_relu && input.requires_grad) accumulate_grad(input, out.grad);
         // One pass for both gradients: with relu, each passed value goes to x and to the bias.
         T* dx = with_relu && input.requires_grad ? grad_buffer(input).data() : nullptr;
@@ -462,14 +463,16 @@ BasicTensor<T> relu(const BasicTensor<T>& x) {
     xt::xarray<T> y = xt::empty<T>(x.shape());
     const T* in = x.value().data();
     T* out = y.data();
-    for (std::size_t i = 0; i < y.size(); ++i) out[i] = in[i] > T(0) ? in[i] : T(0);
+    // NaN <= 0 is false: a NaN stays NaN (PyTorch's relu does the same) instead of becoming 0
+    // while its gradient still reaches the weights.
+    for (std::size_t i = 0; i < y.size(); ++i) out[i] = in[i] <= T(0) ? T(0) : in[i];
     return make_op<T>("relu", std::move(y), {x}, [](NodeT<T>& node) {
         NodeT<T>& input = *node.inputs[0];
         if (!input.requires_grad) return;
         const T* value = input.value.data();
         const T* dy = node.grad.data();
         T* dx = grad_buffer(input).data();
-        for (std::size_t i = 0; i < input.value.size(); ++i) dx[i] += value[i] > T(0) ? dy[i] : T(0);
+        for (std::size_t i = 0; i < input.value.size(); ++i) dx[i] += value[i] <= T(0) ? T(0) : dy[i];
     });
 }
 

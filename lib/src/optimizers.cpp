@@ -6,6 +6,7 @@
 
 #include <xtensor/xbuilder.hpp>
 
+#include "xtnn/json.hpp"
 #include "xtnn/registry.hpp"
 
 namespace xtnn {
@@ -185,7 +186,7 @@ template <class T>
 T number(const nlohmann::json& config, const char* key, T fallback) {
     if (!config.contains(key)) return fallback;
     if (!config[key].is_number() && !config[key].is_boolean()) {
-        throw ValueError(std::string("optimizer config: '") + key + "' must be a number, got " + config[key].dump());
+        throw ValueError(std::string("optimizer config: '") + key + "' must be a number, got " + json::excerpt(config[key]));
     }
     return config[key].get<T>();
 }
@@ -250,10 +251,15 @@ OptimizerSpec OptimizerSpec::from_config(nlohmann::json config) {
 }
 
 std::unique_ptr<Optimizer> make_optimizer(const nlohmann::json& config) {
+    json::require_depth(config, "optimizer config");
     if (!config.is_object() || !config.contains("name") || !config["name"].is_string()) {
-        throw ValueError("optimizer config must be an object with a 'name', got " + config.dump());
+        throw ValueError("optimizer config must be an object with a 'name', got " + json::excerpt(config));
     }
-    return optimizers().get(config["name"].get<std::string>())(config);
+    try {
+        return optimizers().get(config["name"].get<std::string>())(config);
+    } catch (const nlohmann::json::exception& e) {
+        throw ValueError(std::string("optimizer config: ") + e.what());
+    }
 }
 
 std::vector<std::string> optimizer_names() { return optimizers().names(); }

@@ -10,6 +10,7 @@
 #include <xtensor/xtensor.hpp>
 
 #include "xtnn/error.hpp"
+#include "xtnn/json.hpp"
 
 namespace xtnn::safetensors {
 
@@ -86,22 +87,10 @@ TensorInfo parse_tensor(const std::string& name, const nlohmann::json& entry, co
 }  // namespace
 
 nlohmann::json parse_json(std::string_view text, const std::string& what) {
-    std::vector<std::set<std::string>> open_objects;
-    const nlohmann::json::parser_callback_t reject_duplicates = [&](int depth, nlohmann::json::parse_event_t event,
-                                                                     nlohmann::json& parsed) {
-        using Event = nlohmann::json::parse_event_t;
-        if (depth > max_json_depth) fail(what, fmt::format("JSON nested deeper than {} levels", max_json_depth));
-        if (event == Event::object_start) open_objects.emplace_back();
-        if (event == Event::object_end && !open_objects.empty()) open_objects.pop_back();
-        if (event == Event::key && !open_objects.back().insert(parsed.get<std::string>()).second) {
-            fail(what, "duplicate key '" + parsed.get<std::string>() + "' in JSON");
-        }
-        return true;
-    };
     try {
-        return nlohmann::json::parse(text.begin(), text.end(), reject_duplicates);
-    } catch (const nlohmann::json::exception& e) {
-        fail(what, std::string("not valid JSON: ") + e.what());
+        return json::parse(text, what);
+    } catch (const ValueError& e) {
+        throw IoError(e.what());
     }
 }
 

@@ -184,6 +184,28 @@ std::vector<std::uint8_t> serialize_with_checksum(std::vector<std::pair<std::str
     return safetensors::serialize(metadata, tensors);
 }
 
+// A file must load again, and load_model refuses NaN and infinity: such a model is not written,
+// so a save (or a checkpoint) never replaces a good file with one that cannot be read.
+void require_finite_weights(const Sequential& model, const char* method, bool with_optimizer_state) {
+    if (const auto problem = model.non_finite_weight()) {
+        throw ValueError(fmt::format("{}: model '{}' is not saved: its {}; the existing file, if any, is unchanged", method,
+                                     model.name(), *problem));
+    }
+    if (!with_optimizer_state || !model.compiled()) return;
+    const auto keys = weight_keys(model);
+    const auto& slots = model.optimizer()->slots();
+    const auto slot_names = model.optimizer()->slot_names();
+    for (std::size_t i = 0; i < std::min(keys.size(), slots.size()); ++i) {
+        for (std::size_t s = 0; s < slots[i].size() && s < slot_names.size(); ++s) {
+            if (const auto index = first_non_finite({slots[i][s].data(), slots[i][s].size()})) {
+                throw ValueError(fmt::format("{}: model '{}' is not saved: the optimizer's {} for '{}' holds {} at flat index "
+                                             "{}; the existing file, if any, is unchanged",
+                                             method, model.name(), slot_names[s], keys[i], slots[i][s].data()[*index], *index));
+            }
+        }
+    }
+}
+
 xt::xarray<float> check_input(const Shape& input_shape) {
     Shape shape{1};
     shape.insert(shape.end(), input_shape.begin(), input_shape.end());
@@ -268,6 +290,7 @@ std::vector<std::uint8_t> model_to_bytes(Sequential& model) {
     if (!model.built()) {
         throw ValueError("save: model '" + model.name() + "' is not built; give the first layer an input_shape or call build()");
     }
+    require_finite_weights(model, "save", true);
     std::vector<std::pair<std::string, std::string>> metadata = {
         {"format", model_format},
         {"format_version", std::to_string(model_format_version)},
@@ -289,7 +312,7 @@ std::vector<std::uint8_t> model_to_bytes(Sequential& model) {
             }
         }
     }
-    metadata.emplace_back("random_state", global_generator().state());
+    metadata.emplace_back("random_state", thread_generator().state());
     const auto input = check_input(model.input_shape());
     tensors.emplace_back(check_input_name, input);
     tensors.emplace_back(check_output_name, model.predict(input));
@@ -308,19 +331,24 @@ Sequential load_model_from_bytes(std::span<const std::uint8_t> bytes, const std:
             stored_weights += (tensor.end - tensor.begin) / 4;
         }
     }
-    // Building the layers draws initial weights from the global generator; loading must not
-    // disturb the user's random stream, so the generator goes back to its state (or to the
-    // saved one, when asked) whether or not the load succeeds.
-    struct GeneratorRestorer {
-        Generator state = global_generator();
-        ~GeneratorRestorer() { global_generator() = state; }
-    } generator_restorer;
-    if (options.restore_random_state) generator_restorer.state.set_state(metadata_field(file, "random_state", what));
-
+    // The saved state is read before anything else is built, so a bad one fails the load early.
+    std::optional<Generator> saved_generator;
+    if (options.restore_random_state) {
+        saved_generator.emplace();
+        try {
+            saved_generator->set_state(metadata_field(file, "random_state", what));
+        } catch (const ValueError& e) {
+            fail(what, std::string("random_state: ") + e.what());
+        }
+    }
+    // The initial weights the layers draw are overwritten by the file's: a private generator
+    // draws them, so loading leaves the thread's random stream alone.
+    Generator discarded_initial_weights;
     std::optional<Sequential> loaded;
     try {
         loaded.emplace(Sequential::from_config(
-            safetensors::parse_json(metadata_field(file, "model_config", what), what + " model_config"), stored_weights));
+            safetensors::parse_json(metadata_field(file, "model_config", what), what + " model_config"),
+            {.max_weight_elements = stored_weights, .generator = &discarded_initial_weights}));
     } catch (const IoError&) {
         throw;
     } catch (const Error& e) {
@@ -333,6 +361,7 @@ Sequential load_model_from_bytes(std::span<const std::uint8_t> bytes, const std:
     if (file.metadata.count("training_config")) restore_training(model, file, what, used);
     verify_check_output(model, file, what, used);
     reject_unused(file, used, what);
+    if (saved_generator) thread_generator() = *saved_generator;
     return std::move(model);
 }
 
@@ -359,6 +388,7 @@ void Sequential::save(const std::string& path) { io::write_file_atomically(path,
 
 void Sequential::save_weights(const std::string& path) const {
     if (!built()) throw ValueError("save_weights: model '" + name_ + "' is not built");
+    require_finite_weights(*this, "save_weights", false);
     const std::vector<std::pair<std::string, std::string>> metadata = {
         {"format", weights_format}, {"format_version", std::to_string(model_format_version)}};
     io::write_file_atomically(path, serialize_with_checksum(metadata, weight_tensors(*this)));

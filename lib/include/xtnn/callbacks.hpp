@@ -87,7 +87,9 @@ struct ModelCheckpointOptions {
 };
 
 /// Saves the model after each epoch. The path may name the epoch (from 1) and logged values as
-/// Python/fmt fields, as in Keras: "checkpoints/model-{epoch:02d}-{val_loss:.3f}.xtnn".
+/// Python/fmt fields, as in Keras: "checkpoints/model-{epoch:02d}-{val_loss:.3f}.xtnn" (widths
+/// and precisions up to 255). An epoch that ends with NaN or infinite weights is not saved (a
+/// message says so): the last good file stays in place.
 class ModelCheckpoint : public Callback {
 public:
     explicit ModelCheckpoint(std::string filepath, ModelCheckpointOptions options = {});
@@ -102,7 +104,8 @@ private:
     double best_ = 0;
 };
 
-/// Stops training at the first batch whose loss is NaN or infinite, naming epoch and batch.
+/// Stops training at the first batch whose loss, or any weight, is NaN or infinite, naming epoch,
+/// batch and what was not finite.
 class TerminateOnNaN : public Callback {
 public:
     void on_epoch_begin(int epoch, const Logs&) override { epoch_ = epoch; }

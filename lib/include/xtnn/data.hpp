@@ -55,7 +55,7 @@ struct IndexSplit {
 };
 
 /// Holds out floor(n * validation_fraction) samples chosen at random by `generator`.
-IndexSplit random_split(std::size_t n, double validation_fraction, Generator& generator = global_generator());
+IndexSplit random_split(std::size_t n, double validation_fraction, Generator& generator = thread_generator());
 
 /// A labelled set: x of shape (N, ...), y of shape (N,) holding class labels.
 struct Dataset {

@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "xtnn/ops.hpp"
+#include "xtnn/random.hpp"
 #include "xtnn/tensor.hpp"
 
 namespace xtnn {
@@ -26,7 +27,8 @@ public:
 
     /// The input shape given at construction (first layer of a model), if any.
     const std::optional<Shape>& declared_input_shape() const { return declared_input_shape_; }
-    void build(const Shape& input_shape);
+    /// Creates the weights for inputs of `input_shape`, drawing initial values from `generator`.
+    void build(const Shape& input_shape, Generator& generator = thread_generator());
     bool built() const { return input_shape_.has_value(); }
     const Shape& input_shape() const;
     virtual Shape output_shape(const Shape& input_shape) const = 0;
@@ -52,7 +54,7 @@ public:
 protected:
     explicit Layer(std::optional<Shape> declared_input_shape = std::nullopt)
         : declared_input_shape_(std::move(declared_input_shape)) {}
-    virtual void build_weights(const Shape& /*input_shape*/) {}
+    virtual void build_weights(const Shape& /*input_shape*/, Generator& /*generator*/) {}
     /// Throws a ShapeError naming the layer when `actual` (batch included) is not batch + expected.
     void check_input(const Tensor& x) const;
 
@@ -91,7 +93,7 @@ public:
 
 protected:
     explicit KernelLayer(Options options);
-    void build_weights(const Shape& input_shape) override;
+    void build_weights(const Shape& input_shape, Generator& generator) override;
     /// The layer's product of x with the kernel, before bias and activation; checks x's shape.
     virtual Tensor apply_kernel(const Tensor& x) = 0;
     /// Layer::config() with the activation, use_bias and the initializers.

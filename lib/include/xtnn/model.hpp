@@ -24,6 +24,7 @@
 #include "xtnn/losses.hpp"
 #include "xtnn/metrics.hpp"
 #include "xtnn/optimizers.hpp"
+#include "xtnn/random.hpp"
 
 namespace xtnn {
 
@@ -66,6 +67,15 @@ struct EvaluateOptions {
     std::ostream* output = nullptr;
 };
 
+struct FromConfigOptions {
+    /// A config whose layers would create more weight values is rejected before anything is
+    /// allocated (loaders pass what the file actually holds).
+    std::optional<std::size_t> max_weight_elements = std::nullopt;
+    /// Draws the initial weights; the calling thread's generator when null. A loader that
+    /// overwrites them passes its own, so loading leaves the thread's random stream alone.
+    Generator* generator = nullptr;
+};
+
 enum class SummaryStyle {
     box,    ///< Keras 3's table with box-drawing characters
     ascii,  ///< Keras 2's plain table, as in the book
@@ -84,12 +94,13 @@ public:
     void add(L&& layer) {
         add(std::unique_ptr<Layer>(std::make_unique<std::decay_t<L>>(std::forward<L>(layer))));
     }
-    void add(std::unique_ptr<Layer> layer);
+    void add(std::unique_ptr<Layer> layer) { add(std::move(layer), thread_generator()); }
     /// A layer by name and Keras-style config: add("dense", {{"units", 32}, {"activation", "relu"}}).
     void add(const std::string& class_name, const nlohmann::json& config = nlohmann::json::object());
 
-    /// Creates every layer's weights for inputs of `input_shape` (batch axis excluded).
-    void build(const Shape& input_shape);
+    /// Creates every layer's weights for inputs of `input_shape` (batch axis excluded), drawing
+    /// initial values from `generator`.
+    void build(const Shape& input_shape, Generator& generator = thread_generator());
     bool built() const;
 
     void compile(const std::string& loss, const OptimizerSpec& optimizer = "rmsprop",
@@ -133,11 +144,9 @@ public:
 
     nlohmann::json get_config() const;
     std::string to_json(int indent = -1) const;
-    /// The model a config describes, built when it names an input shape. With
-    /// `max_weight_elements`, a config whose layers would create more weight values is rejected
-    /// before anything is allocated (loaders pass what the file actually holds).
-    static Sequential from_config(const nlohmann::json& config,
-                                  std::optional<std::size_t> max_weight_elements = std::nullopt);
+    /// The model a config describes, built when it names an input shape. Every problem in the
+    /// config is a ValueError naming the layer and field.
+    static Sequential from_config(const nlohmann::json& config, const FromConfigOptions& options = {});
     static Sequential from_json(const std::string& text);
 
     const std::string& name() const { return name_; }
@@ -152,6 +161,9 @@ public:
     std::vector<xt::xarray<float>> get_weights() const;
     /// Replaces all weight values; shapes must match get_weights().
     void set_weights(const std::vector<xt::xarray<float>>& values);
+    /// "weight 'dense/kernel' holds nan at flat index 3" for the first NaN or infinity among
+    /// the weights, nullopt when all are finite.
+    std::optional<std::string> non_finite_weight() const;
 
     /// Writes the whole model (config, weights, compile settings, optimizer state) to one file,
     /// atomically; xtnn::load_model() reads it back. The format is in docs/model-format.md.
@@ -170,6 +182,8 @@ public:
     bool stop_training = false;
 
 private:
+    void add(std::unique_ptr<Layer> layer, Generator& generator);
+    static Sequential from_checked_config(const nlohmann::json& config, const FromConfigOptions& options);
     Tensor forward_before_activation(const Tensor& x, bool training);
     void require_ready(const char* method) const;
     void check_inputs(const char* method, const InputRows& x) const;

@@ -24,8 +24,6 @@ namespace xtnn::safetensors {
 constexpr std::size_t max_header_bytes = std::size_t(16) << 20;
 constexpr std::size_t max_tensors = std::size_t(1) << 16;
 constexpr std::size_t max_rank = 8;
-/// Deepest nesting of JSON objects and arrays accepted in a header.
-constexpr int max_json_depth = 32;
 
 struct TensorInfo {
     std::string name;
@@ -54,8 +52,7 @@ struct ParsedFile {
 /// trailing byte. Throws IoError naming `what`, the field and the values seen.
 ParsedFile parse(std::span<const std::uint8_t> bytes, const std::string& what);
 
-/// JSON text with duplicate keys or nesting deeper than max_json_depth rejected; `what` names the
-/// text in errors.
+/// json::parse, with its errors as IoError: `what` names the text.
 nlohmann::json parse_json(std::string_view text, const std::string& what);
 
 /// Writes tensors (F32) with `metadata` first in the header, in the given orders.

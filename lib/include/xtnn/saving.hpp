@@ -18,7 +18,7 @@ namespace xtnn {
 inline constexpr int model_format_version = 1;
 
 struct LoadOptions {
-    /// Also set global_generator() to its state when the file was saved, so a resumed fit()
+    /// Also set thread_generator() to its state when the file was saved, so a resumed fit()
     /// shuffles and drops out exactly as the uninterrupted run would have.
     bool restore_random_state = false;
 };

@@ -3,9 +3,16 @@
 // inputs it was computed from and how to push a gradient back to them. Copies share the node,
 // as torch.Tensor handles do.
 
+#include <algorithm>
+#include <bit>
+#include <cmath>
 #include <cstddef>
+#include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
+#include <span>
+#include <string>
 #include <vector>
 
 #include <xtensor/xarray.hpp>
@@ -16,6 +23,43 @@
 namespace xtnn {
 
 using Shape = std::vector<std::size_t>;
+
+/// The most elements xtnn allocates for one tensor: 2^32, 16 GiB of floats. A larger weight,
+/// activation or one-hot array is a mistake in a config or an argument, refused before allocating.
+inline constexpr std::size_t max_tensor_elements = std::size_t(1) << 32;
+
+/// The number of elements of a tensor of `shape`; a ValueError naming `what` and the shape when
+/// the product overflows or exceeds max_tensor_elements.
+template <class Extents>
+std::size_t checked_element_count(const Extents& shape, const std::string& what) {
+    std::size_t count = 1;
+    bool too_large = false;
+    for (auto extent : shape) {
+        const auto value = static_cast<std::size_t>(extent);
+        if (value != 0 && count > max_tensor_elements / value) too_large = true;
+        if (!too_large) count *= value;
+    }
+    // A zero extent makes the product zero however large the others are.
+    if (std::find(shape.begin(), shape.end(), 0) != shape.end()) return 0;
+    if (too_large) {
+        throw ValueError(what + " " + shape_to_string(shape) + " has more than " + std::to_string(max_tensor_elements) +
+                         " elements, the most xtnn allocates for one tensor");
+    }
+    return count;
+}
+
+/// The index of the first NaN or infinity in `values`, if any. The scan tests exponent bits as
+/// integers, which vectorizes: it runs after every batch when TerminateOnNaN watches the weights.
+inline std::optional<std::size_t> first_non_finite(std::span<const float> values) {
+    constexpr std::uint32_t exponent_bits = 0x7f800000;
+    std::uint32_t any = 0;
+    for (float value : values) any |= (std::bit_cast<std::uint32_t>(value) & exponent_bits) == exponent_bits;
+    if (!any) return std::nullopt;
+    for (std::size_t i = 0; i < values.size(); ++i) {
+        if (!std::isfinite(values[i])) return i;
+    }
+    return std::nullopt;
+}
 
 template <class T>
 struct Node {
