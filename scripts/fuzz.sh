@@ -13,7 +13,7 @@ cmake --build build-fuzz -j "$(nproc)"
 
 seconds="${FUZZ_SECONDS:-60}"
 failed=0
-for target in idx model; do
+for target in idx model config; do
   corpus="build-fuzz/corpus/$target"
   artifacts="build-fuzz/artifacts/$target/"
   mkdir -p "$corpus" "$artifacts"

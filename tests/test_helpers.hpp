@@ -3,6 +3,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 
 #include <xtensor/xarray.hpp>
 #include <xtensor/xbuilder.hpp>
@@ -37,6 +38,11 @@ inline xt::xarray<double> distributions(std::size_t rows, std::size_t columns, s
         for (std::size_t c = 0; c < columns; ++c) values(r, c) /= total;
     }
     return values;
+}
+
+/// Same shape and the same bits in every element.
+inline bool bitwise_equal(const xt::xarray<float>& a, const xt::xarray<float>& b) {
+    return a.shape() == b.shape() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
 }
 
 }  // namespace xtnn::testing

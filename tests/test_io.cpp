@@ -8,6 +8,7 @@
 #include <vector>
 
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <zlib.h>
 
 #include <xtnn/xtnn.hpp>
@@ -166,6 +167,11 @@ TEST_CASE("IDX: hostile files give clear errors") {
     CHECK(error_of([&] { io::read_idx(dir.path.string()); }).find("not a regular file") != std::string::npos);
     CHECK(error_of([&] { io::read_idx((dir.path / "missing").string()); }).find("No such file") != std::string::npos);
     CHECK(error_of([&] { io::read_idx("/dev/zero"); }).find("not a regular file") != std::string::npos);
+    // A FIFO nobody writes to: refused at once, where a blocking open would wait forever.
+    const std::string fifo = (dir.path / "fifo").string();
+    REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
+    CHECK(error_of([&] { io::read_idx(fifo); }).find("not a regular file (a FIFO)") != std::string::npos);
+    CHECK(error_of([&] { io::read_pgm(fifo); }).find("not a regular file (a FIFO)") != std::string::npos);
 }
 
 TEST_CASE("IDX: a gzip bomb whose header claims 10 images stops at the data it promises") {

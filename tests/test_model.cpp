@@ -1,11 +1,16 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <filesystem>
+#include <limits>
 #include <sstream>
+#include <tuple>
 
 #include <xtensor/xtensor.hpp>
 #include <xtensor/xview.hpp>
 #include <xtnn/xtnn.hpp>
+
+#include "test_helpers.hpp"
 
 using namespace xtnn;
 
@@ -396,4 +401,173 @@ TEST_CASE("Rescaling: scale and offset, Keras config, summary and refused config
     model.compile("sparse_categorical_crossentropy", "sgd");
     const xt::xarray<std::uint8_t> wrong = xt::zeros<std::uint8_t>({2, 27, 28});
     CHECK(error_of([&] { model.predict(wrong); }).find("got x of shape (2, 27, 28)") != std::string::npos);
+}
+
+TEST_CASE("one NaN pixel makes the loss NaN, and TerminateOnNaN stops before it spreads") {
+    auto [train, test] = datasets::load_mnist(std::string(XTNN_SOURCE_DIR) + "/datasets/mnist-10k");
+    xt::xarray<float> x = xt::view(train.x, xt::range(0, 256));
+    const xt::xarray<float> y = to_categorical(xt::view(train.y, xt::range(0, 256)), 10);
+    x(0, 14, 14) = std::numeric_limits<float>::quiet_NaN();
+    set_random_seed(1);
+    auto model = book_model();
+    model.compile("categorical_crossentropy", "adam", {"accuracy"});
+    auto terminate = std::make_shared<TerminateOnNaN>();
+    std::ostringstream log;
+    const auto history = model.fit(x, y, {.batch_size = 32, .epochs = 3, .verbose = 0, .shuffle = false, .callbacks = {terminate},
+                                          .output = &log});
+    CHECK(history.epoch.size() == 1);
+    CHECK(std::isnan(history.history.at("loss").back()));
+    CHECK(terminate->message() == "Epoch 1, batch 0: invalid loss nan, terminating training");
+}
+
+TEST_CASE("TerminateOnNaN also stops when a weight is not finite while the loss is") {
+    auto [x, labels] = blobs(20);
+    set_random_seed(6);
+    Sequential model;
+    model.add(Dense(4, "relu", {2}));
+    model.add(Dense(3, "softmax"));
+    model.compile("sparse_categorical_crossentropy", "sgd");
+    // A callback that runs before TerminateOnNaN and poisons a weight after the loss was logged.
+    struct Poison : Callback {
+        void on_train_batch_end(int batch, const Logs&) override {
+            if (batch == 2) model->layer(1).weights()[1].mutable_value()(2) = std::numeric_limits<float>::infinity();
+        }
+    };
+    auto terminate = std::make_shared<TerminateOnNaN>();
+    const auto history = model.fit(x, labels, {.batch_size = 4, .epochs = 3, .verbose = 0,
+                                               .callbacks = {std::make_shared<Poison>(), terminate}});
+    CHECK(history.epoch.size() == 1);
+    CHECK(std::isfinite(history.history.at("loss").back()));
+    CHECK(terminate->message() == "Epoch 1, batch 2: the model's weight 'dense_1/bias' holds inf at flat index 2, terminating training");
+}
+
+TEST_CASE("batch sizes beyond the data, up to SIZE_MAX, train, evaluate and predict in one batch") {
+    const auto data = blobs(10);
+    const auto& x = data.first;
+    const auto& labels = data.second;
+    auto run = [&](std::size_t batch_size) {
+        set_random_seed(9);
+        Sequential model;
+        model.add(Dense(4, "relu", {2}));
+        model.add(Dense(3, "softmax"));
+        model.compile("sparse_categorical_crossentropy", "adam", {"accuracy"});
+        auto history = model.fit(x, labels, {.batch_size = batch_size, .epochs = 2, .verbose = 0});
+        return std::tuple{history, model.evaluate(x, labels, {.batch_size = batch_size}), model.predict(x, batch_size)};
+    };
+    const auto [history, scores, predictions] = run(std::numeric_limits<std::size_t>::max());
+    const auto [one_batch_history, one_batch_scores, one_batch_predictions] = run(x.shape()[0]);
+    REQUIRE(history.history.count("loss") == 1);
+    CHECK(history.history.at("loss").size() == 2);
+    CHECK(history.history == one_batch_history.history);
+    CHECK(scores == one_batch_scores);
+    CHECK(testing::bitwise_equal(predictions, one_batch_predictions));
+}
+
+TEST_CASE("a null callback is refused with its index") {
+    const auto data = blobs(5);
+    const auto& x = data.first;
+    const auto& labels = data.second;
+    Sequential model;
+    model.add(Dense(3, "softmax", {2}));
+    model.compile("sparse_categorical_crossentropy", "sgd");
+    CHECK(error_of([&] { model.fit(x, labels, {.verbose = 0, .callbacks = {std::make_shared<TerminateOnNaN>(), nullptr}}); }) ==
+          "fit: callback 1 is null");
+}
+
+TEST_CASE("configs: library exceptions become ValueErrors naming the field; whole-number fields refuse fractions") {
+    auto dense_config = [](const std::string& units) {
+        return R"({"class_name": "Sequential", "config": {"name": "s", "layers": [{"class_name": "Dense", "config": )"
+               R"({"name": "d", "units": )" + units + R"(, "batch_input_shape": [null, 4]}}]}})";
+    };
+    CHECK(Sequential::from_json(dense_config("3")).count_params() == 15);
+    CHECK(Sequential::from_json(dense_config("3.0")).count_params() == 15);
+    CHECK(error_of([&] { Sequential::from_json(dense_config("3.5")); }) ==
+          "layer config of Dense 'd': field 'units' must be a whole number in [0, 16777216], got 3.5");
+    CHECK(error_of([&] { Sequential::from_json(dense_config("-1")); }).find("field 'units' must be a whole number") !=
+          std::string::npos);
+    CHECK(error_of([&] { Sequential::from_json(dense_config("\"3\"")); }).find("field 'units'") != std::string::npos);
+    CHECK(error_of([&] { Sequential::from_json(dense_config("1e400")); }).find("not valid JSON") != std::string::npos);
+    CHECK(error_of([] { Sequential::from_json(R"({"class_name": 5, "config": {}})"); })
+              .find("expected {\"class_name\": \"Sequential\"") != std::string::npos);
+    CHECK(error_of([] { Sequential::from_json(R"({"class_name": "Sequential", "config": {"layers": [{"class_name": "Dense",)"
+                                              R"( "config": {"units": 2, "use_bias": 7}}]}})"); })
+              .find("field 'use_bias' has the wrong type (7)") != std::string::npos);
+    CHECK(error_of([] { Sequential::from_json(R"({"class_name": "Sequential", "config": {"layers": [{"class_name": "Reshape",)"
+                                              R"( "config": {"target_shape": [2.5, -1]}}]}})"); })
+              .find("'target_shape' extent must be a whole number") != std::string::npos);
+    CHECK(error_of([] { OptimizerSpec::from_config({{"name", "adam"}, {"learning_rate", "fast"}}); }).find("learning_rate") !=
+          std::string::npos);
+    // Nothing from nlohmann escapes: every failure is an xtnn::Error.
+    for (const std::string& text : {R"({"class_name": "Sequential", "config": {"layers": [{"class_name": "Dense", "config": 5}]}})",
+                                    R"({"class_name": "Sequential", "config": {"layers": 5}})", R"([1, 2])", R"("x")",
+                                    R"({"class_name": "Sequential", "config": {"name": 5, "layers": []}})"}) {
+        CHECK_THROWS_AS(Sequential::from_json(text), Error);
+    }
+}
+
+TEST_CASE("JSON nested 100,000 deep is refused before any recursive walk") {
+    const std::string deep = std::string(100000, '[') + std::string(100000, ']');
+    const std::string layer_start = R"({"class_name": "Sequential", "config": {"layers": [)";
+    for (const std::string& text :
+         {layer_start + deep + "]}}", layer_start + R"({"class_name": "Dense", "config": )" + deep + "}]}}",
+          layer_start + R"({"class_name": "Dense", "config": {"units": )" + deep + "}}]}}", deep}) {
+        CHECK(error_of([&] { Sequential::from_json(text); }).find("JSON nested deeper than 32 levels") != std::string::npos);
+    }
+    // The same through the APIs that take parsed JSON: deep values built in place (a copy of one
+    // would itself recurse 100,000 deep).
+    auto nest_deep = [](nlohmann::json& at) {
+        nlohmann::json* inner = &at;
+        for (int i = 0; i < 100000; ++i) {
+            *inner = nlohmann::json::array({nullptr});
+            inner = &(*inner)[0];
+        }
+    };
+    nlohmann::json layer_config = {{"activation", "relu"}};
+    nest_deep(layer_config["units"]);
+    CHECK(error_of([&] { make_layer("Dense", layer_config); }).find("JSON nested deeper than 32 levels") != std::string::npos);
+    nlohmann::json model_config = {{"class_name", "Sequential"}, {"config", nlohmann::json::object()}};
+    nest_deep(model_config["config"]["layers"]);
+    CHECK(error_of([&] { Sequential::from_config(model_config); }).find("JSON nested deeper than 32 levels") != std::string::npos);
+    nlohmann::json optimizer_config = {{"name", "adam"}};
+    nest_deep(optimizer_config["beta_1"]);
+    CHECK(error_of([&] { OptimizerSpec::from_config(std::move(optimizer_config)); })
+              .find("JSON nested deeper than 32 levels") != std::string::npos);
+}
+
+TEST_CASE("sizes past the element cap are refused before allocating") {
+    Sequential conv;
+    const std::size_t huge = std::size_t(1) << 19;
+    CHECK(error_of([&] { conv.add(Conv2D(1, huge, 1, "valid", "linear", {huge, huge, std::size_t(1) << 24})); })
+              .find("more than 4294967296 elements") != std::string::npos);
+    Sequential dense;
+    CHECK(error_of([&] { dense.add(Dense(std::size_t(1) << 24, "linear", {1600})); }) ==
+          "Dense 'dense': weight shape (1600, 16777216) has more than 4294967296 elements, the most xtnn allocates for one tensor");
+    CHECK(dense.size() == 0);
+    const std::string conv_json =
+        R"({"class_name": "Sequential", "config": {"layers": [{"class_name": "Conv2D", "config": {"filters": 1, )"
+        R"("kernel_size": [524288, 524288], "batch_input_shape": [null, 524288, 524288, 16777216]}}]}})";
+    CHECK(error_of([&] { Sequential::from_json(conv_json); }).find("more than 4294967296 elements") != std::string::npos);
+    CHECK(error_of([] { to_categorical(xt::xarray<float>{0, 1}, std::size_t(1) << 62); }).find("more than 4294967296 elements") !=
+          std::string::npos);
+    CHECK(error_of([] { Reshape({16777216, 16777216, 16777216, -1}, {4}).output_shape({4}); }).find("more than") != std::string::npos);
+}
+
+TEST_CASE("the config fuzzing seeds and every crasher found so far load or fail with an xtnn::Error") {
+    std::size_t replayed = 0, loaded = 0;
+    for (const char* folder : {"/tests/fuzz/seeds/config", "/tests/fuzz/regressions/config"}) {
+        for (const auto& entry : std::filesystem::directory_iterator(std::string(XTNN_SOURCE_DIR) + folder)) {
+            if (entry.path().filename().string().front() == '.') continue;
+            CAPTURE(entry.path().string());
+            const auto bytes = io::read_file(entry.path().string());
+            try {
+                const auto model = Sequential::from_json(std::string(bytes.begin(), bytes.end()));
+                CHECK(Sequential::from_json(model.to_json()).to_json() == model.to_json());
+                ++loaded;
+            } catch (const Error&) {
+            }
+            ++replayed;
+        }
+    }
+    CHECK(replayed >= 3);
+    CHECK(loaded >= 3);  // the seeds are valid configs
 }

@@ -1,6 +1,7 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <limits>
 #include <string>
 
 #include <xtensor/xsort.hpp>
@@ -442,4 +443,41 @@ TEST_CASE("conv2d over a batch larger than one patch chunk equals sample-by-samp
         kernel_grad += one_k.grad();
     }
     CHECK(xt::allclose(batch_k.grad(), kernel_grad, 1e-10, 1e-12));
+}
+
+TEST_CASE("NaN propagates through relu, bias_relu, max pooling and every activation, forward and backward") {
+    const float nan = std::numeric_limits<float>::quiet_NaN();
+    Tensor x = Tensor::parameter(xt::xarray<float>{{-1.0f, nan, 2.0f}});
+    Tensor relu = ops::relu(x);
+    CHECK(relu.value()(0, 0) == 0.0f);
+    CHECK(std::isnan(relu.value()(0, 1)));
+    CHECK(relu.value()(0, 2) == 2.0f);
+    ops::sum(relu).backward();
+    CHECK(x.grad()(0, 0) == 0.0f);
+    CHECK(x.grad()(0, 1) == 1.0f);  // as in PyTorch: the NaN's gradient passes, so the loss shows it
+    CHECK(x.grad()(0, 2) == 1.0f);
+
+    Tensor bias = Tensor::parameter(xt::xarray<float>{0.0f, 0.0f, 0.0f});
+    Tensor fused = ops::bias_relu(x, bias);
+    CHECK(std::isnan(fused.value()(0, 1)));
+    ops::sum(fused).backward();
+    CHECK(bias.grad()(1) == 1.0f);
+    CHECK(testing::bitwise_equal(fused.value(), ops::relu(ops::bias_add(x, bias)).value()));
+
+    for (const auto& name : activation_names()) {
+        INFO(name);
+        CHECK(std::isnan(get_activation(name)(Tensor::constant(x.value())).value()(0, 1)));
+    }
+
+    // A NaN anywhere in a pooling window wins, as in PyTorch; the rest of the image is untouched.
+    xt::xarray<float> image = xt::zeros<float>({1, 4, 4, 2});
+    image(0, 1, 1, 0) = nan;
+    image(0, 2, 2, 1) = 5.0f;
+    Tensor pooled_input = Tensor::parameter(image);
+    Tensor pooled = ops::max_pool2d(pooled_input, {2, 2}, {2, 2}, ops::Padding::valid);
+    CHECK(std::isnan(pooled.value()(0, 0, 0, 0)));
+    CHECK(pooled.value()(0, 1, 1, 1) == 5.0f);
+    CHECK(pooled.value()(0, 1, 1, 0) == 0.0f);
+    ops::sum(pooled).backward();
+    CHECK(pooled_input.grad()(0, 1, 1, 0) == 1.0f);
 }

@@ -5,7 +5,10 @@
 #include <filesystem>
 #include <fstream>
 #include <limits>
+#include <sstream>
 
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -15,6 +18,7 @@
 #include "test_helpers.hpp"
 
 using namespace xtnn;
+using testing::bitwise_equal;
 namespace fs = std::filesystem;
 
 namespace {
@@ -64,10 +68,6 @@ Sequential small_model(const std::string& optimizer = "adam") {
     model.add(Dense(3, "softmax"));
     model.compile("categorical_crossentropy", optimizer, {"accuracy"});
     return model;
-}
-
-bool bitwise_equal(const xt::xarray<float>& a, const xt::xarray<float>& b) {
-    return a.shape() == b.shape() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
 }
 
 bool same_weights(const Sequential& a, const Sequential& b) {
@@ -597,11 +597,99 @@ TEST_CASE("hostile model files: each fails with a clear error") {
     }
 }
 
-TEST_CASE("load_model and load_weights refuse paths that are not regular files") {
+TEST_CASE("load_model and load_weights refuse paths that are not regular files, FIFOs without blocking") {
     TempDir dir;
     CHECK_THROWS_WITH_AS(load_model(dir.file("missing.xtnn")), doctest::Contains("cannot open"), IoError);
-    CHECK_THROWS_WITH_AS(load_model(dir.path.string()), doctest::Contains("not a regular file"), IoError);
-    CHECK_THROWS_WITH_AS(load_model("/dev/zero"), doctest::Contains("not a regular file"), IoError);
+    CHECK_THROWS_WITH_AS(load_model(dir.path.string()), doctest::Contains("not a regular file (a folder)"), IoError);
+    CHECK_THROWS_WITH_AS(load_model("/dev/zero"), doctest::Contains("not a regular file (a character device)"), IoError);
+    // No process ever opens the FIFO for writing: a blocking open() would wait forever.
+    REQUIRE(::mkfifo(dir.file("fifo.xtnn").c_str(), 0600) == 0);
+    CHECK_THROWS_WITH_AS(load_model(dir.file("fifo.xtnn")), doctest::Contains("not a regular file (a FIFO)"), IoError);
+    Sequential model = small_model();
+    CHECK_THROWS_WITH_AS(model.load_weights(dir.file("fifo.xtnn")), doctest::Contains("not a regular file (a FIFO)"), IoError);
+}
+
+TEST_CASE("save writes through symbolic links, refuses what is not a regular file, and takes names up to NAME_MAX") {
+    TempDir dir;
+    set_random_seed(4);
+    Sequential model = small_model();
+    fs::create_directory(dir.path / "real");
+    model.save(dir.file("real/target.xtnn"));
+    fs::create_symlink("real/target.xtnn", dir.path / "link.xtnn");
+    fs::create_symlink("link.xtnn", dir.path / "link-to-link.xtnn");
+
+    set_random_seed(5);
+    Sequential other = small_model();
+    other.save(dir.file("link-to-link.xtnn"));
+    CHECK(fs::is_symlink(dir.path / "link.xtnn"));
+    CHECK(fs::is_symlink(dir.path / "link-to-link.xtnn"));
+    CHECK(same_weights(load_model(dir.file("real/target.xtnn")), other));
+    CHECK(std::distance(fs::directory_iterator(dir.path / "real"), {}) == 1);  // no temporary file left
+
+    fs::create_symlink("real/not-yet.xtnn", dir.path / "dangling.xtnn");
+    model.save(dir.file("dangling.xtnn"));
+    CHECK(fs::is_symlink(dir.path / "dangling.xtnn"));
+    CHECK(same_weights(load_model(dir.file("real/not-yet.xtnn")), model));
+
+    fs::create_symlink("loop-b.xtnn", dir.path / "loop-a.xtnn");
+    fs::create_symlink("loop-a.xtnn", dir.path / "loop-b.xtnn");
+    CHECK_THROWS_WITH_AS(model.save(dir.file("loop-a.xtnn")), doctest::Contains("symbolic links in a chain"), IoError);
+
+    REQUIRE(::mkfifo(dir.file("fifo.xtnn").c_str(), 0600) == 0);
+    CHECK_THROWS_WITH_AS(model.save(dir.file("fifo.xtnn")), doctest::Contains("is not a regular file (a FIFO)"), IoError);
+    CHECK(fs::is_fifo(dir.path / "fifo.xtnn"));
+    CHECK_THROWS_WITH_AS(model.save(dir.file("real")), doctest::Contains("is not a regular file (a folder)"), IoError);
+    fs::create_symlink("fifo.xtnn", dir.path / "link-to-fifo.xtnn");
+    CHECK_THROWS_AS(model.save_weights(dir.file("link-to-fifo.xtnn")), IoError);
+    CHECK(fs::is_fifo(dir.path / "fifo.xtnn"));
+    // A device node of our own (the null device's numbers), where this process may make one.
+    if (::mknod(dir.file("null-device").c_str(), S_IFCHR | 0600, ::makedev(1, 3)) == 0) {
+        CHECK_THROWS_WITH_AS(model.save(dir.file("null-device")), doctest::Contains("(a character device)"), IoError);
+        CHECK(fs::is_character_file(dir.path / "null-device"));
+    }
+
+    for (std::size_t length : {250, 255}) {
+        const std::string name = std::string(length - 5, 'm') + ".xtnn";
+        model.save(dir.file(name));
+        CHECK(same_weights(load_model(dir.file(name)), model));
+    }
+}
+
+TEST_CASE("non-finite weights are never saved: save fails and keeps the old file, ModelCheckpoint skips the epoch") {
+    TempDir dir;
+    set_random_seed(6);
+    Sequential model = small_model();
+    const Blobs data = blobs(32, 4);
+    model.save(dir.file("good.xtnn"));
+    model.save_weights(dir.file("good.weights"));
+    const auto good = read_bytes(dir.file("good.xtnn"));
+    const auto good_weights = read_bytes(dir.file("good.weights"));
+    model.layer(0).weights()[0].mutable_value()(3, 1) = std::numeric_limits<float>::quiet_NaN();
+    CHECK_THROWS_WITH_AS(model.save(dir.file("good.xtnn")),
+                         "save: model 'sequential' is not saved: its weight 'dense/kernel' holds nan at flat index 25; "
+                         "the existing file, if any, is unchanged",
+                         ValueError);
+    CHECK_THROWS_AS(model.save_weights(dir.file("good.weights")), ValueError);
+    CHECK(read_bytes(dir.file("good.xtnn")) == good);
+    CHECK(read_bytes(dir.file("good.weights")) == good_weights);
+    CHECK(dir.entries() == 2);
+
+    // Training on a NaN weight makes every epoch's weights NaN: the checkpoint keeps the good file.
+    auto checkpoint = std::make_shared<ModelCheckpoint>(dir.file("good.xtnn"), ModelCheckpointOptions{.monitor = "loss"});
+    std::ostringstream log;
+    model.fit(data.x, data.y, {.batch_size = 16, .epochs = 2, .verbose = 0, .callbacks = {checkpoint}, .output = &log});
+    CHECK(read_bytes(dir.file("good.xtnn")) == good);
+    CHECK(log.str().find("Epoch 2: not saving model to " + dir.file("good.xtnn") + ": its weight 'dense/kernel' holds nan") !=
+          std::string::npos);
+    CHECK_NOTHROW(load_model(dir.file("good.xtnn")));
+}
+
+TEST_CASE("ModelCheckpoint refuses absurd field widths when it is made") {
+    for (const char* path : {"m-{epoch:>1000000000}.xtnn", "m-{loss:.999999f}.xtnn", "m-{epoch:0256d}.xtnn", "m-{epoch:{loss}}.xtnn"}) {
+        CAPTURE(path);
+        CHECK_THROWS_AS(std::make_shared<ModelCheckpoint>(path), ValueError);
+    }
+    CHECK_NOTHROW(std::make_shared<ModelCheckpoint>("m-{epoch:>255}-{{literal}}-{val_loss:.3f}.xtnn"));
 }
 
 TEST_CASE("thread counts: bitwise-equal runs for one count; within rounding of each other across counts") {

@@ -495,7 +495,10 @@ Sequential Sequential::from_checked_config(const nlohmann::json& model_config, c
         }
     }
     Generator& generator = options.generator ? *options.generator : thread_generator();
-    Sequential model(config.contains("name") && config["name"].is_string() ? config["name"].get<std::string>() : "sequential");
+    if (config.contains("name") && !config["name"].is_string()) {
+        throw ValueError("Sequential::from_config: the model's 'name' must be a string, got " + json::excerpt(config["name"]));
+    }
+    Sequential model(config.contains("name") ? config["name"].get<std::string>() : "sequential");
     for (auto& layer : layers) model.add(std::move(layer), generator);
     if (!model.built() && !model.layers_.empty() && input_shape) model.build(*input_shape, generator);
     return model;

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The threading tests (tests/test_threads.cpp) under ThreadSanitizer, with the whole library
+# instrumented: any data race in xtnn fails the run. OpenBLAS is not instrumented, so its own
+# threads are invisible to the sanitizer; what is checked is xtnn's code across user threads.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/install-deps.sh
+flags="-fsanitize=thread -fno-omit-frame-pointer -g"
+cmake -S . -B build-tsan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+  -DCMAKE_CXX_FLAGS="$flags" -DCMAKE_EXE_LINKER_FLAGS="-fsanitize=thread" \
+  -DXTNN_BUILD_EXAMPLES=OFF -DXTNN_BUILD_BENCH=OFF
+cmake --build build-tsan -j "$(nproc)" --target xtnn_tests
+export TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1
+ctest --test-dir build-tsan --output-on-failure --verbose --timeout 1200 -R '^test_threads$'

@@ -1,0 +1,56 @@
+# A run saved by one build resumes exactly in the other: the g++/libstdc++ build and the
+# clang/libc++ build train the same seed bit for bit alike, and the random generator's state is
+# stored in xtnn's own form, so
+#  - both builds write byte-identical model files for the same run;
+#  - 2 epochs in one build, then 2 more in the other (LoadOptions::restore_random_state) give
+#    the same file and History as 4 epochs straight, in both directions.
+# Arguments: -DTRAIN_RUN=<this build's tool> -DPEER_TRAIN_RUN=<the other build's tool>
+#            -DDATA=<digits folder> -DWORK_DIR=<scratch folder>
+
+file(REMOVE_RECURSE "${WORK_DIR}")
+file(MAKE_DIRECTORY "${WORK_DIR}")
+
+function(train tool name)
+  execute_process(COMMAND "${tool}" --data "${DATA}" --save "${WORK_DIR}/${name}.xtnn"
+                          --history "${WORK_DIR}/${name}.txt" ${ARGN}
+                  RESULT_VARIABLE result)
+  if(NOT result EQUAL 0)
+    message(FATAL_ERROR "run '${name}' with ${tool} failed: ${result}")
+  endif()
+endfunction()
+
+function(expect_same_file a b what)
+  file(SHA256 "${WORK_DIR}/${a}" hash_a)
+  file(SHA256 "${WORK_DIR}/${b}" hash_b)
+  if(NOT hash_a STREQUAL hash_b)
+    message(FATAL_ERROR "${what}: ${a} and ${b} differ")
+  endif()
+  message(STATUS "ok: ${what} (${a} == ${b}, sha256 ${hash_a})")
+endfunction()
+
+function(expect_history_tail straight resumed what)
+  file(STRINGS "${WORK_DIR}/${straight}" straight_epochs)
+  file(STRINGS "${WORK_DIR}/${resumed}" resumed_epochs)
+  list(SUBLIST straight_epochs 2 2 straight_tail)
+  if(NOT straight_tail STREQUAL resumed_epochs)
+    message(FATAL_ERROR "${what}: History differs:\n${straight_tail}\nvs\n${resumed_epochs}")
+  endif()
+  message(STATUS "ok: ${what}: History equals epochs 3-4 of the straight run")
+endfunction()
+
+train("${TRAIN_RUN}" own_half --seed 42 --epochs 2)
+train("${PEER_TRAIN_RUN}" peer_half --seed 42 --epochs 2)
+expect_same_file(own_half.xtnn peer_half.xtnn "the same run in both builds: model files")
+expect_same_file(own_half.txt peer_half.txt "the same run in both builds: History")
+
+train("${TRAIN_RUN}" own_straight --seed 42 --epochs 4)
+train("${PEER_TRAIN_RUN}" peer_straight --seed 42 --epochs 4)
+expect_same_file(own_straight.xtnn peer_straight.xtnn "4 epochs in both builds: model files")
+
+train("${TRAIN_RUN}" own_resumes_peer --resume "${WORK_DIR}/peer_half.xtnn" --epochs 4)
+expect_same_file(peer_straight.xtnn own_resumes_peer.xtnn "resumed in this build from the other's file: model files")
+expect_history_tail(peer_straight.txt own_resumes_peer.txt "resumed in this build from the other's file")
+
+train("${PEER_TRAIN_RUN}" peer_resumes_own --resume "${WORK_DIR}/own_half.xtnn" --epochs 4)
+expect_same_file(own_straight.xtnn peer_resumes_own.xtnn "resumed in the other build from this one's file: model files")
+expect_history_tail(own_straight.txt peer_resumes_own.txt "resumed in the other build from this one's file")

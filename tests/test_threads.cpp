@@ -1,0 +1,137 @@
+// What docs/threads.md promises: each thread's seeded work is its own, loading touches no
+// generator, and predict on one model from several threads gives the sequential result. These
+// tests also run under ThreadSanitizer (scripts/sanitize-threads.sh).
+
+#include <doctest/doctest.h>
+
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <xtensor/xview.hpp>
+#include <xtnn/xtnn.hpp>
+
+#include "test_helpers.hpp"
+
+using namespace xtnn;
+using testing::bitwise_equal;
+
+namespace {
+
+struct Digits {
+    xt::xarray<float> x, y, x_test;
+};
+
+const Digits& digits() {
+    static const Digits data = [] {
+        auto [train, test] = datasets::load_mnist(std::string(XTNN_SOURCE_DIR) + "/datasets/mnist-10k");
+        return Digits{xt::view(train.x, xt::range(0, 600)), to_categorical(xt::view(train.y, xt::range(0, 600)), 10),
+                      xt::view(test.x, xt::range(0, 200))};
+    }();
+    return data;
+}
+
+struct Run {
+    std::vector<xt::xarray<float>> weights;
+    History history;
+    xt::xarray<float> predictions;
+};
+
+// The book's model, seeded, trained with dropout, shuffling and a validation split: every use
+// of the thread's generator.
+Run train_book_model(std::uint64_t seed) {
+    set_random_seed(seed);
+    Sequential model;
+    model.add(Dense(32, "relu", {28, 28}));
+    model.add(Dropout(0.1));
+    model.add(Dense(32, "relu"));
+    model.add(Dropout(0.1));
+    model.add(Flatten());
+    model.add(Dense(10, "softmax"));
+    model.compile("categorical_crossentropy", "adam", {"accuracy"});
+    History history = model.fit(digits().x, digits().y, {.batch_size = 64, .epochs = 2, .verbose = 0, .validation_split = 0.1});
+    return {model.get_weights(), history, model.predict(digits().x_test)};
+}
+
+bool same_run(const Run& a, const Run& b) {
+    if (a.weights.size() != b.weights.size() || a.history.history != b.history.history) return false;
+    for (std::size_t i = 0; i < a.weights.size(); ++i) {
+        if (!bitwise_equal(a.weights[i], b.weights[i])) return false;
+    }
+    return bitwise_equal(a.predictions, b.predictions);
+}
+
+}  // namespace
+
+TEST_CASE("threads that seed and train at the same time each get the sequential result") {
+    digits();
+    const Run reference_42 = train_book_model(42);
+    const Run reference_7 = train_book_model(7);
+    REQUIRE_FALSE(same_run(reference_42, reference_7));
+    for (int round = 0; round < 3; ++round) {
+        Run run_42, run_7, run_42_again;
+        std::thread a([&] { run_42 = train_book_model(42); });
+        std::thread b([&] { run_7 = train_book_model(7); });
+        std::thread c([&] { run_42_again = train_book_model(42); });
+        a.join();
+        b.join();
+        c.join();
+        CHECK(same_run(run_42, reference_42));
+        CHECK(same_run(run_42_again, reference_42));
+        CHECK(same_run(run_7, reference_7));
+    }
+}
+
+TEST_CASE("loading models in one thread leaves another thread's training alone") {
+    digits();
+    set_random_seed(3);
+    Sequential saved;
+    saved.add(Dense(16, "relu", {28, 28}));
+    saved.add(Flatten());
+    saved.add(Dense(10, "softmax"));
+    saved.compile("categorical_crossentropy", "sgd");
+    const auto file = model_to_bytes(saved);
+
+    const Run reference = train_book_model(42);
+    Run trained;
+    std::thread trainer([&] { trained = train_book_model(42); });
+    std::thread loader([&] {
+        set_random_seed(99);
+        const auto before = thread_generator().state();
+        for (int i = 0; i < 20; ++i) {
+            const Sequential loaded = load_model_from_bytes(file);
+            CHECK(loaded.count_params() == saved.count_params());
+        }
+        CHECK(thread_generator().state() == before);  // loading draws nothing from the thread's generator
+    });
+    trainer.join();
+    loader.join();
+    CHECK(same_run(trained, reference));
+}
+
+TEST_CASE("predict on one model from several threads equals the sequential predict") {
+    digits();
+    set_random_seed(11);
+    Sequential model;
+    model.add(Dense(32, "relu", {28, 28}));
+    model.add(Dropout(0.5));
+    model.add(Flatten());
+    model.add(Dense(10, "softmax"));
+    const xt::xarray<float> expected = model.predict(digits().x_test, 16);
+    const xt::xarray<float> expected_one = model.predict(xt::view(digits().x_test, xt::range(0, 1)));
+    std::vector<xt::xarray<float>> batches(4), singles(4);
+    std::vector<std::thread> threads;
+    for (std::size_t t = 0; t < batches.size(); ++t) {
+        threads.emplace_back([&, t] {
+            for (int repeat = 0; repeat < 5; ++repeat) {
+                batches[t] = model.predict(digits().x_test, 16);
+                singles[t] = model.predict(xt::view(digits().x_test, xt::range(0, 1)));
+            }
+        });
+    }
+    for (auto& thread : threads) thread.join();
+    for (std::size_t t = 0; t < batches.size(); ++t) {
+        CHECK(bitwise_equal(batches[t], expected));
+        CHECK(bitwise_equal(singles[t], expected_one));
+    }
+}
