@@ -33,11 +33,11 @@ void check_layer_gradients(Layer& layer, const xt::xarray<float>& input) {
         for (std::size_t i = 0; i < out.size(); ++i) total += double(out.data()[i]) * projection.data()[i];
         return total;
     };
-    for (auto& w : layer.weights()) w.zero_grad();
+    for (auto& w : layer.trainable_weights()) w.zero_grad();
     y.backward(projection);
 
     std::vector<Tensor> checked{x};
-    for (auto& w : layer.weights()) checked.push_back(w);
+    for (auto& w : layer.trainable_weights()) checked.push_back(w);
     const float eps = 1e-2f;
     for (std::size_t t = 0; t < checked.size(); ++t) {
         Tensor& target = checked[t];
@@ -163,7 +163,7 @@ TEST_CASE("unknown names list the known ones") {
         return std::string();
     };
     CHECK(message_of([] { Dense(3, "swishy"); }).find("known activations: elu, gelu") != std::string::npos);
-    CHECK(message_of([] { make_layer("Conv9D", nlohmann::json::object()); }).find("known layers: Activation, AveragePooling2D, Conv2D, Dense") !=
+    CHECK(message_of([] { make_layer("Conv9D", nlohmann::json::object()); }).find("known layers: Activation, AveragePooling2D, BatchNormalization, Conv2D, Dense") !=
           std::string::npos);
     CHECK(message_of([] { Dense(DenseOptions{.units = 3, .kernel_initializer = "magic"}); }).find("glorot_uniform") !=
           std::string::npos);
@@ -267,4 +267,66 @@ TEST_CASE("a small CNN learns to tell vertical from horizontal bars") {
     model.compile("binary_crossentropy", Adam{.learning_rate = 0.05}, {"accuracy"});
     model.fit(x, y, {.batch_size = 16, .epochs = 60, .verbose = 0});
     CHECK(model.evaluate(x, y)["accuracy"] == 1.0);
+}
+
+TEST_CASE("BatchNormalization: moving statistics after known batches match a direct computation") {
+    auto layer = built(std::make_unique<BatchNormalization>(BatchNormalizationOptions{.momentum = 0.9}), {4, 4, 2});
+    CHECK(layer->weight_names() == std::vector<std::string>{"gamma", "beta", "moving_mean", "moving_variance"});
+    CHECK(layer->count_params() == 8);
+    CHECK(layer->count_trainable_params() == 4);
+    std::vector<double> mean(2, 0.0), variance(2, 1.0);
+    for (std::uint64_t step = 0; step < 3; ++step) {
+        const xt::xarray<float> batch = random_batch({3, 4, 4, 2}, 40 + step) * float(step + 1) + 0.5f;
+        layer->call(Tensor::constant(batch), true);
+        for (std::size_t c = 0; c < 2; ++c) {
+            double m = 0, v = 0;
+            const std::size_t n = batch.size() / 2;
+            for (std::size_t i = c; i < batch.size(); i += 2) m += batch.data()[i] / double(n);
+            for (std::size_t i = c; i < batch.size(); i += 2) v += (batch.data()[i] - m) * (batch.data()[i] - m) / double(n);
+            mean[c] = mean[c] * 0.9 + m * 0.1;
+            variance[c] = variance[c] * 0.9 + v * 0.1;
+        }
+    }
+    const auto weights = layer->weights();
+    for (std::size_t c = 0; c < 2; ++c) {
+        CHECK(weights[2].value()(c) == doctest::Approx(mean[c]).epsilon(1e-5));
+        CHECK(weights[3].value()(c) == doctest::Approx(variance[c]).epsilon(1e-5));
+    }
+    // Inference normalizes with the moving statistics and changes nothing.
+    const xt::xarray<float> moving_mean = weights[2].value();
+    const xt::xarray<float> sample = random_batch({1, 4, 4, 2}, 50);
+    const auto y = layer->call(Tensor::constant(sample), false).value();
+    for (std::size_t i = 0; i < sample.size(); ++i) {
+        const std::size_t c = i % 2;
+        const double expected = (sample.data()[i] - weights[2].value()(c)) / std::sqrt(weights[3].value()(c) + 1e-3);
+        CHECK(y.data()[i] == doctest::Approx(expected).epsilon(1e-5));
+    }
+    CHECK(weights[2].value() == moving_mean);
+    // Frozen (Keras 3): inference mode even while training, moving statistics untouched.
+    layer->trainable = false;
+    CHECK(layer->count_trainable_params() == 0);
+    const auto frozen = layer->call(Tensor::constant(sample), true).value();
+    CHECK(frozen == y);
+    CHECK(weights[2].value() == moving_mean);
+}
+
+TEST_CASE("BatchNormalization: gradients, options, config round trip and refused configs") {
+    auto layer = built(std::make_unique<BatchNormalization>(), {3});
+    check_layer_gradients(*layer, random_batch({4, 3}, 60));
+    auto bare = built(std::make_unique<BatchNormalization>(BatchNormalizationOptions{.center = false, .scale = false}), {3});
+    CHECK(bare->weight_names() == std::vector<std::string>{"moving_mean", "moving_variance"});
+    CHECK(bare->count_trainable_params() == 0);
+
+    const nlohmann::json config = layer->config();
+    CHECK(config["axis"] == -1);
+    CHECK(config["momentum"] == 0.99);
+    CHECK(config["epsilon"] == 1e-3);
+    auto again = make_layer("BatchNormalization", config);
+    CHECK(again->config() == config);
+    // Keras 2 writes the axis as a list counting the batch axis.
+    CHECK_NOTHROW(make_layer("BatchNormalization", {{"axis", {3}}, {"batch_input_shape", {nullptr, 4, 4, 2}}}));
+    CHECK_THROWS_WITH_AS(make_layer("BatchNormalization", {{"axis", 1}, {"batch_input_shape", {nullptr, 4, 4, 2}}}),
+                         doctest::Contains("only the last axis (-1) can be normalized, got axis 1"), ValueError);
+    CHECK_THROWS_WITH_AS(BatchNormalization(BatchNormalizationOptions{.momentum = 1.5}), doctest::Contains("momentum"), ValueError);
+    CHECK_THROWS_WITH_AS(BatchNormalization(BatchNormalizationOptions{.epsilon = 0}), doctest::Contains("epsilon"), ValueError);
 }

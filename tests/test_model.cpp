@@ -571,3 +571,40 @@ TEST_CASE("the config fuzzing seeds and every crasher found so far load or fail 
     CHECK(replayed >= 3);
     CHECK(loaded >= 3);  // the seeds are valid configs
 }
+
+TEST_CASE("a frozen layer keeps its weights bit for bit through fit; the summary and config say so") {
+    auto [x, labels] = blobs(20);
+    set_random_seed(12);
+    Sequential model;
+    model.add(Dense(8, "relu", {2}));
+    model.add(BatchNormalization());
+    model.add(Dense(3, "softmax"));
+    model.layer(0).trainable = false;
+    model.compile("sparse_categorical_crossentropy", "adam");
+    const auto frozen_before = model.layer(0).weights();
+    const xt::xarray<float> kernel = frozen_before[0].value(), bias = frozen_before[1].value();
+    const xt::xarray<float> head = model.layer(2).weights()[0].value();
+    const xt::xarray<float> moving_mean = model.layer(1).weights()[2].value();
+    model.fit(x, labels, {.batch_size = 8, .epochs = 2, .verbose = 0});
+    CHECK(testing::bitwise_equal(model.layer(0).weights()[0].value(), kernel));
+    CHECK(testing::bitwise_equal(model.layer(0).weights()[1].value(), bias));
+    CHECK_FALSE(testing::bitwise_equal(model.layer(2).weights()[0].value(), head));
+    CHECK_FALSE(testing::bitwise_equal(model.layer(1).weights()[2].value(), moving_mean));
+
+    // 2*8+8 frozen, 8+8 moving statistics; 16 gamma/beta and 8*3+3 trainable.
+    CHECK(model.count_params() == 24 + 32 + 27);
+    CHECK(model.count_trainable_params() == 16 + 27);
+    const std::string summary = model.summary_string();
+    CHECK(summary.find(" Trainable params: 43 (172.00 B)") != std::string::npos);
+    CHECK(summary.find(" Non-trainable params: 40 (160.00 B)") != std::string::npos);
+    CHECK(model.summary_string(SummaryStyle::ascii).find("Non-trainable params: 40\n") != std::string::npos);
+    const auto restored = Sequential::from_json(model.to_json());
+    CHECK_FALSE(restored.layer(0).trainable);
+    CHECK(restored.layer(1).trainable);
+    CHECK(restored.count_trainable_params() == 43);
+
+    // Thawed, it trains again, and the optimizer's slots of the other weights stay in place.
+    model.layer(0).trainable = true;
+    model.fit(x, labels, {.batch_size = 8, .epochs = 1, .verbose = 0});
+    CHECK_FALSE(testing::bitwise_equal(model.layer(0).weights()[0].value(), kernel));
+}

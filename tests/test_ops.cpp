@@ -481,3 +481,46 @@ TEST_CASE("NaN propagates through relu, bias_relu, max pooling and every activat
     ops::sum(pooled).backward();
     CHECK(pooled_input.grad()(0, 1, 1, 0) == 1.0f);
 }
+
+TEST_CASE("gradient checks: batch_norm with batch statistics and with given statistics, rank 2 and 4") {
+    for (Shape shape : {Shape{5, 3}, Shape{2, 3, 4, 3}}) {
+        INFO("shape " << shape_to_string(shape));
+        const auto x = uniform(shape, 21, -2.0, 2.0);
+        const auto gamma = uniform({3}, 22, 0.5, 1.5), beta = uniform({3}, 23);
+        require_gradients("batch_norm",
+                          [](const Inputs& in) {
+                              xt::xarray<double> mean, variance;
+                              return ops::batch_norm(in[0], in[1], in[2], 1e-3, mean, variance);
+                          },
+                          {x, gamma, beta}, strict);
+        const auto moving_mean = uniform({3}, 24), moving_variance = uniform({3}, 25, 0.5, 2.0);
+        require_gradients("batch_norm_inference",
+                          [&](const Inputs& in) {
+                              return ops::batch_norm_inference(in[0], moving_mean, moving_variance, in[1], in[2], 1e-3);
+                          },
+                          {x, gamma, beta}, strict);
+    }
+}
+
+TEST_CASE("batch_norm matches its definition; the statistics it reports are the batch's") {
+    const auto x = uniform({6, 2}, 26, -3.0, 3.0);
+    xt::xarray<double> mean, variance;
+    const auto y = ops::batch_norm(TensorD::constant(x), TensorD::constant(xt::xarray<double>{2.0, 0.5}),
+                                   TensorD::constant(xt::xarray<double>{0.1, -0.2}), 1e-3, mean, variance)
+                       .value();
+    for (std::size_t c = 0; c < 2; ++c) {
+        double m = 0, v = 0;
+        for (std::size_t r = 0; r < 6; ++r) m += x(r, c) / 6;
+        for (std::size_t r = 0; r < 6; ++r) v += (x(r, c) - m) * (x(r, c) - m) / 6;  // biased, as Keras
+        CHECK(mean(c) == doctest::Approx(m).epsilon(1e-14));
+        CHECK(variance(c) == doctest::Approx(v).epsilon(1e-14));
+        for (std::size_t r = 0; r < 6; ++r) {
+            const double expected = (c == 0 ? 2.0 : 0.5) * (x(r, c) - m) / std::sqrt(v + 1e-3) + (c == 0 ? 0.1 : -0.2);
+            CHECK(y(r, c) == doctest::Approx(expected).epsilon(1e-12));
+        }
+    }
+    CHECK_THROWS_WITH_AS(ops::batch_norm_inference(Tensor::constant(xt::zeros<float>({2, 3})), xt::xarray<float>(xt::zeros<float>({4})),
+                                                   xt::xarray<float>(xt::ones<float>({3})), Tensor::constant(xt::ones<float>({3})),
+                                                   Tensor::constant(xt::zeros<float>({3})), 1e-3f),
+                         doctest::Contains("batch_norm_inference: a per-channel parameter of shape (4,)"), ShapeError);
+}

@@ -770,3 +770,32 @@ TEST_CASE("a saved CNN loads bit for bit, optimizer state included") {
     CHECK(same_slots(*restored.optimizer(), *model.optimizer()));
     CHECK(bitwise_equal(restored.predict(x), model.predict(x)));
 }
+
+TEST_CASE("BatchNormalization's moving statistics and a frozen layer survive save and load, and training resumes exactly") {
+    TempDir dir;
+    const Blobs data = blobs(64, 7);
+    auto make = [] {
+        Sequential model;
+        model.add(Dense(8, "linear", {5}));
+        model.add(BatchNormalization());
+        model.add(Activation("relu"));
+        model.add(Dense(3, "softmax"));
+        model.layer(0).trainable = false;
+        model.compile("categorical_crossentropy", "adam");
+        return model;
+    };
+    set_random_seed(13);
+    Sequential straight = make();
+    straight.fit(data.x, data.y, quiet(4));
+    set_random_seed(13);
+    Sequential half = make();
+    half.fit(data.x, data.y, quiet(2));
+    half.save(dir.file("half.xtnn"));
+    Sequential resumed = load_model(dir.file("half.xtnn"), {.restore_random_state = true});
+    CHECK_FALSE(resumed.layer(0).trainable);
+    CHECK(resumed.layer(1).weight_names() == std::vector<std::string>{"gamma", "beta", "moving_mean", "moving_variance"});
+    CHECK(same_weights(resumed, half));
+    CHECK(bitwise_equal(resumed.predict(data.x), half.predict(data.x)));
+    resumed.fit(data.x, data.y, {.batch_size = 16, .epochs = 4, .verbose = 0, .initial_epoch = 2});
+    CHECK(same_weights(resumed, straight));
+}

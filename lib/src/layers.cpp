@@ -175,14 +175,58 @@ const Shape& Layer::input_shape() const {
     return *input_shape_;
 }
 
+Tensor Layer::add_weight(std::string name, xt::xarray<float> value, bool trainable_weight) {
+    Tensor tensor = trainable_weight ? Tensor::parameter(std::move(value)) : Tensor::constant(std::move(value));
+    weights_.push_back({std::move(name), tensor, trainable_weight});
+    return tensor;
+}
+
+std::vector<Tensor> Layer::weights() const {
+    std::vector<Tensor> all;
+    for (const auto& weight : weights_) all.push_back(weight.tensor);
+    return all;
+}
+
+std::vector<std::string> Layer::weight_names() const {
+    std::vector<std::string> names;
+    for (const auto& weight : weights_) names.push_back(weight.name);
+    return names;
+}
+
+std::vector<Tensor> Layer::trainable_weights() const {
+    std::vector<Tensor> selected;
+    for (const auto& weight : weights_) {
+        if (trainable && weight.trainable) selected.push_back(weight.tensor);
+    }
+    return selected;
+}
+
+std::vector<Tensor> Layer::non_trainable_weights() const {
+    std::vector<Tensor> selected;
+    for (const auto& weight : weights_) {
+        if (!(trainable && weight.trainable)) selected.push_back(weight.tensor);
+    }
+    return selected;
+}
+
+void Layer::prepare_gradients() {
+    for (auto& weight : weights_) weight.tensor.node()->requires_grad = trainable && weight.trainable;
+}
+
 std::size_t Layer::count_params() const {
     std::size_t total = 0;
-    for (const auto& w : weights()) total += w.size();
+    for (const auto& w : weights_) total += w.tensor.size();
+    return total;
+}
+
+std::size_t Layer::count_trainable_params() const {
+    std::size_t total = 0;
+    for (const auto& w : trainable_weights()) total += w.size();
     return total;
 }
 
 nlohmann::json Layer::config() const {
-    nlohmann::json config = {{"name", name_}, {"trainable", true}, {"dtype", "float32"}};
+    nlohmann::json config = {{"name", name_}, {"trainable", trainable}, {"dtype", "float32"}};
     if (declared_input_shape_) {
         nlohmann::json batch_shape = nlohmann::json::array({nullptr});
         for (auto extent : *declared_input_shape_) batch_shape.push_back(extent);
@@ -211,8 +255,8 @@ KernelLayer<Options>::KernelLayer(Options options) : Layer(optional_shape(option
 template <class Options>
 void KernelLayer<Options>::build_weights(const Shape& input_shape, Generator& generator) {
     const auto shapes = weight_shapes(input_shape);
-    kernel_ = Tensor::parameter(initialize(options_.kernel_initializer, shapes[0], generator));
-    if (options_.use_bias) bias_ = Tensor::parameter(initialize(options_.bias_initializer, shapes[1], generator));
+    kernel_ = add_weight("kernel", initialize(options_.kernel_initializer, shapes[0], generator));
+    if (options_.use_bias) bias_ = add_weight("bias", initialize(options_.bias_initializer, shapes[1], generator));
 }
 
 template <class Options>
@@ -225,19 +269,6 @@ template <class Options>
 Tensor KernelLayer<Options>::call(const Tensor& x, bool training) {
     if (options_.use_bias && options_.activation == "relu") return ops::bias_relu(apply_kernel(x), bias_);
     return get_activation(options_.activation)(call_before_activation(x, training));
-}
-
-template <class Options>
-std::vector<Tensor> KernelLayer<Options>::weights() const {
-    if (!built()) return {};
-    if (!options_.use_bias) return {kernel_};
-    return {kernel_, bias_};
-}
-
-template <class Options>
-std::vector<std::string> KernelLayer<Options>::weight_names() const {
-    if (!options_.use_bias) return {"kernel"};
-    return {"kernel", "bias"};
 }
 
 template <class Options>
@@ -497,6 +528,93 @@ nlohmann::json Reshape::config() const {
     return config;
 }
 
+BatchNormalization::BatchNormalization(BatchNormalizationOptions options)
+    : Layer(optional_shape(options.input_shape)), options_(std::move(options)) {
+    if (!(options_.momentum >= 0.0 && options_.momentum <= 1.0)) {
+        throw ValueError(fmt::format("BatchNormalization: momentum must be in [0, 1], got {}", options_.momentum));
+    }
+    if (!(options_.epsilon > 0.0) || !std::isfinite(options_.epsilon)) {
+        throw ValueError(fmt::format("BatchNormalization: epsilon must be positive and finite, got {}", options_.epsilon));
+    }
+    for (const auto& name : {options_.beta_initializer, options_.gamma_initializer, options_.moving_mean_initializer,
+                             options_.moving_variance_initializer}) {
+        require_initializer(name);
+    }
+}
+
+std::vector<Shape> BatchNormalization::weight_shapes(const Shape& input_shape) const {
+    const Shape channels{input_shape.back()};
+    std::vector<Shape> shapes;
+    if (options_.scale) shapes.push_back(channels);
+    if (options_.center) shapes.push_back(channels);
+    shapes.push_back(channels);
+    shapes.push_back(channels);
+    return shapes;
+}
+
+void BatchNormalization::build_weights(const Shape& input_shape, Generator& generator) {
+    const Shape channels{input_shape.back()};
+    // Without scale or center, gamma and beta are fixed ones and zeros that are not weights.
+    gamma_ = options_.scale ? add_weight("gamma", initialize(options_.gamma_initializer, channels, generator))
+                            : Tensor::constant(xt::ones<float>(channels));
+    beta_ = options_.center ? add_weight("beta", initialize(options_.beta_initializer, channels, generator))
+                            : Tensor::constant(xt::zeros<float>(channels));
+    moving_mean_ = add_weight("moving_mean", initialize(options_.moving_mean_initializer, channels, generator), false);
+    moving_variance_ =
+        add_weight("moving_variance", initialize(options_.moving_variance_initializer, channels, generator), false);
+}
+
+Tensor BatchNormalization::call(const Tensor& x, bool training) {
+    check_input(x);
+    const auto epsilon = static_cast<float>(options_.epsilon);
+    if (!training || !trainable) {
+        return ops::batch_norm_inference(x, moving_mean_.value(), moving_variance_.value(), gamma_, beta_, epsilon);
+    }
+    xt::xarray<float> batch_mean, batch_variance;
+    Tensor y = ops::batch_norm(x, gamma_, beta_, epsilon, batch_mean, batch_variance);
+    const auto momentum = static_cast<float>(options_.momentum);
+    float* mean = moving_mean_.mutable_value().data();
+    float* variance = moving_variance_.mutable_value().data();
+    for (std::size_t c = 0; c < batch_mean.size(); ++c) {
+        mean[c] = mean[c] * momentum + batch_mean(c) * (1.0f - momentum);
+        variance[c] = variance[c] * momentum + batch_variance(c) * (1.0f - momentum);
+    }
+    return y;
+}
+
+nlohmann::json BatchNormalization::config() const {
+    nlohmann::json config = Layer::config();
+    config["axis"] = -1;
+    config["momentum"] = options_.momentum;
+    config["epsilon"] = options_.epsilon;
+    config["center"] = options_.center;
+    config["scale"] = options_.scale;
+    config["beta_initializer"] = options_.beta_initializer;
+    config["gamma_initializer"] = options_.gamma_initializer;
+    config["moving_mean_initializer"] = options_.moving_mean_initializer;
+    config["moving_variance_initializer"] = options_.moving_variance_initializer;
+    return config;
+}
+
+namespace {
+
+// BatchNormalization normalizes the last axis only: Keras writes it as -1 (Keras 3), as the
+// axis's index counting the batch axis, or as a one-element list of either (Keras 2).
+void require_last_axis(const nlohmann::json& config, const std::string& layer, const Shape& input_shape) {
+    if (!config.contains("axis") || config["axis"].is_null()) return;
+    nlohmann::json axis = config["axis"];
+    if (axis.is_array() && axis.size() == 1) axis = axis[0];
+    const bool last = axis == -1 || (!input_shape.empty() && axis.is_number_integer() &&
+                                     axis.get<std::int64_t>() == static_cast<std::int64_t>(input_shape.size()));
+    const bool unknown_rank = input_shape.empty() && axis.is_number_integer() && axis.get<std::int64_t>() > 0;
+    if (!last && !unknown_rank) {
+        throw ValueError("layer config of " + layer + ": only the last axis (-1) can be normalized, got axis " +
+                         json::excerpt(config["axis"]));
+    }
+}
+
+}  // namespace
+
 namespace {
 
 using LayerFactory = std::function<std::unique_ptr<Layer>(const nlohmann::json&)>;
@@ -584,6 +702,22 @@ const Registry<LayerFactory>& layer_factories() {
                  }
                  return std::make_unique<GlobalAveragePooling2D>(input_shape_field(c, at));
              }},
+            {"BatchNormalization",
+             [](const nlohmann::json& c) {
+                 const auto at = where("BatchNormalization", c);
+                 const Shape input_shape = input_shape_field(c, at);
+                 require_last_axis(c, at, input_shape);
+                 return std::make_unique<BatchNormalization>(BatchNormalizationOptions{
+                     .momentum = field<double>(c, "momentum", at, 0.99),
+                     .epsilon = field<double>(c, "epsilon", at, 1e-3),
+                     .center = field<bool>(c, "center", at, true),
+                     .scale = field<bool>(c, "scale", at, true),
+                     .beta_initializer = initializer_field(c, "beta_initializer", at, "zeros"),
+                     .gamma_initializer = initializer_field(c, "gamma_initializer", at, "ones"),
+                     .moving_mean_initializer = initializer_field(c, "moving_mean_initializer", at, "zeros"),
+                     .moving_variance_initializer = initializer_field(c, "moving_variance_initializer", at, "ones"),
+                     .input_shape = input_shape});
+             }},
             {"Reshape",
              [](const nlohmann::json& c) {
                  const auto at = where("Reshape", c);
@@ -613,6 +747,13 @@ std::unique_ptr<Layer> make_layer(const std::string& class_name, const nlohmann:
     if (config.contains("name")) {
         if (!config["name"].is_string()) throw ValueError("layer config of " + key + ": 'name' must be a string");
         layer->set_name(config["name"].get<std::string>());
+    }
+    if (config.contains("trainable")) {
+        if (!config["trainable"].is_boolean()) {
+            throw ValueError("layer config of " + where(key, config) + ": 'trainable' must be true or false, got " +
+                             json::excerpt(config["trainable"]));
+        }
+        layer->trainable = config["trainable"].get<bool>();
     }
     return layer;
 }

@@ -143,6 +143,20 @@ std::size_t Sequential::count_params() const {
     return total;
 }
 
+std::size_t Sequential::count_trainable_params() const {
+    std::size_t total = 0;
+    for (const auto& layer : layers_) total += layer->count_trainable_params();
+    return total;
+}
+
+std::vector<Tensor> Sequential::trainable_weights() const {
+    std::vector<Tensor> selected;
+    for (const auto& layer : layers_) {
+        for (auto& weight : layer->trainable_weights()) selected.push_back(weight);
+    }
+    return selected;
+}
+
 std::vector<Tensor> Sequential::weights() const {
     std::vector<Tensor> all;
     for (const auto& layer : layers_) {
@@ -308,7 +322,10 @@ History Sequential::fit_rows(const InputRows& x, const xt::xarray<float>& y, con
     const std::string activation = layers_.back()->output_activation();
     const std::size_t train_count = train_indices.size();
     const std::size_t steps = batch_count(train_count, options.batch_size);
-    std::vector<Tensor> trainable = weights();
+    // The optimizer sees every weight, so its slots keep their place when a layer is frozen or
+    // thawed between fits; weights that record no gradient (frozen, moving statistics) are skipped.
+    for (auto& layer : layers_) layer->prepare_gradients();
+    std::vector<Tensor> all_weights = weights();
 
     History history;
     stop_training = false;
@@ -338,9 +355,9 @@ History Sequential::fit_rows(const InputRows& x, const xt::xarray<float>& y, con
             const xt::xarray<float> batch_targets = gather_rows(targets, order, begin, end);
             Tensor pre = forward_before_activation(Tensor::constant(x.gather(order, begin, end)), true);
             Tensor loss = loss_->compute(pre, activation, batch_targets);
-            for (auto& weight : trainable) weight.zero_grad();
+            for (auto& weight : all_weights) weight.zero_grad();
             loss.backward();
-            optimizer_->apply(trainable);
+            optimizer_->apply(all_weights);
 
             const double batch_size = double(end - begin);
             loss_total += static_cast<double>(loss.item()) * batch_size;

@@ -107,11 +107,11 @@ std::string box_summary(const Sequential& model) {
         if (i + 1 < rows.size()) rule("\u251c", "\u253c", "\u2524", "\u2500");
     }
     rule("\u2514", "\u2534", "\u2518", "\u2500");
-    const std::size_t params = model.count_params();
-    const std::string total = with_thousands(params) + " (" + readable_bytes(params * sizeof(float)) + ")";
-    out << " Total params: " << total << '\n';
-    out << " Trainable params: " << total << '\n';
-    out << " Non-trainable params: 0 (0.00 B)\n";
+    auto count = [](std::size_t params) { return with_thousands(params) + " (" + readable_bytes(params * sizeof(float)) + ")"; };
+    const std::size_t params = model.count_params(), trainable = model.count_trainable_params();
+    out << " Total params: " << count(params) << '\n';
+    out << " Trainable params: " << count(trainable) << '\n';
+    out << " Non-trainable params: " << count(params - trainable) << '\n';
     if (model.optimizer() && model.optimizer()->state_size() > 0) {
         const std::size_t state = model.optimizer()->state_size();
         out << " Optimizer params: " << with_thousands(state) << " (" << readable_bytes(state * sizeof(float)) << ")\n";
@@ -144,10 +144,10 @@ std::string ascii_summary(const Sequential& model) {
         out += ascii_row({rows[i].layer, rows[i].output_shape, params});
         out += (i + 1 < rows.size() ? thin : thick) + '\n';
     }
-    const std::string total = with_thousands(model.count_params());
-    out += "Total params: " + total + '\n';
-    out += "Trainable params: " + total + '\n';
-    out += "Non-trainable params: 0\n";
+    const std::size_t params = model.count_params(), trainable = model.count_trainable_params();
+    out += "Total params: " + with_thousands(params) + '\n';
+    out += "Trainable params: " + with_thousands(trainable) + '\n';
+    out += "Non-trainable params: " + with_thousands(params - trainable) + '\n';
     out += thin + '\n';
     return out;
 }

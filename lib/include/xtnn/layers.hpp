@@ -40,13 +40,27 @@ public:
     virtual std::string output_activation() const { return "linear"; }
     virtual Tensor call_before_activation(const Tensor& x, bool training) { return call(x, training); }
 
-    /// The trainable weights, in Keras order (kernel, bias); handles share the layer's storage.
-    virtual std::vector<Tensor> weights() const { return {}; }
-    virtual std::vector<std::string> weight_names() const { return {}; }
+    /// False freezes the layer, as Keras's `layer.trainable = False`: fit leaves its weights
+    /// alone (no gradient is computed for them), the summary counts them as non-trainable, and a
+    /// frozen BatchNormalization normalizes with its moving statistics.
+    bool trainable = true;
+
+    /// Every weight in Keras's order, the order they were created in (kernel, bias; gamma, beta,
+    /// moving_mean, moving_variance); handles share the layer's storage.
+    std::vector<Tensor> weights() const;
+    std::vector<std::string> weight_names() const;
+    /// The weights fit updates: those created trainable, none while the layer is frozen.
+    std::vector<Tensor> trainable_weights() const;
+    /// The rest: state such as moving statistics, and every weight of a frozen layer.
+    std::vector<Tensor> non_trainable_weights() const;
+    /// Makes exactly the trainable weights record gradients; fit calls it before training, so a
+    /// `trainable` changed since the last fit takes effect.
+    void prepare_gradients();
     /// The shapes of the weights build() creates for `input_shape`, in weights() order. Known
     /// before anything is allocated, so a loader can check a file's architecture first.
     virtual std::vector<Shape> weight_shapes(const Shape& /*input_shape*/) const { return {}; }
     std::size_t count_params() const;
+    std::size_t count_trainable_params() const;
 
     /// Keras-style config: name, trainable, dtype and the layer's own hyper-parameters.
     virtual nlohmann::json config() const;
@@ -57,8 +71,17 @@ protected:
     virtual void build_weights(const Shape& /*input_shape*/, Generator& /*generator*/) {}
     /// Throws a ShapeError naming the layer when `actual` (batch included) is not batch + expected.
     void check_input(const Tensor& x) const;
+    /// Keras's add_weight: registers a weight under `name` and returns its handle. Weights that
+    /// are not trainable (moving statistics) are saved and loaded but never trained.
+    Tensor add_weight(std::string name, xt::xarray<float> value, bool trainable_weight = true);
 
 private:
+    struct Weight {
+        std::string name;
+        Tensor tensor;
+        bool trainable;
+    };
+    std::vector<Weight> weights_;
     std::string name_;
     std::optional<Shape> declared_input_shape_;
     std::optional<Shape> input_shape_;
@@ -84,8 +107,6 @@ public:
     Tensor call(const Tensor& x, bool training) override;
     Tensor call_before_activation(const Tensor& x, bool training) override;
     std::string output_activation() const override { return options_.activation; }
-    std::vector<Tensor> weights() const override;
-    std::vector<std::string> weight_names() const override;
 
     const Options& options() const { return options_; }
     const Tensor& kernel() const { return kernel_; }
@@ -272,6 +293,44 @@ public:
 
 private:
     std::vector<std::ptrdiff_t> target_shape_;
+};
+
+struct BatchNormalizationOptions {
+    double momentum = 0.99;
+    double epsilon = 1e-3;
+    /// Learn a shift (beta) and a scale (gamma) after normalizing.
+    bool center = true;
+    bool scale = true;
+    std::string beta_initializer = "zeros";
+    std::string gamma_initializer = "ones";
+    std::string moving_mean_initializer = "zeros";
+    std::string moving_variance_initializer = "ones";
+    Shape input_shape = {};
+};
+
+/// Keras's BatchNormalization over the last axis (channels-last). While training it normalizes
+/// with the batch's mean and (biased) variance and moves its moving statistics toward them:
+/// moving = moving * momentum + batch * (1 - momentum). At inference, and whenever the layer is
+/// frozen (trainable = false, as in Keras 3), it normalizes with the moving statistics.
+/// Weights: gamma, beta (trainable), moving_mean, moving_variance (not trainable).
+class BatchNormalization : public Layer {
+public:
+    explicit BatchNormalization(BatchNormalizationOptions options = {});
+
+    std::string class_name() const override { return "BatchNormalization"; }
+    Shape output_shape(const Shape& input_shape) const override { return input_shape; }
+    std::vector<Shape> weight_shapes(const Shape& input_shape) const override;
+    Tensor call(const Tensor& x, bool training) override;
+    nlohmann::json config() const override;
+    const BatchNormalizationOptions& options() const { return options_; }
+
+protected:
+    void build_weights(const Shape& input_shape, Generator& generator) override;
+
+private:
+    BatchNormalizationOptions options_;
+    Tensor gamma_, beta_;
+    Tensor moving_mean_, moving_variance_;
 };
 
 /// A layer from its class name ("Dense" or "dense") and Keras-style config.

@@ -156,7 +156,10 @@ public:
     Shape input_shape() const;
     Shape output_shape() const;
     std::size_t count_params() const;
+    std::size_t count_trainable_params() const;
+    /// Every weight of every layer, trainable or not, in layer order (Keras's model.weights).
     std::vector<Tensor> weights() const;
+    std::vector<Tensor> trainable_weights() const;
     /// Copies of all weight values, in layer order.
     std::vector<xt::xarray<float>> get_weights() const;
     /// Replaces all weight values; shapes must match get_weights().

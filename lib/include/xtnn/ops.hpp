@@ -127,6 +127,20 @@ BasicTensor<T> max_pool2d(const BasicTensor<T>& x, Window2D pool, Window2D strid
 template <class T>
 BasicTensor<T> avg_pool2d(const BasicTensor<T>& x, Window2D pool, Window2D strides, Padding padding = Padding::valid);
 
+// Normalization over the last axis (ops_normalization.cpp).
+
+/// Batch normalization with the batch's statistics, per channel over every other axis:
+/// gamma * (x - mean) / sqrt(variance + epsilon) + beta, the variance biased (divided by the
+/// number of values), as Keras. The batch's mean and variance are written to `batch_mean` and
+/// `batch_variance` for the moving averages.
+template <class T>
+BasicTensor<T> batch_norm(const BasicTensor<T>& x, const BasicTensor<T>& gamma, const BasicTensor<T>& beta, T epsilon,
+                          xt::xarray<T>& batch_mean, xt::xarray<T>& batch_variance);
+/// The same with given statistics (the moving ones, at inference), which get no gradient.
+template <class T>
+BasicTensor<T> batch_norm_inference(const BasicTensor<T>& x, const xt::xarray<T>& mean, const xt::xarray<T>& variance,
+                                    const BasicTensor<T>& gamma, const BasicTensor<T>& beta, T epsilon);
+
 }  // namespace xtnn::ops
 
 namespace xtnn {

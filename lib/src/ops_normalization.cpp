@@ -1,0 +1,170 @@
+// Normalization ops over the last axis (channels-last): batch normalization with the batch's own
+// statistics while training, and with given (moving) statistics at inference. Per-channel sums
+// are accumulated in double, so float results do not depend on how many rows a batch has.
+
+#include <cmath>
+#include <initializer_list>
+#include <vector>
+
+#include <xtensor/xbuilder.hpp>
+
+#include "xtnn/autodiff.hpp"
+#include "xtnn/ops.hpp"
+
+namespace xtnn::ops {
+
+namespace {
+
+struct Channels {
+    std::size_t rows;
+    std::size_t width;
+};
+
+template <class T>
+Channels channels_of(const char* op, const BasicTensor<T>& x, std::initializer_list<const xt::xarray<T>*> per_channel) {
+    if (x.dimension() < 2 || x.size() == 0) {
+        throw ShapeError(std::string(op) + ": expected a non-empty input of shape (batch, ..., channels), got " +
+                         shape_to_string(x.shape()));
+    }
+    const Channels channels{x.size() / x.shape().back(), x.shape().back()};
+    for (const auto* values : per_channel) {
+        if (values->dimension() != 1 || values->shape()[0] != channels.width) {
+            throw ShapeError(std::string(op) + ": a per-channel parameter of shape " + shape_to_string(values->shape()) +
+                             " does not fit input of shape " + shape_to_string(x.shape()) + "; expected (" +
+                             std::to_string(channels.width) + ",)");
+        }
+    }
+    return channels;
+}
+
+// dgamma and dbeta of y = gamma * normalized + beta, and the normalized value at i, shared by
+// both ops' backward passes.
+template <class T, class Normalized>
+void affine_parameter_grads(Node<T>& gamma, Node<T>& beta, const T* dy, Channels channels, Normalized normalized,
+                            std::vector<double>& dgamma, std::vector<double>& dbeta) {
+    dgamma.assign(channels.width, 0.0);
+    dbeta.assign(channels.width, 0.0);
+    for (std::size_t r = 0; r < channels.rows; ++r) {
+        for (std::size_t c = 0; c < channels.width; ++c) {
+            const std::size_t i = r * channels.width + c;
+            dgamma[c] += double(dy[i]) * double(normalized(i, c));
+            dbeta[c] += double(dy[i]);
+        }
+    }
+    if (gamma.requires_grad) {
+        T* g = grad_buffer(gamma).data();
+        for (std::size_t c = 0; c < channels.width; ++c) g[c] += T(dgamma[c]);
+    }
+    if (beta.requires_grad) {
+        T* b = grad_buffer(beta).data();
+        for (std::size_t c = 0; c < channels.width; ++c) b[c] += T(dbeta[c]);
+    }
+}
+
+}  // namespace
+
+template <class T>
+BasicTensor<T> batch_norm(const BasicTensor<T>& x, const BasicTensor<T>& gamma, const BasicTensor<T>& beta, T epsilon,
+                          xt::xarray<T>& batch_mean, xt::xarray<T>& batch_variance) {
+    const Channels channels = channels_of("batch_norm", x, {&gamma.value(), &beta.value()});
+    const T* in = x.value().data();
+    std::vector<double> mean(channels.width, 0.0), variance(channels.width, 0.0);
+    for (std::size_t r = 0; r < channels.rows; ++r) {
+        for (std::size_t c = 0; c < channels.width; ++c) mean[c] += double(in[r * channels.width + c]);
+    }
+    for (auto& m : mean) m /= double(channels.rows);
+    for (std::size_t r = 0; r < channels.rows; ++r) {
+        for (std::size_t c = 0; c < channels.width; ++c) {
+            const double centered = double(in[r * channels.width + c]) - mean[c];
+            variance[c] += centered * centered;
+        }
+    }
+    batch_mean = xt::empty<T>({channels.width});
+    batch_variance = xt::empty<T>({channels.width});
+    std::vector<T> centre(channels.width), inverse_std(channels.width);
+    for (std::size_t c = 0; c < channels.width; ++c) {
+        variance[c] /= double(channels.rows);
+        batch_mean(c) = centre[c] = T(mean[c]);
+        batch_variance(c) = T(variance[c]);
+        inverse_std[c] = T(1.0 / std::sqrt(variance[c] + double(epsilon)));
+    }
+    const T* g = gamma.value().data();
+    const T* b = beta.value().data();
+    xt::xarray<T> y = xt::empty<T>(x.shape());
+    T* out = y.data();
+    for (std::size_t r = 0; r < channels.rows; ++r) {
+        for (std::size_t c = 0; c < channels.width; ++c) {
+            const std::size_t i = r * channels.width + c;
+            out[i] = g[c] * ((in[i] - centre[c]) * inverse_std[c]) + b[c];
+        }
+    }
+    return make_op<T>("batch_norm", std::move(y), {x, gamma, beta}, [channels, centre, inverse_std](Node<T>& node) {
+        Node<T>& input = *node.inputs[0];
+        const T* value = input.value.data();
+        const T* dy = node.grad.data();
+        auto normalized = [&](std::size_t i, std::size_t c) { return (value[i] - centre[c]) * inverse_std[c]; };
+        std::vector<double> dgamma, dbeta;
+        affine_parameter_grads(*node.inputs[1], *node.inputs[2], dy, channels, normalized, dgamma, dbeta);
+        if (!input.requires_grad) return;
+        // dx = gamma / std * (dy - mean(dy) - normalized * mean(dy * normalized)), per channel.
+        const T* g = node.inputs[1]->value.data();
+        T* dx = grad_buffer(input).data();
+        const double n = double(channels.rows);
+        for (std::size_t r = 0; r < channels.rows; ++r) {
+            for (std::size_t c = 0; c < channels.width; ++c) {
+                const std::size_t i = r * channels.width + c;
+                const double centred_grad = double(dy[i]) - dbeta[c] / n - double(normalized(i, c)) * dgamma[c] / n;
+                dx[i] += T(double(g[c]) * double(inverse_std[c]) * centred_grad);
+            }
+        }
+    });
+}
+
+template <class T>
+BasicTensor<T> batch_norm_inference(const BasicTensor<T>& x, const xt::xarray<T>& mean, const xt::xarray<T>& variance,
+                                    const BasicTensor<T>& gamma, const BasicTensor<T>& beta, T epsilon) {
+    const Channels channels = channels_of("batch_norm_inference", x, {&mean, &variance, &gamma.value(), &beta.value()});
+    std::vector<T> centre(channels.width), inverse_std(channels.width), scale(channels.width);
+    for (std::size_t c = 0; c < channels.width; ++c) {
+        centre[c] = mean(c);
+        inverse_std[c] = T(1.0 / std::sqrt(double(variance(c)) + double(epsilon)));
+        scale[c] = gamma.value()(c) * inverse_std[c];
+    }
+    const T* in = x.value().data();
+    const T* b = beta.value().data();
+    xt::xarray<T> y = xt::empty<T>(x.shape());
+    T* out = y.data();
+    for (std::size_t r = 0; r < channels.rows; ++r) {
+        for (std::size_t c = 0; c < channels.width; ++c) {
+            const std::size_t i = r * channels.width + c;
+            out[i] = (in[i] - centre[c]) * scale[c] + b[c];
+        }
+    }
+    return make_op<T>("batch_norm_inference", std::move(y), {x, gamma, beta},
+                      [channels, centre, inverse_std, scale](Node<T>& node) {
+                          Node<T>& input = *node.inputs[0];
+                          const T* value = input.value.data();
+                          const T* dy = node.grad.data();
+                          auto normalized = [&](std::size_t i, std::size_t c) { return (value[i] - centre[c]) * inverse_std[c]; };
+                          std::vector<double> dgamma, dbeta;
+                          affine_parameter_grads(*node.inputs[1], *node.inputs[2], dy, channels, normalized, dgamma, dbeta);
+                          if (!input.requires_grad) return;
+                          T* dx = grad_buffer(input).data();
+                          for (std::size_t r = 0; r < channels.rows; ++r) {
+                              for (std::size_t c = 0; c < channels.width; ++c) {
+                                  dx[r * channels.width + c] += dy[r * channels.width + c] * scale[c];
+                              }
+                          }
+                      });
+}
+
+#define XTNN_INSTANTIATE_NORMALIZATION_OPS(T)                                                                        \
+    template BasicTensor<T> batch_norm(const BasicTensor<T>&, const BasicTensor<T>&, const BasicTensor<T>&, T,        \
+                                       xt::xarray<T>&, xt::xarray<T>&);                                              \
+    template BasicTensor<T> batch_norm_inference(const BasicTensor<T>&, const xt::xarray<T>&, const xt::xarray<T>&,   \
+                                                 const BasicTensor<T>&, const BasicTensor<T>&, T);
+
+XTNN_INSTANTIATE_NORMALIZATION_OPS(float)
+XTNN_INSTANTIATE_NORMALIZATION_OPS(double)
+
+}  // namespace xtnn::ops
