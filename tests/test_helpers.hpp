@@ -8,6 +8,7 @@
 #include <xtensor/xarray.hpp>
 #include <xtensor/xbuilder.hpp>
 
+#include "xtnn/model.hpp"
 #include "xtnn/random.hpp"
 
 namespace xtnn::testing {
@@ -38,6 +39,19 @@ inline xt::xarray<double> distributions(std::size_t rows, std::size_t columns, s
         for (std::size_t c = 0; c < columns; ++c) values(r, c) /= total;
     }
     return values;
+}
+
+/// The book's chapter-3 network, uncompiled: Dense(32, relu) on 28x28, Dropout(0.1),
+/// Dense(32, relu), Dropout(0.1), Flatten, Dense(10, softmax).
+inline Sequential book_model() {
+    Sequential model;
+    model.add(Dense(32, "relu", {28, 28}));
+    model.add(Dropout(0.1));
+    model.add(Dense(32, "relu"));
+    model.add(Dropout(0.1));
+    model.add(Flatten());
+    model.add(Dense(10, "softmax"));
+    return model;
 }
 
 /// Same shape and the same bits in every element.

@@ -13,19 +13,9 @@
 #include "test_helpers.hpp"
 
 using namespace xtnn;
+using testing::book_model;
 
 namespace {
-
-Sequential book_model() {
-    Sequential model;
-    model.add(Dense(32, "relu", {28, 28}));
-    model.add(Dropout(0.1));
-    model.add(Dense(32, "relu"));
-    model.add(Dropout(0.1));
-    model.add(Flatten());
-    model.add(Dense(10, "softmax"));
-    return model;
-}
 
 std::string error_of(auto&& f) {
     try {

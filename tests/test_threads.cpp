@@ -41,13 +41,7 @@ struct Run {
 // of the thread's generator.
 Run train_book_model(std::uint64_t seed) {
     set_random_seed(seed);
-    Sequential model;
-    model.add(Dense(32, "relu", {28, 28}));
-    model.add(Dropout(0.1));
-    model.add(Dense(32, "relu"));
-    model.add(Dropout(0.1));
-    model.add(Flatten());
-    model.add(Dense(10, "softmax"));
+    Sequential model = testing::book_model();
     model.compile("categorical_crossentropy", "adam", {"accuracy"});
     History history = model.fit(digits().x, digits().y, {.batch_size = 64, .epochs = 2, .verbose = 0, .validation_split = 0.1});
     return {model.get_weights(), history, model.predict(digits().x_test)};
