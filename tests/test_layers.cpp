@@ -330,3 +330,28 @@ TEST_CASE("BatchNormalization: gradients, options, config round trip and refused
     CHECK_THROWS_WITH_AS(BatchNormalization(BatchNormalizationOptions{.momentum = 1.5}), doctest::Contains("momentum"), ValueError);
     CHECK_THROWS_WITH_AS(BatchNormalization(BatchNormalizationOptions{.epsilon = 0}), doctest::Contains("epsilon"), ValueError);
 }
+
+TEST_CASE("GlobalMaxPooling2D: values, gradients, config") {
+    auto layer = built(std::make_unique<GlobalMaxPooling2D>(), {3, 4, 2});
+    // Distinct values 0.05 apart: the finite differences (eps 0.01) never switch a window's maximum.
+    xt::xarray<float> x = xt::empty<float>({2, 3, 4, 2});
+    for (std::size_t i = 0; i < x.size(); ++i) x.data()[i] = float((i * 7) % 48) * 0.05f - 1.2f;
+    const auto y = layer->call(Tensor::constant(x), false).value();
+    REQUIRE(y.shape() == std::vector<std::size_t>{2, 2});
+    for (std::size_t n = 0; n < 2; ++n) {
+        for (std::size_t c = 0; c < 2; ++c) {
+            float expected = x(n, 0, 0, c);
+            for (std::size_t h = 0; h < 3; ++h) {
+                for (std::size_t w = 0; w < 4; ++w) expected = std::max(expected, x(n, h, w, c));
+            }
+            CHECK(y(n, c) == expected);
+        }
+    }
+    check_layer_gradients(*layer, x);
+    CHECK(layer->count_params() == 0);
+    CHECK(make_layer("GlobalMaxPooling2D", layer->config())->config() == layer->config());
+    CHECK_THROWS_WITH_AS(make_layer("global_max_pooling2d", {{"keepdims", true}}), doctest::Contains("keepdims = true is not supported"),
+                         ValueError);
+    CHECK_THROWS_WITH_AS(GlobalMaxPooling2D().output_shape({4, 2}), doctest::Contains("expected input of shape (height, width, channels)"),
+                         ShapeError);
+}

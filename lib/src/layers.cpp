@@ -468,17 +468,36 @@ nlohmann::json Pooling2D::config() const {
 
 GlobalAveragePooling2D::GlobalAveragePooling2D(Shape input_shape) : Layer(optional_shape(input_shape)) {}
 
-Shape GlobalAveragePooling2D::output_shape(const Shape& input_shape) const {
+namespace {
+
+Shape global_pooling_output_shape(const Layer& layer, const Shape& input_shape) {
     if (input_shape.size() != 3) {
-        throw ShapeError("GlobalAveragePooling2D '" + name() + "': expected input of shape (height, width, channels), got " +
+        throw ShapeError(layer.class_name() + " '" + layer.name() + "': expected input of shape (height, width, channels), got " +
                          batch_shape_to_string(input_shape));
     }
     return {input_shape[2]};
 }
 
+}  // namespace
+
+Shape GlobalAveragePooling2D::output_shape(const Shape& input_shape) const {
+    return global_pooling_output_shape(*this, input_shape);
+}
+
 Tensor GlobalAveragePooling2D::call(const Tensor& x, bool) {
     check_input(x);
     return ops::mean(ops::mean(x, 1, false), 1, false);
+}
+
+GlobalMaxPooling2D::GlobalMaxPooling2D(Shape input_shape) : Layer(optional_shape(input_shape)) {}
+
+Shape GlobalMaxPooling2D::output_shape(const Shape& input_shape) const { return global_pooling_output_shape(*this, input_shape); }
+
+Tensor GlobalMaxPooling2D::call(const Tensor& x, bool) {
+    check_input(x);
+    const ops::Window2D whole_image{x.shape()[1], x.shape()[2]};
+    const Tensor pooled = ops::max_pool2d(x, whole_image, whole_image);
+    return ops::reshape(pooled, {static_cast<std::ptrdiff_t>(x.shape()[0]), static_cast<std::ptrdiff_t>(x.shape()[3])});
 }
 
 Reshape::Reshape(std::vector<std::ptrdiff_t> target_shape, Shape input_shape)
@@ -627,6 +646,16 @@ Pooling2DOptions pooling_options(const nlohmann::json& c, const std::string& at)
     return options;
 }
 
+// The input shape of a global pooling config, whose other fields must be what xtnn computes.
+Shape global_pooling_input_shape(const nlohmann::json& c, const std::string& class_name) {
+    const auto at = where(class_name, c);
+    require_channels_last(c, at);
+    if (c.contains("keepdims") && c["keepdims"] == true) {
+        throw ValueError("layer config of " + at + ": keepdims = true is not supported");
+    }
+    return input_shape_field(c, at);
+}
+
 const Registry<LayerFactory>& layer_factories() {
     static const Registry<LayerFactory> registry(
         "layer",
@@ -695,12 +724,11 @@ const Registry<LayerFactory>& layer_factories() {
              }},
             {"GlobalAveragePooling2D",
              [](const nlohmann::json& c) {
-                 const auto at = where("GlobalAveragePooling2D", c);
-                 require_channels_last(c, at);
-                 if (c.contains("keepdims") && c["keepdims"] == true) {
-                     throw ValueError("layer config of " + at + ": keepdims = true is not supported");
-                 }
-                 return std::make_unique<GlobalAveragePooling2D>(input_shape_field(c, at));
+                 return std::make_unique<GlobalAveragePooling2D>(global_pooling_input_shape(c, "GlobalAveragePooling2D"));
+             }},
+            {"GlobalMaxPooling2D",
+             [](const nlohmann::json& c) {
+                 return std::make_unique<GlobalMaxPooling2D>(global_pooling_input_shape(c, "GlobalMaxPooling2D"));
              }},
             {"BatchNormalization",
              [](const nlohmann::json& c) {

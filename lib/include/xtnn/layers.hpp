@@ -280,6 +280,17 @@ public:
     Tensor call(const Tensor& x, bool training) override;
 };
 
+/// The maximum of each channel over height and width: (N, H, W, C) -> (N, C), as Keras's
+/// GlobalMaxPooling2D (the first maximum gets the gradient; a NaN wins).
+class GlobalMaxPooling2D : public Layer {
+public:
+    explicit GlobalMaxPooling2D(Shape input_shape = {});
+
+    std::string class_name() const override { return "GlobalMaxPooling2D"; }
+    Shape output_shape(const Shape& input_shape) const override;
+    Tensor call(const Tensor& x, bool training) override;
+};
+
 /// The same values in a new per-sample shape: Reshape({28, 28, 1}) turns grayscale images into
 /// one-channel images. One extent may be -1 (inferred).
 class Reshape : public Layer {
