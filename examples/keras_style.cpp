@@ -1,4 +1,4 @@
-// The user's view from docs/design.md, as it stands there: the book's model trained, evaluated,
+// The whole Keras-style workflow in one program: the book's model trained, evaluated,
 // used for prediction, saved and loaded back. Run from the repository's root:
 //
 //   build/examples/keras_style

@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <initializer_list>
+#include <utility>
 #include <vector>
 
 #include <xtensor/xbuilder.hpp>
@@ -37,29 +38,36 @@ Channels channels_of(const char* op, const BasicTensor<T>& x, std::initializer_l
     return channels;
 }
 
-// dgamma and dbeta of y = gamma * normalized + beta, and the normalized value at i, shared by
-// both ops' backward passes.
-template <class T, class Normalized>
-void affine_parameter_grads(Node<T>& gamma, Node<T>& beta, const T* dy, Channels channels, Normalized normalized,
-                            std::vector<double>& dgamma, std::vector<double>& dbeta) {
-    dgamma.assign(channels.width, 0.0);
-    dbeta.assign(channels.width, 0.0);
-    for (std::size_t r = 0; r < channels.rows; ++r) {
-        for (std::size_t c = 0; c < channels.width; ++c) {
-            const std::size_t i = r * channels.width + c;
-            dgamma[c] += double(dy[i]) * double(normalized(i, c));
-            dbeta[c] += double(dy[i]);
+// What both ops keep for their backward pass, y = gamma * normalized + beta with
+// normalized = (x - centre) * inverse_std per channel.
+template <class T>
+struct Normalization {
+    Channels channels;
+    std::vector<T> centre, inverse_std;
+
+    T normalized(const T* x, std::size_t i, std::size_t c) const { return (x[i] - centre[c]) * inverse_std[c]; }
+
+    // Adds dgamma and dbeta to gamma's and beta's gradients (inputs 1 and 2 of `node`) and
+    // returns them as per-channel sums, which batch_norm's dx needs too.
+    std::pair<std::vector<double>, std::vector<double>> parameter_grads(Node<T>& node) const {
+        const T* x = node.inputs[0]->value.data();
+        const T* dy = node.grad.data();
+        std::vector<double> dgamma(channels.width, 0.0), dbeta(channels.width, 0.0);
+        for (std::size_t r = 0; r < channels.rows; ++r) {
+            for (std::size_t c = 0; c < channels.width; ++c) {
+                const std::size_t i = r * channels.width + c;
+                dgamma[c] += double(dy[i]) * double(normalized(x, i, c));
+                dbeta[c] += double(dy[i]);
+            }
         }
+        for (auto [input, sums] : {std::pair{node.inputs[1].get(), &dgamma}, std::pair{node.inputs[2].get(), &dbeta}}) {
+            if (!input->requires_grad) continue;
+            T* grad = grad_buffer(*input).data();
+            for (std::size_t c = 0; c < channels.width; ++c) grad[c] += T((*sums)[c]);
+        }
+        return {std::move(dgamma), std::move(dbeta)};
     }
-    if (gamma.requires_grad) {
-        T* g = grad_buffer(gamma).data();
-        for (std::size_t c = 0; c < channels.width; ++c) g[c] += T(dgamma[c]);
-    }
-    if (beta.requires_grad) {
-        T* b = grad_buffer(beta).data();
-        for (std::size_t c = 0; c < channels.width; ++c) b[c] += T(dbeta[c]);
-    }
-}
+};
 
 }  // namespace
 
@@ -81,12 +89,12 @@ BasicTensor<T> batch_norm(const BasicTensor<T>& x, const BasicTensor<T>& gamma, 
     }
     batch_mean = xt::empty<T>({channels.width});
     batch_variance = xt::empty<T>({channels.width});
-    std::vector<T> centre(channels.width), inverse_std(channels.width);
+    Normalization<T> kept{channels, std::vector<T>(channels.width), std::vector<T>(channels.width)};
     for (std::size_t c = 0; c < channels.width; ++c) {
         variance[c] /= double(channels.rows);
-        batch_mean(c) = centre[c] = T(mean[c]);
+        batch_mean(c) = kept.centre[c] = T(mean[c]);
         batch_variance(c) = T(variance[c]);
-        inverse_std[c] = T(1.0 / std::sqrt(variance[c] + double(epsilon)));
+        kept.inverse_std[c] = T(1.0 / std::sqrt(variance[c] + double(epsilon)));
     }
     const T* g = gamma.value().data();
     const T* b = beta.value().data();
@@ -95,26 +103,25 @@ BasicTensor<T> batch_norm(const BasicTensor<T>& x, const BasicTensor<T>& gamma, 
     for (std::size_t r = 0; r < channels.rows; ++r) {
         for (std::size_t c = 0; c < channels.width; ++c) {
             const std::size_t i = r * channels.width + c;
-            out[i] = g[c] * ((in[i] - centre[c]) * inverse_std[c]) + b[c];
+            out[i] = g[c] * kept.normalized(in, i, c) + b[c];
         }
     }
-    return make_op<T>("batch_norm", std::move(y), {x, gamma, beta}, [channels, centre, inverse_std](Node<T>& node) {
+    return make_op<T>("batch_norm", std::move(y), {x, gamma, beta}, [kept](Node<T>& node) {
+        const auto [dgamma, dbeta] = kept.parameter_grads(node);
         Node<T>& input = *node.inputs[0];
-        const T* value = input.value.data();
-        const T* dy = node.grad.data();
-        auto normalized = [&](std::size_t i, std::size_t c) { return (value[i] - centre[c]) * inverse_std[c]; };
-        std::vector<double> dgamma, dbeta;
-        affine_parameter_grads(*node.inputs[1], *node.inputs[2], dy, channels, normalized, dgamma, dbeta);
         if (!input.requires_grad) return;
         // dx = gamma / std * (dy - mean(dy) - normalized * mean(dy * normalized)), per channel.
+        const T* value = input.value.data();
+        const T* dy = node.grad.data();
         const T* g = node.inputs[1]->value.data();
         T* dx = grad_buffer(input).data();
+        const Channels channels = kept.channels;
         const double n = double(channels.rows);
         for (std::size_t r = 0; r < channels.rows; ++r) {
             for (std::size_t c = 0; c < channels.width; ++c) {
                 const std::size_t i = r * channels.width + c;
-                const double centred_grad = double(dy[i]) - dbeta[c] / n - double(normalized(i, c)) * dgamma[c] / n;
-                dx[i] += T(double(g[c]) * double(inverse_std[c]) * centred_grad);
+                const double centred_grad = double(dy[i]) - dbeta[c] / n - double(kept.normalized(value, i, c)) * dgamma[c] / n;
+                dx[i] += T(double(g[c]) * double(kept.inverse_std[c]) * centred_grad);
             }
         }
     });
@@ -124,11 +131,12 @@ template <class T>
 BasicTensor<T> batch_norm_inference(const BasicTensor<T>& x, const xt::xarray<T>& mean, const xt::xarray<T>& variance,
                                     const BasicTensor<T>& gamma, const BasicTensor<T>& beta, T epsilon) {
     const Channels channels = channels_of("batch_norm_inference", x, {&mean, &variance, &gamma.value(), &beta.value()});
-    std::vector<T> centre(channels.width), inverse_std(channels.width), scale(channels.width);
+    Normalization<T> kept{channels, std::vector<T>(channels.width), std::vector<T>(channels.width)};
+    std::vector<T> scale(channels.width);
     for (std::size_t c = 0; c < channels.width; ++c) {
-        centre[c] = mean(c);
-        inverse_std[c] = T(1.0 / std::sqrt(double(variance(c)) + double(epsilon)));
-        scale[c] = gamma.value()(c) * inverse_std[c];
+        kept.centre[c] = mean(c);
+        kept.inverse_std[c] = T(1.0 / std::sqrt(double(variance(c)) + double(epsilon)));
+        scale[c] = gamma.value()(c) * kept.inverse_std[c];
     }
     const T* in = x.value().data();
     const T* b = beta.value().data();
@@ -137,25 +145,20 @@ BasicTensor<T> batch_norm_inference(const BasicTensor<T>& x, const xt::xarray<T>
     for (std::size_t r = 0; r < channels.rows; ++r) {
         for (std::size_t c = 0; c < channels.width; ++c) {
             const std::size_t i = r * channels.width + c;
-            out[i] = (in[i] - centre[c]) * scale[c] + b[c];
+            out[i] = (in[i] - kept.centre[c]) * scale[c] + b[c];
         }
     }
-    return make_op<T>("batch_norm_inference", std::move(y), {x, gamma, beta},
-                      [channels, centre, inverse_std, scale](Node<T>& node) {
-                          Node<T>& input = *node.inputs[0];
-                          const T* value = input.value.data();
-                          const T* dy = node.grad.data();
-                          auto normalized = [&](std::size_t i, std::size_t c) { return (value[i] - centre[c]) * inverse_std[c]; };
-                          std::vector<double> dgamma, dbeta;
-                          affine_parameter_grads(*node.inputs[1], *node.inputs[2], dy, channels, normalized, dgamma, dbeta);
-                          if (!input.requires_grad) return;
-                          T* dx = grad_buffer(input).data();
-                          for (std::size_t r = 0; r < channels.rows; ++r) {
-                              for (std::size_t c = 0; c < channels.width; ++c) {
-                                  dx[r * channels.width + c] += dy[r * channels.width + c] * scale[c];
-                              }
-                          }
-                      });
+    return make_op<T>("batch_norm_inference", std::move(y), {x, gamma, beta}, [kept, scale](Node<T>& node) {
+        kept.parameter_grads(node);
+        Node<T>& input = *node.inputs[0];
+        if (!input.requires_grad) return;
+        const T* dy = node.grad.data();
+        T* dx = grad_buffer(input).data();
+        const Channels channels = kept.channels;
+        for (std::size_t r = 0; r < channels.rows; ++r) {
+            for (std::size_t c = 0; c < channels.width; ++c) dx[r * channels.width + c] += dy[r * channels.width + c] * scale[c];
+        }
+    });
 }
 
 #define XTNN_INSTANTIATE_NORMALIZATION_OPS(T)                                                                        \
