@@ -163,7 +163,7 @@ TEST_CASE("unknown names list the known ones") {
         return std::string();
     };
     CHECK(message_of([] { Dense(3, "swishy"); }).find("known activations: elu, gelu") != std::string::npos);
-    CHECK(message_of([] { make_layer("Conv9D", nlohmann::json::object()); }).find("known layers: Activation, AveragePooling2D, BatchNormalization, Conv2D, Dense") !=
+    CHECK(message_of([] { make_layer("Conv9D", nlohmann::json::object()); }).find("known layers: Activation, Add, Average, AveragePooling2D, BatchNormalization, Concatenate, Conv2D, Dense") !=
           std::string::npos);
     CHECK(message_of([] { Dense(DenseOptions{.units = 3, .kernel_initializer = "magic"}); }).find("glorot_uniform") !=
           std::string::npos);
@@ -354,4 +354,74 @@ TEST_CASE("GlobalMaxPooling2D: values, gradients, config") {
                          ValueError);
     CHECK_THROWS_WITH_AS(GlobalMaxPooling2D().output_shape({4, 2}), doctest::Contains("expected input of shape (height, width, channels)"),
                          ShapeError);
+}
+
+TEST_CASE("LayerNormalization: values, gradients, options, config round trip") {
+    auto layer = built(std::make_unique<LayerNormalization>(), {2, 5});
+    CHECK(layer->weight_names() == std::vector<std::string>{"gamma", "beta"});
+    CHECK(layer->count_params() == 10);
+    const xt::xarray<float> x = random_batch({3, 2, 5}, 70);
+    const auto y = layer->call(Tensor::constant(x), true).value();
+    // Each row of features has mean 0 and variance v / (v + epsilon) with gamma 1, beta 0.
+    for (std::size_t n = 0; n < 3; ++n) {
+        for (std::size_t r = 0; r < 2; ++r) {
+            double mean = 0, square = 0, variance = 0;
+            for (std::size_t c = 0; c < 5; ++c) mean += double(x(n, r, c)) / 5;
+            for (std::size_t c = 0; c < 5; ++c) variance += (double(x(n, r, c)) - mean) * (double(x(n, r, c)) - mean) / 5;
+            for (std::size_t c = 0; c < 5; ++c) square += double(y(n, r, c)) * double(y(n, r, c)) / 5;
+            CHECK(square == doctest::Approx(variance / (variance + 1e-3)).epsilon(1e-5));
+        }
+    }
+    check_layer_gradients(*layer, x);
+    const nlohmann::json config = layer->config();
+    CHECK(config["axis"] == -1);
+    CHECK(config["epsilon"] == 1e-3);
+    CHECK(make_layer("LayerNormalization", config)->config() == config);
+    auto bare = built(std::make_unique<LayerNormalization>(LayerNormalizationOptions{.center = false}), {4});
+    CHECK(bare->weight_names() == std::vector<std::string>{"gamma"});
+    CHECK_THROWS_WITH_AS(make_layer("LayerNormalization", {{"axis", 1}, {"batch_input_shape", {nullptr, 4, 2}}}),
+                         doctest::Contains("only the last axis (-1) can be normalized"), ValueError);
+    CHECK_THROWS_WITH_AS(LayerNormalization(LayerNormalizationOptions{.epsilon = -1}), doctest::Contains("epsilon"), ValueError);
+}
+
+TEST_CASE("merging layers: values, shapes, configs (their ops are gradient-checked in test_ops)") {
+    const xt::xarray<float> a = random_batch({2, 3}, 71), b = random_batch({2, 3}, 72), c = random_batch({2, 3}, 73);
+    auto run = [&](Layer& layer, std::vector<xt::xarray<float>> inputs) {
+        std::vector<Shape> shapes;
+        std::vector<Tensor> tensors;
+        for (const auto& input : inputs) {
+            shapes.push_back(Shape(input.shape().begin() + 1, input.shape().end()));
+            tensors.push_back(Tensor::constant(input));
+        }
+        layer.build_inputs(shapes);
+        return layer.call_inputs(tensors, false).value();
+    };
+    Add add;
+    CHECK(xt::allclose(run(add, {a, b, c}), a + b + c));
+    Subtract subtract;
+    CHECK(xt::allclose(run(subtract, {a, b}), a - b));
+    Multiply multiply;
+    CHECK(xt::allclose(run(multiply, {a, b}), a * b));
+    Average average;
+    CHECK(xt::allclose(run(average, {a, b, c}), (a + b + c) / 3.0f));
+    Maximum maximum;
+    CHECK(run(maximum, {a, b}) == xt::maximum(a, b));
+    Concatenate concatenate;
+    const auto joined = run(concatenate, {a, xt::xarray<float>(random_batch({2, 4}, 74))});
+    CHECK(joined.shape() == std::vector<std::size_t>{2, 7});
+    CHECK(xt::view(joined, xt::all(), xt::range(0, 3)) == a);
+    CHECK(Concatenate(1).compute_output_shape({{2, 3}, {5, 3}}) == Shape{7, 3});
+    CHECK(Concatenate(-2).compute_output_shape({{2, 3}, {5, 3}}) == Shape{7, 3});
+    CHECK_THROWS_WITH_AS(Concatenate(0), doctest::Contains("axis 0 is the batch axis"), ValueError);
+    CHECK_THROWS_WITH_AS(Concatenate(3).compute_output_shape({{2, 3}, {5, 3}}), doctest::Contains("axis 3 is out of range"), ShapeError);
+    CHECK_THROWS_WITH_AS(add.call_inputs({Tensor::constant(a), Tensor::constant(b), Tensor::constant(xt::xarray<float>(random_batch({3, 3}, 75)))}, false),
+                         doctest::Contains("different batch sizes"), ShapeError);
+    for (const char* name : {"Add", "Subtract", "Multiply", "Average", "Maximum", "Concatenate"}) {
+        INFO(name);
+        auto layer = make_layer(name, {{"name", "merge"}});
+        CHECK(make_layer(name, layer->config())->config() == layer->config());
+        CHECK(layer->count_params() == 0);
+    }
+    CHECK(make_layer("concatenate", {{"axis", 1}})->config()["axis"] == 1);
+    CHECK_THROWS_WITH_AS(make_layer("Concatenate", {{"axis", "last"}}), doctest::Contains("'axis' must be a whole number"), ValueError);
 }

@@ -524,3 +524,52 @@ TEST_CASE("batch_norm matches its definition; the statistics it reports are the 
                                                    Tensor::constant(xt::zeros<float>({3})), 1e-3f),
                          doctest::Contains("batch_norm_inference: a per-channel parameter of shape (4,)"), ShapeError);
 }
+
+TEST_CASE("gradient checks: layer_norm, maximum, concatenate") {
+    for (Shape shape : {Shape{5, 4}, Shape{2, 3, 4}}) {
+        INFO("shape " << shape_to_string(shape));
+        const auto x = uniform(shape, 31, -2.0, 2.0);
+        const auto gamma = uniform({4}, 32, 0.5, 1.5), beta = uniform({4}, 33);
+        require_gradients("layer_norm", [](const Inputs& in) { return ops::layer_norm(in[0], in[1], in[2], 1e-3); },
+                          {x, gamma, beta}, strict);
+    }
+    // Away from ties, where the maximum has no derivative.
+    const xt::xarray<double> a = uniform({3, 4}, 34);
+    const xt::xarray<double> b = away_from(uniform({3, 4}, 35) - a) + a;
+    require_gradients("maximum", [](const Inputs& in) { return ops::maximum(in[0], in[1]); }, {a, b}, strict);
+    for (std::size_t axis : {0, 1, 2}) {
+        INFO("axis " << axis);
+        Shape second{2, 3, 4};
+        second[axis] = 5;
+        require_gradients("concatenate", [axis](const Inputs& in) { return ops::concatenate<double>({in[0], in[1], in[0]}, axis); },
+                          {uniform({2, 3, 4}, 36), uniform(second, 37)}, strict);
+    }
+}
+
+TEST_CASE("layer_norm, maximum and concatenate match their definitions") {
+    const auto x = uniform({3, 5}, 38, -3.0, 3.0);
+    const auto y = ops::layer_norm(TensorD::constant(x), TensorD::constant(xt::xarray<double>(xt::ones<double>({5}) * 2.0)),
+                                   TensorD::constant(xt::xarray<double>(xt::ones<double>({5}) * 0.5)), 1e-3)
+                       .value();
+    for (std::size_t r = 0; r < 3; ++r) {
+        double m = 0, v = 0;
+        for (std::size_t c = 0; c < 5; ++c) m += x(r, c) / 5;
+        for (std::size_t c = 0; c < 5; ++c) v += (x(r, c) - m) * (x(r, c) - m) / 5;
+        for (std::size_t c = 0; c < 5; ++c) CHECK(y(r, c) == doctest::Approx(2.0 * (x(r, c) - m) / std::sqrt(v + 1e-3) + 0.5).epsilon(1e-12));
+    }
+    const float nan = std::numeric_limits<float>::quiet_NaN();
+    const auto largest = ops::maximum(Tensor::constant(xt::xarray<float>{{1, 5, nan, 2}}), Tensor::constant(xt::xarray<float>{{3, 4, 0, nan}})).value();
+    CHECK(largest(0, 0) == 3.0f);
+    CHECK(largest(0, 1) == 5.0f);
+    CHECK(std::isnan(largest(0, 2)));
+    CHECK(std::isnan(largest(0, 3)));
+    xt::xarray<float> left = {{1, 2}, {3, 4}}, right = xt::zeros<float>({2, 1}), expected = {{1, 2, 5}, {3, 4, 6}};
+    right(0, 0) = 5;
+    right(1, 0) = 6;
+    const auto joined = ops::concatenate<float>({Tensor::constant(left), Tensor::constant(right)}, 1).value();
+    CHECK(joined == expected);
+    CHECK_THROWS_WITH_AS(ops::concatenate<float>({Tensor::constant(xt::zeros<float>({2, 2})), Tensor::constant(xt::zeros<float>({3, 1}))}, 1),
+                         doctest::Contains("concatenate: along axis 1 every other extent must agree; got (2, 2) and (3, 1)"), ShapeError);
+    CHECK_THROWS_WITH_AS(ops::maximum(Tensor::constant(xt::zeros<float>({2, 2})), Tensor::constant(xt::zeros<float>({2, 3}))),
+                         doctest::Contains("maximum: the inputs must have one shape, got (2, 2) and (2, 3)"), ShapeError);
+}

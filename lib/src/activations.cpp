@@ -29,4 +29,6 @@ const ActivationFn& get_activation(const std::string& name) { return activations
 
 std::vector<std::string> activation_names() { return activations().names(); }
 
+Tensor SplitOutput::activated() const { return get_activation(activation)(pre_activation); }
+
 }  // namespace xtnn

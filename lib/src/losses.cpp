@@ -32,8 +32,8 @@ public:
         require_matching_targets(name(), y, output_shape);
         return y;
     }
-    Tensor compute(const Tensor& pre_activation, const std::string& activation,
-                   const xt::xarray<float>& targets) const override {
+    Tensor compute(const SplitOutput& output, const xt::xarray<float>& targets) const override {
+        const auto& [pre_activation, activation] = output;
         if (activation == "softmax") return ops::softmax_cross_entropy(pre_activation, targets);
         return ops::categorical_crossentropy(get_activation(activation)(pre_activation), targets);
     }
@@ -61,8 +61,8 @@ public:
         }
         return labels;
     }
-    Tensor compute(const Tensor& pre_activation, const std::string& activation,
-                   const xt::xarray<float>& targets) const override {
+    Tensor compute(const SplitOutput& output, const xt::xarray<float>& targets) const override {
+        const auto& [pre_activation, activation] = output;
         std::vector<std::int64_t> labels(targets.size());
         for (std::size_t i = 0; i < labels.size(); ++i) labels[i] = static_cast<std::int64_t>(targets(i));
         if (activation == "softmax") return ops::sparse_softmax_cross_entropy<float>(pre_activation, labels);
@@ -87,8 +87,8 @@ public:
         }
         return targets;
     }
-    Tensor compute(const Tensor& pre_activation, const std::string& activation,
-                   const xt::xarray<float>& targets) const override {
+    Tensor compute(const SplitOutput& output, const xt::xarray<float>& targets) const override {
+        const auto& [pre_activation, activation] = output;
         if (activation == "sigmoid") return ops::sigmoid_binary_crossentropy(pre_activation, targets);
         return ops::binary_crossentropy(get_activation(activation)(pre_activation), targets);
     }
@@ -104,8 +104,8 @@ public:
         require_matching_targets(name(), targets, output_shape);
         return targets;
     }
-    Tensor compute(const Tensor& pre_activation, const std::string& activation,
-                   const xt::xarray<float>& targets) const override {
+    Tensor compute(const SplitOutput& output, const xt::xarray<float>& targets) const override {
+        const auto& [pre_activation, activation] = output;
         return ops::mse(get_activation(activation)(pre_activation), targets);
     }
     std::string accuracy_metric(const Shape& output_shape) const override {

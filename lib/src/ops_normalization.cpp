@@ -1,5 +1,6 @@
 // Normalization ops over the last axis (channels-last): batch normalization with the batch's own
-// statistics while training, and with given (moving) statistics at inference. Per-channel sums
+// statistics while training, and with given (moving) statistics at inference; layer
+// normalization with each row's own statistics. Per-channel sums
 // are accumulated in double, so float results do not depend on how many rows a batch has.
 
 #include <cmath>
@@ -161,11 +162,77 @@ BasicTensor<T> batch_norm_inference(const BasicTensor<T>& x, const xt::xarray<T>
     });
 }
 
+template <class T>
+BasicTensor<T> layer_norm(const BasicTensor<T>& x, const BasicTensor<T>& gamma, const BasicTensor<T>& beta, T epsilon) {
+    const Channels features = channels_of("layer_norm", x, {&gamma.value(), &beta.value()});
+    const std::size_t width = features.width;
+    const T* in = x.value().data();
+    // Per row: the mean and 1 / sqrt(variance + epsilon) of its features.
+    std::vector<T> row_mean(features.rows), row_inverse_std(features.rows);
+    for (std::size_t r = 0; r < features.rows; ++r) {
+        const T* row = in + r * width;
+        double mean = 0.0, variance = 0.0;
+        for (std::size_t c = 0; c < width; ++c) mean += double(row[c]);
+        mean /= double(width);
+        for (std::size_t c = 0; c < width; ++c) variance += (double(row[c]) - mean) * (double(row[c]) - mean);
+        row_mean[r] = T(mean);
+        row_inverse_std[r] = T(1.0 / std::sqrt(variance / double(width) + double(epsilon)));
+    }
+    const T* g = gamma.value().data();
+    const T* b = beta.value().data();
+    xt::xarray<T> y = xt::empty<T>(x.shape());
+    T* out = y.data();
+    for (std::size_t r = 0; r < features.rows; ++r) {
+        for (std::size_t c = 0; c < width; ++c) {
+            const std::size_t i = r * width + c;
+            out[i] = g[c] * ((in[i] - row_mean[r]) * row_inverse_std[r]) + b[c];
+        }
+    }
+    return make_op<T>("layer_norm", std::move(y), {x, gamma, beta}, [features, row_mean, row_inverse_std](Node<T>& node) {
+        const std::size_t width = features.width;
+        const T* value = node.inputs[0]->value.data();
+        const T* dy = node.grad.data();
+        const T* g = node.inputs[1]->value.data();
+        auto normalized = [&](std::size_t r, std::size_t c) { return (value[r * width + c] - row_mean[r]) * row_inverse_std[r]; };
+        std::vector<double> dgamma(width, 0.0), dbeta(width, 0.0);
+        for (std::size_t r = 0; r < features.rows; ++r) {
+            for (std::size_t c = 0; c < width; ++c) {
+                dgamma[c] += double(dy[r * width + c]) * double(normalized(r, c));
+                dbeta[c] += double(dy[r * width + c]);
+            }
+        }
+        for (auto [input, sums] : {std::pair{node.inputs[1].get(), &dgamma}, std::pair{node.inputs[2].get(), &dbeta}}) {
+            if (!input->requires_grad) continue;
+            T* grad = grad_buffer(*input).data();
+            for (std::size_t c = 0; c < width; ++c) grad[c] += T((*sums)[c]);
+        }
+        Node<T>& input = *node.inputs[0];
+        if (!input.requires_grad) return;
+        // With dn = dy * gamma: dx = inverse_std * (dn - mean(dn) - normalized * mean(dn * normalized)), per row.
+        T* dx = grad_buffer(input).data();
+        for (std::size_t r = 0; r < features.rows; ++r) {
+            double mean_dn = 0.0, mean_dn_n = 0.0;
+            for (std::size_t c = 0; c < width; ++c) {
+                const double dn = double(dy[r * width + c]) * double(g[c]);
+                mean_dn += dn;
+                mean_dn_n += dn * double(normalized(r, c));
+            }
+            mean_dn /= double(width);
+            mean_dn_n /= double(width);
+            for (std::size_t c = 0; c < width; ++c) {
+                const double dn = double(dy[r * width + c]) * double(g[c]);
+                dx[r * width + c] += T(double(row_inverse_std[r]) * (dn - mean_dn - double(normalized(r, c)) * mean_dn_n));
+            }
+        }
+    });
+}
+
 #define XTNN_INSTANTIATE_NORMALIZATION_OPS(T)                                                                        \
     template BasicTensor<T> batch_norm(const BasicTensor<T>&, const BasicTensor<T>&, const BasicTensor<T>&, T,        \
                                        xt::xarray<T>&, xt::xarray<T>&);                                              \
     template BasicTensor<T> batch_norm_inference(const BasicTensor<T>&, const xt::xarray<T>&, const xt::xarray<T>&,   \
-                                                 const BasicTensor<T>&, const BasicTensor<T>&, T);
+                                                 const BasicTensor<T>&, const BasicTensor<T>&, T);    \
+    template BasicTensor<T> layer_norm(const BasicTensor<T>&, const BasicTensor<T>&, const BasicTensor<T>&, T);
 
 XTNN_INSTANTIATE_NORMALIZATION_OPS(float)
 XTNN_INSTANTIATE_NORMALIZATION_OPS(double)

@@ -8,6 +8,7 @@
 #include <fmt/format.h>
 #include <zlib.h>
 
+#include "xtnn/json.hpp"
 #include "xtnn/io.hpp"
 #include "xtnn/random.hpp"
 #include "xtnn/safetensors.hpp"
@@ -24,6 +25,11 @@ constexpr std::string_view header_start = R"({"__metadata__":{"format":"xtnn.)";
 constexpr const char* optimizer_prefix = "optimizer/";
 constexpr const char* check_input_name = "check/input";
 constexpr const char* check_output_name = "check/output";
+
+// "check/input" for a model's only input, "check/input/1" for its second of several.
+std::string check_name(const char* base, std::size_t index, std::size_t count) {
+    return count == 1 ? std::string(base) : std::string(base) + "/" + std::to_string(index);
+}
 constexpr std::uint64_t check_input_seed = 0x78746e6e;  // "xtnn"
 constexpr std::size_t max_check_samples = 16;
 
@@ -134,8 +140,8 @@ xt::xarray<float> read_tensor(const safetensors::ParsedFile& file, const std::st
     return read_finite(file, *tensor, what);
 }
 
-// The model's weights from the file, in Sequential::weights() order; `used` collects the names.
-std::vector<xt::xarray<float>> read_weights(const Sequential& model, const safetensors::ParsedFile& file,
+// The model's weights from the file, in Model::weights() order; `used` collects the names.
+std::vector<xt::xarray<float>> read_weights(const Model& model, const safetensors::ParsedFile& file,
                                             const std::string& what, std::set<std::string>& used) {
     std::vector<xt::xarray<float>> values;
     for (std::size_t l = 0; l < model.size(); ++l) {
@@ -158,7 +164,7 @@ void reject_unused(const safetensors::ParsedFile& file, const std::set<std::stri
     }
 }
 
-std::vector<std::string> weight_keys(const Sequential& model) {
+std::vector<std::string> weight_keys(const Model& model) {
     std::vector<std::string> keys;
     for (std::size_t l = 0; l < model.size(); ++l) {
         for (const auto& name : model.layer(l).weight_names()) keys.push_back(weight_key(model.layer(l), name));
@@ -166,7 +172,7 @@ std::vector<std::string> weight_keys(const Sequential& model) {
     return keys;
 }
 
-std::vector<std::pair<std::string, xt::xarray<float>>> weight_tensors(const Sequential& model) {
+std::vector<std::pair<std::string, xt::xarray<float>>> weight_tensors(const Model& model) {
     std::vector<std::pair<std::string, xt::xarray<float>>> tensors;
     const auto keys = weight_keys(model);
     const auto values = model.get_weights();
@@ -186,7 +192,7 @@ std::vector<std::uint8_t> serialize_with_checksum(std::vector<std::pair<std::str
 
 // A file must load again, and load_model refuses NaN and infinity: such a model is not written,
 // so a save (or a checkpoint) never replaces a good file with one that cannot be read.
-void require_finite_weights(const Sequential& model, const char* method, bool with_optimizer_state) {
+void require_finite_weights(const Model& model, const char* method, bool with_optimizer_state) {
     if (const auto problem = model.non_finite_weight()) {
         throw ValueError(fmt::format("{}: model '{}' is not saved: its {}; the existing file, if any, is unchanged", method,
                                      model.name(), *problem));
@@ -206,11 +212,11 @@ void require_finite_weights(const Sequential& model, const char* method, bool wi
     }
 }
 
-xt::xarray<float> check_input(const Shape& input_shape) {
+xt::xarray<float> check_input(const Shape& input_shape, std::size_t index) {
     Shape shape{1};
     shape.insert(shape.end(), input_shape.begin(), input_shape.end());
     xt::xarray<float> input = xt::empty<float>(shape);
-    Generator generator(check_input_seed);
+    Generator generator(check_input_seed + index);
     for (auto& value : input) value = static_cast<float>(generator.uniform());
     return input;
 }
@@ -223,19 +229,37 @@ std::int64_t parse_iterations(const std::string& text, const std::string& what) 
 }
 
 // Recompiles `model` as saved and restores the optimizer's slots and step count.
-void restore_training(Sequential& model, const safetensors::ParsedFile& file, const std::string& what,
+void restore_training(Model& model, const safetensors::ParsedFile& file, const std::string& what,
                       std::set<std::string>& used) {
     const auto config = safetensors::parse_json(metadata_field(file, "training_config", what), what + " training_config");
-    if (!config.is_object() || !config.contains("loss") || !config["loss"].is_string() || !config.contains("optimizer") ||
-        !config.contains("metrics") || !config["metrics"].is_array()) {
+    if (!config.is_object() || !config.contains("loss") || !config.contains("optimizer") || !config.contains("metrics")) {
         fail(what, "training_config must hold 'loss', 'metrics' and 'optimizer'");
     }
-    std::vector<std::string> metrics;
-    for (const auto& metric : config["metrics"]) {
-        if (!metric.is_string()) fail(what, "training_config metrics must be names, got " + metric.dump());
-        metrics.push_back(metric.get<std::string>());
+    auto names = [&](const nlohmann::json& value, const char* field) {
+        std::vector<std::string> result;
+        if (value.is_string()) return std::vector<std::string>{value.get<std::string>()};
+        if (!value.is_array()) fail(what, std::string("training_config ") + field + " must be a list of names, got " + json::excerpt(value));
+        for (const auto& name : value) {
+            if (!name.is_string()) fail(what, std::string("training_config ") + field + " must be names, got " + json::excerpt(name));
+            result.push_back(name.get<std::string>());
+        }
+        return result;
+    };
+    CompileOptions compile{.loss = names(config["loss"], "loss"),
+                           .optimizer = OptimizerSpec::from_config(config["optimizer"]),
+                           .metrics = names(config["metrics"], "metrics")};
+    if (config.contains("metrics_by_output")) {
+        if (!config["metrics_by_output"].is_object()) fail(what, "training_config metrics_by_output must be an object");
+        for (const auto& [output, list] : config["metrics_by_output"].items()) compile.metrics_by_output[output] = names(list, "metrics_by_output");
     }
-    model.compile(config["loss"].get<std::string>(), OptimizerSpec::from_config(config["optimizer"]), metrics);
+    if (config.contains("loss_weights")) {
+        if (!config["loss_weights"].is_array()) fail(what, "training_config loss_weights must be a list of numbers");
+        for (const auto& weight : config["loss_weights"]) {
+            if (!weight.is_number()) fail(what, "training_config loss_weights must be numbers, got " + json::excerpt(weight));
+            compile.loss_weights.push_back(weight.get<double>());
+        }
+    }
+    model.compile(compile);
 
     Optimizer& optimizer = *model.optimizer();
     const auto slot_names = optimizer.slot_names();
@@ -257,36 +281,50 @@ void restore_training(Sequential& model, const safetensors::ParsedFile& file, co
     optimizer.set_iterations(parse_iterations(metadata_field(file, "optimizer_iterations", what), what));
 }
 
-void verify_check_output(Sequential& model, const safetensors::ParsedFile& file, const std::string& what,
+void verify_check_output(Model& model, const safetensors::ParsedFile& file, const std::string& what,
                          std::set<std::string>& used) {
-    const auto* input_info = file.find(check_input_name);
-    if (!input_info) fail(what, std::string("missing tensor '") + check_input_name + "'");
+    const auto input_shapes = model.input_shapes();
+    const auto output_shapes = model.output_shapes();
+    const std::string first_input = check_name(check_input_name, 0, input_shapes.size());
+    const auto* input_info = file.find(first_input);
+    if (!input_info) fail(what, "missing tensor '" + first_input + "'");
     const std::size_t samples = input_info->shape.empty() ? 0 : input_info->shape[0];
     if (samples == 0 || samples > max_check_samples) {
-        fail(what, fmt::format("tensor '{}' must hold 1 to {} samples, has shape {}", check_input_name, max_check_samples,
+        fail(what, fmt::format("tensor '{}' must hold 1 to {} samples, has shape {}", first_input, max_check_samples,
                                shape_to_string(input_info->shape)));
     }
-    Shape input_shape{samples}, output_shape{samples};
-    for (auto extent : model.input_shape()) input_shape.push_back(extent);
-    for (auto extent : model.output_shape()) output_shape.push_back(extent);
-    const auto input = read_tensor(file, check_input_name, input_shape, what, "the model's input");
-    const auto expected = read_tensor(file, check_output_name, output_shape, what, "the model's output");
-    used.insert(check_input_name);
-    used.insert(check_output_name);
-    const auto actual = model.predict(input);
-    // BLAS kernels differ between CPUs, so another machine may differ in the last bits; a wrong
-    // architecture or weight differs by far more.
-    for (std::size_t i = 0; i < expected.size(); ++i) {
-        const float a = actual.data()[i], e = expected.data()[i];
-        if (!(std::abs(a - e) <= 1e-5f + 1e-4f * std::abs(e))) {
-            fail(what, fmt::format("the model does not reproduce its check output: element {} is {}, the file says {}", i, a, e));
+    auto with_samples = [&](const Shape& per_sample) {
+        Shape shape{samples};
+        shape.insert(shape.end(), per_sample.begin(), per_sample.end());
+        return shape;
+    };
+    std::vector<xt::xarray<float>> inputs;
+    for (std::size_t i = 0; i < input_shapes.size(); ++i) {
+        const auto name = check_name(check_input_name, i, input_shapes.size());
+        inputs.push_back(read_tensor(file, name, with_samples(input_shapes[i]), what, "the model's input"));
+        used.insert(name);
+    }
+    std::vector<InputRows> rows(inputs.begin(), inputs.end());
+    const auto actual = model.predict(rows);
+    for (std::size_t o = 0; o < output_shapes.size(); ++o) {
+        const auto name = check_name(check_output_name, o, output_shapes.size());
+        const auto expected = read_tensor(file, name, with_samples(output_shapes[o]), what, "the model's output");
+        used.insert(name);
+        // BLAS kernels differ between CPUs, so another machine may differ in the last bits; a wrong
+        // architecture or weight differs by far more.
+        for (std::size_t i = 0; i < expected.size(); ++i) {
+            const float a = actual[o].data()[i], e = expected.data()[i];
+            if (!(std::abs(a - e) <= 1e-5f + 1e-4f * std::abs(e))) {
+                fail(what, fmt::format("the model does not reproduce its check output {}: element {} is {}, the file says {}",
+                                       name, i, a, e));
+            }
         }
     }
 }
 
 }  // namespace
 
-std::vector<std::uint8_t> model_to_bytes(Sequential& model) {
+std::vector<std::uint8_t> model_to_bytes(Model& model) {
     if (!model.built()) {
         throw ValueError("save: model '" + model.name() + "' is not built; give the first layer an input_shape or call build()");
     }
@@ -299,8 +337,26 @@ std::vector<std::uint8_t> model_to_bytes(Sequential& model) {
     auto tensors = weight_tensors(model);
     if (model.compiled()) {
         const Optimizer& optimizer = *model.optimizer();
-        const nlohmann::json training = {
-            {"loss", model.loss()->name()}, {"metrics", model.metric_names()}, {"optimizer", optimizer.config()}};
+        const CompileOptions& compile = model.compile_options();
+        nlohmann::json training = {{"loss", compile.loss}, {"metrics", compile.metrics}, {"optimizer", optimizer.config()}};
+        if (compile.loss.size() == 1) training["loss"] = compile.loss[0];
+        if (!compile.loss_by_output.empty()) {
+            nlohmann::json per_output = nlohmann::json::array();
+            for (const auto& output : model.output_names()) per_output.push_back(compile.loss_by_output.at(output));
+            training["loss"] = per_output;
+        }
+        if (!compile.metrics_by_output.empty()) training["metrics_by_output"] = compile.metrics_by_output;
+        if (!compile.loss_weights.empty() || !compile.loss_weights_by_output.empty()) {
+            nlohmann::json weights = nlohmann::json::array();
+            const auto outputs = model.output_names();
+            for (std::size_t o = 0; o < outputs.size(); ++o) {
+                const auto found = compile.loss_weights_by_output.find(outputs[o]);
+                weights.push_back(!compile.loss_weights.empty()                ? compile.loss_weights[o]
+                                  : found != compile.loss_weights_by_output.end() ? found->second
+                                                                                 : 1.0);
+            }
+            training["loss_weights"] = weights;
+        }
         metadata.emplace_back("training_config", training.dump());
         metadata.emplace_back("optimizer_iterations", std::to_string(optimizer.iterations()));
         const auto keys = weight_keys(model);
@@ -313,13 +369,20 @@ std::vector<std::uint8_t> model_to_bytes(Sequential& model) {
         }
     }
     metadata.emplace_back("random_state", thread_generator().state());
-    const auto input = check_input(model.input_shape());
-    tensors.emplace_back(check_input_name, input);
-    tensors.emplace_back(check_output_name, model.predict(input));
+    const auto input_shapes = model.input_shapes();
+    std::vector<xt::xarray<float>> inputs;
+    for (std::size_t i = 0; i < input_shapes.size(); ++i) {
+        inputs.push_back(check_input(input_shapes[i], i));
+        tensors.emplace_back(check_name(check_input_name, i, input_shapes.size()), inputs.back());
+    }
+    const auto outputs = model.predict(std::vector<InputRows>(inputs.begin(), inputs.end()));
+    for (std::size_t o = 0; o < outputs.size(); ++o) {
+        tensors.emplace_back(check_name(check_output_name, o, outputs.size()), outputs[o]);
+    }
     return serialize_with_checksum(std::move(metadata), tensors);
 }
 
-Sequential load_model_from_bytes(std::span<const std::uint8_t> bytes, const std::string& name, const LoadOptions& options) {
+Model load_model_from_bytes(std::span<const std::uint8_t> bytes, const std::string& name, const LoadOptions& options) {
     const std::string what = "model file '" + name + "'";
     const safetensors::ParsedFile file = open_container(bytes, what);
     if (metadata_field(file, "format", what) != model_format) {
@@ -344,9 +407,9 @@ Sequential load_model_from_bytes(std::span<const std::uint8_t> bytes, const std:
     // The initial weights the layers draw are overwritten by the file's: a private generator
     // draws them, so loading leaves the thread's random stream alone.
     Generator discarded_initial_weights;
-    std::optional<Sequential> loaded;
+    std::optional<Model> loaded;
     try {
-        loaded.emplace(Sequential::from_config(
+        loaded.emplace(Model::from_config(
             safetensors::parse_json(metadata_field(file, "model_config", what), what + " model_config"),
             {.max_weight_elements = stored_weights, .generator = &discarded_initial_weights}));
     } catch (const IoError&) {
@@ -354,7 +417,7 @@ Sequential load_model_from_bytes(std::span<const std::uint8_t> bytes, const std:
     } catch (const Error& e) {
         fail(what, std::string("model_config: ") + e.what());
     }
-    Sequential& model = *loaded;
+    Model& model = *loaded;
     if (!model.built()) fail(what, "model_config gives no input shape, so the weights cannot be placed");
     std::set<std::string> used;
     model.set_weights(read_weights(model, file, what, used));
@@ -365,7 +428,7 @@ Sequential load_model_from_bytes(std::span<const std::uint8_t> bytes, const std:
     return std::move(model);
 }
 
-Sequential load_model(const std::string& path, const LoadOptions& options) {
+Model load_model(const std::string& path, const LoadOptions& options) {
     const auto bytes = io::read_file(path, "model file");
     return load_model_from_bytes(bytes, path, options);
 }
@@ -384,9 +447,9 @@ std::vector<std::uint8_t> reseal_model_file(std::span<const std::uint8_t> bytes)
     return serialize_with_checksum(std::move(metadata), tensors);
 }
 
-void Sequential::save(const std::string& path) { io::write_file_atomically(path, model_to_bytes(*this)); }
+void Model::save(const std::string& path) { io::write_file_atomically(path, model_to_bytes(*this)); }
 
-void Sequential::save_weights(const std::string& path) const {
+void Model::save_weights(const std::string& path) const {
     if (!built()) throw ValueError("save_weights: model '" + name_ + "' is not built");
     require_finite_weights(*this, "save_weights", false);
     const std::vector<std::pair<std::string, std::string>> metadata = {
@@ -394,7 +457,7 @@ void Sequential::save_weights(const std::string& path) const {
     io::write_file_atomically(path, serialize_with_checksum(metadata, weight_tensors(*this)));
 }
 
-void Sequential::load_weights(const std::string& path) {
+void Model::load_weights(const std::string& path) {
     if (!built()) throw ValueError("load_weights: model '" + name_ + "' is not built, so its weight shapes are unknown");
     const std::string what = "weights file '" + path + "'";
     const auto bytes = io::read_file(path, "weights file");

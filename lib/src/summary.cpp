@@ -1,11 +1,14 @@
-// Sequential::summary: Keras 3's box table by default, Keras 2's ASCII table (the book's) as an
-// option. Column widths and number formats follow Keras's summary_utils.
+// Model::summary: Keras 3's box table by default, Keras 2's ASCII table (the book's) as an
+// option; a functional model's tables add Keras's "Connected to" column. Column widths and number
+// formats follow Keras's summary_utils.
 
+#include <map>
 #include <sstream>
 
 #include <fmt/format.h>
 
 #include "xtnn/model.hpp"
+#include "xtnn/layer.hpp"
 
 namespace xtnn {
 
@@ -15,6 +18,7 @@ struct Row {
     std::string layer;
     std::string output_shape;
     std::string params;
+    std::string connected_to;
 };
 
 std::string with_thousands(std::size_t n) {
@@ -58,13 +62,13 @@ std::vector<std::string> wrap(const std::string& text, std::size_t width) {
     return lines;
 }
 
-std::vector<Row> rows_of(const Sequential& model) {
+std::vector<Row> stack_rows(const Model& model) {
     std::vector<Row> rows;
     const bool built = model.built();
     Shape shape = built ? model.input_shape() : Shape{};
     for (std::size_t i = 0; i < model.size(); ++i) {
         const Layer& layer = model.layer(i);
-        Row row{layer.name() + " (" + layer.class_name() + ")", "?", "0 (unbuilt)"};
+        Row row{layer.name() + " (" + layer.class_name() + ")", "?", "0 (unbuilt)", ""};
         if (built) {
             shape = layer.output_shape(shape);
             row.output_shape = batch_shape_to_string(shape);
@@ -75,23 +79,59 @@ std::vector<Row> rows_of(const Sequential& model) {
     return rows;
 }
 
-std::string box_summary(const Sequential& model) {
-    constexpr std::size_t widths[] = {31, 22, 13};
+// One row a layer, in graph order; "Connected to" lists what each of its calls reads, as
+// Keras's "dense[0][0]" (layer, call, tensor).
+std::vector<Row> graph_rows(const Model& model) {
+    std::vector<Row> rows;
+    std::map<const Layer*, std::size_t> row_of;
+    for (const auto& call : model.layer_calls()) {
+        const Layer& layer = *call->layer;
+        if (!row_of.count(&layer)) {
+            row_of[&layer] = rows.size();
+            rows.push_back({layer.name() + " (" + layer.class_name() + ")", batch_shape_to_string(call->output_shape),
+                            with_thousands(layer.count_params()), call->inputs.empty() ? "-" : ""});
+        }
+        Row& row = rows[row_of[&layer]];
+        for (const auto& input : call->inputs) {
+            std::size_t node = 0;
+            for (const auto& earlier : model.layer_calls()) {
+                if (earlier.get() == &input.producer()) break;
+                if (earlier->layer.get() == &input.layer()) ++node;
+            }
+            row.connected_to += (row.connected_to.empty() ? "" : ", ") + input.name() + "[" + std::to_string(node) + "][0]";
+        }
+    }
+    return rows;
+}
+
+std::vector<Row> rows_of(const Model& model) { return model.is_sequential() ? stack_rows(model) : graph_rows(model); }
+
+std::string box_summary(const Model& model) {
+    const bool connected = !model.is_sequential();
+    const std::vector<std::size_t> widths = connected ? std::vector<std::size_t>{29, 22, 11, 30}
+                                                      : std::vector<std::size_t>{31, 22, 13};
+    const std::size_t columns = widths.size();
+    const std::size_t params_column = 2;
     std::ostringstream out;
     auto rule = [&](const char* left, const char* middle, const char* right, const char* line) {
         out << left;
-        for (std::size_t c = 0; c < 3; ++c) out << repeat(line, widths[c] + 2) << (c < 2 ? middle : right);
+        for (std::size_t c = 0; c < columns; ++c) out << repeat(line, widths[c] + 2) << (c + 1 < columns ? middle : right);
         out << '\n';
     };
     auto cells = [&](const Row& row, const char* bar) {
-        const std::vector<std::string> columns[] = {wrap(row.layer, widths[0]), wrap(row.output_shape, widths[1]),
-                                                    wrap(row.params, widths[2])};
-        std::size_t height = std::max({columns[0].size(), columns[1].size(), columns[2].size()});
+        const std::string texts[] = {row.layer, row.output_shape, row.params, row.connected_to};
+        std::vector<std::vector<std::string>> lines;
+        std::size_t height = 0;
+        for (std::size_t c = 0; c < columns; ++c) {
+            lines.push_back(wrap(texts[c], widths[c]));
+            height = std::max(height, lines.back().size());
+        }
         for (std::size_t line = 0; line < height; ++line) {
             out << bar;
-            for (std::size_t c = 0; c < 3; ++c) {
-                const std::string text = line < columns[c].size() ? columns[c][line] : "";
-                out << ' ' << (c == 2 ? fmt::format("{:>{}}", text, widths[c]) : fmt::format("{:<{}}", text, widths[c]))
+            for (std::size_t c = 0; c < columns; ++c) {
+                const std::string text = line < lines[c].size() ? lines[c][line] : "";
+                out << ' '
+                    << (c == params_column ? fmt::format("{:>{}}", text, widths[c]) : fmt::format("{:<{}}", text, widths[c]))
                     << ' ' << bar;
             }
             out << '\n';
@@ -99,7 +139,7 @@ std::string box_summary(const Sequential& model) {
     };
     out << "Model: \"" << model.name() << "\"\n";
     rule("\u250f", "\u2533", "\u2513", "\u2501");
-    cells({"Layer (type)", "Output Shape", "Param #"}, "\u2503");
+    cells({"Layer (type)", "Output Shape", "Param #", "Connected to"}, "\u2503");
     rule("\u2521", "\u2547", "\u2529", "\u2501");
     const auto rows = rows_of(model);
     for (std::size_t i = 0; i < rows.size(); ++i) {
@@ -122,7 +162,7 @@ std::string box_summary(const Sequential& model) {
 // Keras 2's print_row: each field is appended, cut at its column stop, and padded to it; the
 // character before the next field is forced to a space.
 std::string ascii_row(const std::vector<std::string>& fields) {
-    constexpr std::size_t stops[] = {29, 55, 65};
+    constexpr std::size_t stops[] = {29, 55, 65, 98};
     std::string line;
     for (std::size_t i = 0; i < fields.size(); ++i) {
         if (i > 0) line.back() = ' ';
@@ -133,15 +173,21 @@ std::string ascii_row(const std::vector<std::string>& fields) {
     return line + '\n';
 }
 
-std::string ascii_summary(const Sequential& model) {
-    const std::string thin(65, '_');
-    const std::string thick(65, '=');
-    std::string out = thin + '\n' + ascii_row({"Layer (type)", "Output Shape", "Param #"}) + thick + '\n';
+std::string ascii_summary(const Model& model) {
+    const bool connected = !model.is_sequential();
+    const std::size_t width = connected ? 98 : 65;
+    const std::string thin(width, '_');
+    const std::string thick(width, '=');
+    auto fields = [&](std::vector<std::string> texts) {
+        if (!connected) texts.pop_back();
+        return texts;
+    };
+    std::string out = thin + '\n' + ascii_row(fields({"Layer (type)", "Output Shape", "Param #", "Connected to"})) + thick + '\n';
     const auto rows = rows_of(model);
     for (std::size_t i = 0; i < rows.size(); ++i) {
         std::string params = rows[i].params;
         std::erase(params, ',');
-        out += ascii_row({rows[i].layer, rows[i].output_shape, params});
+        out += ascii_row(fields({rows[i].layer, rows[i].output_shape, params, rows[i].connected_to}));
         out += (i + 1 < rows.size() ? thin : thick) + '\n';
     }
     const std::size_t params = model.count_params(), trainable = model.count_trainable_params();
@@ -154,10 +200,10 @@ std::string ascii_summary(const Sequential& model) {
 
 }  // namespace
 
-std::string Sequential::summary_string(SummaryStyle style) const {
+std::string Model::summary_string(SummaryStyle style) const {
     return style == SummaryStyle::box ? box_summary(*this) : ascii_summary(*this);
 }
 
-void Sequential::summary(SummaryStyle style, std::ostream& out) const { out << summary_string(style); }
+void Model::summary(SummaryStyle style, std::ostream& out) const { out << summary_string(style); }
 
 }  // namespace xtnn

@@ -17,7 +17,7 @@
 
 namespace xtnn {
 
-class Sequential;
+class Model;
 
 /// Per-epoch values recorded by fit(): history["loss"][e], history["val_accuracy"][e], ...
 struct History {
@@ -36,7 +36,7 @@ public:
     virtual void on_train_batch_end(int /*batch*/, const Logs&) {}
 
     /// Set by fit() before on_train_begin: the model being trained and where to report.
-    Sequential* model = nullptr;
+    Model* model = nullptr;
     std::ostream* out = nullptr;
 };
 

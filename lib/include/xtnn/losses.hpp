@@ -1,7 +1,7 @@
 #pragma once
-// Losses by Keras name. A loss receives the model's output before its final activation together
-// with that activation's name, so softmax + categorical cross-entropy (and sigmoid + binary
-// cross-entropy) run as one fused, numerically stable op.
+// Losses by Keras name. A loss receives a model output split at its final activation
+// (SplitOutput), so softmax + categorical cross-entropy (and sigmoid + binary cross-entropy) run
+// as one fused, numerically stable op.
 
 #include <memory>
 #include <string>
@@ -9,6 +9,7 @@
 
 #include <xtensor/xarray.hpp>
 
+#include "xtnn/activations.hpp"
 #include "xtnn/tensor.hpp"
 
 namespace xtnn {
@@ -22,10 +23,8 @@ public:
     /// them in the shape compute() expects. Errors name the loss and both shapes.
     virtual xt::xarray<float> prepare_targets(const xt::xarray<float>& y, const Shape& output_shape) const = 0;
 
-    /// The mean loss of a batch: `pre_activation` is the last layer's result before
-    /// `activation` is applied.
-    virtual Tensor compute(const Tensor& pre_activation, const std::string& activation,
-                           const xt::xarray<float>& targets) const = 0;
+    /// The mean loss of a batch of `output`.
+    virtual Tensor compute(const SplitOutput& output, const xt::xarray<float>& targets) const = 0;
 
     /// Which accuracy "accuracy" means with this loss, as Keras resolves it.
     virtual std::string accuracy_metric(const Shape& output_shape) const = 0;

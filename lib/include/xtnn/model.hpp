@@ -1,6 +1,8 @@
 #pragma once
-// The Sequential model: a stack of layers with Keras's add / compile / fit / evaluate / predict /
-// summary, and its Keras-style JSON config.
+// The model: a graph of layer calls from inputs to outputs with Keras's compile / fit / evaluate /
+// predict / summary / save, written once for every architecture. Functional models are built from
+// SymbolicTensors (xtnn::Input, layer calls); Sequential (xtnn/sequential.hpp) is a stack of
+// layers over the same graph and training loop.
 
 #include <concepts>
 #include <cstddef>
@@ -20,7 +22,7 @@
 
 #include "xtnn/callbacks.hpp"
 #include "xtnn/data.hpp"
-#include "xtnn/layers.hpp"
+#include "xtnn/layer.hpp"
 #include "xtnn/losses.hpp"
 #include "xtnn/metrics.hpp"
 #include "xtnn/optimizers.hpp"
@@ -29,20 +31,26 @@
 namespace xtnn {
 
 /// Held-out samples for fit(): x as floats or as bytes (cast one batch at a time, as fit's x),
-/// y as fit's y.
+/// y as fit's y; one array per model input and output, or a single one of each.
 struct ValidationData {
-    template <class X>
-        requires(!std::same_as<std::remove_cvref_t<X>, xt::xarray<std::uint8_t>>)
-    ValidationData(X&& values, xt::xarray<float> targets)
-        : x(xt::xarray<float>(std::forward<X>(values))), y(std::move(targets)) {}
-    ValidationData(xt::xarray<std::uint8_t> bytes, xt::xarray<float> targets) : x(std::move(bytes)), y(std::move(targets)) {}
+    using Array = std::variant<xt::xarray<float>, xt::xarray<std::uint8_t>>;
 
-    InputRows rows() const {
-        return std::visit([](const auto& values) { return InputRows(values); }, x);
+    template <class X>
+        requires(!std::same_as<std::remove_cvref_t<X>, xt::xarray<std::uint8_t>> &&
+                 !std::same_as<std::remove_cvref_t<X>, std::vector<Array>>)
+    ValidationData(X&& values, xt::xarray<float> targets) : x{Array(xt::xarray<float>(std::forward<X>(values)))}, y{std::move(targets)} {}
+    ValidationData(xt::xarray<std::uint8_t> bytes, xt::xarray<float> targets) : x{Array(std::move(bytes))}, y{std::move(targets)} {}
+    ValidationData(std::vector<Array> inputs, std::vector<xt::xarray<float>> targets)
+        : x(std::move(inputs)), y(std::move(targets)) {}
+
+    std::vector<InputRows> rows() const {
+        std::vector<InputRows> result;
+        for (const auto& array : x) result.push_back(std::visit([](const auto& values) { return InputRows(values); }, array));
+        return result;
     }
 
-    std::variant<xt::xarray<float>, xt::xarray<std::uint8_t>> x;
-    xt::xarray<float> y;
+    std::vector<Array> x;
+    std::vector<xt::xarray<float>> y;
 };
 
 struct FitOptions {
@@ -76,85 +84,61 @@ struct FromConfigOptions {
     Generator* generator = nullptr;
 };
 
+/// compile()'s settings. Losses, metrics and loss weights are given once for every output, or
+/// per output: as a list in output order, or by output name (the `_by_output` fields).
+struct CompileOptions {
+    /// One name for every output, or one per output.
+    std::vector<std::string> loss = {};
+    std::map<std::string, std::string> loss_by_output = {};
+    OptimizerSpec optimizer = "rmsprop";
+    /// Metrics reported for every output.
+    std::vector<std::string> metrics = {};
+    std::map<std::string, std::vector<std::string>> metrics_by_output = {};
+    /// The loss minimised is the sum of each output's loss times its weight (1 by default).
+    std::vector<double> loss_weights = {};
+    std::map<std::string, double> loss_weights_by_output = {};
+};
+
 enum class SummaryStyle {
     box,    ///< Keras 3's table with box-drawing characters
     ascii,  ///< Keras 2's plain table, as in the book
 };
 
-class Sequential {
+class Model {
 public:
-    explicit Sequential(std::string name = "sequential");
-    Sequential(Sequential&&) noexcept;
-    Sequential& operator=(Sequential&&) noexcept;
-    ~Sequential();
-
-    /// Appends a layer; the first one must know its input shape (or call build()).
-    template <class L>
-        requires std::derived_from<std::decay_t<L>, Layer>
-    void add(L&& layer) {
-        add(std::unique_ptr<Layer>(std::make_unique<std::decay_t<L>>(std::forward<L>(layer))));
-    }
-    void add(std::unique_ptr<Layer> layer) { add(std::move(layer), thread_generator()); }
-    /// A layer by name and Keras-style config: add("dense", {{"units", 32}, {"activation", "relu"}}).
-    void add(const std::string& class_name, const nlohmann::json& config = nlohmann::json::object());
-
-    /// Creates every layer's weights for inputs of `input_shape` (batch axis excluded), drawing
-    /// initial values from `generator`.
-    void build(const Shape& input_shape, Generator& generator = thread_generator());
-    bool built() const;
-
-    void compile(const std::string& loss, const OptimizerSpec& optimizer = "rmsprop",
-                 const std::vector<std::string>& metrics = {});
-    bool compiled() const { return loss_ != nullptr; }
-
-    // fit, evaluate and predict take x as floats or as bytes (uint8 images as the files hold
-    // them, see datasets::load_mnist_bytes), cast to float one batch at a time without scaling;
-    // a model for bytes starts with Rescaling(1.0 / 255).
-
-    History fit(const xt::xarray<float>& x, const xt::xarray<float>& y, const FitOptions& options = {}) {
-        return fit_rows(x, y, options);
-    }
-    template <class Bytes>
-        requires std::same_as<Bytes, xt::xarray<std::uint8_t>>
-    History fit(const Bytes& x, const xt::xarray<float>& y, const FitOptions& options = {}) {
-        return fit_rows(x, y, options);
-    }
-    /// The loss and each metric, averaged over all samples.
-    std::map<std::string, double> evaluate(const xt::xarray<float>& x, const xt::xarray<float>& y,
-                                           const EvaluateOptions& options = {}) {
-        return evaluate_rows(x, y, options);
-    }
-    template <class Bytes>
-        requires std::same_as<Bytes, xt::xarray<std::uint8_t>>
-    std::map<std::string, double> evaluate(const Bytes& x, const xt::xarray<float>& y, const EvaluateOptions& options = {}) {
-        return evaluate_rows(x, y, options);
-    }
-    /// Outputs for every sample, computed in batches with no graph recorded.
-    xt::xarray<float> predict(const xt::xarray<float>& x, std::size_t batch_size = 32) { return predict_rows(x, batch_size); }
-    template <class Bytes>
-        requires std::same_as<Bytes, xt::xarray<std::uint8_t>>
-    xt::xarray<float> predict(const Bytes& x, std::size_t batch_size = 32) {
-        return predict_rows(x, batch_size);
-    }
-    /// One forward pass over a batch as tensors (for custom training loops).
-    Tensor call(const Tensor& x, bool training = false);
-
-    std::string summary_string(SummaryStyle style = SummaryStyle::box) const;
-    void summary(SummaryStyle style = SummaryStyle::box, std::ostream& out = std::cout) const;
-
-    nlohmann::json get_config() const;
-    std::string to_json(int indent = -1) const;
-    /// The model a config describes, built when it names an input shape. Every problem in the
-    /// config is a ValueError naming the layer and field.
-    static Sequential from_config(const nlohmann::json& config, const FromConfigOptions& options = {});
-    static Sequential from_json(const std::string& text);
+    /// A functional model from `inputs` to `outputs`, as keras.Model(inputs, outputs). Every
+    /// output must be computed from the inputs alone; errors name the layers and shapes.
+    Model(const SymbolicTensor& input, const SymbolicTensor& output, std::string name = "functional");
+    Model(const std::vector<SymbolicTensor>& inputs, const SymbolicTensor& output, std::string name = "functional");
+    Model(const std::vector<SymbolicTensor>& inputs, const std::vector<SymbolicTensor>& outputs,
+          std::string name = "functional");
+    Model(Model&&) noexcept;
+    Model& operator=(Model&&) noexcept;
+    ~Model();
 
     const std::string& name() const { return name_; }
+    /// True for a stack of layers (Sequential), whose config is Keras's Sequential form.
+    bool is_sequential() const { return sequential_; }
+    bool built() const;
+
+    /// The layers in graph order; a functional model lists its InputLayers too, as Keras does.
+    const std::vector<std::shared_ptr<Layer>>& layers() const { return layers_; }
     std::size_t size() const { return layers_.size(); }
     Layer& layer(std::size_t index) const;
     Layer& layer(const std::string& name) const;
+    /// The graph's ends (Keras's model.inputs / model.outputs); empty while a Sequential is unbuilt.
+    const std::vector<SymbolicTensor>& inputs() const { return inputs_; }
+    const std::vector<SymbolicTensor>& outputs() const { return outputs_; }
+    /// Every layer call from the inputs to the outputs, each after those it reads (InputLayers first).
+    std::vector<std::shared_ptr<const LayerCall>> layer_calls() const;
+    std::vector<std::string> input_names() const;
+    std::vector<std::string> output_names() const;
+    /// Per-sample shapes (batch axis excluded); input_shape() and output_shape() need exactly one.
+    std::vector<Shape> input_shapes() const;
+    std::vector<Shape> output_shapes() const;
     Shape input_shape() const;
     Shape output_shape() const;
+
     std::size_t count_params() const;
     std::size_t count_trainable_params() const;
     /// Every weight of every layer, trainable or not, in layer order (Keras's model.weights).
@@ -168,6 +152,68 @@ public:
     /// the weights, nullopt when all are finite.
     std::optional<std::string> non_finite_weight() const;
 
+    /// One loss for every output (Keras's compile(loss=..., optimizer=..., metrics=[...])).
+    void compile(const std::string& loss, const OptimizerSpec& optimizer = "rmsprop",
+                 const std::vector<std::string>& metrics = {});
+    void compile(const CompileOptions& options);
+    bool compiled() const { return optimizer_ != nullptr; }
+
+    // fit, evaluate and predict take x as floats or as bytes (uint8 images as the files hold
+    // them, see datasets::load_mnist_bytes), cast to float one batch at a time without scaling;
+    // a model for bytes starts with Rescaling(1.0 / 255). A model of several inputs or outputs
+    // takes lists: one array per input, one target array per output, in their order.
+
+    History fit(const xt::xarray<float>& x, const xt::xarray<float>& y, const FitOptions& options = {}) {
+        return fit_rows({InputRows(x)}, {y}, options);
+    }
+    template <class Bytes>
+        requires std::same_as<Bytes, xt::xarray<std::uint8_t>>
+    History fit(const Bytes& x, const xt::xarray<float>& y, const FitOptions& options = {}) {
+        return fit_rows({InputRows(x)}, {y}, options);
+    }
+    History fit(const std::vector<InputRows>& x, const std::vector<xt::xarray<float>>& y, const FitOptions& options = {}) {
+        return fit_rows(x, y, options);
+    }
+    /// The loss and each metric, averaged over all samples.
+    std::map<std::string, double> evaluate(const xt::xarray<float>& x, const xt::xarray<float>& y,
+                                           const EvaluateOptions& options = {}) {
+        return evaluate_rows({InputRows(x)}, {y}, options);
+    }
+    template <class Bytes>
+        requires std::same_as<Bytes, xt::xarray<std::uint8_t>>
+    std::map<std::string, double> evaluate(const Bytes& x, const xt::xarray<float>& y, const EvaluateOptions& options = {}) {
+        return evaluate_rows({InputRows(x)}, {y}, options);
+    }
+    std::map<std::string, double> evaluate(const std::vector<InputRows>& x, const std::vector<xt::xarray<float>>& y,
+                                           const EvaluateOptions& options = {}) {
+        return evaluate_rows(x, y, options);
+    }
+    /// Outputs for every sample, computed in batches with no graph recorded; for a model of one
+    /// input and one output.
+    xt::xarray<float> predict(const xt::xarray<float>& x, std::size_t batch_size = 32) { return predict_one(InputRows(x), batch_size); }
+    template <class Bytes>
+        requires std::same_as<Bytes, xt::xarray<std::uint8_t>>
+    xt::xarray<float> predict(const Bytes& x, std::size_t batch_size = 32) {
+        return predict_one(InputRows(x), batch_size);
+    }
+    /// Every output for every sample, from one array per input.
+    std::vector<xt::xarray<float>> predict(const std::vector<InputRows>& x, std::size_t batch_size = 32) const;
+    /// One forward pass over a batch as tensors (for custom training loops).
+    Tensor call(const Tensor& x, bool training = false);
+    std::vector<Tensor> call(const std::vector<Tensor>& inputs, bool training = false);
+
+    std::string summary_string(SummaryStyle style = SummaryStyle::box) const;
+    void summary(SummaryStyle style = SummaryStyle::box, std::ostream& out = std::cout) const;
+
+    /// Keras's config: the Sequential form for a stack of layers, the functional form
+    /// (layers with inbound_nodes, input_layers, output_layers) otherwise.
+    nlohmann::json get_config() const;
+    std::string to_json(int indent = -1) const;
+    /// The model a Sequential or functional config describes (Keras 2 and Keras 3 forms). Every
+    /// problem in the config is a ValueError naming the layer and field.
+    static Model from_config(const nlohmann::json& config, const FromConfigOptions& options = {});
+    static Model from_json(const std::string& text);
+
     /// Writes the whole model (config, weights, compile settings, optimizer state) to one file,
     /// atomically; xtnn::load_model() reads it back. The format is in docs/model-format.md.
     void save(const std::string& path);
@@ -178,31 +224,55 @@ public:
     void load_weights(const std::string& path);
 
     Optimizer* optimizer() const { return optimizer_.get(); }
-    const Loss* loss() const { return loss_.get(); }
-    /// The metric names given to compile().
-    const std::vector<std::string>& metric_names() const { return metric_names_; }
+    /// The loss of the first output (of the only one, usually).
+    const Loss* loss() const;
+    /// What compile() was given, as it is saved.
+    const CompileOptions& compile_options() const { return compile_options_; }
+    /// The metric names given to compile() for every output.
+    const std::vector<std::string>& metric_names() const { return compile_options_.metrics; }
     /// Set by a callback to end fit() after the current batch.
     bool stop_training = false;
 
+protected:
+    /// An empty stack of layers (Sequential).
+    explicit Model(std::string name);
+    /// Connects `layers_` as a chain from an input of `input_shape`, building unbuilt layers
+    /// from `generator`.
+    void connect_stack(const Shape& input_shape, Generator& generator);
+    /// Checks and adds a layer to a stack; names it when it has no name.
+    void append_layer(std::shared_ptr<Layer> layer, Generator& generator);
+
 private:
-    void add(std::unique_ptr<Layer> layer, Generator& generator);
-    static Sequential from_checked_config(const nlohmann::json& config, const FromConfigOptions& options);
-    Tensor forward_before_activation(const Tensor& x, bool training);
+    struct Plan;
+    struct Head;
+    class Totals;
+
+    void set_graph(const std::vector<SymbolicTensor>& inputs, const std::vector<SymbolicTensor>& outputs);
+    /// Runs the plan; with `split`, each output stops before its activation (for the losses).
+    std::vector<SplitOutput> run(const std::vector<Tensor>& inputs, bool training, bool split) const;
+    std::vector<Tensor> head_losses(const std::vector<SplitOutput>& outputs,
+                                    const std::vector<xt::xarray<float>>& targets) const;
     void require_ready(const char* method) const;
-    void check_inputs(const char* method, const InputRows& x) const;
-    History fit_rows(const InputRows& x, const xt::xarray<float>& y, const FitOptions& options);
-    std::map<std::string, double> evaluate_rows(const InputRows& x, const xt::xarray<float>& y,
+    void check_inputs(const char* method, const std::vector<InputRows>& x) const;
+    std::vector<xt::xarray<float>> prepare_targets(const char* method, const std::vector<InputRows>& x,
+                                                   const std::vector<xt::xarray<float>>& y) const;
+    History fit_rows(const std::vector<InputRows>& x, const std::vector<xt::xarray<float>>& y, const FitOptions& options);
+    std::map<std::string, double> evaluate_rows(const std::vector<InputRows>& x, const std::vector<xt::xarray<float>>& y,
                                                 const EvaluateOptions& options);
-    xt::xarray<float> predict_rows(const InputRows& x, std::size_t batch_size);
-    std::map<std::string, double> run_evaluation(const InputRows& x, const xt::xarray<float>& targets,
-                                                 std::size_t batch_size, Progbar* progress);
+    xt::xarray<float> predict_one(const InputRows& x, std::size_t batch_size);
+    std::map<std::string, double> run_evaluation(const std::vector<InputRows>& x,
+                                                 const std::vector<xt::xarray<float>>& targets, std::size_t batch_size,
+                                                 Progbar* progress);
 
     std::string name_;
-    std::vector<std::unique_ptr<Layer>> layers_;
-    std::unique_ptr<Loss> loss_;
+    bool sequential_ = false;
+    std::vector<std::shared_ptr<Layer>> layers_;
+    std::vector<SymbolicTensor> inputs_;
+    std::vector<SymbolicTensor> outputs_;
+    std::shared_ptr<const Plan> plan_;
+    std::vector<std::unique_ptr<Head>> heads_;
     std::unique_ptr<Optimizer> optimizer_;
-    std::vector<std::unique_ptr<Metric>> metrics_;
-    std::vector<std::string> metric_names_;
+    CompileOptions compile_options_;
 };
 
 }  // namespace xtnn

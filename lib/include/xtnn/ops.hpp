@@ -140,6 +140,18 @@ BasicTensor<T> batch_norm(const BasicTensor<T>& x, const BasicTensor<T>& gamma, 
 template <class T>
 BasicTensor<T> batch_norm_inference(const BasicTensor<T>& x, const xt::xarray<T>& mean, const xt::xarray<T>& variance,
                                     const BasicTensor<T>& gamma, const BasicTensor<T>& beta, T epsilon);
+/// Layer normalization: each row (every axis but the last fixed) normalized by its own mean and
+/// biased variance, then gamma * normalized + beta per feature.
+template <class T>
+BasicTensor<T> layer_norm(const BasicTensor<T>& x, const BasicTensor<T>& gamma, const BasicTensor<T>& beta, T epsilon);
+
+// Merging (ops_merging.cpp).
+
+/// The element-wise maximum of two tensors of one shape; the gradient goes to `a` where a >= b
+/// or a is NaN, to `b` elsewhere, so a NaN propagates.
+template <class T> BasicTensor<T> maximum(const BasicTensor<T>& a, const BasicTensor<T>& b);
+/// The tensors joined along `axis` (counted with the batch axis); every other extent must agree.
+template <class T> BasicTensor<T> concatenate(const std::vector<BasicTensor<T>>& tensors, std::size_t axis);
 
 }  // namespace xtnn::ops
 

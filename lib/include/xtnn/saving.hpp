@@ -10,7 +10,7 @@
 #include <string>
 #include <vector>
 
-#include "xtnn/model.hpp"
+#include "xtnn/sequential.hpp"
 
 namespace xtnn {
 
@@ -23,14 +23,14 @@ struct LoadOptions {
     bool restore_random_state = false;
 };
 
-/// The model file's bytes: what Sequential::save() writes.
-std::vector<std::uint8_t> model_to_bytes(Sequential& model);
+/// The model file's bytes: what Model::save() writes.
+std::vector<std::uint8_t> model_to_bytes(Model& model);
 
-/// Reads a file written by Sequential::save(): architecture, weights, and, when the model was
+/// Reads a file written by Model::save(): architecture, weights, and, when the model was
 /// compiled, loss, metrics and optimizer with its state, ready for fit() to continue.
-Sequential load_model(const std::string& path, const LoadOptions& options = {});
+Model load_model(const std::string& path, const LoadOptions& options = {});
 /// The same from bytes in memory; `name` is used in errors.
-Sequential load_model_from_bytes(std::span<const std::uint8_t> bytes, const std::string& name = "<memory>",
+Model load_model_from_bytes(std::span<const std::uint8_t> bytes, const std::string& name = "<memory>",
                                  const LoadOptions& options = {});
 
 /// The same file with its checksum recomputed, for tools that edit a model file's metadata or

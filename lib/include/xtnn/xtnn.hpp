@@ -9,6 +9,7 @@
 #include "xtnn/gradcheck.hpp"
 #include "xtnn/initializers.hpp"
 #include "xtnn/io.hpp"
+#include "xtnn/layer.hpp"
 #include "xtnn/layers.hpp"
 #include "xtnn/losses.hpp"
 #include "xtnn/metrics.hpp"
@@ -19,4 +20,5 @@
 #include "xtnn/random.hpp"
 #include "xtnn/safetensors.hpp"
 #include "xtnn/saving.hpp"
+#include "xtnn/sequential.hpp"
 #include "xtnn/tensor.hpp"

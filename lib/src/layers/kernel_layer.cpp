@@ -1,0 +1,57 @@
+#include "xtnn/layers/kernel_layer.hpp"
+
+#include "config_fields.hpp"
+#include "xtnn/activations.hpp"
+#include "xtnn/initializers.hpp"
+#include "xtnn/layers/convolutional.hpp"
+#include "xtnn/layers/core.hpp"
+
+namespace xtnn {
+
+template <class Options>
+KernelLayer<Options>::KernelLayer(Options options)
+    : Layer(config_fields::optional_shape(options.input_shape)), options_(std::move(options)) {
+    get_activation(options_.activation);
+    require_initializer(options_.kernel_initializer);
+    require_initializer(options_.bias_initializer);
+}
+
+template <class Options>
+void KernelLayer<Options>::build_weights(const Shape& input_shape, Generator& generator) {
+    const auto shapes = weight_shapes(input_shape);
+    kernel_ = add_weight("kernel", initialize(options_.kernel_initializer, shapes[0], generator));
+    if (options_.use_bias) bias_ = add_weight("bias", initialize(options_.bias_initializer, shapes[1], generator));
+}
+
+template <class Options>
+Tensor KernelLayer<Options>::before_activation(const Tensor& x) {
+    Tensor product = apply_kernel(x);
+    return options_.use_bias ? ops::bias_add(product, bias_) : product;
+}
+
+template <class Options>
+SplitOutput KernelLayer<Options>::call_split(const std::vector<Tensor>& inputs, bool) {
+    if (inputs.size() != 1) throw ValueError(describe() + " takes one input, got " + std::to_string(inputs.size()));
+    return {before_activation(inputs[0]), options_.activation};
+}
+
+template <class Options>
+Tensor KernelLayer<Options>::call(const Tensor& x, bool) {
+    if (options_.use_bias && options_.activation == "relu") return ops::bias_relu(apply_kernel(x), bias_);
+    return get_activation(options_.activation)(before_activation(x));
+}
+
+template <class Options>
+nlohmann::json KernelLayer<Options>::kernel_config() const {
+    nlohmann::json config = Layer::config();
+    config["activation"] = options_.activation;
+    config["use_bias"] = options_.use_bias;
+    config["kernel_initializer"] = options_.kernel_initializer;
+    config["bias_initializer"] = options_.bias_initializer;
+    return config;
+}
+
+template class KernelLayer<DenseOptions>;
+template class KernelLayer<Conv2DOptions>;
+
+}  // namespace xtnn

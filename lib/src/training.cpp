@@ -1,0 +1,443 @@
+// compile, fit, evaluate and predict: one training loop for every model, any number of inputs
+// and outputs.
+
+#include <algorithm>
+#include <malloc.h>
+#include <set>
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include "model_internals.hpp"
+#include "xtnn/autodiff.hpp"
+#include "xtnn/data.hpp"
+#include "xtnn/ops.hpp"
+
+namespace xtnn {
+
+namespace {
+
+Shape sample_shape(const InputRows& x) {
+    const Shape shape = x.shape();
+    return Shape(shape.begin() + 1, shape.end());
+}
+
+// Every step allocates and frees buffers of the same sizes (batches, activations, gradients), many
+// above glibc's 128 KiB mmap threshold: each would be mapped, page-faulted and unmapped again on
+// every step (about 1 ms for a 784x256 gradient). With higher thresholds, freed blocks stay on the
+// heap and the next step reuses them. Done once per process, on the first fit/evaluate/predict.
+void keep_freed_buffers_on_heap() {
+#ifdef __GLIBC__
+    static const bool once = [] {
+        mallopt(M_MMAP_THRESHOLD, 32 << 20);
+        mallopt(M_TRIM_THRESHOLD, 64 << 20);
+        return true;
+    }();
+    (void)once;
+#endif
+}
+
+// Batch arithmetic that cannot overflow, whatever batch_size a caller passes (SIZE_MAX included).
+std::size_t batch_count(std::size_t samples, std::size_t batch_size) {
+    return samples / batch_size + (samples % batch_size != 0 ? 1 : 0);
+}
+
+std::size_t batch_end(std::size_t begin, std::size_t batch_size, std::size_t samples) {
+    return samples - begin <= batch_size ? samples : begin + batch_size;
+}
+
+std::vector<std::size_t> iota(std::size_t n) {
+    std::vector<std::size_t> indices(n);
+    for (std::size_t i = 0; i < n; ++i) indices[i] = i;
+    return indices;
+}
+
+std::vector<Tensor> gather_batch(const std::vector<InputRows>& x, const std::vector<std::size_t>& order, std::size_t begin,
+                                 std::size_t end) {
+    std::vector<Tensor> batch;
+    for (const auto& rows : x) batch.push_back(Tensor::constant(rows.gather(order, begin, end)));
+    return batch;
+}
+
+// One value per output from a setting given for every output, as a list, or by output name.
+template <class T>
+std::vector<T> per_output(const std::string& what, const std::vector<std::string>& outputs, const std::vector<T>& list,
+                          const std::map<std::string, T>& by_name, const T& fallback, bool list_may_be_one) {
+    if (!list.empty() && !by_name.empty()) throw ValueError("compile: give " + what + " as a list or by output name, not both");
+    std::vector<T> values(outputs.size(), fallback);
+    if (!list.empty()) {
+        if (list_may_be_one && list.size() == 1) return std::vector<T>(outputs.size(), list[0]);
+        if (list.size() != outputs.size()) {
+            throw ValueError(fmt::format("compile: {} {} given for a model of {} outputs ({})", list.size(), what,
+                                         outputs.size(), fmt::join(outputs, ", ")));
+        }
+        return list;
+    }
+    for (const auto& [name, value] : by_name) {
+        const auto found = std::find(outputs.begin(), outputs.end(), name);
+        if (found == outputs.end()) {
+            throw ValueError(fmt::format("compile: {} for '{}', which is not an output; the outputs are {}", what, name,
+                                         fmt::join(outputs, ", ")));
+        }
+        values[std::size_t(found - outputs.begin())] = value;
+    }
+    return values;
+}
+
+}  // namespace
+
+const Loss* Model::loss() const { return heads_.empty() ? nullptr : heads_[0]->loss.get(); }
+
+void Model::compile(const std::string& loss, const OptimizerSpec& optimizer, const std::vector<std::string>& metrics) {
+    compile(CompileOptions{.loss = {loss}, .optimizer = optimizer, .metrics = metrics});
+}
+
+void Model::compile(const CompileOptions& options) {
+    if (options.loss.empty() && options.loss_by_output.empty()) throw ValueError("compile: no loss given");
+    auto new_optimizer = options.optimizer.make();
+    if (!built()) {
+        if (!options.metrics.empty() || !options.metrics_by_output.empty()) {
+            throw ValueError("compile: model '" + name_ + "' is not built, so metrics cannot be resolved; give the first "
+                             "layer an input_shape or call build() first");
+        }
+        if (options.loss.size() != 1) throw ValueError("compile: model '" + name_ + "' is not built; give one loss");
+        make_loss(options.loss[0]);
+        optimizer_ = std::move(new_optimizer);
+        compile_options_ = options;
+        heads_.clear();
+        return;
+    }
+    const auto outputs = output_names();
+    const auto losses = per_output<std::string>("losses", outputs, options.loss, options.loss_by_output, "", true);
+    const auto weights = per_output<double>("loss weights", outputs, options.loss_weights, options.loss_weights_by_output, 1.0, false);
+    std::vector<std::vector<std::string>> metrics(outputs.size(), options.metrics);
+    for (const auto& [name, list] : options.metrics_by_output) {
+        const auto found = std::find(outputs.begin(), outputs.end(), name);
+        if (found == outputs.end()) {
+            throw ValueError(fmt::format("compile: metrics for '{}', which is not an output; the outputs are {}", name,
+                                         fmt::join(outputs, ", ")));
+        }
+        auto& chosen = metrics[std::size_t(found - outputs.begin())];
+        chosen.insert(chosen.end(), list.begin(), list.end());
+    }
+    const auto shapes = output_shapes();
+    std::vector<std::unique_ptr<Head>> heads;
+    for (std::size_t o = 0; o < outputs.size(); ++o) {
+        if (losses[o].empty()) throw ValueError("compile: no loss for output '" + outputs[o] + "'");
+        if (!std::isfinite(weights[o]) || weights[o] < 0) {
+            throw ValueError(fmt::format("compile: the loss weight of output '{}' must be finite and not negative, got {}",
+                                         outputs[o], weights[o]));
+        }
+        auto head = std::make_unique<Head>();
+        head->output_name = outputs[o];
+        head->loss = make_loss(losses[o]);
+        head->weight = weights[o];
+        for (const auto& name : metrics[o]) head->metrics.push_back(make_metric(name, *head->loss, shapes[o]));
+        heads.push_back(std::move(head));
+    }
+    heads_ = std::move(heads);
+    optimizer_ = std::move(new_optimizer);
+    compile_options_ = options;
+}
+
+void Model::require_ready(const char* method) const {
+    if (layers_.empty()) throw ValueError(std::string(method) + ": model '" + name_ + "' has no layers");
+    if (!compiled()) throw ValueError(std::string(method) + ": call compile() before " + method + "()");
+}
+
+void Model::check_inputs(const char* method, const std::vector<InputRows>& x) const {
+    const auto expected = input_shapes();
+    if (x.size() != expected.size()) {
+        throw ValueError(fmt::format("{}: model '{}' has {} input{} ({}), got {} array{}", method, name_, expected.size(),
+                                     expected.size() == 1 ? "" : "s", fmt::join(input_names(), ", "), x.size(),
+                                     x.size() == 1 ? "" : "s"));
+    }
+    for (std::size_t i = 0; i < x.size(); ++i) {
+        if (x[i].count() == 0) {
+            throw ValueError(std::string(method) + ": no samples (x has shape " + shape_to_string(x[i].shape()) + ")");
+        }
+        if (sample_shape(x[i]) != expected[i]) {
+            const std::string which = x.size() == 1 ? "" : " '" + inputs_[i].name() + "'";
+            throw ShapeError(std::string(method) + ": model '" + name_ + "' expects input" + which + " of shape " +
+                             batch_shape_to_string(expected[i]) + ", got x of shape " + shape_to_string(x[i].shape()));
+        }
+        if (x[i].count() != x[0].count()) {
+            throw ShapeError(fmt::format("{}: the inputs have different numbers of samples: {} has {}, {} has {}", method,
+                                         inputs_[0].name(), x[0].count(), inputs_[i].name(), x[i].count()));
+        }
+    }
+}
+
+std::vector<xt::xarray<float>> Model::prepare_targets(const char* method, const std::vector<InputRows>& x,
+                                                      const std::vector<xt::xarray<float>>& y) const {
+    if (y.size() != heads_.size()) {
+        throw ValueError(fmt::format("{}: model '{}' has {} output{} ({}), got {} target array{}", method, name_,
+                                     heads_.size(), heads_.size() == 1 ? "" : "s", fmt::join(output_names(), ", "), y.size(),
+                                     y.size() == 1 ? "" : "s"));
+    }
+    const auto shapes = output_shapes();
+    std::vector<xt::xarray<float>> targets;
+    for (std::size_t o = 0; o < y.size(); ++o) {
+        if (y[o].dimension() == 0 || y[o].shape()[0] != x[0].count()) {
+            throw ShapeError(std::string(method) + ": x has " + std::to_string(x[0].count()) + " samples but y" +
+                             (y.size() == 1 ? "" : " for '" + heads_[o]->output_name + "'") + " has shape " +
+                             shape_to_string(y[o].shape()));
+        }
+        targets.push_back(heads_[o]->loss->prepare_targets(y[o], shapes[o]));
+    }
+    return targets;
+}
+
+// Sums of the loss and metrics over the samples seen, and their means as logs.
+class Model::Totals {
+public:
+    explicit Totals(const std::vector<std::unique_ptr<Head>>& heads) : heads_(heads) {
+        for (const auto& head : heads) metric_totals_.emplace_back(head->metrics.size(), 0.0);
+        head_losses_.assign(heads.size(), 0.0);
+    }
+
+    void add_metrics(const std::vector<SplitOutput>& outputs, const std::vector<xt::xarray<float>>& targets) {
+        NoGradGuard no_grad;
+        for (std::size_t o = 0; o < heads_.size(); ++o) {
+            if (heads_[o]->metrics.empty()) continue;
+            const xt::xarray<float> predictions = SplitOutput{outputs[o].pre_activation.detach(), outputs[o].activation}.activated().value();
+            for (std::size_t m = 0; m < heads_[o]->metrics.size(); ++m) {
+                metric_totals_[o][m] += heads_[o]->metrics[m]->batch_total(predictions, targets[o]);
+            }
+        }
+    }
+
+    // The weighted total of the outputs' losses: the first output's loss itself when it is the only one, weighted 1.
+    Tensor combine(const std::vector<Tensor>& losses, std::size_t batch_size) {
+        for (std::size_t o = 0; o < losses.size(); ++o) head_losses_[o] += double(losses[o].item()) * double(batch_size);
+        if (losses.size() == 1 && heads_[0]->weight == 1.0) return losses[0];
+        Tensor total;
+        for (std::size_t o = 0; o < losses.size(); ++o) {
+            Tensor weighted = heads_[o]->weight == 1.0 ? losses[o] : ops::scale(losses[o], float(heads_[o]->weight));
+            total = o == 0 ? weighted : total + weighted;
+        }
+        return total;
+    }
+
+    void add_loss(const Tensor& total, std::size_t batch_size) {
+        loss_total_ += static_cast<double>(total.item()) * double(batch_size);
+        seen_ += batch_size;
+    }
+
+    void write(Logs& logs) const {
+        logs["loss"] = loss_total_ / double(seen_);
+        const bool several = heads_.size() > 1;
+        for (std::size_t o = 0; o < heads_.size(); ++o) {
+            const std::string prefix = several ? heads_[o]->output_name + "_" : "";
+            if (several) logs[prefix + "loss"] = head_losses_[o] / double(seen_);
+            for (std::size_t m = 0; m < heads_[o]->metrics.size(); ++m) {
+                logs[prefix + heads_[o]->metrics[m]->name()] = metric_totals_[o][m] / double(seen_);
+            }
+        }
+    }
+
+private:
+    const std::vector<std::unique_ptr<Head>>& heads_;
+    double loss_total_ = 0;
+    std::size_t seen_ = 0;
+    std::vector<double> head_losses_;
+    std::vector<std::vector<double>> metric_totals_;
+};
+
+std::vector<Tensor> Model::head_losses(const std::vector<SplitOutput>& outputs, const std::vector<xt::xarray<float>>& targets) const {
+    std::vector<Tensor> losses;
+    for (std::size_t o = 0; o < heads_.size(); ++o) losses.push_back(heads_[o]->loss->compute(outputs[o], targets[o]));
+    return losses;
+}
+
+std::map<std::string, double> Model::run_evaluation(const std::vector<InputRows>& x,
+                                                     const std::vector<xt::xarray<float>>& targets, std::size_t batch_size,
+                                                     Progbar* progress) {
+    NoGradGuard no_grad;
+    const std::size_t n = x[0].count();
+    const auto order = iota(n);
+    Totals totals(heads_);
+    Logs logs;
+    for (std::size_t begin = 0, step = 1; begin < n; begin = batch_end(begin, batch_size, n), ++step) {
+        const std::size_t end = batch_end(begin, batch_size, n);
+        const auto outputs = run(gather_batch(x, order, begin, end), false, true);
+        std::vector<xt::xarray<float>> batch_targets;
+        for (const auto& target : targets) batch_targets.push_back(gather_rows(target, order, begin, end));
+        totals.add_loss(totals.combine(head_losses(outputs, batch_targets), end - begin), end - begin);
+        totals.add_metrics(outputs, batch_targets);
+        totals.write(logs);
+        if (progress) progress->update(step, logs, end == n);
+    }
+    return logs;
+}
+
+History Model::fit_rows(const std::vector<InputRows>& x, const std::vector<xt::xarray<float>>& y, const FitOptions& options) {
+    keep_freed_buffers_on_heap();
+    require_ready("fit");
+    if (options.batch_size == 0) throw ValueError("fit: batch_size must be positive, got 0");
+    if (options.epochs < 0) throw ValueError("fit: epochs must not be negative, got " + std::to_string(options.epochs));
+    if (options.initial_epoch < 0 || options.initial_epoch > options.epochs) {
+        throw ValueError("fit: initial_epoch must be in [0, epochs], got " + std::to_string(options.initial_epoch));
+    }
+    if (!(options.validation_split >= 0.0 && options.validation_split < 1.0)) {
+        throw ValueError("fit: validation_split must be in [0, 1), got " + std::to_string(options.validation_split));
+    }
+    for (std::size_t i = 0; i < options.callbacks.size(); ++i) {
+        if (!options.callbacks[i]) throw ValueError("fit: callback " + std::to_string(i) + " is null");
+    }
+    if (!built() && x.size() == 1 && x[0].dimension() > 0) {
+        connect_stack(sample_shape(x[0]), thread_generator());
+        compile(compile_options_);
+    }
+    check_inputs("fit", x);
+    const std::vector<xt::xarray<float>> targets = prepare_targets("fit", x, y);
+    const std::size_t n = x[0].count();
+
+    std::vector<std::size_t> train_indices = iota(n);
+    // The validation samples: the caller's (they outlive fit) or rows held out here.
+    std::vector<InputRows> validation_x;
+    std::vector<xt::xarray<float>> held_out_x, validation_targets;
+    if (options.validation_data) {
+        const auto& data = *options.validation_data;
+        validation_x = data.rows();
+        check_inputs("fit (validation_data)", validation_x);
+        validation_targets = prepare_targets("fit (validation_data)", validation_x, data.y);
+    } else if (options.validation_split > 0.0) {
+        IndexSplit split = random_split(n, options.validation_split);
+        train_indices = std::move(split.train);
+        const std::size_t held_out = split.validation.size();
+        held_out_x.reserve(x.size());
+        for (const auto& rows : x) held_out_x.push_back(rows.gather(split.validation, 0, held_out));
+        for (const auto& rows : held_out_x) validation_x.push_back(InputRows(rows));
+        for (const auto& target : targets) validation_targets.push_back(gather_rows(target, split.validation, 0, held_out));
+    }
+
+    std::ostream& out = options.output ? *options.output : std::cout;
+    const bool dynamic = is_terminal(out);
+    const std::size_t train_count = train_indices.size();
+    const std::size_t steps = batch_count(train_count, options.batch_size);
+    // The optimizer sees every weight, so its slots keep their place when a layer is frozen or
+    // thawed between fits; weights that record no gradient (frozen, moving statistics) are skipped.
+    for (auto& layer : layers_) layer->prepare_gradients();
+    std::vector<Tensor> all_weights = weights();
+
+    History history;
+    stop_training = false;
+    for (const auto& callback : options.callbacks) {
+        callback->model = this;
+        callback->out = &out;
+    }
+    for (const auto& callback : options.callbacks) callback->on_train_begin({});
+
+    for (int epoch = options.initial_epoch; epoch < options.epochs && !stop_training; ++epoch) {
+        for (const auto& callback : options.callbacks) callback->on_epoch_begin(epoch, {});
+        if (options.verbose >= 1 && options.epochs > 1) out << "Epoch " << epoch + 1 << "/" << options.epochs << "\n";
+        std::vector<std::size_t> order = train_indices;
+        if (options.shuffle) {
+            const auto permutation = thread_generator().permutation(train_count);
+            for (std::size_t i = 0; i < train_count; ++i) order[i] = train_indices[permutation[i]];
+        }
+        Progbar progress(steps, options.verbose, out, dynamic);
+        Totals totals(heads_);
+        std::size_t steps_done = 0;
+        Logs logs;
+        for (std::size_t step = 0; step < steps && !stop_training; ++step) {
+            for (const auto& callback : options.callbacks) callback->on_train_batch_begin(int(step), {});
+            const std::size_t begin = step * options.batch_size;
+            const std::size_t end = batch_end(begin, options.batch_size, train_count);
+            std::vector<xt::xarray<float>> batch_targets;
+            for (const auto& target : targets) batch_targets.push_back(gather_rows(target, order, begin, end));
+            const auto outputs = run(gather_batch(x, order, begin, end), true, true);
+            Tensor loss = totals.combine(head_losses(outputs, batch_targets), end - begin);
+            for (auto& weight : all_weights) weight.zero_grad();
+            loss.backward();
+            optimizer_->apply(all_weights);
+
+            totals.add_loss(loss, end - begin);
+            totals.add_metrics(outputs, batch_targets);
+            steps_done = step + 1;
+            totals.write(logs);
+            for (const auto& callback : options.callbacks) callback->on_train_batch_end(int(step), logs);
+            progress.update(steps_done, logs);
+        }
+        if (!validation_x.empty()) {
+            for (const auto& [name, value] : run_evaluation(validation_x, validation_targets, options.batch_size, nullptr)) {
+                logs["val_" + name] = value;
+            }
+        }
+        progress.update(steps_done, logs, true);
+        history.epoch.push_back(epoch);
+        for (const auto& [name, value] : logs) history.history[name].push_back(value);
+        for (const auto& callback : options.callbacks) callback->on_epoch_end(epoch, logs);
+    }
+    for (const auto& callback : options.callbacks) callback->on_train_end({});
+    return history;
+}
+
+std::map<std::string, double> Model::evaluate_rows(const std::vector<InputRows>& x, const std::vector<xt::xarray<float>>& y,
+                                                   const EvaluateOptions& options) {
+    keep_freed_buffers_on_heap();
+    require_ready("evaluate");
+    if (options.batch_size == 0) throw ValueError("evaluate: batch_size must be positive, got 0");
+    check_inputs("evaluate", x);
+    const auto targets = prepare_targets("evaluate", x, y);
+    std::ostream& out = options.output ? *options.output : std::cout;
+    const std::size_t steps = batch_count(x[0].count(), options.batch_size);
+    Progbar progress(steps, options.verbose, out, is_terminal(out));
+    return run_evaluation(x, targets, options.batch_size, &progress);
+}
+
+std::vector<xt::xarray<float>> Model::predict(const std::vector<InputRows>& x, std::size_t batch_size) const {
+    keep_freed_buffers_on_heap();
+    if (batch_size == 0) throw ValueError("predict: batch_size must be positive, got 0");
+    if (layers_.empty()) throw ValueError("predict: model '" + name_ + "' has no layers");
+    check_inputs("predict", x);
+    NoGradGuard no_grad;
+    const std::size_t n = x[0].count();
+    const auto order = iota(n);
+    std::vector<xt::xarray<float>> results;
+    for (const auto& per_sample : output_shapes()) {
+        Shape shape{n};
+        shape.insert(shape.end(), per_sample.begin(), per_sample.end());
+        checked_element_count(shape, "predict: the output for " + std::to_string(n) + " samples has shape");
+        results.push_back(xt::empty<float>(shape));
+    }
+    for (std::size_t begin = 0; begin < n; begin = batch_end(begin, batch_size, n)) {
+        const std::size_t end = batch_end(begin, batch_size, n);
+        const auto outputs = run(gather_batch(x, order, begin, end), false, false);
+        for (std::size_t o = 0; o < outputs.size(); ++o) {
+            const auto& value = outputs[o].pre_activation.value();
+            std::copy(value.begin(), value.end(), results[o].data() + begin * (results[o].size() / n));
+        }
+    }
+    return results;
+}
+
+xt::xarray<float> Model::predict_one(const InputRows& x, std::size_t batch_size) {
+    if (!built() && x.dimension() > 0 && !layers_.empty()) connect_stack(sample_shape(x), thread_generator());
+    if (built() && outputs_.size() != 1) {
+        throw ValueError("predict: model '" + name_ + "' has " + std::to_string(outputs_.size()) +
+                         " outputs; predict({x, ...}) returns them all");
+    }
+    auto results = predict(std::vector<InputRows>{x}, batch_size);
+    return std::move(results[0]);
+}
+
+Tensor Model::call(const Tensor& x, bool training) {
+    if (!built() && x.dimension() > 0 && !layers_.empty()) connect_stack(Shape(x.shape().begin() + 1, x.shape().end()), thread_generator());
+    const auto results = call(std::vector<Tensor>{x}, training);
+    if (results.size() != 1) throw ValueError("call: model '" + name_ + "' has " + std::to_string(results.size()) + " outputs");
+    return results[0];
+}
+
+std::vector<Tensor> Model::call(const std::vector<Tensor>& inputs, bool training) {
+    if (!built()) throw ValueError("call: model '" + name_ + "' is not built");
+    if (inputs.size() != inputs_.size()) {
+        throw ValueError(fmt::format("call: model '{}' has {} inputs, got {} tensors", name_, inputs_.size(), inputs.size()));
+    }
+    std::vector<Tensor> results;
+    for (auto& output : run(inputs, training, false)) results.push_back(output.pre_activation);
+    return results;
+}
+
+}  // namespace xtnn
