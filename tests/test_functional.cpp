@@ -233,6 +233,14 @@ TEST_CASE("functional configs: Keras 3 round trip, Keras 2's form, and files") {
     CHECK(k2.input_names() == std::vector<std::string>{"a", "b"});
     CHECK(k2.count_params() == 8);
     CHECK(Model::from_json(k2.to_json()).to_json() == k2.to_json());
+    // Written in Keras 2's form too, and read back to the same model.
+    const nlohmann::json written2 = model.get_config(ConfigForm::keras2);
+    CHECK(written2["config"]["layers"][4]["inbound_nodes"] ==
+          nlohmann::json::parse(R"([[["conv2d", 0, 0, {}], ["batch_normalization", 0, 0, {}]]])"));
+    CHECK(written2["config"]["layers"][0]["config"]["batch_input_shape"] == nlohmann::json::parse("[null, 8, 8, 1]"));
+    const Model from_keras2 = Model::from_config(written2);
+    CHECK(from_keras2.to_json() == model.to_json());
+    CHECK(from_keras2.to_json(-1, ConfigForm::keras2) == written2.dump());
 
     // The whole model through a file: weights, moving statistics, compile settings.
     const auto dir = std::filesystem::temp_directory_path() / ("xtnn-functional-" + std::to_string(::getpid()));
@@ -281,4 +289,43 @@ TEST_CASE("graph errors name the layers and shapes") {
     CHECK(error_of([&] { Model::from_json(missing); }) == "Model::from_config: layer 'x' reads from 'z', which is not a layer of the model");
     CHECK(error_of([] { Model::from_json(R"({"class_name": "Graph", "config": {}})"); })
               .find("unknown model class 'Graph'; known: Functional, Model, Sequential") != std::string::npos);
+}
+
+TEST_CASE("arrays by input and output name; every new layer through a file bit for bit") {
+    set_random_seed(23);
+    auto a = Input({4}, "a");
+    auto b = Input({3}, "b");
+    auto encoder = shared(Dense(3, "tanh"));
+    auto joined = Concatenate()({(*encoder)(Dense(3)(a)), (*encoder)(b), LayerNormalization()(b)});
+    auto largest = Maximum()({Dense(2)(joined), Dense(2)(joined)});
+    auto mixed = Average()({Subtract()({largest, Multiply()({largest, largest})}), Add()({largest, largest})});
+    Dense score_layer(1, "sigmoid");
+    score_layer.set_name("score");
+    Model model({a, b}, {mixed, std::move(score_layer)(joined)}, "every_merge");
+    model.compile(CompileOptions{.loss = {"mse", "binary_crossentropy"}, .optimizer = "adam", .metrics = {"mae"}});
+    const xt::xarray<float> xa = testing::uniform({12, 4}, 24), xb = testing::uniform({12, 3}, 25);
+    const xt::xarray<float> y_mixed = testing::uniform({12, 2}, 26), y_score = xt::ones<float>({12, 1});
+    const auto by_list = model.evaluate({xa, xb}, {y_mixed, y_score});
+    const auto by_name = model.evaluate({{"b", xb}, {"a", xa}}, {{"score", y_score}, {model.output_names()[0], y_mixed}});
+    CHECK(by_list == by_name);
+    model.fit({{"a", xa}, {"b", xb}}, {{"score", y_score}, {model.output_names()[0], y_mixed}}, {.batch_size = 4, .verbose = 0});
+    const auto named = model.predict({{"a", xa}, {"b", xb}});
+    CHECK(bitwise_equal(named.at("score"), model.predict({xa, xb})[1]));
+    CHECK(error_of([&] { model.predict({{"a", xa}}); }) == "predict: no array given for input 'b'");
+    CHECK(error_of([&] { model.predict({{"a", xa}, {"b", xb}, {"c", xb}}); }) ==
+          "predict: 'c' is not an input of the model; its inputs are a, b");
+
+    const auto dir = std::filesystem::temp_directory_path() / ("xtnn-merges-" + std::to_string(::getpid()));
+    std::filesystem::create_directories(dir);
+    model.save((dir / "merges.xtnn").string());
+    Model loaded = load_model((dir / "merges.xtnn").string());
+    CHECK(loaded.to_json() == model.to_json());
+    const auto expected = model.predict({xa, xb}), actual = loaded.predict({xa, xb});
+    for (std::size_t o = 0; o < 2; ++o) CHECK(bitwise_equal(actual[o], expected[o]));
+    CHECK(loaded.compile_options().loss == std::vector<std::string>{"mse", "binary_crossentropy"});
+    // Training continues exactly where it stopped: the same step on both gives the same weights.
+    model.fit({xa, xb}, {y_mixed, y_score}, {.batch_size = 4, .verbose = 0, .shuffle = false});
+    loaded.fit({xa, xb}, {y_mixed, y_score}, {.batch_size = 4, .verbose = 0, .shuffle = false});
+    for (std::size_t w = 0; w < model.get_weights().size(); ++w) CHECK(bitwise_equal(loaded.get_weights()[w], model.get_weights()[w]));
+    std::filesystem::remove_all(dir);
 }

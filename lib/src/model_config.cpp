@@ -36,7 +36,7 @@ std::map<const LayerCall*, std::size_t> node_indices(const std::vector<std::shar
 
 }  // namespace
 
-nlohmann::json Model::get_config() const {
+nlohmann::json Model::get_config(ConfigForm form) const {
     if (sequential_) {
         nlohmann::json layers = nlohmann::json::array();
         for (const auto& layer : layers_) layers.push_back({{"class_name", layer->class_name()}, {"config", layer->config()}});
@@ -46,6 +46,7 @@ nlohmann::json Model::get_config() const {
     }
     const auto calls = layer_calls();
     const auto node_index = node_indices(calls);
+    const bool keras2 = form == ConfigForm::keras2;
     auto history = [&](const SymbolicTensor& tensor) {
         return nlohmann::json::array({tensor.name(), node_index.at(&tensor.producer()), 0});
     };
@@ -55,10 +56,19 @@ nlohmann::json Model::get_config() const {
         const Layer& layer = *call->layer;
         if (!entry_of.count(&layer)) {
             entry_of[&layer] = layers.size();
-            nlohmann::json entry = {{"module", "keras.layers"},         {"class_name", layer.class_name()},
-                                    {"config", layer.config()},         {"registered_name", nullptr},
-                                    {"name", layer.name()},             {"inbound_nodes", nlohmann::json::array()}};
-            if (!call->inputs.empty()) {
+            nlohmann::json entry = {{"class_name", layer.class_name()},
+                                    {"config", layer.config()},
+                                    {"name", layer.name()},
+                                    {"inbound_nodes", nlohmann::json::array()}};
+            if (keras2 && call->inputs.empty()) {
+                entry["config"].erase("batch_shape");
+                entry["config"]["batch_input_shape"] = batch_shape_json(call->output_shape);
+            }
+            if (!keras2) {
+                entry["module"] = "keras.layers";
+                entry["registered_name"] = nullptr;
+            }
+            if (!keras2 && !call->inputs.empty()) {
                 nlohmann::json shapes = nlohmann::json::array();
                 for (const auto& input : call->inputs) shapes.push_back(batch_shape_json(input.shape()));
                 entry["build_config"] = {{"input_shape", call->inputs.size() == 1 ? shapes[0] : shapes}};
@@ -66,6 +76,16 @@ nlohmann::json Model::get_config() const {
             layers.push_back(entry);
         }
         if (call->inputs.empty()) continue;
+        if (keras2) {
+            nlohmann::json node = nlohmann::json::array();
+            for (const auto& input : call->inputs) {
+                auto reference = history(input);
+                reference.push_back(nlohmann::json::object());
+                node.push_back(reference);
+            }
+            layers[entry_of[&layer]]["inbound_nodes"].push_back(node);
+            continue;
+        }
         nlohmann::json tensors = nlohmann::json::array();
         for (const auto& input : call->inputs) {
             tensors.push_back({{"class_name", "__keras_tensor__"},
@@ -78,15 +98,18 @@ nlohmann::json Model::get_config() const {
     nlohmann::json input_layers = nlohmann::json::array(), output_layers = nlohmann::json::array();
     for (const auto& input : inputs_) input_layers.push_back(history(input));
     for (const auto& output : outputs_) output_layers.push_back(history(output));
-    return {{"module", "keras"},
-            {"class_name", "Functional"},
-            {"config",
-             {{"name", name_}, {"trainable", true}, {"layers", layers}, {"input_layers", input_layers},
-              {"output_layers", output_layers}}},
-            {"registered_name", "Functional"}};
+    nlohmann::json config = {{"class_name", "Functional"},
+                             {"config",
+                              {{"name", name_}, {"trainable", true}, {"layers", layers}, {"input_layers", input_layers},
+                               {"output_layers", output_layers}}}};
+    if (!keras2) {
+        config["module"] = "keras";
+        config["registered_name"] = "Functional";
+    }
+    return config;
 }
 
-std::string Model::to_json(int indent) const { return get_config().dump(indent); }
+std::string Model::to_json(int indent, ConfigForm form) const { return get_config(form).dump(indent); }
 
 namespace {
 

@@ -413,6 +413,14 @@ std::vector<xt::xarray<float>> Model::predict(const std::vector<InputRows>& x, s
     return results;
 }
 
+std::map<std::string, xt::xarray<float>> Model::predict(const Named<InputRows>& x, std::size_t batch_size) const {
+    auto outputs = predict(by_name("predict", x, input_names(), "input"), batch_size);
+    std::map<std::string, xt::xarray<float>> named;
+    const auto names = output_names();
+    for (std::size_t o = 0; o < outputs.size(); ++o) named.emplace(names[o], std::move(outputs[o]));
+    return named;
+}
+
 xt::xarray<float> Model::predict_one(const InputRows& x, std::size_t batch_size) {
     if (!built() && x.dimension() > 0 && !layers_.empty()) connect_stack(sample_shape(x), thread_generator());
     if (built() && outputs_.size() != 1) {

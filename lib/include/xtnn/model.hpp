@@ -4,9 +4,11 @@
 // SymbolicTensors (xtnn::Input, layer calls); Sequential (xtnn/sequential.hpp) is a stack of
 // layers over the same graph and training loop.
 
+#include <algorithm>
 #include <concepts>
 #include <cstddef>
 #include <cstdint>
+#include <initializer_list>
 #include <iostream>
 #include <map>
 #include <memory>
@@ -84,6 +86,18 @@ struct FromConfigOptions {
     Generator* generator = nullptr;
 };
 
+/// Arrays by model input or output name: {{"image", x_image}, {"extra", x_extra}}.
+template <class Array>
+class Named {
+public:
+    Named(std::initializer_list<std::pair<const std::string, Array>> entries) : entries_(entries) {}
+    Named(std::map<std::string, Array> entries) : entries_(std::move(entries)) {}
+    const std::map<std::string, Array>& entries() const { return entries_; }
+
+private:
+    std::map<std::string, Array> entries_;
+};
+
 /// compile()'s settings. Losses, metrics and loss weights are given once for every output, or
 /// per output: as a list in output order, or by output name (the `_by_output` fields).
 struct CompileOptions {
@@ -98,6 +112,10 @@ struct CompileOptions {
     std::vector<double> loss_weights = {};
     std::map<std::string, double> loss_weights_by_output = {};
 };
+
+/// Which Keras writes a functional config: Keras 3 (nodes as {"args": [...], "kwargs": {}} with
+/// "__keras_tensor__" references) or Keras 2 / tf.keras (nodes as [[layer, node, tensor, {}]]).
+enum class ConfigForm { keras3, keras2 };
 
 enum class SummaryStyle {
     box,    ///< Keras 3's table with box-drawing characters
@@ -174,6 +192,10 @@ public:
     History fit(const std::vector<InputRows>& x, const std::vector<xt::xarray<float>>& y, const FitOptions& options = {}) {
         return fit_rows(x, y, options);
     }
+    /// The same with the arrays named by input and output name.
+    History fit(const Named<InputRows>& x, const Named<xt::xarray<float>>& y, const FitOptions& options = {}) {
+        return fit_rows(by_name("fit", x, input_names(), "input"), by_name("fit", y, output_names(), "output"), options);
+    }
     /// The loss and each metric, averaged over all samples.
     std::map<std::string, double> evaluate(const xt::xarray<float>& x, const xt::xarray<float>& y,
                                            const EvaluateOptions& options = {}) {
@@ -188,6 +210,11 @@ public:
                                            const EvaluateOptions& options = {}) {
         return evaluate_rows(x, y, options);
     }
+    std::map<std::string, double> evaluate(const Named<InputRows>& x, const Named<xt::xarray<float>>& y,
+                                           const EvaluateOptions& options = {}) {
+        return evaluate_rows(by_name("evaluate", x, input_names(), "input"), by_name("evaluate", y, output_names(), "output"),
+                             options);
+    }
     /// Outputs for every sample, computed in batches with no graph recorded; for a model of one
     /// input and one output.
     xt::xarray<float> predict(const xt::xarray<float>& x, std::size_t batch_size = 32) { return predict_one(InputRows(x), batch_size); }
@@ -198,6 +225,8 @@ public:
     }
     /// Every output for every sample, from one array per input.
     std::vector<xt::xarray<float>> predict(const std::vector<InputRows>& x, std::size_t batch_size = 32) const;
+    /// The same by name: the inputs by input name, the outputs by output name.
+    std::map<std::string, xt::xarray<float>> predict(const Named<InputRows>& x, std::size_t batch_size = 32) const;
     /// One forward pass over a batch as tensors (for custom training loops).
     Tensor call(const Tensor& x, bool training = false);
     std::vector<Tensor> call(const std::vector<Tensor>& inputs, bool training = false);
@@ -206,9 +235,10 @@ public:
     void summary(SummaryStyle style = SummaryStyle::box, std::ostream& out = std::cout) const;
 
     /// Keras's config: the Sequential form for a stack of layers, the functional form
-    /// (layers with inbound_nodes, input_layers, output_layers) otherwise.
-    nlohmann::json get_config() const;
-    std::string to_json(int indent = -1) const;
+    /// (layers with inbound_nodes, input_layers, output_layers) otherwise, as Keras 3 or
+    /// Keras 2 writes it. from_config reads both.
+    nlohmann::json get_config(ConfigForm form = ConfigForm::keras3) const;
+    std::string to_json(int indent = -1, ConfigForm form = ConfigForm::keras3) const;
     /// The model a Sequential or functional config describes (Keras 2 and Keras 3 forms). Every
     /// problem in the config is a ValueError naming the layer and field.
     static Model from_config(const nlohmann::json& config, const FromConfigOptions& options = {});
@@ -250,6 +280,10 @@ private:
     void set_graph(const std::vector<SymbolicTensor>& inputs, const std::vector<SymbolicTensor>& outputs);
     /// Runs the plan; with `split`, each output stops before its activation (for the losses).
     std::vector<SplitOutput> run(const std::vector<Tensor>& inputs, bool training, bool split) const;
+    /// The arrays of `named` in the order of `names`; a ValueError for a missing or unknown name.
+    template <class Array>
+    static std::vector<Array> by_name(const char* method, const Named<Array>& named,
+                                      const std::vector<std::string>& names, const char* what);
     std::vector<Tensor> head_losses(const std::vector<SplitOutput>& outputs,
                                     const std::vector<xt::xarray<float>>& targets) const;
     void require_ready(const char* method) const;
@@ -274,5 +308,27 @@ private:
     std::unique_ptr<Optimizer> optimizer_;
     CompileOptions compile_options_;
 };
+
+template <class Array>
+std::vector<Array> Model::by_name(const char* method, const Named<Array>& named, const std::vector<std::string>& names,
+                                  const char* what) {
+    std::vector<Array> ordered;
+    for (const auto& name : names) {
+        const auto found = named.entries().find(name);
+        if (found == named.entries().end()) {
+            throw ValueError(std::string(method) + ": no array given for " + what + " '" + name + "'");
+        }
+        ordered.push_back(found->second);
+    }
+    for (const auto& [name, array] : named.entries()) {
+        if (std::find(names.begin(), names.end(), name) == names.end()) {
+            std::string known;
+            for (const auto& n : names) known += (known.empty() ? "" : ", ") + n;
+            throw ValueError(std::string(method) + ": '" + name + "' is not an " + what + " of the model; its " + what +
+                             "s are " + known);
+        }
+    }
+    return ordered;
+}
 
 }  // namespace xtnn
