@@ -1,9 +1,10 @@
+// Arithmetic with broadcasting, matrix products, bias, reductions, shape changes and dropout.
+
 #include "xtnn/ops.hpp"
 
 #include <algorithm>
 #include <cmath>
 #include <limits>
-#include <numbers>
 #include <string>
 
 #include <xtensor/xbroadcast.hpp>
@@ -15,125 +16,12 @@
 #include <xtensor/xtensor.hpp>
 
 #include "gemm.hpp"
-#include "xtnn/autodiff.hpp"
+
+#include "ops_internal.hpp"
 
 namespace xtnn::ops {
 
-namespace {
-
-template <class T>
-using NodeT = Node<T>;
-
-std::string describe(const char* op, const std::string& problem) { return std::string(op) + ": " + problem; }
-
-template <class S1, class S2>
-Shape broadcast_shape(const char* op, const S1& a, const S2& b) {
-    std::size_t rank = std::max(a.size(), b.size());
-    Shape result(rank);
-    for (std::size_t i = 0; i < rank; ++i) {
-        std::size_t da = i < rank - a.size() ? 1 : a[i - (rank - a.size())];
-        std::size_t db = i < rank - b.size() ? 1 : b[i - (rank - b.size())];
-        if (da != db && da != 1 && db != 1) {
-            throw ShapeError(describe(op, "shapes " + shape_to_string(a) + " and " + shape_to_string(b) +
-                                              " cannot be broadcast together (axis " + std::to_string(i) +
-                                              ": " + std::to_string(da) + " vs " + std::to_string(db) + ")"));
-        }
-        result[i] = std::max(da, db);
-        if (da == 0 || db == 0) result[i] = 0;
-    }
-    return result;
-}
-
-// Sums along `axis`, keeping it with extent 1. A plain loop: xtensor 0.24's immediate reducers
-// crash or throw bad_alloc on some shapes, and its lazy ones are 12x slower.
-template <class T>
-xt::xarray<T> sum_keepdims(const xt::xarray<T>& x, std::size_t axis) {
-    Shape shape(x.shape().begin(), x.shape().end());
-    std::size_t outer = 1, inner = 1;
-    for (std::size_t i = 0; i < axis; ++i) outer *= shape[i];
-    for (std::size_t i = axis + 1; i < shape.size(); ++i) inner *= shape[i];
-    const std::size_t extent = shape[axis];
-    shape[axis] = 1;
-    xt::xarray<T> result = xt::zeros<T>(shape);
-    const T* in = x.data();
-    T* out = result.data();
-    for (std::size_t o = 0; o < outer; ++o) {
-        for (std::size_t a = 0; a < extent; ++a) {
-            const T* row = in + (o * extent + a) * inner;
-            for (std::size_t i = 0; i < inner; ++i) out[o * inner + i] += row[i];
-        }
-    }
-    return result;
-}
-
-// Sums a broadcast gradient back to the shape of the input it came from.
-template <class T, class S>
-xt::xarray<T> reduce_to_shape(const xt::xarray<T>& grad, const S& shape) {
-    xt::xarray<T> reduced = grad;
-    while (reduced.dimension() > shape.size()) {
-        reduced = sum_keepdims(reduced, 0);
-        Shape dropped(reduced.shape().begin() + 1, reduced.shape().end());
-        reduced.reshape(dropped);
-    }
-    for (std::size_t axis = 0; axis < shape.size(); ++axis) {
-        if (shape[axis] == 1 && reduced.shape()[axis] != 1) reduced = sum_keepdims(reduced, axis);
-    }
-    return reduced;
-}
-
-// A tensor of shape (..., C) seen as rows of C values.
-struct Rows {
-    std::size_t count;
-    std::size_t width;
-};
-
-template <class T>
-Rows as_rows(const char* op, const BasicTensor<T>& x) {
-    if (x.dimension() == 0 || x.shape().back() == 0) {
-        throw ShapeError(describe(op, "expected a tensor of shape (..., C) with C > 0, got shape " +
-                                          shape_to_string(x.shape())));
-    }
-    return {x.size() / x.shape().back(), x.shape().back()};
-}
-
-template <class T>
-void require_same_shape(const char* op, const BasicTensor<T>& x, const xt::xarray<T>& target,
-                        const char* target_name) {
-    if (x.shape() != target.shape()) {
-        throw ShapeError(describe(op, std::string(target_name) + " has shape " + shape_to_string(target.shape()) +
-                                          " but the prediction has shape " + shape_to_string(x.shape()) +
-                                          "; they must match"));
-    }
-}
-
-// An elementwise op y = f(x) whose derivative f'(x) is computed from x and y.
-template <class T, class Forward, class Derivative>
-BasicTensor<T> elementwise(const char* name, const BasicTensor<T>& x, Forward forward, Derivative derivative) {
-    xt::xarray<T> y = forward(x.value());
-    return make_op<T>(name, std::move(y), {x}, [derivative](NodeT<T>& out) {
-        NodeT<T>& in = *out.inputs[0];
-        if (in.requires_grad) accumulate_grad(in, out.grad * derivative(in.value, out.value));
-    });
-}
-
-template <class T>
-BasicTensor<T> scalar_result(const char* name, double value, const BasicTensor<T>& input,
-                             typename NodeT<T>::BackwardFn backward) {
-    return make_op<T>(name, xt::xarray<T>(static_cast<T>(value)), {input}, std::move(backward));
-}
-
-template <class T>
-constexpr T crossentropy_epsilon = T(1e-7);
-
-// A full reduction as a plain loop: xtensor 0.24's immediate full reduction crashes.
-template <class T>
-xt::xarray<T> total(const xt::xarray<T>& x) {
-    T result = 0;
-    for (T v : x) result += v;
-    return xt::xarray<T>(result);
-}
-
-}  // namespace
+using namespace internal;
 
 template <class T>
 BasicTensor<T> add(const BasicTensor<T>& a, const BasicTensor<T>& b) {
@@ -450,329 +338,6 @@ BasicTensor<T> transpose(const BasicTensor<T>& x, std::vector<std::size_t> permu
     });
 }
 
-template <class T>
-BasicTensor<T> sigmoid(const BasicTensor<T>& x) {
-    return elementwise<T>("sigmoid", x, [](const auto& v) { return T(1) / (T(1) + xt::exp(-v)); },
-                          [](const auto&, const auto& y) { return y * (T(1) - y); });
-}
-
-template <class T>
-BasicTensor<T> relu(const BasicTensor<T>& x) {
-    // Plain loops: relu follows every hidden layer, and xtensor's maximum/where expressions cost
-    // several times a vectorized loop here.
-    xt::xarray<T> y = xt::empty<T>(x.shape());
-    const T* in = x.value().data();
-    T* out = y.data();
-    // NaN <= 0 is false: a NaN stays NaN (PyTorch's relu does the same) instead of becoming 0
-    // while its gradient still reaches the weights.
-    for (std::size_t i = 0; i < y.size(); ++i) out[i] = in[i] <= T(0) ? T(0) : in[i];
-    return make_op<T>("relu", std::move(y), {x}, [](NodeT<T>& node) {
-        NodeT<T>& input = *node.inputs[0];
-        if (!input.requires_grad) return;
-        const T* value = input.value.data();
-        const T* dy = node.grad.data();
-        T* dx = grad_buffer(input).data();
-        for (std::size_t i = 0; i < input.value.size(); ++i) dx[i] += value[i] <= T(0) ? T(0) : dy[i];
-    });
-}
-
-template <class T>
-BasicTensor<T> tanh(const BasicTensor<T>& x) {
-    return elementwise<T>("tanh", x, [](const auto& v) { return xt::tanh(v); },
-                          [](const auto&, const auto& y) { return T(1) - y * y; });
-}
-
-template <class T>
-BasicTensor<T> elu(const BasicTensor<T>& x, T alpha) {
-    return elementwise<T>(
-        "elu", x, [alpha](const auto& v) { return xt::where(v > T(0), v, alpha * (xt::exp(v) - T(1))); },
-        [alpha](const auto& v, const auto& y) { return xt::where(v > T(0), T(1), y + alpha); });
-}
-
-template <class T>
-BasicTensor<T> leaky_relu(const BasicTensor<T>& x, T negative_slope) {
-    return elementwise<T>(
-        "leaky_relu", x, [negative_slope](const auto& v) { return xt::where(v > T(0), v, negative_slope * v); },
-        [negative_slope](const auto& v, const auto&) { return xt::where(v > T(0), T(1), negative_slope); });
-}
-
-template <class T>
-BasicTensor<T> softplus(const BasicTensor<T>& x) {
-    // max(x, 0) + log1p(exp(-|x|)) never overflows.
-    return elementwise<T>(
-        "softplus", x, [](const auto& v) { return xt::maximum(v, T(0)) + xt::log1p(xt::exp(-xt::abs(v))); },
-        [](const auto& v, const auto&) { return T(1) / (T(1) + xt::exp(-v)); });
-}
-
-template <class T>
-BasicTensor<T> gelu(const BasicTensor<T>& x) {
-    static constexpr T inv_sqrt2 = T(1) / std::numbers::sqrt2_v<T>;
-    static constexpr T inv_sqrt_2pi = std::numbers::inv_sqrtpi_v<T> * inv_sqrt2;
-    return elementwise<T>(
-        "gelu", x, [](const auto& v) { return T(0.5) * v * (T(1) + xt::erf(v * inv_sqrt2)); },
-        [](const auto& v, const auto&) {
-            return T(0.5) * (T(1) + xt::erf(v * inv_sqrt2)) + v * xt::exp(T(-0.5) * v * v) * inv_sqrt_2pi;
-        });
-}
-
-namespace {
-
-// (max, log(sum(exp(row - max)))): log-sum-exp that cannot overflow.
-template <class T>
-std::pair<T, T> row_max_and_log_sum_exp(const T* row, std::size_t width) {
-    T max = row[0];
-    for (std::size_t c = 1; c < width; ++c) max = std::max(max, row[c]);
-    T total = 0;
-    for (std::size_t c = 0; c < width; ++c) total += std::exp(row[c] - max);
-    return {max, std::log(total)};
-}
-
-}  // namespace
-
-template <class T>
-BasicTensor<T> softmax(const BasicTensor<T>& x) {
-    const Rows rows = as_rows("softmax", x);
-    xt::xarray<T> y = xt::empty<T>(x.shape());
-    const T* in = x.value().data();
-    T* out_values = y.data();
-    for (std::size_t r = 0; r < rows.count; ++r) {
-        const T* row = in + r * rows.width;
-        T* result = out_values + r * rows.width;
-        T max = row[0];
-        for (std::size_t c = 1; c < rows.width; ++c) max = std::max(max, row[c]);
-        T total = 0;
-        for (std::size_t c = 0; c < rows.width; ++c) total += result[c] = std::exp(row[c] - max);
-        for (std::size_t c = 0; c < rows.width; ++c) result[c] /= total;
-    }
-    return make_op<T>("softmax", std::move(y), {x}, [rows](NodeT<T>& out) {
-        NodeT<T>& in_node = *out.inputs[0];
-        if (!in_node.requires_grad) return;
-        T* dx = grad_buffer(in_node).data();
-        const T* p = out.value.data();
-        const T* dy = out.grad.data();
-        for (std::size_t r = 0; r < rows.count; ++r) {
-            const std::size_t base = r * rows.width;
-            T dot = 0;
-            for (std::size_t c = 0; c < rows.width; ++c) dot += dy[base + c] * p[base + c];
-            for (std::size_t c = 0; c < rows.width; ++c) dx[base + c] += p[base + c] * (dy[base + c] - dot);
-        }
-    });
-}
-
-template <class T>
-BasicTensor<T> log_softmax(const BasicTensor<T>& x) {
-    const Rows rows = as_rows("log_softmax", x);
-    xt::xarray<T> y = xt::empty<T>(x.shape());
-    const T* in = x.value().data();
-    for (std::size_t r = 0; r < rows.count; ++r) {
-        const T* row = in + r * rows.width;
-        auto [max, log_sum] = row_max_and_log_sum_exp(row, rows.width);
-        for (std::size_t c = 0; c < rows.width; ++c) y.data()[r * rows.width + c] = row[c] - max - log_sum;
-    }
-    return make_op<T>("log_softmax", std::move(y), {x}, [rows](NodeT<T>& out) {
-        NodeT<T>& in_node = *out.inputs[0];
-        if (!in_node.requires_grad) return;
-        T* dx = grad_buffer(in_node).data();
-        const T* log_p = out.value.data();
-        const T* dy = out.grad.data();
-        for (std::size_t r = 0; r < rows.count; ++r) {
-            const std::size_t base = r * rows.width;
-            T total = 0;
-            for (std::size_t c = 0; c < rows.width; ++c) total += dy[base + c];
-            for (std::size_t c = 0; c < rows.width; ++c) dx[base + c] += dy[base + c] - std::exp(log_p[base + c]) * total;
-        }
-    });
-}
-
-namespace {
-
-// Shared by the dense and sparse forms: `target_at(r, c)` gives the target weight.
-template <class T, class TargetAt>
-BasicTensor<T> fused_softmax_cross_entropy(const char* name, const BasicTensor<T>& logits, Rows rows,
-                                           TargetAt target_at) {
-    auto probabilities = std::make_shared<xt::xarray<T>>(xt::empty<T>(logits.shape()));
-    const T* z = logits.value().data();
-    double loss = 0;
-    for (std::size_t r = 0; r < rows.count; ++r) {
-        const T* row = z + r * rows.width;
-        auto [max, log_sum] = row_max_and_log_sum_exp(row, rows.width);
-        for (std::size_t c = 0; c < rows.width; ++c) {
-            const T log_p = row[c] - max - log_sum;
-            probabilities->data()[r * rows.width + c] = std::exp(log_p);
-            const T weight = target_at(r, c);
-            if (weight != T(0)) loss -= static_cast<double>(weight * log_p);
-        }
-    }
-    loss /= static_cast<double>(rows.count);
-    return scalar_result<T>(name, loss, logits,
-                            [rows, probabilities, target_at](NodeT<T>& out) {
-                                NodeT<T>& in = *out.inputs[0];
-                                if (!in.requires_grad) return;
-                                const T scale_factor = out.grad.data()[0] / static_cast<T>(rows.count);
-                                T* dz = grad_buffer(in).data();
-                                const T* p = probabilities->data();
-                                for (std::size_t r = 0; r < rows.count; ++r) {
-                                    T target_sum = 0;
-                                    for (std::size_t c = 0; c < rows.width; ++c) target_sum += target_at(r, c);
-                                    for (std::size_t c = 0; c < rows.width; ++c) {
-                                        const std::size_t i = r * rows.width + c;
-                                        dz[i] += scale_factor * (p[i] * target_sum - target_at(r, c));
-                                    }
-                                }
-                            });
-}
-
-}  // namespace
-
-template <class T>
-BasicTensor<T> softmax_cross_entropy(const BasicTensor<T>& logits, const xt::xarray<T>& target) {
-    const Rows rows = as_rows("softmax_cross_entropy", logits);
-    require_same_shape("softmax_cross_entropy", logits, target, "target");
-    auto shared_target = std::make_shared<xt::xarray<T>>(target);
-    const std::size_t width = rows.width;
-    auto target_at = [shared_target, width](std::size_t r, std::size_t c) {
-        return shared_target->data()[r * width + c];
-    };
-    return fused_softmax_cross_entropy<T>("softmax_cross_entropy", logits, rows, target_at);
-}
-
-template <class T>
-BasicTensor<T> sparse_softmax_cross_entropy(const BasicTensor<T>& logits, std::span<const std::int64_t> labels) {
-    const Rows rows = as_rows("sparse_softmax_cross_entropy", logits);
-    if (labels.size() != rows.count) {
-        throw ShapeError(describe("sparse_softmax_cross_entropy",
-                                  std::to_string(labels.size()) + " labels for logits of shape " +
-                                      shape_to_string(logits.shape()) + ", expected " + std::to_string(rows.count)));
-    }
-    auto shared_labels = std::make_shared<std::vector<std::int64_t>>(labels.begin(), labels.end());
-    for (std::size_t r = 0; r < rows.count; ++r) {
-        const std::int64_t label = labels[r];
-        if (label < 0 || static_cast<std::size_t>(label) >= rows.width) {
-            throw ValueError(describe("sparse_softmax_cross_entropy",
-                                      "label " + std::to_string(label) + " at row " + std::to_string(r) +
-                                          " is out of range for " + std::to_string(rows.width) + " classes [0, " +
-                                          std::to_string(rows.width - 1) + "]"));
-        }
-    }
-    auto target_at = [shared_labels](std::size_t r, std::size_t c) {
-        return static_cast<std::size_t>((*shared_labels)[r]) == c ? T(1) : T(0);
-    };
-    return fused_softmax_cross_entropy<T>("sparse_softmax_cross_entropy", logits, rows, target_at);
-}
-
-template <class T>
-BasicTensor<T> categorical_crossentropy(const BasicTensor<T>& probabilities, const xt::xarray<T>& target) {
-    const Rows rows = as_rows("categorical_crossentropy", probabilities);
-    require_same_shape("categorical_crossentropy", probabilities, target, "target");
-    constexpr T eps = crossentropy_epsilon<T>;
-    const T* p = probabilities.value().data();
-    const T* y = target.data();
-    double loss = 0;
-    for (std::size_t r = 0; r < rows.count; ++r) {
-        T total = 0;
-        for (std::size_t c = 0; c < rows.width; ++c) total += p[r * rows.width + c];
-        total = std::max(total, std::numeric_limits<T>::min());
-        for (std::size_t c = 0; c < rows.width; ++c) {
-            const std::size_t i = r * rows.width + c;
-            if (y[i] != T(0)) loss -= static_cast<double>(y[i] * std::log(std::clamp(p[i] / total, eps, T(1) - eps)));
-        }
-    }
-    loss /= static_cast<double>(rows.count);
-    return scalar_result<T>("categorical_crossentropy", loss, probabilities, [rows, target](NodeT<T>& out) {
-        NodeT<T>& in = *out.inputs[0];
-        if (!in.requires_grad) return;
-        const T scale_factor = out.grad.data()[0] / static_cast<T>(rows.count);
-        const T* p = in.value.data();
-        const T* y = target.data();
-        T* dp = grad_buffer(in).data();
-        std::vector<T> dq(rows.width);
-        for (std::size_t r = 0; r < rows.count; ++r) {
-            const std::size_t base = r * rows.width;
-            T total = 0;
-            for (std::size_t c = 0; c < rows.width; ++c) total += p[base + c];
-            total = std::max(total, std::numeric_limits<T>::min());
-            // L = -sum y log(clip(q)), q = p / sum(p): dL/dp_j = (dq_j - sum_c dq_c q_c) / sum(p).
-            T weighted = 0;
-            for (std::size_t c = 0; c < rows.width; ++c) {
-                const T q = p[base + c] / total;
-                dq[c] = (q > eps && q < T(1) - eps) ? -y[base + c] / q : T(0);
-                weighted += dq[c] * q;
-            }
-            for (std::size_t c = 0; c < rows.width; ++c) dp[base + c] += scale_factor * (dq[c] - weighted) / total;
-        }
-    });
-}
-
-template <class T>
-BasicTensor<T> binary_crossentropy(const BasicTensor<T>& probabilities, const xt::xarray<T>& target) {
-    require_same_shape("binary_crossentropy", probabilities, target, "target");
-    if (probabilities.size() == 0) throw ShapeError("binary_crossentropy: empty prediction");
-    constexpr T eps = crossentropy_epsilon<T>;
-    const T* p = probabilities.value().data();
-    const T* y = target.data();
-    const std::size_t n = probabilities.size();
-    double loss = 0;
-    for (std::size_t i = 0; i < n; ++i) {
-        const T clipped = std::clamp(p[i], eps, T(1) - eps);
-        loss -= static_cast<double>(y[i] * std::log(clipped) + (T(1) - y[i]) * std::log(T(1) - clipped));
-    }
-    loss /= static_cast<double>(n);
-    return scalar_result<T>("binary_crossentropy", loss, probabilities, [n, target](NodeT<T>& out) {
-        NodeT<T>& in = *out.inputs[0];
-        if (!in.requires_grad) return;
-        const T scale_factor = out.grad.data()[0] / static_cast<T>(n);
-        const T* p = in.value.data();
-        const T* y = target.data();
-        T* dp = grad_buffer(in).data();
-        for (std::size_t i = 0; i < n; ++i) {
-            if (p[i] > eps && p[i] < T(1) - eps) dp[i] += scale_factor * ((T(1) - y[i]) / (T(1) - p[i]) - y[i] / p[i]);
-        }
-    });
-}
-
-template <class T>
-BasicTensor<T> sigmoid_binary_crossentropy(const BasicTensor<T>& logits, const xt::xarray<T>& target) {
-    require_same_shape("sigmoid_binary_crossentropy", logits, target, "target");
-    if (logits.size() == 0) throw ShapeError("sigmoid_binary_crossentropy: empty prediction");
-    const T* z = logits.value().data();
-    const T* y = target.data();
-    const std::size_t n = logits.size();
-    double loss = 0;
-    for (std::size_t i = 0; i < n; ++i) {
-        loss += static_cast<double>(std::max(z[i], T(0)) - z[i] * y[i] + std::log1p(std::exp(-std::abs(z[i]))));
-    }
-    loss /= static_cast<double>(n);
-    return scalar_result<T>("sigmoid_binary_crossentropy", loss, logits, [n, target](NodeT<T>& out) {
-        NodeT<T>& in = *out.inputs[0];
-        if (!in.requires_grad) return;
-        const T scale_factor = out.grad.data()[0] / static_cast<T>(n);
-        const T* z = in.value.data();
-        const T* y = target.data();
-        T* dz = grad_buffer(in).data();
-        for (std::size_t i = 0; i < n; ++i) dz[i] += scale_factor * (T(1) / (T(1) + std::exp(-z[i])) - y[i]);
-    });
-}
-
-template <class T>
-BasicTensor<T> mse(const BasicTensor<T>& prediction, const xt::xarray<T>& target) {
-    require_same_shape("mse", prediction, target, "target");
-    if (prediction.size() == 0) throw ShapeError("mse: empty prediction");
-    const T* p = prediction.value().data();
-    const T* y = target.data();
-    const std::size_t n = prediction.size();
-    double loss = 0;
-    for (std::size_t i = 0; i < n; ++i) loss += static_cast<double>((p[i] - y[i]) * (p[i] - y[i]));
-    loss /= static_cast<double>(n);
-    return scalar_result<T>("mse", loss, prediction, [n, target](NodeT<T>& out) {
-        NodeT<T>& in = *out.inputs[0];
-        if (!in.requires_grad) return;
-        const T scale_factor = T(2) * out.grad.data()[0] / static_cast<T>(n);
-        const T* p = in.value.data();
-        const T* y = target.data();
-        T* dp = grad_buffer(in).data();
-        for (std::size_t i = 0; i < n; ++i) dp[i] += scale_factor * (p[i] - y[i]);
-    });
-}
 
 template <class T>
 BasicTensor<T> dropout(const BasicTensor<T>& x, double rate, bool training, Generator& generator) {
@@ -790,39 +355,24 @@ BasicTensor<T> dropout(const BasicTensor<T>& x, double rate, bool training, Gene
     });
 }
 
-#define XTNN_INSTANTIATE_OPS(T)                                                                               \
-    template BasicTensor<T> add(const BasicTensor<T>&, const BasicTensor<T>&);                                \
-    template BasicTensor<T> sub(const BasicTensor<T>&, const BasicTensor<T>&);                                \
-    template BasicTensor<T> mul(const BasicTensor<T>&, const BasicTensor<T>&);                                \
-    template BasicTensor<T> div(const BasicTensor<T>&, const BasicTensor<T>&);                                \
-    template BasicTensor<T> scale(const BasicTensor<T>&, T);                                                  \
-    template BasicTensor<T> matmul(const BasicTensor<T>&, const BasicTensor<T>&, bool, bool);                 \
-    template BasicTensor<T> bias_add(const BasicTensor<T>&, const BasicTensor<T>&);                           \
-    template BasicTensor<T> bias_relu(const BasicTensor<T>&, const BasicTensor<T>&);                          \
-    template BasicTensor<T> sum(const BasicTensor<T>&);                                                       \
-    template BasicTensor<T> sum(const BasicTensor<T>&, std::size_t, bool);                                    \
-    template BasicTensor<T> mean(const BasicTensor<T>&);                                                      \
-    template BasicTensor<T> mean(const BasicTensor<T>&, std::size_t, bool);                                   \
-    template BasicTensor<T> exp(const BasicTensor<T>&);                                                       \
-    template BasicTensor<T> log(const BasicTensor<T>&);                                                       \
-    template BasicTensor<T> reshape(const BasicTensor<T>&, const std::vector<std::ptrdiff_t>&);               \
-    template BasicTensor<T> flatten(const BasicTensor<T>&);                                                   \
-    template BasicTensor<T> transpose(const BasicTensor<T>&, std::vector<std::size_t>);                       \
-    template BasicTensor<T> sigmoid(const BasicTensor<T>&);                                                   \
-    template BasicTensor<T> relu(const BasicTensor<T>&);                                                      \
-    template BasicTensor<T> tanh(const BasicTensor<T>&);                                                      \
-    template BasicTensor<T> elu(const BasicTensor<T>&, T);                                                    \
-    template BasicTensor<T> leaky_relu(const BasicTensor<T>&, T);                                             \
-    template BasicTensor<T> softplus(const BasicTensor<T>&);                                                  \
-    template BasicTensor<T> gelu(const BasicTensor<T>&);                                                      \
-    template BasicTensor<T> softmax(const BasicTensor<T>&);                                                   \
-    template BasicTensor<T> log_softmax(const BasicTensor<T>&);                                               \
-    template BasicTensor<T> softmax_cross_entropy(const BasicTensor<T>&, const xt::xarray<T>&);               \
-    template BasicTensor<T> sparse_softmax_cross_entropy(const BasicTensor<T>&, std::span<const std::int64_t>); \
-    template BasicTensor<T> categorical_crossentropy(const BasicTensor<T>&, const xt::xarray<T>&);            \
-    template BasicTensor<T> binary_crossentropy(const BasicTensor<T>&, const xt::xarray<T>&);                 \
-    template BasicTensor<T> sigmoid_binary_crossentropy(const BasicTensor<T>&, const xt::xarray<T>&);         \
-    template BasicTensor<T> mse(const BasicTensor<T>&, const xt::xarray<T>&);                                 \
+#define XTNN_INSTANTIATE_OPS(T) \
+    template BasicTensor<T> add(const BasicTensor<T>&, const BasicTensor<T>&);                  \
+    template BasicTensor<T> sub(const BasicTensor<T>&, const BasicTensor<T>&);                  \
+    template BasicTensor<T> mul(const BasicTensor<T>&, const BasicTensor<T>&);                  \
+    template BasicTensor<T> div(const BasicTensor<T>&, const BasicTensor<T>&);                  \
+    template BasicTensor<T> scale(const BasicTensor<T>&, T);                                    \
+    template BasicTensor<T> matmul(const BasicTensor<T>&, const BasicTensor<T>&, bool, bool);   \
+    template BasicTensor<T> bias_add(const BasicTensor<T>&, const BasicTensor<T>&);             \
+    template BasicTensor<T> bias_relu(const BasicTensor<T>&, const BasicTensor<T>&);            \
+    template BasicTensor<T> sum(const BasicTensor<T>&);                                         \
+    template BasicTensor<T> sum(const BasicTensor<T>&, std::size_t, bool);                      \
+    template BasicTensor<T> mean(const BasicTensor<T>&);                                        \
+    template BasicTensor<T> mean(const BasicTensor<T>&, std::size_t, bool);                     \
+    template BasicTensor<T> exp(const BasicTensor<T>&);                                         \
+    template BasicTensor<T> log(const BasicTensor<T>&);                                         \
+    template BasicTensor<T> reshape(const BasicTensor<T>&, const std::vector<std::ptrdiff_t>&); \
+    template BasicTensor<T> flatten(const BasicTensor<T>&);                                     \
+    template BasicTensor<T> transpose(const BasicTensor<T>&, std::vector<std::size_t>);         \
     template BasicTensor<T> dropout(const BasicTensor<T>&, double, bool, Generator&);
 
 XTNN_INSTANTIATE_OPS(float)

@@ -1,0 +1,155 @@
+// The activations as ops: sigmoid, relu, tanh, elu, leaky_relu, softplus, gelu, softmax, log_softmax.
+
+#include "xtnn/ops.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <numbers>
+#include <string>
+
+#include <xtensor/xbuilder.hpp>
+#include <xtensor/xmath.hpp>
+
+#include "ops_internal.hpp"
+
+namespace xtnn::ops {
+
+using namespace internal;
+
+template <class T>
+BasicTensor<T> sigmoid(const BasicTensor<T>& x) {
+    return elementwise<T>("sigmoid", x, [](const auto& v) { return T(1) / (T(1) + xt::exp(-v)); },
+                          [](const auto&, const auto& y) { return y * (T(1) - y); });
+}
+
+template <class T>
+BasicTensor<T> relu(const BasicTensor<T>& x) {
+    // Plain loops: relu follows every hidden layer, and xtensor's maximum/where expressions cost
+    // several times a vectorized loop here.
+    xt::xarray<T> y = xt::empty<T>(x.shape());
+    const T* in = x.value().data();
+    T* out = y.data();
+    // NaN <= 0 is false: a NaN stays NaN (PyTorch's relu does the same) instead of becoming 0
+    // while its gradient still reaches the weights.
+    for (std::size_t i = 0; i < y.size(); ++i) out[i] = in[i] <= T(0) ? T(0) : in[i];
+    return make_op<T>("relu", std::move(y), {x}, [](NodeT<T>& node) {
+        NodeT<T>& input = *node.inputs[0];
+        if (!input.requires_grad) return;
+        const T* value = input.value.data();
+        const T* dy = node.grad.data();
+        T* dx = grad_buffer(input).data();
+        for (std::size_t i = 0; i < input.value.size(); ++i) dx[i] += value[i] <= T(0) ? T(0) : dy[i];
+    });
+}
+
+template <class T>
+BasicTensor<T> tanh(const BasicTensor<T>& x) {
+    return elementwise<T>("tanh", x, [](const auto& v) { return xt::tanh(v); },
+                          [](const auto&, const auto& y) { return T(1) - y * y; });
+}
+
+template <class T>
+BasicTensor<T> elu(const BasicTensor<T>& x, T alpha) {
+    return elementwise<T>(
+        "elu", x, [alpha](const auto& v) { return xt::where(v > T(0), v, alpha * (xt::exp(v) - T(1))); },
+        [alpha](const auto& v, const auto& y) { return xt::where(v > T(0), T(1), y + alpha); });
+}
+
+template <class T>
+BasicTensor<T> leaky_relu(const BasicTensor<T>& x, T negative_slope) {
+    return elementwise<T>(
+        "leaky_relu", x, [negative_slope](const auto& v) { return xt::where(v > T(0), v, negative_slope * v); },
+        [negative_slope](const auto& v, const auto&) { return xt::where(v > T(0), T(1), negative_slope); });
+}
+
+template <class T>
+BasicTensor<T> softplus(const BasicTensor<T>& x) {
+    // max(x, 0) + log1p(exp(-|x|)) never overflows.
+    return elementwise<T>(
+        "softplus", x, [](const auto& v) { return xt::maximum(v, T(0)) + xt::log1p(xt::exp(-xt::abs(v))); },
+        [](const auto& v, const auto&) { return T(1) / (T(1) + xt::exp(-v)); });
+}
+
+template <class T>
+BasicTensor<T> gelu(const BasicTensor<T>& x) {
+    static constexpr T inv_sqrt2 = T(1) / std::numbers::sqrt2_v<T>;
+    static constexpr T inv_sqrt_2pi = std::numbers::inv_sqrtpi_v<T> * inv_sqrt2;
+    return elementwise<T>(
+        "gelu", x, [](const auto& v) { return T(0.5) * v * (T(1) + xt::erf(v * inv_sqrt2)); },
+        [](const auto& v, const auto&) {
+            return T(0.5) * (T(1) + xt::erf(v * inv_sqrt2)) + v * xt::exp(T(-0.5) * v * v) * inv_sqrt_2pi;
+        });
+}
+
+
+template <class T>
+BasicTensor<T> softmax(const BasicTensor<T>& x) {
+    const Rows rows = as_rows("softmax", x);
+    xt::xarray<T> y = xt::empty<T>(x.shape());
+    const T* in = x.value().data();
+    T* out_values = y.data();
+    for (std::size_t r = 0; r < rows.count; ++r) {
+        const T* row = in + r * rows.width;
+        T* result = out_values + r * rows.width;
+        T max = row[0];
+        for (std::size_t c = 1; c < rows.width; ++c) max = std::max(max, row[c]);
+        T total = 0;
+        for (std::size_t c = 0; c < rows.width; ++c) total += result[c] = std::exp(row[c] - max);
+        for (std::size_t c = 0; c < rows.width; ++c) result[c] /= total;
+    }
+    return make_op<T>("softmax", std::move(y), {x}, [rows](NodeT<T>& out) {
+        NodeT<T>& in_node = *out.inputs[0];
+        if (!in_node.requires_grad) return;
+        T* dx = grad_buffer(in_node).data();
+        const T* p = out.value.data();
+        const T* dy = out.grad.data();
+        for (std::size_t r = 0; r < rows.count; ++r) {
+            const std::size_t base = r * rows.width;
+            T dot = 0;
+            for (std::size_t c = 0; c < rows.width; ++c) dot += dy[base + c] * p[base + c];
+            for (std::size_t c = 0; c < rows.width; ++c) dx[base + c] += p[base + c] * (dy[base + c] - dot);
+        }
+    });
+}
+
+template <class T>
+BasicTensor<T> log_softmax(const BasicTensor<T>& x) {
+    const Rows rows = as_rows("log_softmax", x);
+    xt::xarray<T> y = xt::empty<T>(x.shape());
+    const T* in = x.value().data();
+    for (std::size_t r = 0; r < rows.count; ++r) {
+        const T* row = in + r * rows.width;
+        auto [max, log_sum] = row_max_and_log_sum_exp(row, rows.width);
+        for (std::size_t c = 0; c < rows.width; ++c) y.data()[r * rows.width + c] = row[c] - max - log_sum;
+    }
+    return make_op<T>("log_softmax", std::move(y), {x}, [rows](NodeT<T>& out) {
+        NodeT<T>& in_node = *out.inputs[0];
+        if (!in_node.requires_grad) return;
+        T* dx = grad_buffer(in_node).data();
+        const T* log_p = out.value.data();
+        const T* dy = out.grad.data();
+        for (std::size_t r = 0; r < rows.count; ++r) {
+            const std::size_t base = r * rows.width;
+            T total = 0;
+            for (std::size_t c = 0; c < rows.width; ++c) total += dy[base + c];
+            for (std::size_t c = 0; c < rows.width; ++c) dx[base + c] += dy[base + c] - std::exp(log_p[base + c]) * total;
+        }
+    });
+}
+
+#define XTNN_INSTANTIATE_ACTIVATION_OPS(T) \
+    template BasicTensor<T> sigmoid(const BasicTensor<T>&);       \
+    template BasicTensor<T> relu(const BasicTensor<T>&);          \
+    template BasicTensor<T> tanh(const BasicTensor<T>&);          \
+    template BasicTensor<T> elu(const BasicTensor<T>&, T);        \
+    template BasicTensor<T> leaky_relu(const BasicTensor<T>&, T); \
+    template BasicTensor<T> softplus(const BasicTensor<T>&);      \
+    template BasicTensor<T> gelu(const BasicTensor<T>&);          \
+    template BasicTensor<T> softmax(const BasicTensor<T>&);       \
+    template BasicTensor<T> log_softmax(const BasicTensor<T>&);
+
+XTNN_INSTANTIATE_ACTIVATION_OPS(float)
+XTNN_INSTANTIATE_ACTIVATION_OPS(double)
+
+}  // namespace xtnn::ops
