@@ -642,3 +642,23 @@ TEST_CASE("Sequential gives the values recorded before it was built on Model") {
         }
     }
 }
+
+TEST_CASE("a Sequential compiled before it is built gets its loss and metrics when the first call builds it") {
+    for (int first : {0, 1, 2}) {
+        INFO("built by " << (first == 0 ? "predict" : first == 1 ? "evaluate after build()" : "fit"));
+        set_random_seed(31);
+        Sequential model;
+        model.add(Dense(4, "relu"));
+        model.add(Dense(2, "softmax"));
+        model.compile("categorical_crossentropy", "sgd");
+        CHECK(model.loss() == nullptr);
+        const xt::xarray<float> x = testing::uniform({6, 3}, 32);
+        const xt::xarray<float> y = to_categorical(xt::xarray<float>{0, 1, 0, 1, 0, 1}, 2);
+        if (first == 0) model.predict(x);
+        if (first == 1) model.build({3});
+        if (first == 2) model.fit(x, y, {.verbose = 0});
+        REQUIRE(model.loss() != nullptr);
+        CHECK(model.loss()->name() == "categorical_crossentropy");
+        CHECK(model.evaluate(x, y).count("loss") == 1);
+    }
+}

@@ -160,6 +160,7 @@ void Model::set_graph(const std::vector<SymbolicTensor>& inputs, const std::vect
     inputs_ = inputs;
     outputs_ = outputs;
     plan_ = std::move(plan);
+    if (compiled()) heads_ = make_heads(compile_options_);
 }
 
 std::vector<SplitOutput> Model::run(const std::vector<Tensor>& inputs, bool training, bool split) const {

@@ -94,19 +94,24 @@ void Model::compile(const std::string& loss, const OptimizerSpec& optimizer, con
 
 void Model::compile(const CompileOptions& options) {
     if (options.loss.empty() && options.loss_by_output.empty()) throw ValueError("compile: no loss given");
-    auto new_optimizer = options.optimizer.make();
-    if (!built()) {
+    auto optimizer = options.optimizer.make();
+    if (built()) {
+        heads_ = make_heads(options);
+    } else {
+        // A Sequential built later (by its first fit, predict or build) resolves them then.
         if (!options.metrics.empty() || !options.metrics_by_output.empty()) {
             throw ValueError("compile: model '" + name_ + "' is not built, so metrics cannot be resolved; give the first "
                              "layer an input_shape or call build() first");
         }
         if (options.loss.size() != 1) throw ValueError("compile: model '" + name_ + "' is not built; give one loss");
         make_loss(options.loss[0]);
-        optimizer_ = std::move(new_optimizer);
-        compile_options_ = options;
         heads_.clear();
-        return;
     }
+    optimizer_ = std::move(optimizer);
+    compile_options_ = options;
+}
+
+std::vector<std::unique_ptr<Model::Head>> Model::make_heads(const CompileOptions& options) const {
     const auto outputs = output_names();
     const auto losses = per_output<std::string>("losses", outputs, options.loss, options.loss_by_output, "", true);
     const auto weights = per_output<double>("loss weights", outputs, options.loss_weights, options.loss_weights_by_output, 1.0, false);
@@ -135,9 +140,7 @@ void Model::compile(const CompileOptions& options) {
         for (const auto& name : metrics[o]) head->metrics.push_back(make_metric(name, *head->loss, shapes[o]));
         heads.push_back(std::move(head));
     }
-    heads_ = std::move(heads);
-    optimizer_ = std::move(new_optimizer);
-    compile_options_ = options;
+    return heads;
 }
 
 void Model::require_ready(const char* method) const {
@@ -285,10 +288,7 @@ History Model::fit_rows(const std::vector<InputRows>& x, const std::vector<xt::x
     for (std::size_t i = 0; i < options.callbacks.size(); ++i) {
         if (!options.callbacks[i]) throw ValueError("fit: callback " + std::to_string(i) + " is null");
     }
-    if (!built() && x.size() == 1 && x[0].dimension() > 0) {
-        connect_stack(sample_shape(x[0]), thread_generator());
-        compile(compile_options_);
-    }
+    if (!built() && x.size() == 1 && x[0].dimension() > 0) connect_stack(sample_shape(x[0]), thread_generator());
     check_inputs("fit", x);
     const std::vector<xt::xarray<float>> targets = prepare_targets("fit", x, y);
     const std::size_t n = x[0].count();

@@ -278,6 +278,8 @@ private:
     class Totals;
 
     void set_graph(const std::vector<SymbolicTensor>& inputs, const std::vector<SymbolicTensor>& outputs);
+    /// Each output's loss, weight and metrics from compile()'s settings, once the outputs are known.
+    std::vector<std::unique_ptr<Head>> make_heads(const CompileOptions& options) const;
     /// Runs the plan; with `split`, each output stops before its activation (for the losses).
     std::vector<SplitOutput> run(const std::vector<Tensor>& inputs, bool training, bool split) const;
     /// The arrays of `named` in the order of `names`; a ValueError for a missing or unknown name.
