@@ -8,6 +8,7 @@
 
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
+#include <xtensor/xmath.hpp>
 #include <xtensor/xsort.hpp>
 #include <xtensor/xview.hpp>
 #include <xtnn/xtnn.hpp>
@@ -45,10 +46,19 @@ std::pair<xt::xarray<float>, std::vector<std::string>> load_images(const std::st
     return {xt::view(idx.to_float(), xt::range(first, end)), names};
 }
 
+// A model that starts with Rescaling (as tiny_resnet: Rescaling(1.0 / 255)) takes pixel values
+// 0..255 as the files hold them; the others take them in [0, 1].
+bool takes_raw_pixels(const xtnn::Model& model) {
+    for (const auto& call : model.layer_calls()) {
+        if (call->inputs.size() == 1 && call->inputs[0] == model.inputs()[0]) return call->layer->class_name() == "Rescaling";
+    }
+    return false;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
-    CLI::App app{"Classify images with a model saved by Sequential::save()"};
+    CLI::App app{"Classify images with a model saved by Model::save()"};
     std::string model_path;
     std::vector<std::string> inputs;
     std::size_t first = 0;
@@ -60,12 +70,13 @@ int main(int argc, char** argv) {
     CLI11_PARSE(app, argc, argv);
 
     try {
-        xtnn::Sequential model = xtnn::load_model(model_path);
+        xtnn::Model model = xtnn::load_model(model_path);
         const xtnn::Shape input_shape = model.input_shape();
         for (const auto& input : inputs) {
             auto [images, names] = load_images(input, first, count);
             const std::size_t pixels = images.size() / images.shape()[0];
             if (input_shape.size() == 1 && input_shape[0] == pixels) images.reshape({images.shape()[0], pixels});
+            if (takes_raw_pixels(model)) images = xt::round(images * 255.0f);
             const xt::xarray<float> probabilities = model.predict(images);
             const auto classes = xt::argmax(probabilities, 1);
             for (std::size_t i = 0; i < names.size(); ++i) {

@@ -645,7 +645,7 @@ TEST_CASE("Sequential gives the values recorded before it was built on Model") {
 
 TEST_CASE("a Sequential compiled before it is built gets its loss and metrics when the first call builds it") {
     for (int first : {0, 1, 2}) {
-        INFO("built by " << (first == 0 ? "predict" : first == 1 ? "evaluate after build()" : "fit"));
+        INFO("built by " << std::string(first == 0 ? "predict" : first == 1 ? "build()" : "fit"));
         set_random_seed(31);
         Sequential model;
         model.add(Dense(4, "relu"));
