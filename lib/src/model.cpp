@@ -147,10 +147,11 @@ void Model::set_graph(const std::vector<SymbolicTensor>& inputs, const std::vect
     for (const auto& step : plan->steps) {
         for (auto slot : step.inputs) plan->read[slot] = true;
     }
+    plan->is_output.assign(calls.size(), false);
+    for (auto slot : plan->output_slots) plan->is_output[slot] = true;
     // A value is released after the last step that reads it, unless it is an output.
-    const std::set<std::size_t> kept(plan->output_slots.begin(), plan->output_slots.end());
     for (std::size_t slot = 0; slot < calls.size(); ++slot) {
-        if (plan->read[slot] && !kept.count(slot)) plan->steps[last_reader[slot]].release.push_back(slot);
+        if (plan->read[slot] && !plan->is_output[slot]) plan->steps[last_reader[slot]].release.push_back(slot);
     }
 
     layers_.clear();
@@ -167,17 +168,17 @@ std::vector<SplitOutput> Model::run(const std::vector<Tensor>& inputs, bool trai
     const Plan& plan = *plan_;
     std::vector<std::optional<Tensor>> slots(plan.slot_count);
     for (std::size_t i = 0; i < inputs.size(); ++i) slots[plan.input_slots[i]] = inputs[i];
-    std::map<std::size_t, SplitOutput> split_outputs;
-    const std::set<std::size_t> output_slots(plan.output_slots.begin(), plan.output_slots.end());
+    // What a split output's layer exposes before its activation, by slot.
+    std::vector<std::optional<SplitOutput>> split_outputs(split ? plan.slot_count : 0);
     std::vector<Tensor> arguments;
     for (const auto& step : plan.steps) {
         arguments.clear();
         for (auto slot : step.inputs) arguments.push_back(*slots[slot]);
-        if (split && output_slots.count(step.output)) {
+        if (split && plan.is_output[step.output]) {
             SplitOutput result = step.layer->call_split(arguments, training);
             // An output that other layers read too is passed on activated.
             if (plan.read[step.output]) slots[step.output] = result.activated();
-            split_outputs.emplace(step.output, std::move(result));
+            split_outputs[step.output] = std::move(result);
         } else {
             slots[step.output] = step.layer->call_inputs(arguments, training);
         }
@@ -185,8 +186,7 @@ std::vector<SplitOutput> Model::run(const std::vector<Tensor>& inputs, bool trai
     }
     std::vector<SplitOutput> results;
     for (auto slot : plan.output_slots) {
-        auto found = split_outputs.find(slot);
-        results.push_back(found != split_outputs.end() ? found->second : SplitOutput{*slots[slot], "linear"});
+        results.push_back(split && split_outputs[slot] ? *split_outputs[slot] : SplitOutput{*slots[slot], "linear"});
     }
     return results;
 }

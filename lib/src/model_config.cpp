@@ -8,6 +8,7 @@
 
 #include <fmt/format.h>
 
+#include "model_internals.hpp"
 #include "xtnn/json.hpp"
 #include "xtnn/layers.hpp"
 #include "xtnn/sequential.hpp"
@@ -24,14 +25,6 @@ nlohmann::json batch_shape_json(const Shape& shape) {
     nlohmann::json dims = nlohmann::json::array({nullptr});
     for (auto extent : shape) dims.push_back(extent);
     return dims;
-}
-
-// Which call of its layer each call is, counted within the model (Keras's node_index).
-std::map<const LayerCall*, std::size_t> node_indices(const std::vector<std::shared_ptr<const LayerCall>>& calls) {
-    std::map<const Layer*, std::size_t> counts;
-    std::map<const LayerCall*, std::size_t> indices;
-    for (const auto& call : calls) indices[call.get()] = counts[call->layer.get()]++;
-    return indices;
 }
 
 }  // namespace

@@ -1,6 +1,7 @@
 #pragma once
 // The parts of Model that its source files share and its users need not see.
 
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -26,8 +27,9 @@ struct Model::Plan {
     std::vector<std::size_t> input_slots;
     std::vector<Step> steps;
     std::vector<std::size_t> output_slots;
-    /// Whether some step reads the slot.
+    /// Whether some step reads the slot, and whether it is one of the model's outputs.
     std::vector<bool> read;
+    std::vector<bool> is_output;
 };
 
 /// One output's training settings: its loss, the weight of that loss in the total, its metrics.
@@ -37,5 +39,14 @@ struct Model::Head {
     double weight = 1.0;
     std::vector<std::unique_ptr<Metric>> metrics;
 };
+
+/// Which call of its layer each call is, counted within the model (Keras's node_index): what
+/// configs and the summary name a layer's output by, "dense[1][0]".
+inline std::map<const LayerCall*, std::size_t> node_indices(const std::vector<std::shared_ptr<const LayerCall>>& calls) {
+    std::map<const Layer*, std::size_t> counts;
+    std::map<const LayerCall*, std::size_t> indices;
+    for (const auto& call : calls) indices[call.get()] = counts[call->layer.get()]++;
+    return indices;
+}
 
 }  // namespace xtnn

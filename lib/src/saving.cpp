@@ -248,16 +248,29 @@ void restore_training(Model& model, const safetensors::ParsedFile& file, const s
     CompileOptions compile{.loss = names(config["loss"], "loss"),
                            .optimizer = OptimizerSpec::from_config(config["optimizer"]),
                            .metrics = names(config["metrics"], "metrics")};
-    if (config.contains("metrics_by_output")) {
-        if (!config["metrics_by_output"].is_object()) fail(what, "training_config metrics_by_output must be an object");
-        for (const auto& [output, list] : config["metrics_by_output"].items()) compile.metrics_by_output[output] = names(list, "metrics_by_output");
-    }
+    auto number = [&](const nlohmann::json& value, const char* field) {
+        if (!value.is_number()) fail(what, std::string("training_config ") + field + " must hold numbers, got " + json::excerpt(value));
+        return value.get<double>();
+    };
+    // The per-output fields are objects keyed by output name; compile() checks the names.
+    auto each_output = [&](const char* field, auto read) {
+        if (!config.contains(field)) return;
+        if (!config[field].is_object()) fail(what, std::string("training_config ") + field + " must be an object");
+        for (const auto& [output, value] : config[field].items()) read(output, value);
+    };
+    each_output("loss_by_output", [&](const std::string& output, const nlohmann::json& value) {
+        if (!value.is_string()) fail(what, "training_config loss_by_output must hold names, got " + json::excerpt(value));
+        compile.loss_by_output[output] = value.get<std::string>();
+    });
+    each_output("metrics_by_output", [&](const std::string& output, const nlohmann::json& value) {
+        compile.metrics_by_output[output] = names(value, "metrics_by_output");
+    });
+    each_output("loss_weights_by_output", [&](const std::string& output, const nlohmann::json& value) {
+        compile.loss_weights_by_output[output] = number(value, "loss_weights_by_output");
+    });
     if (config.contains("loss_weights")) {
         if (!config["loss_weights"].is_array()) fail(what, "training_config loss_weights must be a list of numbers");
-        for (const auto& weight : config["loss_weights"]) {
-            if (!weight.is_number()) fail(what, "training_config loss_weights must be numbers, got " + json::excerpt(weight));
-            compile.loss_weights.push_back(weight.get<double>());
-        }
+        for (const auto& weight : config["loss_weights"]) compile.loss_weights.push_back(number(weight, "loss_weights"));
     }
     model.compile(compile);
 
@@ -338,25 +351,14 @@ std::vector<std::uint8_t> model_to_bytes(Model& model) {
     if (model.compiled()) {
         const Optimizer& optimizer = *model.optimizer();
         const CompileOptions& compile = model.compile_options();
-        nlohmann::json training = {{"loss", compile.loss}, {"metrics", compile.metrics}, {"optimizer", optimizer.config()}};
-        if (compile.loss.size() == 1) training["loss"] = compile.loss[0];
-        if (!compile.loss_by_output.empty()) {
-            nlohmann::json per_output = nlohmann::json::array();
-            for (const auto& output : model.output_names()) per_output.push_back(compile.loss_by_output.at(output));
-            training["loss"] = per_output;
-        }
+        // compile()'s settings as given; one loss for every output is written as a name.
+        nlohmann::json training = {{"loss", compile.loss.size() == 1 ? nlohmann::json(compile.loss[0]) : nlohmann::json(compile.loss)},
+                                   {"metrics", compile.metrics},
+                                   {"optimizer", optimizer.config()}};
+        if (!compile.loss_by_output.empty()) training["loss_by_output"] = compile.loss_by_output;
         if (!compile.metrics_by_output.empty()) training["metrics_by_output"] = compile.metrics_by_output;
-        if (!compile.loss_weights.empty() || !compile.loss_weights_by_output.empty()) {
-            nlohmann::json weights = nlohmann::json::array();
-            const auto outputs = model.output_names();
-            for (std::size_t o = 0; o < outputs.size(); ++o) {
-                const auto found = compile.loss_weights_by_output.find(outputs[o]);
-                weights.push_back(!compile.loss_weights.empty()                ? compile.loss_weights[o]
-                                  : found != compile.loss_weights_by_output.end() ? found->second
-                                                                                 : 1.0);
-            }
-            training["loss_weights"] = weights;
-        }
+        if (!compile.loss_weights.empty()) training["loss_weights"] = compile.loss_weights;
+        if (!compile.loss_weights_by_output.empty()) training["loss_weights_by_output"] = compile.loss_weights_by_output;
         metadata.emplace_back("training_config", training.dump());
         metadata.emplace_back("optimizer_iterations", std::to_string(optimizer.iterations()));
         const auto keys = weight_keys(model);

@@ -7,8 +7,9 @@
 
 #include <fmt/format.h>
 
-#include "xtnn/model.hpp"
+#include "model_internals.hpp"
 #include "xtnn/layer.hpp"
+#include "xtnn/model.hpp"
 
 namespace xtnn {
 
@@ -84,7 +85,9 @@ std::vector<Row> stack_rows(const Model& model) {
 std::vector<Row> graph_rows(const Model& model) {
     std::vector<Row> rows;
     std::map<const Layer*, std::size_t> row_of;
-    for (const auto& call : model.layer_calls()) {
+    const auto calls = model.layer_calls();
+    const auto node_index = node_indices(calls);
+    for (const auto& call : calls) {
         const Layer& layer = *call->layer;
         if (!row_of.count(&layer)) {
             row_of[&layer] = rows.size();
@@ -93,12 +96,8 @@ std::vector<Row> graph_rows(const Model& model) {
         }
         Row& row = rows[row_of[&layer]];
         for (const auto& input : call->inputs) {
-            std::size_t node = 0;
-            for (const auto& earlier : model.layer_calls()) {
-                if (earlier.get() == &input.producer()) break;
-                if (earlier->layer.get() == &input.layer()) ++node;
-            }
-            row.connected_to += (row.connected_to.empty() ? "" : ", ") + input.name() + "[" + std::to_string(node) + "][0]";
+            row.connected_to += (row.connected_to.empty() ? "" : ", ") + input.name() + "[" +
+                                std::to_string(node_index.at(&input.producer())) + "][0]";
         }
     }
     return rows;
