@@ -7,6 +7,7 @@ packages=(
   cmake ninja-build g++ pkg-config
   libxtensor-dev xtl-dev libxsimd-dev libopenblas-dev
   doctest-dev libfmt-dev zlib1g-dev nlohmann-json3-dev libcli11-dev
+  libhdf5-dev libzip-dev
   "$@"
 )
 

@@ -8,8 +8,11 @@
 #include <fmt/format.h>
 #include <zlib.h>
 
-#include "xtnn/json.hpp"
+#include "keras/hdf5.hpp"
+#include "keras/keras_files.hpp"
+#include "keras/zip.hpp"
 #include "xtnn/io.hpp"
+#include "xtnn/json.hpp"
 #include "xtnn/random.hpp"
 #include "xtnn/safetensors.hpp"
 
@@ -46,8 +49,6 @@ std::string looks_like(std::span<const std::uint8_t> bytes) {
         return bytes.size() >= signature.size() && std::memcmp(bytes.data(), signature.data(), signature.size()) == 0;
     };
     if (starts("\x89PNG")) return " (looks like a PNG image)";
-    if (starts("PK\x03\x04")) return " (looks like a ZIP archive, such as a Keras .keras file)";
-    if (starts("\x89HDF")) return " (looks like an HDF5 file, such as a Keras .h5 file)";
     if (starts("\x1f\x8b")) return " (looks gzip-compressed)";
     if (bytes.size() >= 2 && bytes[0] == 0x80 && bytes[1] >= 2 && bytes[1] <= 5) return " (looks like a Python pickle)";
     if (bytes.size() > 9 && bytes[8] == '{') return " (a safetensors file not written by xtnn)";
@@ -386,6 +387,8 @@ std::vector<std::uint8_t> model_to_bytes(Model& model) {
 
 Model load_model_from_bytes(std::span<const std::uint8_t> bytes, const std::string& name, const LoadOptions& options) {
     const std::string what = "model file '" + name + "'";
+    if (zip::has_signature(bytes)) return keras::load_archive(bytes, what, options);
+    if (hdf5::has_signature(bytes)) return keras::load_legacy_h5(bytes, what, options);
     const safetensors::ParsedFile file = open_container(bytes, what);
     if (metadata_field(file, "format", what) != model_format) {
         fail(what, "holds only weights (written by save_weights); load them into a model with load_weights()");
@@ -449,10 +452,37 @@ std::vector<std::uint8_t> reseal_model_file(std::span<const std::uint8_t> bytes)
     return serialize_with_checksum(std::move(metadata), tensors);
 }
 
-void Model::save(const std::string& path) { io::write_file_atomically(path, model_to_bytes(*this)); }
+std::vector<std::uint8_t> model_to_keras_bytes(Model& model) { return keras::archive_bytes(model); }
+
+namespace {
+
+bool ends_with(const std::string& text, std::string_view suffix) {
+    return text.size() >= suffix.size() && text.compare(text.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+}  // namespace
+
+void Model::save(const std::string& path) {
+    if (ends_with(path, ".keras")) {
+        io::write_file_atomically(path, keras::archive_bytes(*this));
+        return;
+    }
+    if (ends_with(path, ".h5")) {
+        throw ValueError("save: '" + path + "': xtnn reads Keras 2's .h5 model files but writes Keras 3's .keras (or .xtnn); "
+                         "for weights alone, save_weights to a name ending in .weights.h5");
+    }
+    io::write_file_atomically(path, model_to_bytes(*this));
+}
 
 void Model::save_weights(const std::string& path) const {
     if (!built()) throw ValueError("save_weights: model '" + name_ + "' is not built");
+    if (ends_with(path, ".weights.h5")) {
+        io::write_file_atomically(path, keras::weights_h5_bytes(*this));
+        return;
+    }
+    if (ends_with(path, ".h5")) {
+        throw ValueError("save_weights: '" + path + "': Keras's weights files are named *.weights.h5 (or use .xtnn)");
+    }
     require_finite_weights(*this, "save_weights", false);
     const std::vector<std::pair<std::string, std::string>> metadata = {
         {"format", weights_format}, {"format_version", std::to_string(model_format_version)}};
@@ -463,6 +493,10 @@ void Model::load_weights(const std::string& path) {
     if (!built()) throw ValueError("load_weights: model '" + name_ + "' is not built, so its weight shapes are unknown");
     const std::string what = "weights file '" + path + "'";
     const auto bytes = io::read_file(path, "weights file");
+    if (zip::has_signature(bytes) || hdf5::has_signature(bytes)) {
+        keras::load_weights(*this, bytes, what);
+        return;
+    }
     const safetensors::ParsedFile file = open_container(bytes, what);
     std::set<std::string> used;
     auto values = read_weights(*this, file, what, used);

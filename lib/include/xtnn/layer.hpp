@@ -107,6 +107,9 @@ public:
     /// moving_mean, moving_variance); handles share the layer's storage.
     std::vector<Tensor> weights() const;
     std::vector<std::string> weight_names() const;
+    /// For each of weights(): whether it was created trainable (true for a frozen layer's kernel,
+    /// false for moving statistics). Keras saves the ones created trainable first.
+    std::vector<bool> weights_created_trainable() const;
     /// The weights fit updates: those created trainable, none while the layer is frozen.
     std::vector<Tensor> trainable_weights() const;
     /// The rest: state such as moving statistics, and every weight of a frozen layer.

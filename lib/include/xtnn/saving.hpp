@@ -19,15 +19,24 @@ inline constexpr int model_format_version = 1;
 
 struct LoadOptions {
     /// Also set thread_generator() to its state when the file was saved, so a resumed fit()
-    /// shuffles and drops out exactly as the uninterrupted run would have.
+    /// shuffles and drops out exactly as the uninterrupted run would have (xtnn files only).
     bool restore_random_state = false;
+    /// Compile the model as the file says (loss, metrics, optimizer); false loads it
+    /// uncompiled, as Keras's load_model(compile=False), for a file whose settings xtnn lacks.
+    bool compile = true;
 };
 
 /// The model file's bytes: what Model::save() writes.
 std::vector<std::uint8_t> model_to_bytes(Model& model);
 
-/// Reads a file written by Model::save(): architecture, weights, and, when the model was
-/// compiled, loss, metrics and optimizer with its state, ready for fit() to continue.
+/// The `.keras` archive of `model` (Keras 3's format): what Model::save() writes to a path
+/// ending in ".keras". docs/keras-files.md says what Keras reads of it.
+std::vector<std::uint8_t> model_to_keras_bytes(Model& model);
+
+/// Reads a model file, whatever its name: xtnn's own (written by Model::save(): architecture,
+/// weights and, when the model was compiled, loss, metrics and optimizer with its state, ready
+/// for fit() to continue), a Keras 3 `.keras` archive or a Keras 2 `.h5` file (architecture,
+/// weights, and compile settings when the file has them). The format is told by the bytes.
 Model load_model(const std::string& path, const LoadOptions& options = {});
 /// The same from bytes in memory; `name` is used in errors.
 Model load_model_from_bytes(std::span<const std::uint8_t> bytes, const std::string& name = "<memory>",

@@ -139,6 +139,12 @@ std::vector<std::string> Layer::weight_names() const {
     return names;
 }
 
+std::vector<bool> Layer::weights_created_trainable() const {
+    std::vector<bool> flags;
+    for (const auto& weight : weights_) flags.push_back(weight.trainable);
+    return flags;
+}
+
 std::vector<Tensor> Layer::trainable_weights() const {
     std::vector<Tensor> selected;
     for (const auto& weight : weights_) {

@@ -1,0 +1,652 @@
+#include "keras/keras_files.hpp"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <ctime>
+#include <map>
+#include <set>
+
+#include <fmt/format.h>
+
+#include "keras/hdf5.hpp"
+#include "keras/zip.hpp"
+#include "xtnn/json.hpp"
+#include "xtnn/losses.hpp"
+#include "xtnn/metrics.hpp"
+
+namespace xtnn::keras {
+
+namespace {
+
+constexpr const char* config_entry = "config.json";
+constexpr const char* metadata_entry = "metadata.json";
+constexpr const char* weights_entry = "model.weights.h5";
+constexpr std::uint64_t max_json_bytes = std::uint64_t(64) << 20;
+// Beyond the weights (float64 at most), a Keras weights file holds the optimizer's slots (two a
+// weight for Adam) and HDF5's own structures.
+constexpr std::uint64_t weights_file_bytes_per_element = 8 * 4;
+constexpr std::uint64_t weights_file_overhead = std::uint64_t(16) << 20;
+// The Keras version whose format archive_bytes follows (metadata.json's "keras_version").
+constexpr const char* keras_format_version = "3.3.3";
+constexpr const char* skip_compile_hint = "; load with LoadOptions{.compile = false} to leave the model uncompiled";
+
+[[noreturn]] void fail(const std::string& what, const std::string& problem) { throw IoError(what + ": " + problem); }
+
+std::string join(const std::vector<std::string>& names, std::size_t limit = 12) {
+    std::string text;
+    for (std::size_t i = 0; i < names.size() && i < limit; ++i) text += (i ? ", " : "") + names[i];
+    if (names.size() > limit) text += fmt::format(", ... ({} in all)", names.size());
+    return text.empty() ? "none" : text;
+}
+
+std::string lower(std::string text) {
+    for (char& c : text) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    return text;
+}
+
+std::string describe(const Layer& layer) { return fmt::format("layer '{}' ({})", layer.name(), layer.class_name()); }
+
+// Indices into layer.weights() in the order Keras saves them: created trainable first.
+std::vector<std::size_t> keras_weight_order(const Layer& layer) {
+    const auto trainable = layer.weights_created_trainable();
+    std::vector<std::size_t> order;
+    for (bool pass : {true, false}) {
+        for (std::size_t i = 0; i < trainable.size(); ++i) {
+            if (trainable[i] == pass) order.push_back(i);
+        }
+    }
+    return order;
+}
+
+Shape shape_of(const Tensor& weight) { return Shape(weight.shape().begin(), weight.shape().end()); }
+
+xt::xarray<float> read_weight(const hdf5::Reader& file, const std::string& path, const Shape& shape, const Layer& layer) {
+    std::vector<float> values;
+    try {
+        values = file.read_floats(path, shape);
+    } catch (const IoError& e) {
+        throw IoError(std::string(e.what()) + ", for " + describe(layer));
+    }
+    for (std::size_t i = 0; i < values.size(); ++i) {
+        if (!std::isfinite(values[i])) {
+            fail(file.what(), fmt::format("dataset '{}' of {} holds {} at flat index {}; xtnn refuses non-finite weights", path,
+                                          describe(layer), values[i], i));
+        }
+    }
+    xt::xarray<float> array = xt::empty<float>(shape);
+    std::copy(values.begin(), values.end(), array.begin());
+    return array;
+}
+
+// The values of every weight in Model::weights() order, from each layer's values.
+std::vector<xt::xarray<float>> in_model_order(const Model& model, std::map<const Layer*, std::vector<xt::xarray<float>>>& by_layer) {
+    std::vector<xt::xarray<float>> values;
+    for (const auto& layer : model.layers()) {
+        auto& own = by_layer[layer.get()];
+        for (auto& value : own) values.push_back(std::move(value));
+    }
+    return values;
+}
+
+// Keras 3's layout: layers/<path>/vars/<i>.
+std::vector<xt::xarray<float>> read_keras3_weights(const Model& model, const hdf5::Reader& file) {
+    const auto layers = saving_order(model);
+    const auto paths = layer_paths(layers);
+    std::map<const Layer*, std::vector<xt::xarray<float>>> by_layer;
+    std::set<std::string> known_paths(paths.begin(), paths.end());
+    for (std::size_t i = 0; i < layers.size(); ++i) {
+        const Layer& layer = *layers[i];
+        const auto weights = layer.weights();
+        const std::string vars = paths[i] + "/vars";
+        const auto stored = file.has_group(vars) ? file.members(vars) : std::vector<std::string>{};
+        if (stored.size() != weights.size()) {
+            if (weights.size() > 0 && !file.has_group(vars)) {
+                std::vector<std::string> present = file.has_group("layers") ? file.members("layers") : std::vector<std::string>{};
+                fail(file.what(), fmt::format("no weights for {} at '{}'; the file has weights for: {}", describe(layer), vars,
+                                              join(present)));
+            }
+            fail(file.what(), fmt::format("'{}' holds {} variables but {} has {} ({})", vars, stored.size(), describe(layer),
+                                          weights.size(), join(layer.weight_names())));
+        }
+        auto& values = by_layer[&layer];
+        values.resize(weights.size());
+        const auto order = keras_weight_order(layer);
+        for (std::size_t k = 0; k < order.size(); ++k) {
+            const std::string path = vars + "/" + std::to_string(k);
+            values[order[k]] = read_weight(file, path, shape_of(weights[order[k]]), layer);
+        }
+    }
+    if (file.has_group("layers")) {
+        for (const auto& member : file.members("layers")) {
+            const std::string path = "layers/" + member;
+            if (!known_paths.count(path) && file.has_group(path + "/vars") && !file.members(path + "/vars").empty()) {
+                fail(file.what(), fmt::format("'{}' holds weights but the model has no layer saved there; its layers are "
+                                              "saved at: {}",
+                                              path, join(paths)));
+            }
+        }
+    }
+    return in_model_order(model, by_layer);
+}
+
+// "conv2d_3/kernel:0" -> "kernel".
+std::string legacy_weight_base(const std::string& name) {
+    std::string base = name.substr(name.rfind('/') == std::string::npos ? 0 : name.rfind('/') + 1);
+    return base.substr(0, base.find(':'));
+}
+
+// Keras 2's layout: the group `root` lists layer_names; each layer's group lists weight_names,
+// the paths of its datasets below the group.
+std::vector<xt::xarray<float>> read_keras2_weights(const Model& model, const hdf5::Reader& file, const std::string& root) {
+    const auto layer_names = file.string_list_attribute(root, "layer_names");
+    if (!layer_names) fail(file.what(), "no 'layer_names' attribute: not a Keras weights file");
+    std::set<std::string> in_file(layer_names->begin(), layer_names->end());
+    std::set<std::string> in_model;
+    std::map<const Layer*, std::vector<xt::xarray<float>>> by_layer;
+    auto group_of = [&](const std::string& name) { return root.empty() ? name : root + "/" + name; };
+    auto stored_names = [&](const std::string& name) {
+        const auto names = file.string_list_attribute(group_of(name), "weight_names");
+        if (!names) fail(file.what(), "layer '" + name + "' has no 'weight_names' attribute");
+        return *names;
+    };
+    for (const auto& layer_pointer : model.layers()) {
+        const Layer& layer = *layer_pointer;
+        in_model.insert(layer.name());
+        const auto weights = layer.weights();
+        if (weights.empty()) continue;
+        if (!in_file.count(layer.name())) {
+            fail(file.what(), fmt::format("no weights for {}; the file has layers: {}", describe(layer), join(*layer_names)));
+        }
+        const auto names = stored_names(layer.name());
+        if (names.size() != weights.size()) {
+            fail(file.what(), fmt::format("layer '{}' holds {} weights ({}) but {} has {} ({})", layer.name(), names.size(),
+                                          join(names), describe(layer), weights.size(), join(layer.weight_names())));
+        }
+        // Keras 2 names weights as xtnn does ("kernel", "moving_mean"); by name when all match,
+        // else in Keras's order.
+        const auto own_names = layer.weight_names();
+        std::vector<std::size_t> target = keras_weight_order(layer);
+        std::vector<std::size_t> by_name;
+        for (const auto& name : names) {
+            const auto found = std::find(own_names.begin(), own_names.end(), legacy_weight_base(name));
+            if (found != own_names.end()) by_name.push_back(static_cast<std::size_t>(found - own_names.begin()));
+        }
+        if (std::set<std::size_t>(by_name.begin(), by_name.end()).size() == weights.size()) target = by_name;
+        auto& values = by_layer[&layer];
+        values.resize(weights.size());
+        for (std::size_t k = 0; k < names.size(); ++k) {
+            values[target[k]] = read_weight(file, group_of(layer.name()) + "/" + names[k], shape_of(weights[target[k]]), layer);
+        }
+    }
+    for (const auto& name : *layer_names) {
+        if (!in_model.count(name) && !stored_names(name).empty()) {
+            fail(file.what(), fmt::format("the file holds weights for layer '{}', which the model does not have", name));
+        }
+    }
+    return in_model_order(model, by_layer);
+}
+
+std::size_t weight_elements(const Model& model) {
+    std::size_t total = 0;
+    for (const auto& weight : model.weights()) total += weight.size();
+    return total;
+}
+
+Model model_from_config(const nlohmann::json& config, std::size_t max_weight_elements, const std::string& what) {
+    // The initial weights are overwritten by the file's: a private generator draws them, so
+    // loading leaves the thread's random stream alone.
+    Generator discarded_initial_weights;
+    try {
+        return Model::from_config(config, {.max_weight_elements = max_weight_elements, .generator = &discarded_initial_weights});
+    } catch (const IoError&) {
+        throw;
+    } catch (const Error& e) {
+        fail(what, std::string("model config: ") + e.what());
+    }
+}
+
+// ---- compile settings, Keras's forms to xtnn's ----
+
+bool is_neutral(const nlohmann::json& value) {
+    return value.is_null() || (value.is_boolean() && !value.get<bool>()) || (value.is_number() && value.get<double>() == 0.0);
+}
+
+OptimizerSpec optimizer_from_keras(const nlohmann::json& keras, const std::string& what) {
+    if (keras.is_string()) return OptimizerSpec(lower(keras.get<std::string>()));
+    if (!keras.is_object() || !keras.contains("class_name") || !keras["class_name"].is_string()) {
+        fail(what, "compile config: the optimizer must be a name or {\"class_name\": ..., \"config\": {...}}, got " +
+                       json::excerpt(keras) + skip_compile_hint);
+    }
+    const std::string name = lower(keras["class_name"].get<std::string>());
+    const nlohmann::json config = keras.contains("config") && keras["config"].is_object() ? keras["config"] : nlohmann::json::object();
+    nlohmann::json converted = {{"name", name}};
+    static const std::set<std::string> hyper_parameters = {"learning_rate", "beta_1", "beta_2", "epsilon", "momentum",
+                                                           "nesterov", "rho"};
+    // Keras's settings xtnn has no use for when they are off.
+    static const std::set<std::string> ignored = {"name", "ema_momentum", "ema_overwrite_frequency", "jit_compile",
+                                                  "is_legacy_optimizer"};
+    for (const auto& [key, value] : config.items()) {
+        const std::string field = key == "lr" ? "learning_rate" : key;
+        if (hyper_parameters.count(field)) {
+            if (!value.is_number() && !value.is_boolean()) {
+                fail(what, fmt::format("compile config: {} '{}' is {}; xtnn takes a number (no schedules){}", name, field,
+                                       json::excerpt(value), skip_compile_hint));
+            }
+            converted[field] = value;
+        } else if (!ignored.count(field) && !is_neutral(value)) {
+            fail(what, fmt::format("compile config: {} sets '{}' to {}, which xtnn does not support{}", name, field,
+                                   json::excerpt(value), skip_compile_hint));
+        }
+    }
+    try {
+        return OptimizerSpec::from_config(converted);
+    } catch (const Error& e) {
+        fail(what, std::string("compile config: ") + e.what() + skip_compile_hint);
+    }
+}
+
+std::string loss_from_keras(const nlohmann::json& keras, const std::string& what) {
+    if (keras.is_string()) return lower(keras.get<std::string>());
+    if (!keras.is_object() || !keras.contains("class_name") || !keras["class_name"].is_string()) {
+        fail(what, "compile config: a loss must be a name or {\"class_name\": ..., \"config\": {...}}, got " +
+                       json::excerpt(keras) + skip_compile_hint);
+    }
+    const nlohmann::json config = keras.contains("config") && keras["config"].is_object() ? keras["config"] : nlohmann::json::object();
+    for (const char* field : {"from_logits", "label_smoothing"}) {
+        if (config.contains(field) && !is_neutral(config[field])) {
+            fail(what, fmt::format("compile config: the loss {} sets '{}' to {}, which xtnn does not support{}",
+                                   keras["class_name"].get<std::string>(), field, json::excerpt(config[field]), skip_compile_hint));
+        }
+    }
+    return snake_case(keras["class_name"].get<std::string>());
+}
+
+std::string metric_from_keras(const nlohmann::json& keras, const std::string& what) {
+    const auto known = metric_names();
+    auto is_known = [&](const std::string& name) { return std::find(known.begin(), known.end(), name) != known.end(); };
+    if (keras.is_string()) return keras.get<std::string>();
+    std::vector<std::string> candidates;
+    if (keras.is_object()) {
+        const nlohmann::json config = keras.contains("config") && keras["config"].is_object() ? keras["config"] : nlohmann::json::object();
+        for (const char* field : {"name", "fn"}) {
+            if (config.contains(field) && config[field].is_string()) candidates.push_back(config[field].get<std::string>());
+        }
+        if (keras.contains("class_name") && keras["class_name"].is_string()) {
+            candidates.push_back(snake_case(keras["class_name"].get<std::string>()));
+        }
+    }
+    for (const auto& name : candidates) {
+        if (is_known(name)) return name;
+    }
+    fail(what, fmt::format("compile config: metric {} is not one xtnn has (known: {}){}", json::excerpt(keras), join(known, 20),
+                           skip_compile_hint));
+}
+
+// Keras's metrics: a list for every output ([["accuracy"]] in Keras 2's files), one list per
+// output, or a map by output name.
+void metrics_from_keras(const nlohmann::json& keras, const Model& model, CompileOptions& compile, const std::string& what) {
+    if (keras.is_null()) return;
+    const auto outputs = model.output_names();
+    auto names = [&](const nlohmann::json& list) {
+        std::vector<std::string> result;
+        if (!list.is_array()) return std::vector<std::string>{metric_from_keras(list, what)};
+        for (const auto& metric : list) result.push_back(metric_from_keras(metric, what));
+        return result;
+    };
+    if (keras.is_object() && !keras.contains("class_name")) {
+        for (const auto& [output, list] : keras.items()) compile.metrics_by_output[output] = names(list);
+        return;
+    }
+    if (!keras.is_array()) fail(what, "compile config: metrics must be a list, got " + json::excerpt(keras) + skip_compile_hint);
+    const bool per_output = !keras.empty() && std::all_of(keras.begin(), keras.end(), [](const auto& m) { return m.is_array(); });
+    if (!per_output) {
+        compile.metrics = names(keras);
+        return;
+    }
+    if (outputs.size() == 1 && keras.size() == 1) {
+        compile.metrics = names(keras[0]);
+        return;
+    }
+    if (keras.size() != outputs.size()) {
+        fail(what, fmt::format("compile config: {} metric lists for {} outputs{}", keras.size(), outputs.size(), skip_compile_hint));
+    }
+    for (std::size_t o = 0; o < outputs.size(); ++o) compile.metrics_by_output[outputs[o]] = names(keras[o]);
+}
+
+// Compiles `model` with Keras's compile settings.
+void compile_from_keras(Model& model, const nlohmann::json& loss, const nlohmann::json& metrics,
+                        const nlohmann::json& loss_weights, const nlohmann::json& optimizer, const std::string& what) {
+    CompileOptions compile{.optimizer = optimizer_from_keras(optimizer, what)};
+    if (loss.is_object() && !loss.contains("class_name")) {
+        for (const auto& [output, value] : loss.items()) compile.loss_by_output[output] = loss_from_keras(value, what);
+    } else if (loss.is_array()) {
+        for (const auto& value : loss) compile.loss.push_back(loss_from_keras(value, what));
+    } else {
+        compile.loss = {loss_from_keras(loss, what)};
+    }
+    metrics_from_keras(metrics, model, compile, what);
+    auto weight = [&](const nlohmann::json& value) {
+        if (!value.is_number()) fail(what, "compile config: loss weights must be numbers, got " + json::excerpt(value) + skip_compile_hint);
+        return value.get<double>();
+    };
+    if (loss_weights.is_array()) {
+        for (const auto& value : loss_weights) compile.loss_weights.push_back(weight(value));
+    } else if (loss_weights.is_object()) {
+        for (const auto& [output, value] : loss_weights.items()) compile.loss_weights_by_output[output] = weight(value);
+    } else if (!loss_weights.is_null()) {
+        fail(what, "compile config: loss_weights must be a list or a map, got " + json::excerpt(loss_weights) + skip_compile_hint);
+    }
+    try {
+        model.compile(compile);
+    } catch (const Error& e) {
+        fail(what, std::string("compile config: ") + e.what() + skip_compile_hint);
+    }
+}
+
+const nlohmann::json& field_or_null(const nlohmann::json& object, const char* key) {
+    static const nlohmann::json null_value;
+    return object.is_object() && object.contains(key) ? object[key] : null_value;
+}
+
+nlohmann::json parse_json(std::span<const std::uint8_t> bytes, const std::string& what) {
+    try {
+        return json::parse(std::string_view(reinterpret_cast<const char*>(bytes.data()), bytes.size()), what);
+    } catch (const ValueError& e) {
+        throw IoError(e.what());
+    }
+}
+
+// ---- writing ----
+
+nlohmann::json batch_shape(const Shape& shape) {
+    nlohmann::json dims = nlohmann::json::array({nullptr});
+    for (auto extent : shape) dims.push_back(extent);
+    return dims;
+}
+
+// The model's config as Keras 3's serialize_keras_object gives it (module, registered_name and,
+// for a Sequential, its InputLayer and build_config).
+nlohmann::json keras3_model_config(const Model& model) {
+    nlohmann::json config = model.get_config(ConfigForm::keras3);
+    config["module"] = "keras";
+    if (!model.is_sequential()) return config;
+    config["registered_name"] = nullptr;
+    auto& body = config["config"];
+    nlohmann::json layers = nlohmann::json::array();
+    layers.push_back({{"module", "keras.layers"},
+                      {"class_name", "InputLayer"},
+                      {"config", {{"batch_shape", batch_shape(model.input_shape())}, {"dtype", "float32"}, {"sparse", false},
+                                  {"name", "input_layer"}}},
+                      {"registered_name", nullptr}});
+    for (auto layer : body["layers"]) {
+        layer["module"] = "keras.layers";
+        layer["registered_name"] = nullptr;
+        layers.push_back(std::move(layer));
+    }
+    body["layers"] = std::move(layers);
+    body["trainable"] = true;
+    body["dtype"] = "float32";
+    config["build_config"] = {{"input_shape", batch_shape(model.input_shape())}};
+    return config;
+}
+
+nlohmann::json keras3_compile_config(const Model& model) {
+    const CompileOptions& compile = model.compile_options();
+    const auto outputs = model.output_names();
+    nlohmann::json optimizer_config = model.optimizer()->config();
+    const std::string name = optimizer_config["name"].get<std::string>();
+    const std::map<std::string, std::string> class_names = {{"adam", "Adam"}, {"sgd", "SGD"}, {"rmsprop", "RMSprop"}};
+    const auto class_name = class_names.count(name) ? class_names.at(name) : name;
+    nlohmann::json loss, metrics, loss_weights;
+    if (outputs.size() == 1) {
+        loss = compile.loss.empty() ? nlohmann::json(compile.loss_by_output.begin()->second) : nlohmann::json(compile.loss[0]);
+        metrics = compile.metrics;
+        if (compile.metrics_by_output.count(outputs[0])) {
+            for (const auto& metric : compile.metrics_by_output.at(outputs[0])) metrics.push_back(metric);
+        }
+    } else {
+        // Keras 3 takes several outputs' settings best by output name.
+        loss = nlohmann::json::object();
+        metrics = nlohmann::json::object();
+        for (std::size_t o = 0; o < outputs.size(); ++o) {
+            const auto& output = outputs[o];
+            loss[output] = compile.loss_by_output.count(output) ? compile.loss_by_output.at(output)
+                                                                : compile.loss[compile.loss.size() == 1 ? 0 : o];
+            nlohmann::json list = compile.metrics;
+            if (compile.metrics_by_output.count(output)) {
+                for (const auto& metric : compile.metrics_by_output.at(output)) list.push_back(metric);
+            }
+            metrics[output] = list;
+        }
+    }
+    if (!compile.loss_weights.empty()) loss_weights = compile.loss_weights;
+    if (!compile.loss_weights_by_output.empty()) loss_weights = compile.loss_weights_by_output;
+    return {{"optimizer", {{"module", "keras.optimizers"}, {"class_name", class_name}, {"config", optimizer_config}, {"registered_name", nullptr}}},
+            {"loss", loss},
+            {"loss_weights", loss_weights},
+            {"metrics", metrics},
+            {"weighted_metrics", nullptr},
+            {"run_eagerly", false},
+            {"steps_per_execution", 1},
+            {"jit_compile", false}};
+}
+
+std::string date_saved() {
+    const std::time_t now = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
+    std::tm local{};
+    localtime_r(&now, &local);
+    char text[32];
+    std::strftime(text, sizeof text, "%Y-%m-%d@%H:%M:%S", &local);
+    return text;
+}
+
+std::span<const std::uint8_t> as_bytes(const std::string& text) {
+    return {reinterpret_cast<const std::uint8_t*>(text.data()), text.size()};
+}
+
+void require_savable(const Model& model, const char* method) {
+    if (!model.built()) throw ValueError(fmt::format("{}: model '{}' is not built", method, model.name()));
+    if (const auto problem = model.non_finite_weight()) {
+        throw ValueError(fmt::format("{}: model '{}' is not saved: its {}; the existing file, if any, is unchanged", method,
+                                     model.name(), *problem));
+    }
+}
+
+}  // namespace
+
+std::vector<std::shared_ptr<Layer>> saving_order(const Model& model) {
+    std::vector<std::shared_ptr<Layer>> order;
+    if (model.is_sequential()) {
+        for (const auto& layer : model.layers()) {
+            if (layer->class_name() != "InputLayer") order.push_back(layer);
+        }
+        return order;
+    }
+    // Keras's map_graph: a depth-first walk back from each output numbers the layers as it meets
+    // them; a call's depth is the longest path from it to an output; layers go by decreasing
+    // depth (a shared layer at its deepest call), ties by their number.
+    std::map<const LayerCall*, std::size_t> depth;
+    std::map<const Layer*, long> first_seen;
+    std::vector<const LayerCall*> finished_order;
+    std::set<const LayerCall*> finished;
+    const auto& inputs = model.inputs();
+    auto is_model_input = [&](const LayerCall* call) {
+        return std::any_of(inputs.begin(), inputs.end(), [&](const SymbolicTensor& t) { return &t.producer() == call; });
+    };
+    std::vector<std::pair<const LayerCall*, std::size_t>> stack;
+    for (const auto& output : model.outputs()) {
+        stack.push_back({&output.producer(), 0});
+        while (!stack.empty()) {
+            auto& [call, next_input] = stack.back();
+            if (next_input == 0) {
+                if (finished.count(call)) {
+                    stack.pop_back();
+                    continue;
+                }
+                first_seen.emplace(call->layer.get(), static_cast<long>(first_seen.size()));
+            }
+            if (!is_model_input(call) && next_input < call->inputs.size()) {
+                const LayerCall* parent = &call->inputs[next_input++].producer();
+                stack.push_back({parent, 0});
+                continue;
+            }
+            if (finished.insert(call).second) finished_order.push_back(call);
+            stack.pop_back();
+        }
+    }
+    std::map<const Layer*, std::size_t> layer_depth;
+    for (auto it = finished_order.rbegin(); it != finished_order.rend(); ++it) {
+        const LayerCall* call = *it;
+        std::size_t d = std::max(depth[call], layer_depth[call->layer.get()]);
+        layer_depth[call->layer.get()] = d;
+        depth[call] = d;
+        if (is_model_input(call)) continue;
+        for (const auto& input : call->inputs) depth[&input.producer()] = std::max(depth[&input.producer()], d + 1);
+    }
+    for (const auto& input : inputs) {
+        const Layer* layer = &input.layer();
+        if (!layer_depth.count(layer)) {
+            // Keras numbers an input that no output needs -1.
+            layer_depth[layer] = 0;
+            first_seen[layer] = -1;
+        }
+    }
+    for (const auto& layer : model.layers()) {
+        if (layer_depth.count(layer.get())) order.push_back(layer);
+    }
+    std::stable_sort(order.begin(), order.end(), [&](const auto& a, const auto& b) {
+        const auto da = layer_depth.at(a.get()), db = layer_depth.at(b.get());
+        if (da != db) return da > db;
+        return first_seen.at(a.get()) < first_seen.at(b.get());
+    });
+    return order;
+}
+
+std::vector<std::string> layer_paths(const std::vector<std::shared_ptr<Layer>>& layers) {
+    std::map<std::string, std::size_t> used;
+    std::vector<std::string> paths;
+    for (const auto& layer : layers) {
+        const std::string base = snake_case(layer->class_name());
+        const auto found = used.find(base);
+        if (found == used.end()) {
+            used[base] = 0;
+            paths.push_back("layers/" + base);
+        } else {
+            paths.push_back(fmt::format("layers/{}_{}", base, ++found->second));
+        }
+    }
+    return paths;
+}
+
+Model load_archive(std::span<const std::uint8_t> bytes, const std::string& what, const LoadOptions& options) {
+    const zip::Reader archive(bytes, what);
+    if (!archive.contains(config_entry)) fail(what, "the archive has no config.json: not a Keras model file");
+    if (!archive.contains(weights_entry)) {
+        fail(what, archive.contains("model.weights.npz")
+                       ? "its weights are in model.weights.npz; xtnn reads Keras's default model.weights.h5"
+                       : "the archive has no model.weights.h5");
+    }
+    const nlohmann::json config = parse_json(archive.read(config_entry, max_json_bytes), what + " config.json");
+    if (archive.contains(metadata_entry)) parse_json(archive.read(metadata_entry, max_json_bytes), what + " metadata.json");
+    std::uint64_t weights_size = 0;
+    for (const auto& entry : archive.entries()) {
+        if (entry.name == weights_entry) weights_size = entry.size;
+    }
+    Model model = model_from_config(config, static_cast<std::size_t>(weights_size / 2), what);
+    if (!model.built()) fail(what, "config.json gives no input shape, so the weights cannot be placed");
+    const auto weights_bytes = archive.read(weights_entry, weights_file_overhead + weights_file_bytes_per_element * weight_elements(model));
+    const hdf5::Reader weights(weights_bytes, what + " model.weights.h5");
+    model.set_weights(read_keras3_weights(model, weights));
+    const auto& compile_config = field_or_null(config, "compile_config");
+    if (options.compile && compile_config.is_object()) {
+        compile_from_keras(model, field_or_null(compile_config, "loss"), field_or_null(compile_config, "metrics"),
+                           field_or_null(compile_config, "loss_weights"), field_or_null(compile_config, "optimizer"), what);
+    }
+    return model;
+}
+
+Model load_legacy_h5(std::span<const std::uint8_t> bytes, const std::string& what, const LoadOptions& options) {
+    const hdf5::Reader file(bytes, what);
+    const auto model_config = file.string_attribute("", "model_config");
+    if (!model_config) {
+        if (file.string_list_attribute("", "layer_names")) {
+            fail(what, "holds only weights (Keras's save_weights): build the model and call load_weights()");
+        }
+        if (file.has_group("layers")) fail(what, "holds only weights (Keras 3's .weights.h5): build the model and call load_weights()");
+        fail(what, "an HDF5 file without the 'model_config' attribute of a Keras model file");
+    }
+    if (model_config->size() > max_json_bytes) fail(what, fmt::format("model_config is {} bytes", model_config->size()));
+    const nlohmann::json config = parse_json(as_bytes(*model_config), what + " model_config");
+    Model model = model_from_config(config, bytes.size() / 2, what);
+    if (!model.built()) fail(what, "model_config gives no input shape, so the weights cannot be placed");
+    if (!file.has_group("model_weights")) fail(what, "no 'model_weights' group");
+    model.set_weights(read_keras2_weights(model, file, "model_weights"));
+    if (options.compile) {
+        if (const auto training = file.string_attribute("", "training_config")) {
+            if (training->size() > max_json_bytes) fail(what, fmt::format("training_config is {} bytes", training->size()));
+            const nlohmann::json settings = parse_json(as_bytes(*training), what + " training_config");
+            const auto& weighted = field_or_null(settings, "weighted_metrics");
+            if (!weighted.is_null() && !(weighted.is_array() && weighted.empty())) {
+                fail(what, std::string("compile config: weighted_metrics are not supported") + skip_compile_hint);
+            }
+            compile_from_keras(model, field_or_null(settings, "loss"), field_or_null(settings, "metrics"),
+                               field_or_null(settings, "loss_weights"), field_or_null(settings, "optimizer_config"), what);
+        }
+    }
+    return model;
+}
+
+void load_weights(Model& model, std::span<const std::uint8_t> bytes, const std::string& what) {
+    if (zip::has_signature(bytes)) {
+        const zip::Reader archive(bytes, what);
+        const auto weights_bytes =
+            archive.read(weights_entry, weights_file_overhead + weights_file_bytes_per_element * weight_elements(model));
+        const hdf5::Reader file(weights_bytes, what + " model.weights.h5");
+        model.set_weights(read_keras3_weights(model, file));
+        return;
+    }
+    const hdf5::Reader file(bytes, what);
+    if (file.has_group("model_weights")) {
+        model.set_weights(read_keras2_weights(model, file, "model_weights"));
+    } else if (file.string_list_attribute("", "layer_names")) {
+        model.set_weights(read_keras2_weights(model, file, ""));
+    } else {
+        model.set_weights(read_keras3_weights(model, file));
+    }
+}
+
+std::vector<std::uint8_t> weights_h5_bytes(const Model& model) {
+    require_savable(model, "save_weights");
+    hdf5::Writer file;
+    const auto layers = saving_order(model);
+    const auto paths = layer_paths(layers);
+    for (std::size_t i = 0; i < layers.size(); ++i) {
+        const auto weights = layers[i]->weights();
+        file.create_group(paths[i] + "/vars");
+        const auto order = keras_weight_order(*layers[i]);
+        for (std::size_t k = 0; k < order.size(); ++k) {
+            const xt::xarray<float> value = weights[order[k]].value();
+            file.write_floats(fmt::format("{}/vars/{}", paths[i], k), shape_of(weights[order[k]]),
+                              std::span<const float>(value.data(), value.size()));
+        }
+    }
+    // The model's own variables (none) and the optimizer's, which Keras skips with a warning
+    // when their count differs from its own.
+    file.create_group("vars");
+    file.create_group("optimizer/vars");
+    return file.finish();
+}
+
+std::vector<std::uint8_t> archive_bytes(Model& model) {
+    require_savable(model, "save");
+    nlohmann::json config = keras3_model_config(model);
+    if (model.compiled()) config["compile_config"] = keras3_compile_config(model);
+    const std::string config_text = config.dump();
+    const std::string metadata_text =
+        nlohmann::json{{"keras_version", keras_format_version}, {"date_saved", date_saved()}, {"saved_by", "xtnn"}}.dump();
+    const auto weights = weights_h5_bytes(model);
+    return zip::write({{metadata_entry, as_bytes(metadata_text)}, {config_entry, as_bytes(config_text)}, {weights_entry, weights}});
+}
+
+}  // namespace xtnn::keras
