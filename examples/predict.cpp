@@ -1,7 +1,9 @@
-// Classifies images with a saved model: PGM images, or digits from an IDX file (plain or gzip).
+// Classifies images with a saved model (xtnn's .xtnn, or Keras's .keras and .h5): PGM images, or
+// digits from an IDX file (plain or gzip).
 //
 //   build/examples/predict mnist_mlp.xtnn datasets/samples/digit-7.pgm
 //   build/examples/predict mnist_mlp.xtnn datasets/mnist-10k/images-idx3-ubyte.gz --first 8000 --count 5
+//   build/examples/predict ../shared/data/keras-models/cnn-keras2.h5 datasets/samples/digit-3.pgm
 
 #include <fstream>
 #include <iostream>
@@ -58,12 +60,12 @@ bool takes_raw_pixels(const xtnn::Model& model) {
 }  // namespace
 
 int main(int argc, char** argv) {
-    CLI::App app{"Classify images with a model saved by Model::save()"};
+    CLI::App app{"Classify images with a model saved by Model::save() or by Keras"};
     std::string model_path;
     std::vector<std::string> inputs;
     std::size_t first = 0;
     std::size_t count = 10;
-    app.add_option("model", model_path, "model file (.xtnn)")->required();
+    app.add_option("model", model_path, "model file (.xtnn, .keras or Keras 2 .h5)")->required();
     app.add_option("images", inputs, "PGM images or IDX image files")->required();
     app.add_option("--first", first, "first image to classify in an IDX file");
     app.add_option("--count", count, "how many images to classify from an IDX file");
@@ -76,6 +78,10 @@ int main(int argc, char** argv) {
             auto [images, names] = load_images(input, first, count);
             const std::size_t pixels = images.size() / images.shape()[0];
             if (input_shape.size() == 1 && input_shape[0] == pixels) images.reshape({images.shape()[0], pixels});
+            // A convolutional network takes (height, width, channels): one channel for gray images.
+            if (input_shape.size() == 3 && input_shape[2] == 1 && images.dimension() == 3) {
+                images.reshape({images.shape()[0], images.shape()[1], images.shape()[2], std::size_t(1)});
+            }
             if (takes_raw_pixels(model)) images = xt::round(images * 255.0f);
             const xt::xarray<float> probabilities = model.predict(images);
             const auto classes = xt::argmax(probabilities, 1);

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs each libFuzzer target (clang, ASan + UBSan) for FUZZ_SECONDS seconds (default 60), seeded
-# with tests/fuzz/seeds/<target> and the earlier crashers in tests/fuzz/regressions/<target>.
+# with tests/fuzz/seeds/<target> (fuzz_keras: the fixtures in tests/data/keras) and the earlier
+# crashers in tests/fuzz/regressions/<target>.
 # A new crasher is copied into tests/fuzz/regressions/<target>/ (the test suite replays that
 # folder) and fails the run.
 set -euo pipefail
@@ -13,15 +14,17 @@ cmake --build build-fuzz -j "$(nproc)"
 
 seconds="${FUZZ_SECONDS:-60}"
 failed=0
-for target in idx model config; do
+for target in idx model config keras; do
   corpus="build-fuzz/corpus/$target"
   artifacts="build-fuzz/artifacts/$target/"
-  mkdir -p "$corpus" "$artifacts"
+  seeds="tests/fuzz/seeds/$target"
+  if [ "$target" = keras ]; then seeds="tests/data/keras"; fi
+  mkdir -p "$corpus" "$artifacts" "tests/fuzz/regressions/$target"
   echo "== fuzz_$target for $seconds s"
   # -malloc_limit_mb: one allocation above 512 MB counts as a crash (sizes come from the input).
   if ! build-fuzz/tests/fuzz/fuzz_$target -max_total_time="$seconds" -rss_limit_mb=2048 -malloc_limit_mb=512 \
       -artifact_prefix="$artifacts" -print_final_stats=1 \
-      "$corpus" "tests/fuzz/seeds/$target" "tests/fuzz/regressions/$target" 2>"build-fuzz/fuzz_$target.log"; then
+      "$corpus" "$seeds" "tests/fuzz/regressions/$target" 2>"build-fuzz/fuzz_$target.log"; then
     failed=1
     cp "$artifacts"* "tests/fuzz/regressions/$target/" 2>/dev/null || true
     tail -40 "build-fuzz/fuzz_$target.log"

@@ -4,10 +4,11 @@
 # Exit status 0 = all passed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# python3-h5py: the test-time peer that checks the .keras files xtnn writes against Keras's.
 if [ "${XTNN_SKIP_CLANG:-0}" = 1 ]; then
-  scripts/install-deps.sh
+  scripts/install-deps.sh python3-h5py
 else
-  scripts/install-deps.sh clang libc++-dev libc++abi-dev
+  scripts/install-deps.sh python3-h5py clang libc++-dev libc++abi-dev
 fi
 scripts/build.sh
 # --verbose shows doctest's own counts of test cases and assertions for every test file.

@@ -319,3 +319,11 @@ TEST_CASE("load_weights from a Keras file into a model of another architecture f
                          IoError);
     for (std::size_t i = 0; i < before.size(); ++i) CHECK(testing::bitwise_equal(before[i], model.get_weights()[i]));
 }
+
+TEST_CASE("re-saves of Keras-written files, which tests/check_keras_layout.py compares with the originals") {
+    const std::filesystem::path folder = std::filesystem::path(XTNN_BINARY_DIR) / "keras_layout";
+    std::filesystem::create_directories(folder);
+    load_model(fixtures + "cnn_bn.keras").save((folder / "cnn_bn.keras").string());
+    if (!real_models_dir().empty()) load_model(real_models_dir() + "mlp-keras3.keras").save((folder / "mlp-keras3.keras").string());
+    CHECK(std::filesystem::exists(folder / "cnn_bn.keras"));
+}

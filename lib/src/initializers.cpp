@@ -85,4 +85,23 @@ std::vector<std::string> initializer_names() { return initializers().names(); }
 
 void require_initializer(const std::string& name) { initializers().get(name); }
 
+nlohmann::json initializer_config(const std::string& name) {
+    require_initializer(name);
+    std::string class_name;
+    bool word_start = true;
+    for (char c : name) {
+        if (c == '_') {
+            word_start = true;
+            continue;
+        }
+        class_name += word_start ? static_cast<char>(std::toupper(static_cast<unsigned char>(c))) : c;
+        word_start = false;
+    }
+    const bool random = name != "zeros" && name != "ones";
+    return {{"module", "keras.initializers"},
+            {"class_name", class_name},
+            {"config", random ? nlohmann::json{{"seed", nullptr}} : nlohmann::json::object()},
+            {"registered_name", nullptr}};
+}
+
 }  // namespace xtnn

@@ -96,7 +96,8 @@ nlohmann::json Model::get_config(ConfigForm form) const {
                               {{"name", name_}, {"trainable", true}, {"layers", layers}, {"input_layers", input_layers},
                                {"output_layers", output_layers}}}};
     if (!keras2) {
-        config["module"] = "keras";
+        // Keras 3 imports the class from this module: "keras.Functional" is not exported.
+        config["module"] = "keras.src.models.functional";
         config["registered_name"] = "Functional";
     }
     return config;

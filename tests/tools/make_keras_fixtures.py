@@ -29,6 +29,14 @@ OUT = os.path.join("tests", "data", "keras")
 rng = np.random.default_rng(20261129)
 
 
+def entry(name, method=zipfile.ZIP_STORED):
+    """A zip entry of a fixed date (Keras's own entries carry the time of saving), so the
+    fixtures are the same bytes each time they are made."""
+    info = zipfile.ZipInfo(name, date_time=(2026, 11, 29, 0, 0, 0))
+    info.compress_type = method
+    return info
+
+
 def initializer(name):
     return {"module": "keras.initializers", "class_name": name, "config": {} if name != "GlorotUniform" else {"seed": None},
             "registered_name": None}
@@ -58,9 +66,10 @@ def batch_norm(name, keras2_axis):
                        "epsilon": 0.001, "center": True, "scale": True, "beta_initializer": initializer("Zeros"),
                        "gamma_initializer": initializer("Ones"), "moving_mean_initializer": initializer("Zeros"),
                        "moving_variance_initializer": initializer("Ones"), "beta_regularizer": None,
-                       "gamma_regularizer": None, "beta_constraint": None, "gamma_constraint": None},
-            # Keras 2 writes the axis of a built layer as a list of positive axes.
-            "keras2_config": {"axis": [keras2_axis]}}
+                       "gamma_regularizer": None, "beta_constraint": None, "gamma_constraint": None,
+                       "synchronized": False},
+            # Keras 2 writes the axis of a built layer as a list of positive axes; None drops a key.
+            "keras2_config": {"axis": [keras2_axis], "synchronized": None}}
 
 
 def simple(class_name, name, **fields):
@@ -191,7 +200,11 @@ class Model:
     def layer_entry(self, layer, keras2):
         config = dict(layer["config"])
         if keras2:
-            config.update(layer.get("keras2_config", {}))
+            for key, value in layer.get("keras2_config", {}).items():
+                if value is None:
+                    config.pop(key)
+                else:
+                    config[key] = value
         entry = {"class_name": layer["class_name"], "config": config}
         if not keras2:
             entry.update({"module": "keras.layers", "registered_name": None})
@@ -249,9 +262,9 @@ class Model:
             f.create_group("optimizer").create_group("vars")
             f.create_group("vars")
         with zipfile.ZipFile(path, "w") as archive:
-            archive.writestr("metadata.json", json.dumps({"keras_version": "3.3.3", "date_saved": "2026-11-29@00:00:00"}))
-            archive.writestr("config.json", json.dumps(config))
-            archive.writestr("model.weights.h5", weights.getvalue())
+            archive.writestr(entry("metadata.json"), json.dumps({"keras_version": "3.3.3", "date_saved": "2026-11-29@00:00:00"}))
+            archive.writestr(entry("config.json"), json.dumps(config))
+            archive.writestr(entry("model.weights.h5"), weights.getvalue())
 
     def write_keras2(self, path, training_config=None):
         with h5py.File(path, "w") as f:
@@ -291,9 +304,9 @@ def rewrite_archive(source, target, change_entry=None, extra_entries=(), drop=()
             data = original.read(info.filename)
             if change_entry and info.filename == change_entry[0]:
                 data = change_entry[1](data)
-            archive.writestr(info.filename, data)
+            archive.writestr(entry(info.filename), data)
         for name, data, method in extra_entries:
-            archive.writestr(zipfile.ZipInfo(name), data, compress_type=method)
+            archive.writestr(entry(name, method), data)
 
 
 def rewrite_weights(edit):

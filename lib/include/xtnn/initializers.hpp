@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
 #include <xtensor/xarray.hpp>
 
 #include "xtnn/random.hpp"
@@ -21,5 +22,9 @@ std::vector<std::string> initializer_names();
 
 /// Throws a ValueError listing the known initialisers unless `name` is one.
 void require_initializer(const std::string& name);
+
+/// The initialiser as Keras 3 serializes it in a layer's config: {"module": "keras.initializers",
+/// "class_name": "GlorotUniform", "config": {"seed": null}, "registered_name": null}.
+nlohmann::json initializer_config(const std::string& name);
 
 }  // namespace xtnn

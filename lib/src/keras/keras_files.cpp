@@ -369,8 +369,8 @@ nlohmann::json batch_shape(const Shape& shape) {
 // for a Sequential, its InputLayer and build_config).
 nlohmann::json keras3_model_config(const Model& model) {
     nlohmann::json config = model.get_config(ConfigForm::keras3);
-    config["module"] = "keras";
     if (!model.is_sequential()) return config;
+    config["module"] = "keras";
     config["registered_name"] = nullptr;
     auto& body = config["config"];
     nlohmann::json layers = nlohmann::json::array();

@@ -53,6 +53,8 @@ nlohmann::json Conv2D::config() const {
     config["padding"] = options_.padding;
     config["data_format"] = "channels_last";
     config["dilation_rate"] = window_json({1, 1});
+    config["groups"] = 1;
+    config["activity_regularizer"] = nullptr;
     return config;
 }
 

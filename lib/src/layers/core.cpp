@@ -118,6 +118,8 @@ Tensor Dropout::call(const Tensor& x, bool training) {
 nlohmann::json Dropout::config() const {
     nlohmann::json config = Layer::config();
     config["rate"] = rate_;
+    config["seed"] = nullptr;
+    config["noise_shape"] = nullptr;
     return config;
 }
 
@@ -168,6 +170,12 @@ Shape Flatten::output_shape(const Shape& input_shape) const {
 Tensor Flatten::call(const Tensor& x, bool) {
     check_input(x);
     return ops::flatten(x);
+}
+
+nlohmann::json Flatten::config() const {
+    nlohmann::json config = Layer::config();
+    config["data_format"] = "channels_last";
+    return config;
 }
 
 std::unique_ptr<Layer> Flatten::from_config(const nlohmann::json& c) {

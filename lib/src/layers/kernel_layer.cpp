@@ -46,8 +46,10 @@ nlohmann::json KernelLayer<Options>::kernel_config() const {
     nlohmann::json config = Layer::config();
     config["activation"] = options_.activation;
     config["use_bias"] = options_.use_bias;
-    config["kernel_initializer"] = options_.kernel_initializer;
-    config["bias_initializer"] = options_.bias_initializer;
+    config["kernel_initializer"] = initializer_config(options_.kernel_initializer);
+    config["bias_initializer"] = initializer_config(options_.bias_initializer);
+    // Keras writes these even when unset; xtnn has none of them.
+    for (const char* unset : {"kernel_regularizer", "bias_regularizer", "kernel_constraint", "bias_constraint"}) config[unset] = nullptr;
     return config;
 }
 

@@ -81,10 +81,12 @@ nlohmann::json BatchNormalization::config() const {
     config["epsilon"] = options_.epsilon;
     config["center"] = options_.center;
     config["scale"] = options_.scale;
-    config["beta_initializer"] = options_.beta_initializer;
-    config["gamma_initializer"] = options_.gamma_initializer;
-    config["moving_mean_initializer"] = options_.moving_mean_initializer;
-    config["moving_variance_initializer"] = options_.moving_variance_initializer;
+    config["beta_initializer"] = initializer_config(options_.beta_initializer);
+    config["gamma_initializer"] = initializer_config(options_.gamma_initializer);
+    config["moving_mean_initializer"] = initializer_config(options_.moving_mean_initializer);
+    config["moving_variance_initializer"] = initializer_config(options_.moving_variance_initializer);
+    for (const char* unset : {"beta_regularizer", "gamma_regularizer", "beta_constraint", "gamma_constraint"}) config[unset] = nullptr;
+    config["synchronized"] = false;
     return config;
 }
 
@@ -138,8 +140,10 @@ nlohmann::json LayerNormalization::config() const {
     config["epsilon"] = options_.epsilon;
     config["center"] = options_.center;
     config["scale"] = options_.scale;
-    config["beta_initializer"] = options_.beta_initializer;
-    config["gamma_initializer"] = options_.gamma_initializer;
+    config["rms_scaling"] = false;
+    config["beta_initializer"] = initializer_config(options_.beta_initializer);
+    config["gamma_initializer"] = initializer_config(options_.gamma_initializer);
+    for (const char* unset : {"beta_regularizer", "gamma_regularizer", "beta_constraint", "gamma_constraint"}) config[unset] = nullptr;
     return config;
 }
 
@@ -147,6 +151,7 @@ std::unique_ptr<Layer> LayerNormalization::from_config(const nlohmann::json& c) 
     const auto at = where("LayerNormalization", c);
     const Shape input_shape = input_shape_field(c, at);
     require_last_axis(c, at, input_shape);
+    if (field<bool>(c, "rms_scaling", at, false)) throw ValueError("layer config of " + at + ": rms_scaling = true is not supported");
     return std::make_unique<LayerNormalization>(
         LayerNormalizationOptions{.epsilon = field<double>(c, "epsilon", at, 1e-3),
                                   .center = field<bool>(c, "center", at, true),

@@ -89,6 +89,18 @@ Tensor GlobalAveragePooling2D::call(const Tensor& x, bool) {
     return ops::mean(ops::mean(x, 1, false), 1, false);
 }
 
+namespace {
+
+nlohmann::json global_pooling_config(nlohmann::json config) {
+    config["data_format"] = "channels_last";
+    config["keepdims"] = false;
+    return config;
+}
+
+}  // namespace
+
+nlohmann::json GlobalAveragePooling2D::config() const { return global_pooling_config(Layer::config()); }
+
 std::unique_ptr<Layer> GlobalAveragePooling2D::from_config(const nlohmann::json& c) {
     return std::make_unique<GlobalAveragePooling2D>(global_pooling_input_shape(c, "GlobalAveragePooling2D"));
 }
@@ -103,6 +115,8 @@ Tensor GlobalMaxPooling2D::call(const Tensor& x, bool) {
     const Tensor pooled = ops::max_pool2d(x, whole_image, whole_image);
     return ops::reshape(pooled, {static_cast<std::ptrdiff_t>(x.shape()[0]), static_cast<std::ptrdiff_t>(x.shape()[3])});
 }
+
+nlohmann::json GlobalMaxPooling2D::config() const { return global_pooling_config(Layer::config()); }
 
 std::unique_ptr<Layer> GlobalMaxPooling2D::from_config(const nlohmann::json& c) {
     return std::make_unique<GlobalMaxPooling2D>(global_pooling_input_shape(c, "GlobalMaxPooling2D"));

@@ -107,6 +107,7 @@ public:
     std::string class_name() const override { return "Flatten"; }
     Shape output_shape(const Shape& input_shape) const override;
     Tensor call(const Tensor& x, bool training) override;
+    nlohmann::json config() const override;
     static std::unique_ptr<Layer> from_config(const nlohmann::json& config);
     std::shared_ptr<Layer> move_to_shared() && override { return move_layer_to_shared(*this); }
 };
