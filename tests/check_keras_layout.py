@@ -9,8 +9,8 @@ this compares what Keras's load_model reads, with zipfile, json and h5py:
 - config.json: the model class and module, each layer's class, module and config keys (Keras
   passes a layer's config to its constructor, so a key Keras lacks would fail there), and the
   hyper-parameters both files state;
-- model.weights.h5: every dataset under layers/ at the same path with the same shape, dtype
-  and values.
+- model.weights.h5: every dataset under layers/ and optimizer/ at the same path with the same
+  shape, dtype and values.
 Exit status 0 when they agree; every disagreement is printed.
 """
 
@@ -94,7 +94,9 @@ def compare(keras_path, xtnn_path):
         keras_layers = sorted(keras_h5["layers"].keys())
         xtnn_layers = sorted(xtnn_h5["layers"].keys())
         check(keras_layers == xtnn_layers, f"weight groups {xtnn_layers}, Keras wrote {keras_layers}")
-        keras_data, xtnn_data = datasets(keras_h5, "layers/"), datasets(xtnn_h5, "layers/")
+        # The layers' weights and the optimizer's state (its step count, learning rate and slots).
+        keras_data = {**datasets(keras_h5, "layers/"), **datasets(keras_h5, "optimizer/")}
+        xtnn_data = {**datasets(xtnn_h5, "layers/"), **datasets(xtnn_h5, "optimizer/")}
         check(set(keras_data) == set(xtnn_data), f"datasets {sorted(xtnn_data)}, Keras wrote {sorted(keras_data)}")
         for name in set(keras_data) & set(xtnn_data):
             a, b = keras_data[name], xtnn_data[name]

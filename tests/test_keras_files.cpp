@@ -123,9 +123,14 @@ TEST_CASE("a Keras 3 .keras file written by Keras loads, predicts Keras's classe
     MESSAGE("mlp-keras3.keras: " << correct << " of 2000 test digits correct (Keras's README: 1990)");
     CHECK(correct >= 1989);
     CHECK(correct <= 1991);
-    // Its compile_config: adam, sparse_categorical_crossentropy, accuracy.
+    // Its compile_config: adam, sparse_categorical_crossentropy, accuracy; and Adam's state:
+    // 16,880 steps, a momentum and a velocity for each of the 4 weights.
     REQUIRE(model.compiled());
     CHECK(model.optimizer()->name() == "Adam");
+    CHECK(model.optimizer()->iterations() == 16880);
+    REQUIRE(model.optimizer()->slots().size() == 4);
+    CHECK(model.optimizer()->slots()[0].size() == 2);
+    CHECK(model.optimizer()->slots()[0][1].shape() == std::vector<std::size_t>{784, 128});
     CHECK(model.compile_options().loss == std::vector<std::string>{"sparse_categorical_crossentropy"});
     const auto before = model.get_weights();
     const xt::xarray<float> x = xt::view(test_digits().x, xt::range(0, 256));
@@ -211,6 +216,21 @@ TEST_CASE("xtnn -> .keras -> xtnn keeps weights, predictions and compile setting
     CHECK(loaded.optimizer()->learning_rate() == doctest::Approx(0.01));
     CHECK(loaded.compile_options().loss == std::vector<std::string>{"sparse_categorical_crossentropy"});
     CHECK(loaded.compile_options().metrics == std::vector<std::string>{"accuracy"});
+    // Adam's step count and moments, so training goes on exactly as it would have.
+    CHECK(loaded.optimizer()->iterations() == model.optimizer()->iterations());
+    const auto& slots = model.optimizer()->slots();
+    REQUIRE(loaded.optimizer()->slots().size() == slots.size());
+    for (std::size_t i = 0; i < slots.size(); ++i) {
+        REQUIRE(loaded.optimizer()->slots()[i].size() == slots[i].size());
+        for (std::size_t s = 0; s < slots[i].size(); ++s) CHECK(testing::bitwise_equal(slots[i][s], loaded.optimizer()->slots()[i][s]));
+    }
+    const xt::xarray<float> more_x = xt::cast<float>(testing::uniform({16, 6, 6, 2}, 12));
+    const xt::xarray<float> more_y = xt::fmod(xt::arange<float>(16.0f), 3.0f);
+    set_random_seed(3);
+    model.fit(more_x, more_y, {.batch_size = 8, .epochs = 1, .verbose = 0});
+    set_random_seed(3);
+    loaded.fit(more_x, more_y, {.batch_size = 8, .epochs = 1, .verbose = 0});
+    for (std::size_t i = 0; i < model.get_weights().size(); ++i) CHECK(testing::bitwise_equal(model.get_weights()[i], loaded.get_weights()[i]));
 
     // The book's Sequential model, and its weights alone through .weights.h5.
     Sequential book = testing::book_model();

@@ -264,6 +264,22 @@ std::vector<float> Reader::read_floats(const std::string& path, const Shape& exp
     return values;
 }
 
+std::int64_t Reader::read_integer(const std::string& path) const {
+    if (!has_dataset(path)) fail(what_, "no dataset '" + path + "'");
+    Handle dataset(H5Dopen2(file_, path.c_str(), H5P_DEFAULT), H5Dclose);
+    Handle type(H5Dget_type(dataset.get()), H5Tclose);
+    Handle space(H5Dget_space(dataset.get()), H5Sclose);
+    const Shape shape = space_shape(space.get(), what_, "dataset '" + path + "'");
+    if (H5Tget_class(type.get()) != H5T_INTEGER || element_count(shape) != 1) {
+        fail(what_, fmt::format("dataset '{}' should be one integer, has shape {}", path, shape_to_string(shape)));
+    }
+    std::int64_t value = 0;
+    if (H5Dread(dataset.get(), H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, &value) < 0) {
+        fail(what_, "cannot read dataset '" + path + "'");
+    }
+    return value;
+}
+
 Writer::Writer() {
     silence_error_printing();
     Handle access = memory_access_list("in-memory HDF5 file");
@@ -304,6 +320,18 @@ void Writer::write_floats(const std::string& path, const Shape& shape, std::span
                    H5Dclose);
     if (!dataset.valid() || (!values.empty() && H5Dwrite(dataset.get(), H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT,
                                                          values.data()) < 0)) {
+        fail("in-memory HDF5 file", "cannot write dataset '" + path + "'");
+    }
+}
+
+void Writer::write_integer(const std::string& path, std::int64_t value) {
+    ensure_parents(path);
+    Handle space(H5Screate(H5S_SCALAR), H5Sclose);
+    Handle creation(H5Pcreate(H5P_DATASET_CREATE), H5Pclose);
+    H5Pset_obj_track_times(creation.get(), 0);
+    Handle dataset(H5Dcreate2(file_, path.c_str(), H5T_STD_I64LE, space.get(), H5P_DEFAULT, creation.get(), H5P_DEFAULT),
+                   H5Dclose);
+    if (!dataset.valid() || H5Dwrite(dataset.get(), H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, &value) < 0) {
         fail("in-memory HDF5 file", "cannot write dataset '" + path + "'");
     }
 }

@@ -42,6 +42,8 @@ public:
     Shape float_dataset_shape(const std::string& path) const;
     /// A floating-point dataset (16, 32 or 64 bits) as floats; its shape must be `expected`.
     std::vector<float> read_floats(const std::string& path, const Shape& expected) const;
+    /// A scalar integer dataset (Keras's optimizer step count).
+    std::int64_t read_integer(const std::string& path) const;
 
 private:
     std::string what_;
@@ -59,6 +61,8 @@ public:
     void create_group(const std::string& path);
     /// A little-endian float32 dataset; the parent groups are created.
     void write_floats(const std::string& path, const Shape& shape, std::span<const float> values);
+    /// A scalar little-endian int64 dataset.
+    void write_integer(const std::string& path, std::int64_t value);
     /// Closes the file and returns its bytes.
     std::vector<std::uint8_t> finish();
 

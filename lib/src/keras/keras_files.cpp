@@ -5,6 +5,7 @@
 #include <cmath>
 #include <ctime>
 #include <map>
+#include <optional>
 #include <set>
 
 #include <fmt/format.h>
@@ -61,17 +62,18 @@ std::vector<std::size_t> keras_weight_order(const Layer& layer) {
 
 Shape shape_of(const Tensor& weight) { return Shape(weight.shape().begin(), weight.shape().end()); }
 
-xt::xarray<float> read_weight(const hdf5::Reader& file, const std::string& path, const Shape& shape, const Layer& layer) {
+// `owner` names what the values belong to in errors ("layer 'dense' (Dense)").
+xt::xarray<float> read_weight(const hdf5::Reader& file, const std::string& path, const Shape& shape, const std::string& owner) {
     std::vector<float> values;
     try {
         values = file.read_floats(path, shape);
     } catch (const IoError& e) {
-        throw IoError(std::string(e.what()) + ", for " + describe(layer));
+        throw IoError(std::string(e.what()) + ", for " + owner);
     }
     for (std::size_t i = 0; i < values.size(); ++i) {
         if (!std::isfinite(values[i])) {
             fail(file.what(), fmt::format("dataset '{}' of {} holds {} at flat index {}; xtnn refuses non-finite weights", path,
-                                          describe(layer), values[i], i));
+                                          owner, values[i], i));
         }
     }
     xt::xarray<float> array = xt::empty<float>(shape);
@@ -114,7 +116,7 @@ std::vector<xt::xarray<float>> read_keras3_weights(const Model& model, const hdf
         const auto order = keras_weight_order(layer);
         for (std::size_t k = 0; k < order.size(); ++k) {
             const std::string path = vars + "/" + std::to_string(k);
-            values[order[k]] = read_weight(file, path, shape_of(weights[order[k]]), layer);
+            values[order[k]] = read_weight(file, path, shape_of(weights[order[k]]), describe(layer));
         }
     }
     if (file.has_group("layers")) {
@@ -176,7 +178,8 @@ std::vector<xt::xarray<float>> read_keras2_weights(const Model& model, const hdf
         auto& values = by_layer[&layer];
         values.resize(weights.size());
         for (std::size_t k = 0; k < names.size(); ++k) {
-            values[target[k]] = read_weight(file, group_of(layer.name()) + "/" + names[k], shape_of(weights[target[k]]), layer);
+            values[target[k]] = read_weight(file, group_of(layer.name()) + "/" + names[k], shape_of(weights[target[k]]),
+                                            describe(layer));
         }
     }
     for (const auto& name : *layer_names) {
@@ -185,6 +188,86 @@ std::vector<xt::xarray<float>> read_keras2_weights(const Model& model, const hdf
         }
     }
     return in_model_order(model, by_layer);
+}
+
+// ---- the optimizer's state in Keras 3's layout ----
+//
+// optimizer/vars holds the step count (int64), the learning rate, then the slots of each of
+// model.trainable_variables in turn: Adam's momentum and velocity (Adam.build), SGD's momentum
+// when it has one (SGD.build); xtnn's Adam and SGD keep the same slots and update them by the
+// same formulas. RMSprop lists its slots in another order, so its state is neither read nor
+// written.
+
+std::optional<std::size_t> keras_slots_per_weight(const Optimizer& optimizer) {
+    if (optimizer.name() == "Adam" || optimizer.name() == "SGD") return optimizer.slot_names().size();
+    return std::nullopt;
+}
+
+// Indices into model.weights() of Keras's model.trainable_variables, in its order.
+std::vector<std::size_t> keras_trainable_indices(const Model& model) {
+    std::map<const void*, std::size_t> index_of;
+    const auto all = model.weights();
+    for (std::size_t i = 0; i < all.size(); ++i) index_of[all[i].node().get()] = i;
+    std::vector<std::size_t> indices;
+    for (const auto& layer : saving_order(model)) {
+        if (!layer->trainable) continue;
+        const auto weights = layer->weights();
+        const auto created_trainable = layer->weights_created_trainable();
+        for (std::size_t k : keras_weight_order(*layer)) {
+            if (created_trainable[k]) indices.push_back(index_of.at(weights[k].node().get()));
+        }
+    }
+    return indices;
+}
+
+// Restores the optimizer's step count and slots. Keras skips a state whose count of variables
+// differs from its optimizer's (an optimizer saved before its first step holds only two), and
+// so does this.
+void restore_optimizer_state(Model& model, const hdf5::Reader& file) {
+    if (!model.compiled() || !file.has_group("optimizer/vars")) return;
+    Optimizer& optimizer = *model.optimizer();
+    const auto per_weight = keras_slots_per_weight(optimizer);
+    if (!per_weight) return;
+    const auto trainable = keras_trainable_indices(model);
+    if (file.members("optimizer/vars").size() != 2 + *per_weight * trainable.size()) return;
+    const std::int64_t iterations = file.read_integer("optimizer/vars/0");
+    if (iterations < 0) fail(file.what(), fmt::format("the optimizer's step count is {}", iterations));
+    const auto weights = model.weights();
+    std::vector<std::vector<xt::xarray<float>>> slots(weights.size());
+    const auto slot_names = optimizer.slot_names();
+    for (std::size_t t = 0; t < trainable.size(); ++t) {
+        const std::size_t index = trainable[t];
+        for (std::size_t s = 0; s < *per_weight; ++s) {
+            const std::string path = "optimizer/vars/" + std::to_string(2 + t * *per_weight + s);
+            slots[index].push_back(read_weight(file, path, shape_of(weights[index]),
+                                               fmt::format("{}'s {} of trainable weight {}", optimizer.name(), slot_names[s], t)));
+        }
+    }
+    optimizer.slots() = std::move(slots);
+    optimizer.set_iterations(iterations);
+}
+
+void write_optimizer_state(const Model& model, hdf5::Writer& file) {
+    file.create_group("optimizer/vars");
+    if (!model.compiled()) return;
+    const Optimizer& optimizer = *model.optimizer();
+    const auto per_weight = keras_slots_per_weight(optimizer);
+    if (!per_weight) return;
+    file.write_integer("optimizer/vars/0", optimizer.iterations());
+    const float learning_rate = static_cast<float>(optimizer.learning_rate());
+    file.write_floats("optimizer/vars/1", {}, std::span<const float>(&learning_rate, 1));
+    const auto weights = model.weights();
+    const auto trainable = keras_trainable_indices(model);
+    for (std::size_t t = 0; t < trainable.size(); ++t) {
+        const std::size_t index = trainable[t];
+        const auto* slots = index < optimizer.slots().size() ? &optimizer.slots()[index] : nullptr;
+        for (std::size_t s = 0; s < *per_weight; ++s) {
+            // A weight not updated yet has no slots: Keras's are zeros then.
+            const xt::xarray<float> value = slots && s < slots->size() ? (*slots)[s] : xt::xarray<float>(xt::zeros<float>(shape_of(weights[index])));
+            file.write_floats("optimizer/vars/" + std::to_string(2 + t * *per_weight + s), shape_of(weights[index]),
+                              std::span<const float>(value.data(), value.size()));
+        }
+    }
 }
 
 std::size_t weight_elements(const Model& model) {
@@ -562,6 +645,7 @@ Model load_archive(std::span<const std::uint8_t> bytes, const std::string& what,
     if (options.compile && compile_config.is_object()) {
         compile_from_keras(model, field_or_null(compile_config, "loss"), field_or_null(compile_config, "metrics"),
                            field_or_null(compile_config, "loss_weights"), field_or_null(compile_config, "optimizer"), what);
+        restore_optimizer_state(model, weights);
     }
     return model;
 }
@@ -631,10 +715,9 @@ std::vector<std::uint8_t> weights_h5_bytes(const Model& model) {
                               std::span<const float>(value.data(), value.size()));
         }
     }
-    // The model's own variables (none) and the optimizer's, which Keras skips with a warning
-    // when their count differs from its own.
+    // The model's own variables: none.
     file.create_group("vars");
-    file.create_group("optimizer/vars");
+    write_optimizer_state(model, file);
     return file.finish();
 }
 
