@@ -184,6 +184,16 @@ TEST_CASE("fixtures in both formats (MLP, CNN, residual CNN with BatchNormalizat
     CHECK(cnn.compile_options().metrics == std::vector<std::string>{"accuracy"});
     CHECK_FALSE(load_model(fixtures + "cnn.keras").compiled());
     CHECK_FALSE(load_model(fixtures + "mlp.keras", {.compile = false}).compiled());
+
+    // The same MLP with deflated entries, and its weights alone as Keras 2's save_weights writes them.
+    const Expected expected = read_expected("mlp");
+    const xt::xarray<float> reference = mlp.predict(expected.input);
+    CHECK(testing::bitwise_equal(load_model(fixtures + "mlp.deflated.keras").predict(expected.input), reference));
+    Model weights_only = Model::from_json(mlp.to_json());
+    weights_only.load_weights(fixtures + "mlp.weights-only.h5");
+    CHECK(testing::bitwise_equal(weights_only.predict(expected.input), reference));
+    CHECK(load_error(read_bytes(fixtures + "mlp.weights-only.h5"), "w.h5").find("holds only weights (Keras's save_weights)") !=
+          std::string::npos);
 }
 
 TEST_CASE("Keras's saving order: a functional model's layers by depth from the output, numbered per class") {
@@ -273,6 +283,7 @@ TEST_CASE("hostile Keras files fail with an IoError naming the problem") {
     CHECK(error_of("nan-weight.keras").find("holds nan at flat index 6") != std::string::npos);
     CHECK(error_of("unknown-layer.keras").find("GaussianNoise") != std::string::npos);
     CHECK(error_of("unknown-activation.keras").find("gelu_tanh") != std::string::npos);
+    CHECK(error_of("float16-layer.keras").find("Dense 'dense_1': dtype \"float16\" is not supported") != std::string::npos);
     CHECK(error_of("path-entry.keras").find("entry '../outside.json' is named like a path out of the archive") != std::string::npos);
     CHECK(error_of("npz-weights.keras").find("model.weights.npz") != std::string::npos);
     CHECK(error_of("bomb-config.keras").find("entry 'config.json' would inflate to 83886080 bytes, more than the 67108864 allowed") !=

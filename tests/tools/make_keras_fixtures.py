@@ -161,8 +161,9 @@ def snake_case(name):
 class Model:
     """A model: layers in Keras's `model.layers` order, each with the names of its inputs."""
 
-    def __init__(self, name, input_shape, layers, inbound=None, compile_config=None):
+    def __init__(self, name, input_shape, layers, inbound=None, compile_config=None, dtype_policies=False):
         self.name = name
+        self.dtype_policies = dtype_policies
         self.input_shape = input_shape
         self.layers = layers
         self.inbound = inbound  # None for a Sequential
@@ -199,6 +200,9 @@ class Model:
 
     def layer_entry(self, layer, keras2):
         config = dict(layer["config"])
+        if self.dtype_policies and not keras2:
+            config["dtype"] = {"module": "keras", "class_name": "DTypePolicy", "config": {"name": "float32"},
+                               "registered_name": None}
         if keras2:
             for key, value in layer.get("keras2_config", {}).items():
                 if value is None:
@@ -266,14 +270,17 @@ class Model:
             archive.writestr(entry("config.json"), json.dumps(config))
             archive.writestr(entry("model.weights.h5"), weights.getvalue())
 
-    def write_keras2(self, path, training_config=None):
+    def write_keras2(self, path, training_config=None, weights_only=False):
+        """A full model file, or with `weights_only` what Keras 2's save_weights writes: the
+        weight groups at the root."""
         with h5py.File(path, "w") as f:
-            f.attrs["model_config"] = json.dumps(self.config(keras2=True))
-            f.attrs["keras_version"] = "2.14.0"
-            f.attrs["backend"] = "tensorflow"
+            if not weights_only:
+                f.attrs["model_config"] = json.dumps(self.config(keras2=True))
+                f.attrs["keras_version"] = "2.14.0"
+                f.attrs["backend"] = "tensorflow"
             if training_config:
                 f.attrs["training_config"] = json.dumps(training_config)
-            group = f.create_group("model_weights")
+            group = f if weights_only else f.create_group("model_weights")
             names = (["input_layer"] if self.inbound else []) + [l["name"] for l in self.layers]
             group.attrs["layer_names"] = [n.encode() for n in names]
             group.attrs["backend"] = "tensorflow"
@@ -295,7 +302,7 @@ class Model:
                        "output": self.predict(x.astype(np.float64)).ravel().tolist()}, f)
 
 
-def rewrite_archive(source, target, change_entry=None, extra_entries=(), drop=()):
+def rewrite_archive(source, target, change_entry=None, extra_entries=(), drop=(), method=zipfile.ZIP_STORED):
     """A copy of the .keras archive `source` with entries changed, added or dropped."""
     with zipfile.ZipFile(source) as original, zipfile.ZipFile(target, "w") as archive:
         for info in original.infolist():
@@ -304,7 +311,7 @@ def rewrite_archive(source, target, change_entry=None, extra_entries=(), drop=()
             data = original.read(info.filename)
             if change_entry and info.filename == change_entry[0]:
                 data = change_entry[1](data)
-            archive.writestr(entry(info.filename), data)
+            archive.writestr(entry(info.filename, method), data)
         for name, data, method in extra_entries:
             archive.writestr(entry(name, method), data)
 
@@ -364,6 +371,11 @@ def write_hostile():
         return data.replace(b'"activation": "relu"', b'"activation": "gelu_tanh"')
     rewrite_archive(source, os.path.join(folder, "unknown-activation.keras"), ("config.json", unknown_activation))
 
+    def float16_layer(data):
+        return data.replace(b'"name": "dense_1", "trainable": true, "dtype": "float32"',
+                            b'"name": "dense_1", "trainable": true, "dtype": "float16"')
+    rewrite_archive(source, os.path.join(folder, "float16-layer.keras"), ("config.json", float16_layer))
+
     rewrite_archive(source, os.path.join(folder, "path-entry.keras"),
                     extra_entries=[("../outside.json", b"{}", zipfile.ZIP_STORED)])
     rewrite_archive(source, os.path.join(folder, "npz-weights.keras"), drop=("model.weights.h5",),
@@ -410,13 +422,17 @@ def main():
                                                  keepdims=False),
                     dense("head", 3, "softmax")],
                    inbound={"main": ["input_layer"], "norm": ["main"], "relu": ["norm"], "shortcut": ["input_layer"],
-                            "add": ["relu", "shortcut"], "pool": ["add"], "head": ["pool"]})
+                            "add": ["relu", "shortcut"], "pool": ["add"], "head": ["pool"]},
+                   dtype_policies=True)
 
     for model, x in ((mlp, rng.normal(0, 1, (3, 8))), (cnn, rng.uniform(0, 1, (3, 8, 8, 1))),
                      (cnn_bn, rng.normal(0, 1, (3, 6, 6, 2)))):
         model.write_keras3(os.path.join(OUT, f"{model.name}.keras"))
         model.write_keras2(os.path.join(OUT, f"{model.name}.h5"), keras2_training if model is cnn else None)
         model.write_expected(os.path.join(OUT, f"{model.name}.expected.json"), x)
+    mlp.write_keras2(os.path.join(OUT, "mlp.weights-only.h5"), weights_only=True)
+    # Keras stores its entries; a zip tool may deflate them.
+    rewrite_archive(os.path.join(OUT, "mlp.keras"), os.path.join(OUT, "mlp.deflated.keras"), method=zipfile.ZIP_DEFLATED)
     write_hostile()
 
 

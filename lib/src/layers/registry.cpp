@@ -1,6 +1,7 @@
 // Keras class names to config readers: one line a layer.
 
 #include <functional>
+#include <set>
 
 #include "config_fields.hpp"
 #include "xtnn/layers.hpp"
@@ -38,6 +39,22 @@ const Registry<LayerReader>& layer_readers() {
     return registry;
 }
 
+// Keras's "dtype": a name ("float32") or, from Keras 3.4, a DTypePolicy object holding one. xtnn
+// computes in float32; the mixed policies keep float32 variables, so their weights run as they are.
+void require_float32(const nlohmann::json& config, const std::string& class_name) {
+    if (!config.contains("dtype") || config["dtype"].is_null()) return;
+    const auto& dtype = config["dtype"];
+    const nlohmann::json* name = &dtype;
+    if (dtype.is_object() && dtype.contains("config") && dtype["config"].is_object() && dtype["config"].contains("name")) {
+        name = &dtype["config"]["name"];
+    }
+    static const std::set<std::string> supported = {"float32", "mixed_float16", "mixed_bfloat16"};
+    if (!name->is_string() || !supported.count(name->get<std::string>())) {
+        throw ValueError("layer config of " + config_fields::where(class_name, config) + ": dtype " + json::excerpt(dtype) +
+                         " is not supported; xtnn computes in float32 (supported: float32, mixed_float16, mixed_bfloat16)");
+    }
+}
+
 }  // namespace
 
 std::unique_ptr<Layer> make_layer(const std::string& class_name, const nlohmann::json& config) {
@@ -48,6 +65,7 @@ std::unique_ptr<Layer> make_layer(const std::string& class_name, const nlohmann:
     for (const auto& known : layer_readers().names()) {
         if (snake_case(known) == class_name) key = known;
     }
+    require_float32(config, key);
     std::unique_ptr<Layer> layer;
     try {
         layer = layer_readers().get(key)(config);
