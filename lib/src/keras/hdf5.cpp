@@ -188,39 +188,53 @@ std::vector<std::string> Reader::members(const std::string& group) const {
     return names;
 }
 
-std::optional<std::string> Reader::string_attribute(const std::string& object, const std::string& name) const {
-    if (!object_type(file_, object)) return std::nullopt;
+namespace {
+
+struct OpenAttribute {
+    Handle handle;
+    Shape shape;
+    std::string label;
+};
+
+// The attribute `name` of `object`, opened, or nullopt when there is none.
+std::optional<OpenAttribute> open_attribute(hid_t file, const std::string& what, const std::string& object,
+                                            const std::string& name) {
+    if (!object_type(file, object)) return std::nullopt;
     const char* location = object.empty() ? "/" : object.c_str();
-    if (H5Aexists_by_name(file_, location, name.c_str(), H5P_DEFAULT) <= 0) {
+    if (H5Aexists_by_name(file, location, name.c_str(), H5P_DEFAULT) <= 0) {
         H5Eclear2(H5E_DEFAULT);
         return std::nullopt;
     }
     const std::string label = fmt::format("attribute '{}' of '{}'", name, object.empty() ? "/" : object);
-    Handle attribute(H5Aopen_by_name(file_, location, name.c_str(), H5P_DEFAULT, H5P_DEFAULT), H5Aclose);
-    if (!attribute.valid()) fail(what_, "cannot open " + label);
+    Handle attribute(H5Aopen_by_name(file, location, name.c_str(), H5P_DEFAULT, H5P_DEFAULT), H5Aclose);
+    if (!attribute.valid()) fail(what, "cannot open " + label);
     Handle space(H5Aget_space(attribute.get()), H5Sclose);
-    const Shape shape = space_shape(space.get(), what_, label);
-    if (element_count(shape) != 1) fail(what_, fmt::format("{} should be one string, has shape {}", label, shape_to_string(shape)));
-    return read_strings(attribute.get(), 1, what_, label).front();
+    Shape shape = space_shape(space.get(), what, label);
+    return OpenAttribute{std::move(attribute), std::move(shape), label};
+}
+
+}  // namespace
+
+std::optional<std::string> Reader::string_attribute(const std::string& object, const std::string& name) const {
+    auto attribute = open_attribute(file_, what_, object, name);
+    if (!attribute) return std::nullopt;
+    if (element_count(attribute->shape) != 1) {
+        fail(what_, fmt::format("{} should be one string, has shape {}", attribute->label, shape_to_string(attribute->shape)));
+    }
+    return read_strings(attribute->handle.get(), 1, what_, attribute->label).front();
 }
 
 std::optional<std::vector<std::string>> Reader::string_list_attribute(const std::string& object, const std::string& name) const {
-    if (!object_type(file_, object)) return std::nullopt;
-    const char* location = object.empty() ? "/" : object.c_str();
     auto read_one = [&](const std::string& attribute_name) -> std::optional<std::vector<std::string>> {
-        if (H5Aexists_by_name(file_, location, attribute_name.c_str(), H5P_DEFAULT) <= 0) {
-            H5Eclear2(H5E_DEFAULT);
-            return std::nullopt;
+        auto attribute = open_attribute(file_, what_, object, attribute_name);
+        if (!attribute) return std::nullopt;
+        const auto& label = attribute->label;
+        if (attribute->shape.size() > 1) {
+            fail(what_, fmt::format("{} should be a list of strings, has shape {}", label, shape_to_string(attribute->shape)));
         }
-        const std::string label = fmt::format("attribute '{}' of '{}'", attribute_name, object.empty() ? "/" : object);
-        Handle attribute(H5Aopen_by_name(file_, location, attribute_name.c_str(), H5P_DEFAULT, H5P_DEFAULT), H5Aclose);
-        if (!attribute.valid()) fail(what_, "cannot open " + label);
-        Handle space(H5Aget_space(attribute.get()), H5Sclose);
-        const Shape shape = space_shape(space.get(), what_, label);
-        if (shape.size() > 1) fail(what_, fmt::format("{} should be a list of strings, has shape {}", label, shape_to_string(shape)));
-        const std::size_t count = element_count(shape);
+        const std::size_t count = element_count(attribute->shape);
         if (count > max_members) fail(what_, fmt::format("{} holds {} strings, more than {}", label, count, max_members));
-        return read_strings(attribute.get(), count, what_, label);
+        return read_strings(attribute->handle.get(), count, what_, label);
     };
     if (auto whole = read_one(name)) return whole;
     std::optional<std::vector<std::string>> joined;
