@@ -129,3 +129,29 @@ TEST_CASE("predict on one model from several threads equals the sequential predi
         CHECK(bitwise_equal(singles[t], expected_one));
     }
 }
+
+TEST_CASE("threads that load and save Keras files at the same time each get the single-thread result") {
+    // HDF5 keeps global state (Debian builds it thread-safe, with one lock); each in-memory file
+    // has a name of its own, so concurrent files are never taken for one another.
+    const std::string fixtures = std::string(XTNN_SOURCE_DIR) + "/tests/data/keras/";
+    const auto archive = io::read_file(fixtures + "cnn_bn.keras");
+    const auto legacy = io::read_file(fixtures + "mlp.h5");
+    Model reference = load_model_from_bytes(archive);
+    const auto reference_bytes = model_to_keras_bytes(reference);
+    const xt::xarray<float> input = xt::ones<float>({2, 6, 6, 2});
+    const xt::xarray<float> expected = reference.predict(input);
+    std::vector<int> agreed(4, 0);
+    std::vector<std::thread> threads;
+    for (std::size_t t = 0; t < agreed.size(); ++t) {
+        threads.emplace_back([&, t] {
+            for (int repeat = 0; repeat < 5; ++repeat) {
+                Model loaded = load_model_from_bytes(t % 2 ? archive : reference_bytes);
+                const Model other = load_model_from_bytes(legacy);
+                const auto again = model_to_keras_bytes(loaded);
+                agreed[t] += bitwise_equal(load_model_from_bytes(again).predict(input), expected) && other.count_params() > 0;
+            }
+        });
+    }
+    for (auto& thread : threads) thread.join();
+    for (int count : agreed) CHECK(count == 5);
+}
