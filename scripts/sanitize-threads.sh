@@ -12,6 +12,6 @@ cmake -S . -B build-tsan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DCMAKE_CXX_FLAGS="$flags" -DCMAKE_EXE_LINKER_FLAGS="-fsanitize=thread" \
   -DXTNN_BUILD_EXAMPLES=OFF -DXTNN_BUILD_BENCH=OFF
 cmake --build build-tsan -j "$(nproc)" --target xtnn_tests
-export TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1
+export TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:suppressions=$PWD/tests/tsan-suppressions.txt"
 export OPENBLAS_NUM_THREADS=1
 ctest --test-dir build-tsan --output-on-failure --verbose --timeout 1200 -R '^test_threads$'
