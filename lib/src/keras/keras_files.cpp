@@ -10,11 +10,10 @@
 
 #include <fmt/format.h>
 
+#include "keras/compile_settings.hpp"
 #include "keras/hdf5.hpp"
 #include "keras/zip.hpp"
 #include "xtnn/json.hpp"
-#include "xtnn/losses.hpp"
-#include "xtnn/metrics.hpp"
 
 namespace xtnn::keras {
 
@@ -30,7 +29,6 @@ constexpr std::uint64_t weights_file_bytes_per_element = 8 * 4;
 constexpr std::uint64_t weights_file_overhead = std::uint64_t(16) << 20;
 // The Keras version whose format archive_bytes follows (metadata.json's "keras_version").
 constexpr const char* keras_format_version = "3.3.3";
-constexpr const char* skip_compile_hint = "; load with LoadOptions{.compile = false} to leave the model uncompiled";
 
 [[noreturn]] void fail(const std::string& what, const std::string& problem) { throw IoError(what + ": " + problem); }
 
@@ -39,11 +37,6 @@ std::string join(const std::vector<std::string>& names, std::size_t limit = 12) 
     for (std::size_t i = 0; i < names.size() && i < limit; ++i) text += (i ? ", " : "") + names[i];
     if (names.size() > limit) text += fmt::format(", ... ({} in all)", names.size());
     return text.empty() ? "none" : text;
-}
-
-std::string lower(std::string text) {
-    for (char& c : text) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-    return text;
 }
 
 std::string describe(const Layer& layer) { return fmt::format("layer '{}' ({})", layer.name(), layer.class_name()); }
@@ -289,149 +282,6 @@ Model model_from_config(const nlohmann::json& config, std::size_t max_weight_ele
     }
 }
 
-// ---- compile settings, Keras's forms to xtnn's ----
-
-bool is_neutral(const nlohmann::json& value) {
-    return value.is_null() || (value.is_boolean() && !value.get<bool>()) || (value.is_number() && value.get<double>() == 0.0);
-}
-
-OptimizerSpec optimizer_from_keras(const nlohmann::json& keras, const std::string& what) {
-    if (keras.is_string()) return OptimizerSpec(lower(keras.get<std::string>()));
-    if (!keras.is_object() || !keras.contains("class_name") || !keras["class_name"].is_string()) {
-        fail(what, "compile config: the optimizer must be a name or {\"class_name\": ..., \"config\": {...}}, got " +
-                       json::excerpt(keras) + skip_compile_hint);
-    }
-    const std::string name = lower(keras["class_name"].get<std::string>());
-    const nlohmann::json config = keras.contains("config") && keras["config"].is_object() ? keras["config"] : nlohmann::json::object();
-    nlohmann::json converted = {{"name", name}};
-    static const std::set<std::string> hyper_parameters = {"learning_rate", "beta_1", "beta_2", "epsilon", "momentum",
-                                                           "nesterov", "rho"};
-    // Keras's settings xtnn has no use for when they are off.
-    static const std::set<std::string> ignored = {"name", "ema_momentum", "ema_overwrite_frequency", "jit_compile",
-                                                  "is_legacy_optimizer"};
-    for (const auto& [key, value] : config.items()) {
-        const std::string field = key == "lr" ? "learning_rate" : key;
-        if (hyper_parameters.count(field)) {
-            if (!value.is_number() && !value.is_boolean()) {
-                fail(what, fmt::format("compile config: {} '{}' is {}; xtnn takes a number (no schedules){}", name, field,
-                                       json::excerpt(value), skip_compile_hint));
-            }
-            converted[field] = value;
-        } else if (!ignored.count(field) && !is_neutral(value)) {
-            fail(what, fmt::format("compile config: {} sets '{}' to {}, which xtnn does not support{}", name, field,
-                                   json::excerpt(value), skip_compile_hint));
-        }
-    }
-    try {
-        return OptimizerSpec::from_config(converted);
-    } catch (const Error& e) {
-        fail(what, std::string("compile config: ") + e.what() + skip_compile_hint);
-    }
-}
-
-std::string loss_from_keras(const nlohmann::json& keras, const std::string& what) {
-    if (keras.is_string()) return lower(keras.get<std::string>());
-    if (!keras.is_object() || !keras.contains("class_name") || !keras["class_name"].is_string()) {
-        fail(what, "compile config: a loss must be a name or {\"class_name\": ..., \"config\": {...}}, got " +
-                       json::excerpt(keras) + skip_compile_hint);
-    }
-    const nlohmann::json config = keras.contains("config") && keras["config"].is_object() ? keras["config"] : nlohmann::json::object();
-    for (const char* field : {"from_logits", "label_smoothing"}) {
-        if (config.contains(field) && !is_neutral(config[field])) {
-            fail(what, fmt::format("compile config: the loss {} sets '{}' to {}, which xtnn does not support{}",
-                                   keras["class_name"].get<std::string>(), field, json::excerpt(config[field]), skip_compile_hint));
-        }
-    }
-    return snake_case(keras["class_name"].get<std::string>());
-}
-
-std::string metric_from_keras(const nlohmann::json& keras, const std::string& what) {
-    const auto known = metric_names();
-    auto is_known = [&](const std::string& name) { return std::find(known.begin(), known.end(), name) != known.end(); };
-    if (keras.is_string()) return keras.get<std::string>();
-    std::vector<std::string> candidates;
-    if (keras.is_object()) {
-        const nlohmann::json config = keras.contains("config") && keras["config"].is_object() ? keras["config"] : nlohmann::json::object();
-        for (const char* field : {"name", "fn"}) {
-            if (config.contains(field) && config[field].is_string()) candidates.push_back(config[field].get<std::string>());
-        }
-        if (keras.contains("class_name") && keras["class_name"].is_string()) {
-            candidates.push_back(snake_case(keras["class_name"].get<std::string>()));
-        }
-    }
-    for (const auto& name : candidates) {
-        if (is_known(name)) return name;
-    }
-    fail(what, fmt::format("compile config: metric {} is not one xtnn has (known: {}){}", json::excerpt(keras), join(known, 20),
-                           skip_compile_hint));
-}
-
-// Keras's metrics: a list for every output ([["accuracy"]] in Keras 2's files), one list per
-// output, or a map by output name.
-void metrics_from_keras(const nlohmann::json& keras, const Model& model, CompileOptions& compile, const std::string& what) {
-    if (keras.is_null()) return;
-    const auto outputs = model.output_names();
-    auto names = [&](const nlohmann::json& list) {
-        std::vector<std::string> result;
-        if (!list.is_array()) return std::vector<std::string>{metric_from_keras(list, what)};
-        for (const auto& metric : list) result.push_back(metric_from_keras(metric, what));
-        return result;
-    };
-    if (keras.is_object() && !keras.contains("class_name")) {
-        for (const auto& [output, list] : keras.items()) compile.metrics_by_output[output] = names(list);
-        return;
-    }
-    if (!keras.is_array()) fail(what, "compile config: metrics must be a list, got " + json::excerpt(keras) + skip_compile_hint);
-    const bool per_output = !keras.empty() && std::all_of(keras.begin(), keras.end(), [](const auto& m) { return m.is_array(); });
-    if (!per_output) {
-        compile.metrics = names(keras);
-        return;
-    }
-    if (outputs.size() == 1 && keras.size() == 1) {
-        compile.metrics = names(keras[0]);
-        return;
-    }
-    if (keras.size() != outputs.size()) {
-        fail(what, fmt::format("compile config: {} metric lists for {} outputs{}", keras.size(), outputs.size(), skip_compile_hint));
-    }
-    for (std::size_t o = 0; o < outputs.size(); ++o) compile.metrics_by_output[outputs[o]] = names(keras[o]);
-}
-
-// Compiles `model` with Keras's compile settings.
-void compile_from_keras(Model& model, const nlohmann::json& loss, const nlohmann::json& metrics,
-                        const nlohmann::json& loss_weights, const nlohmann::json& optimizer, const std::string& what) {
-    CompileOptions compile{.optimizer = optimizer_from_keras(optimizer, what)};
-    if (loss.is_object() && !loss.contains("class_name")) {
-        for (const auto& [output, value] : loss.items()) compile.loss_by_output[output] = loss_from_keras(value, what);
-    } else if (loss.is_array()) {
-        for (const auto& value : loss) compile.loss.push_back(loss_from_keras(value, what));
-    } else {
-        compile.loss = {loss_from_keras(loss, what)};
-    }
-    metrics_from_keras(metrics, model, compile, what);
-    auto weight = [&](const nlohmann::json& value) {
-        if (!value.is_number()) fail(what, "compile config: loss weights must be numbers, got " + json::excerpt(value) + skip_compile_hint);
-        return value.get<double>();
-    };
-    if (loss_weights.is_array()) {
-        for (const auto& value : loss_weights) compile.loss_weights.push_back(weight(value));
-    } else if (loss_weights.is_object()) {
-        for (const auto& [output, value] : loss_weights.items()) compile.loss_weights_by_output[output] = weight(value);
-    } else if (!loss_weights.is_null()) {
-        fail(what, "compile config: loss_weights must be a list or a map, got " + json::excerpt(loss_weights) + skip_compile_hint);
-    }
-    try {
-        model.compile(compile);
-    } catch (const Error& e) {
-        fail(what, std::string("compile config: ") + e.what() + skip_compile_hint);
-    }
-}
-
-const nlohmann::json& field_or_null(const nlohmann::json& object, const char* key) {
-    static const nlohmann::json null_value;
-    return object.is_object() && object.contains(key) ? object[key] : null_value;
-}
-
 nlohmann::json parse_json(std::span<const std::uint8_t> bytes, const std::string& what) {
     try {
         return json::parse(std::string_view(reinterpret_cast<const char*>(bytes.data()), bytes.size()), what);
@@ -472,47 +322,6 @@ nlohmann::json keras3_model_config(const Model& model) {
     body["dtype"] = "float32";
     config["build_config"] = {{"input_shape", batch_shape(model.input_shape())}};
     return config;
-}
-
-nlohmann::json keras3_compile_config(const Model& model) {
-    const CompileOptions& compile = model.compile_options();
-    const auto outputs = model.output_names();
-    nlohmann::json optimizer_config = model.optimizer()->config();
-    const std::string name = optimizer_config["name"].get<std::string>();
-    const std::map<std::string, std::string> class_names = {{"adam", "Adam"}, {"sgd", "SGD"}, {"rmsprop", "RMSprop"}};
-    const auto class_name = class_names.count(name) ? class_names.at(name) : name;
-    nlohmann::json loss, metrics, loss_weights;
-    if (outputs.size() == 1) {
-        loss = compile.loss.empty() ? nlohmann::json(compile.loss_by_output.begin()->second) : nlohmann::json(compile.loss[0]);
-        metrics = compile.metrics;
-        if (compile.metrics_by_output.count(outputs[0])) {
-            for (const auto& metric : compile.metrics_by_output.at(outputs[0])) metrics.push_back(metric);
-        }
-    } else {
-        // Keras 3 takes several outputs' settings best by output name.
-        loss = nlohmann::json::object();
-        metrics = nlohmann::json::object();
-        for (std::size_t o = 0; o < outputs.size(); ++o) {
-            const auto& output = outputs[o];
-            loss[output] = compile.loss_by_output.count(output) ? compile.loss_by_output.at(output)
-                                                                : compile.loss[compile.loss.size() == 1 ? 0 : o];
-            nlohmann::json list = compile.metrics;
-            if (compile.metrics_by_output.count(output)) {
-                for (const auto& metric : compile.metrics_by_output.at(output)) list.push_back(metric);
-            }
-            metrics[output] = list;
-        }
-    }
-    if (!compile.loss_weights.empty()) loss_weights = compile.loss_weights;
-    if (!compile.loss_weights_by_output.empty()) loss_weights = compile.loss_weights_by_output;
-    return {{"optimizer", {{"module", "keras.optimizers"}, {"class_name", class_name}, {"config", optimizer_config}, {"registered_name", nullptr}}},
-            {"loss", loss},
-            {"loss_weights", loss_weights},
-            {"metrics", metrics},
-            {"weighted_metrics", nullptr},
-            {"run_eagerly", false},
-            {"steps_per_execution", 1},
-            {"jit_compile", false}};
 }
 
 std::string date_saved() {
@@ -641,10 +450,8 @@ Model load_archive(std::span<const std::uint8_t> bytes, const std::string& what,
     const auto weights_bytes = archive.read(weights_entry, weights_file_overhead + weights_file_bytes_per_element * weight_elements(model));
     const hdf5::Reader weights(weights_bytes, what + " model.weights.h5");
     model.set_weights(read_keras3_weights(model, weights));
-    const auto& compile_config = field_or_null(config, "compile_config");
-    if (options.compile && compile_config.is_object()) {
-        compile_from_keras(model, field_or_null(compile_config, "loss"), field_or_null(compile_config, "metrics"),
-                           field_or_null(compile_config, "loss_weights"), field_or_null(compile_config, "optimizer"), what);
+    if (options.compile && config.contains("compile_config") && config["compile_config"].is_object()) {
+        compile_from_keras(model, config["compile_config"], "optimizer", what);
         restore_optimizer_state(model, weights);
     }
     return model;
@@ -669,13 +476,7 @@ Model load_legacy_h5(std::span<const std::uint8_t> bytes, const std::string& wha
     if (options.compile) {
         if (const auto training = file.string_attribute("", "training_config")) {
             if (training->size() > max_json_bytes) fail(what, fmt::format("training_config is {} bytes", training->size()));
-            const nlohmann::json settings = parse_json(as_bytes(*training), what + " training_config");
-            const auto& weighted = field_or_null(settings, "weighted_metrics");
-            if (!weighted.is_null() && !(weighted.is_array() && weighted.empty())) {
-                fail(what, std::string("compile config: weighted_metrics are not supported") + skip_compile_hint);
-            }
-            compile_from_keras(model, field_or_null(settings, "loss"), field_or_null(settings, "metrics"),
-                               field_or_null(settings, "loss_weights"), field_or_null(settings, "optimizer_config"), what);
+            compile_from_keras(model, parse_json(as_bytes(*training), what + " training_config"), "optimizer_config", what);
         }
     }
     return model;
