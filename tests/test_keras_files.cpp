@@ -283,6 +283,8 @@ TEST_CASE("hostile Keras files fail with an IoError naming the problem") {
     CHECK(error_of("nan-weight.keras").find("holds nan at flat index 6") != std::string::npos);
     CHECK(error_of("unknown-layer.keras").find("GaussianNoise") != std::string::npos);
     CHECK(error_of("unknown-activation.keras").find("gelu_tanh") != std::string::npos);
+    CHECK(error_of("keras1.h5").find("written by Keras 1.2.2; xtnn reads the files of Keras 2 and later") != std::string::npos);
+    CHECK(error_of("theano-cnn.h5").find("saved by the Theano backend") != std::string::npos);
     CHECK(error_of("float16-layer.keras").find("Dense 'dense_1': dtype \"float16\" is not supported") != std::string::npos);
     CHECK(error_of("path-entry.keras").find("entry '../outside.json' is named like a path out of the archive") != std::string::npos);
     CHECK(error_of("npz-weights.keras").find("model.weights.npz") != std::string::npos);

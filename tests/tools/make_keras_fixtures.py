@@ -376,6 +376,14 @@ def write_hostile():
                             b'"name": "dense_1", "trainable": true, "dtype": "float16"')
     rewrite_archive(source, os.path.join(folder, "float16-layer.keras"), ("config.json", float16_layer))
 
+    for name, attribute, value in (("keras1.h5", "keras_version", "1.2.2"), ("theano-cnn.h5", "backend", "theano")):
+        with open(os.path.join(OUT, "cnn.h5" if name == "theano-cnn.h5" else "mlp.h5"), "rb") as original:
+            data = original.read()
+        with open(os.path.join(folder, name), "wb") as copy:
+            copy.write(data)
+        with h5py.File(os.path.join(folder, name), "r+") as f:
+            f["model_weights"].attrs[attribute] = value
+
     rewrite_archive(source, os.path.join(folder, "path-entry.keras"),
                     extra_entries=[("../outside.json", b"{}", zipfile.ZIP_STORED)])
     rewrite_archive(source, os.path.join(folder, "npz-weights.keras"), drop=("model.weights.h5",),

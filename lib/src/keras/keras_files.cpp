@@ -136,6 +136,19 @@ std::string legacy_weight_base(const std::string& name) {
 std::vector<xt::xarray<float>> read_keras2_weights(const Model& model, const hdf5::Reader& file, const std::string& root) {
     const auto layer_names = file.string_list_attribute(root, "layer_names");
     if (!layer_names) fail(file.what(), "no 'layer_names' attribute: not a Keras weights file");
+    const auto version = file.string_attribute(root, "keras_version");
+    if (version && version->rfind("1.", 0) == 0) {
+        fail(file.what(), "written by Keras " + *version + "; xtnn reads the files of Keras 2 and later");
+    }
+    // Keras converts the convolution kernels the Theano backend saved (flipped) when it loads
+    // them; xtnn does not.
+    const auto backend = file.string_attribute(root, "backend");
+    const auto& layers = model.layers();
+    if (backend && *backend == "theano" &&
+        std::any_of(layers.begin(), layers.end(), [](const auto& layer) { return layer->class_name() == "Conv2D"; })) {
+        fail(file.what(), "its convolution kernels were saved by the Theano backend, which stores them flipped; xtnn reads the "
+                          "kernels of the TensorFlow, JAX and PyTorch backends");
+    }
     std::set<std::string> in_file(layer_names->begin(), layer_names->end());
     std::set<std::string> in_model;
     std::map<const Layer*, std::vector<xt::xarray<float>>> by_layer;
