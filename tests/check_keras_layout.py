@@ -45,6 +45,14 @@ def datasets(h5, prefix):
     return found
 
 
+def normalized(key, value):
+    """Keras 3.4 and later write a layer's dtype as a DTypePolicy object, Keras 3.3 as its name:
+    the same setting, and every Keras 3 reads both."""
+    if key == "dtype" and isinstance(value, dict) and value.get("class_name") == "DTypePolicy":
+        return value.get("config", {}).get("name")
+    return value
+
+
 def compare_layers(keras_layers, xtnn_layers):
     check(len(keras_layers) == len(xtnn_layers), f"{len(keras_layers)} layers in Keras's config, {len(xtnn_layers)} in xtnn's")
     for keras_layer, xtnn_layer in zip(keras_layers, xtnn_layers):
@@ -58,7 +66,7 @@ def compare_layers(keras_layers, xtnn_layers):
         for key in keras_keys & xtnn_keys:
             if key in ("name",):
                 continue
-            check(keras_layer["config"][key] == xtnn_layer["config"][key],
+            check(normalized(key, keras_layer["config"][key]) == normalized(key, xtnn_layer["config"][key]),
                   f"layer {label}: {key} is {xtnn_layer['config'][key]!r}, Keras wrote {keras_layer['config'][key]!r}")
 
 
