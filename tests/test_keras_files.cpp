@@ -4,6 +4,8 @@
 
 #include <doctest/doctest.h>
 
+#include <unistd.h>
+
 #include <filesystem>
 #include <fstream>
 #include <set>
@@ -98,7 +100,8 @@ Model trained_functional_model() {
     auto merged = Add()({main, shortcut});
     auto output = Dense(3, "softmax")(GlobalAveragePooling2D()(merged));
     Model model(input, output, "residual");
-    model.compile({.loss = {"sparse_categorical_crossentropy"}, .optimizer = Adam{.learning_rate = 0.01}, .metrics = {"accuracy"}});
+    model.compile(CompileOptions{.loss = {"sparse_categorical_crossentropy"}, .optimizer = Adam{.learning_rate = 0.01},
+                                 .metrics = {"accuracy"}});
     const xt::xarray<float> x = xt::cast<float>(testing::uniform({32, 6, 6, 2}, 3));
     xt::xarray<float> y = xt::zeros<float>({32});
     for (std::size_t i = 0; i < 32; ++i) y(i) = static_cast<float>(i % 3);
