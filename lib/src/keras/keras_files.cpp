@@ -13,7 +13,8 @@
 #include "keras/compile_settings.hpp"
 #include "keras/hdf5.hpp"
 #include "keras/zip.hpp"
-#include "xtnn/json.hpp"
+#include "xtnn/layers/core.hpp"
+#include "xtnn/safetensors.hpp"
 
 namespace xtnn::keras {
 
@@ -23,8 +24,6 @@ constexpr const char* config_entry = "config.json";
 constexpr const char* metadata_entry = "metadata.json";
 constexpr const char* weights_entry = "model.weights.h5";
 constexpr std::uint64_t max_json_bytes = std::uint64_t(64) << 20;
-// Beyond the weights (float64 at most), a Keras weights file holds the optimizer's slots (two a
-// weight for Adam) and HDF5's own structures.
 constexpr std::uint64_t weights_file_bytes_per_element = 8 * 4;
 constexpr std::uint64_t weights_file_overhead = std::uint64_t(16) << 20;
 // The Keras version whose format archive_bytes follows (metadata.json's "keras_version").
@@ -276,10 +275,10 @@ void write_optimizer_state(const Model& model, hdf5::Writer& file) {
     }
 }
 
-std::size_t weight_elements(const Model& model) {
-    std::size_t total = 0;
-    for (const auto& weight : model.weights()) total += weight.size();
-    return total;
+// The most a weights file may hold for `model`: its weights (float64 at most), the optimizer's
+// slots (two a weight for Adam) and HDF5's own structures.
+std::uint64_t weights_entry_cap(const Model& model) {
+    return weights_file_overhead + weights_file_bytes_per_element * model.count_params();
 }
 
 Model model_from_config(const nlohmann::json& config, std::size_t max_weight_elements, const std::string& what) {
@@ -296,20 +295,10 @@ Model model_from_config(const nlohmann::json& config, std::size_t max_weight_ele
 }
 
 nlohmann::json parse_json(std::span<const std::uint8_t> bytes, const std::string& what) {
-    try {
-        return json::parse(std::string_view(reinterpret_cast<const char*>(bytes.data()), bytes.size()), what);
-    } catch (const ValueError& e) {
-        throw IoError(e.what());
-    }
+    return safetensors::parse_json(std::string_view(reinterpret_cast<const char*>(bytes.data()), bytes.size()), what);
 }
 
 // ---- writing ----
-
-nlohmann::json batch_shape(const Shape& shape) {
-    nlohmann::json dims = nlohmann::json::array({nullptr});
-    for (auto extent : shape) dims.push_back(extent);
-    return dims;
-}
 
 // The model's config as Keras 3's serialize_keras_object gives it (module, registered_name and,
 // for a Sequential, its InputLayer and build_config).
@@ -319,12 +308,9 @@ nlohmann::json keras3_model_config(const Model& model) {
     config["module"] = "keras";
     config["registered_name"] = nullptr;
     auto& body = config["config"];
+    const nlohmann::json input = InputLayer(model.input_shape(), "input_layer").config();
     nlohmann::json layers = nlohmann::json::array();
-    layers.push_back({{"module", "keras.layers"},
-                      {"class_name", "InputLayer"},
-                      {"config", {{"batch_shape", batch_shape(model.input_shape())}, {"dtype", "float32"}, {"sparse", false},
-                                  {"name", "input_layer"}}},
-                      {"registered_name", nullptr}});
+    layers.push_back({{"module", "keras.layers"}, {"class_name", "InputLayer"}, {"config", input}, {"registered_name", nullptr}});
     for (auto layer : body["layers"]) {
         layer["module"] = "keras.layers";
         layer["registered_name"] = nullptr;
@@ -333,7 +319,7 @@ nlohmann::json keras3_model_config(const Model& model) {
     body["layers"] = std::move(layers);
     body["trainable"] = true;
     body["dtype"] = "float32";
-    config["build_config"] = {{"input_shape", batch_shape(model.input_shape())}};
+    config["build_config"] = {{"input_shape", input["batch_shape"]}};
     return config;
 }
 
@@ -460,7 +446,7 @@ Model load_archive(std::span<const std::uint8_t> bytes, const std::string& what,
     }
     Model model = model_from_config(config, static_cast<std::size_t>(weights_size / 2), what);
     if (!model.built()) fail(what, "config.json gives no input shape, so the weights cannot be placed");
-    const auto weights_bytes = archive.read(weights_entry, weights_file_overhead + weights_file_bytes_per_element * weight_elements(model));
+    const auto weights_bytes = archive.read(weights_entry, weights_entry_cap(model));
     const hdf5::Reader weights(weights_bytes, what + " model.weights.h5");
     model.set_weights(read_keras3_weights(model, weights));
     if (options.compile && config.contains("compile_config") && config["compile_config"].is_object()) {
@@ -499,7 +485,7 @@ void load_weights(Model& model, std::span<const std::uint8_t> bytes, const std::
     if (zip::has_signature(bytes)) {
         const zip::Reader archive(bytes, what);
         const auto weights_bytes =
-            archive.read(weights_entry, weights_file_overhead + weights_file_bytes_per_element * weight_elements(model));
+            archive.read(weights_entry, weights_entry_cap(model));
         const hdf5::Reader file(weights_bytes, what + " model.weights.h5");
         model.set_weights(read_keras3_weights(model, file));
         return;
