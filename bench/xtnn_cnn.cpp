@@ -10,26 +10,26 @@
 
 #include <iostream>
 
-#include <CLI/CLI.hpp>
 #include <xtensor/xview.hpp>
 #include <xtnn/xtnn.hpp>
 
 #include "bench_common.hpp"
+#include "command_line.hpp"
 
 int main(int argc, char** argv) {
-    CLI::App app{"xtnn on the CNN benchmark workloads"};
+    command_line::Parser args{"xtnn on the CNN benchmark workloads"};
     std::string workload, data = "fashion";
     int threads = 1, epochs = 0, latency_calls = 500, latency_warmup = 50, throughput_batches = 5;
     std::uint64_t seed = 0;
-    app.add_option("--workload", workload)->required()->check(CLI::IsMember({"w4", "w5"}));
-    app.add_option("--threads", threads, "BLAS threads; 0 keeps xtnn's default");
-    app.add_option("--data", data)->check(CLI::IsMember({"fashion", "mnist10k"}));
-    app.add_option("--epochs", epochs, "default: w4 8 (mnist10k) or 2 (fashion); w5 5");
-    app.add_option("--seed", seed);
-    app.add_option("--latency-calls", latency_calls);
-    app.add_option("--lat-warmup", latency_warmup);
-    app.add_option("--thr-batches", throughput_batches);
-    CLI11_PARSE(app, argc, argv);
+    args.option("--workload", workload).required().one_of({"w4", "w5"});
+    args.option("--threads", threads, "BLAS threads; 0 keeps xtnn's default");
+    args.option("--data", data).one_of({"fashion", "mnist10k"});
+    args.option("--epochs", epochs, "default: w4 8 (mnist10k) or 2 (fashion); w5 5");
+    args.option("--seed", seed);
+    args.option("--latency-calls", latency_calls);
+    args.option("--lat-warmup", latency_warmup);
+    args.option("--thr-batches", throughput_batches);
+    if (auto exit_code = args.parse(argc, argv)) return *exit_code;
     if (epochs == 0) epochs = workload == "w5" ? 5 : (data == "mnist10k" ? 8 : 2);
 
     try {

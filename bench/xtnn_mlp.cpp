@@ -11,11 +11,11 @@
 #include <algorithm>
 #include <iostream>
 
-#include <CLI/CLI.hpp>
 #include <xtensor/xview.hpp>
 #include <xtnn/xtnn.hpp>
 
 #include "bench_common.hpp"
+#include "command_line.hpp"
 
 namespace {
 
@@ -33,17 +33,17 @@ xt::xarray<std::uint8_t> flattened(xt::xarray<std::uint8_t>&& images) {
 }  // namespace
 
 int main(int argc, char** argv) {
-    CLI::App app{"xtnn on the MLP benchmark workloads"};
+    command_line::Parser args{"xtnn on the MLP benchmark workloads"};
     std::string workload, data = "fashion";
     int threads = 1, epochs = 5, latency_calls = 2000;
     std::uint64_t seed = 0;
-    app.add_option("--workload", workload)->required()->check(CLI::IsMember({"w1", "w2", "w3"}));
-    app.add_option("--threads", threads, "BLAS threads; 0 keeps xtnn's default");
-    app.add_option("--data", data)->check(CLI::IsMember({"fashion", "mnist10k"}));
-    app.add_option("--epochs", epochs);
-    app.add_option("--seed", seed);
-    app.add_option("--latency-calls", latency_calls);
-    CLI11_PARSE(app, argc, argv);
+    args.option("--workload", workload).required().one_of({"w1", "w2", "w3"});
+    args.option("--threads", threads, "BLAS threads; 0 keeps xtnn's default");
+    args.option("--data", data).one_of({"fashion", "mnist10k"});
+    args.option("--epochs", epochs);
+    args.option("--seed", seed);
+    args.option("--latency-calls", latency_calls);
+    if (auto exit_code = args.parse(argc, argv)) return *exit_code;
 
     try {
         if (threads > 0) xtnn::ops::set_num_threads(threads);

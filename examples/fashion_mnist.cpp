@@ -5,19 +5,20 @@
 
 #include <iostream>
 
-#include <CLI/CLI.hpp>
 #include <fmt/format.h>
 #include <xtnn/xtnn.hpp>
 
+#include "command_line.hpp"
+
 int main(int argc, char** argv) {
-    CLI::App app{"Train an MLP on Fashion-MNIST"};
+    command_line::Parser args{"Train an MLP on Fashion-MNIST"};
     std::string data = "/usr/share/datasets/fashion-mnist";
     int epochs = 5;
     std::uint64_t seed = 42;
-    app.add_option("--data", data, "folder with the four Fashion-MNIST IDX files");
-    app.add_option("--epochs", epochs, "training epochs");
-    app.add_option("--seed", seed, "random seed");
-    CLI11_PARSE(app, argc, argv);
+    args.option("--data", data, "folder with the four Fashion-MNIST IDX files");
+    args.option("--epochs", epochs, "training epochs");
+    args.option("--seed", seed, "random seed");
+    if (auto exit_code = args.parse(argc, argv)) return *exit_code;
 
     try {
         xtnn::set_random_seed(seed);

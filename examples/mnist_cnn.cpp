@@ -6,23 +6,24 @@
 
 #include <iostream>
 
-#include <CLI/CLI.hpp>
 #include <fmt/format.h>
 #include <xtnn/xtnn.hpp>
 
+#include "command_line.hpp"
+
 int main(int argc, char** argv) {
-    CLI::App app{"Train the book's CNN on MNIST digits"};
+    command_line::Parser args{"Train the book's CNN on MNIST digits"};
     std::string data = "datasets/mnist-10k";
     int epochs = 8;
     std::size_t batch_size = 64;
     std::uint64_t seed = 42;
     std::string save;
-    app.add_option("--data", data, "folder with the bundled digits or the standard MNIST files");
-    app.add_option("--epochs", epochs, "training epochs");
-    app.add_option("--batch-size", batch_size, "samples per step");
-    app.add_option("--seed", seed, "random seed for weights, dropout and shuffling");
-    app.add_option("--save", save, "model file to write after training");
-    CLI11_PARSE(app, argc, argv);
+    args.option("--data", data, "folder with the bundled digits or the standard MNIST files");
+    args.option("--epochs", epochs, "training epochs");
+    args.option("--batch-size", batch_size, "samples per step");
+    args.option("--seed", seed, "random seed for weights, dropout and shuffling");
+    args.option("--save", save, "model file to write after training");
+    if (auto exit_code = args.parse(argc, argv)) return *exit_code;
 
     try {
         xtnn::set_random_seed(seed);

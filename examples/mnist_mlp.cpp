@@ -5,15 +5,15 @@
 
 #include <iostream>
 
-#include <CLI/CLI.hpp>
 #include <fmt/format.h>
 #include <xtensor/xsort.hpp>
 #include <xtnn/xtnn.hpp>
 
+#include "command_line.hpp"
 #include "svg_plot.hpp"
 
 int main(int argc, char** argv) {
-    CLI::App app{"Train the book's MLP on MNIST digits"};
+    command_line::Parser args{"Train the book's MLP on MNIST digits"};
     std::string data = "datasets/mnist-10k";
     int epochs = 8;
     std::size_t batch_size = 64;
@@ -22,15 +22,15 @@ int main(int argc, char** argv) {
     std::uint64_t seed = 42;
     std::string plot = "mnist_mlp_history.svg";
     std::string save = "mnist_mlp.xtnn";
-    app.add_option("--data", data, "folder with the bundled digits or the standard MNIST files");
-    app.add_option("--epochs", epochs, "training epochs");
-    app.add_option("--batch-size", batch_size, "samples per step");
-    app.add_option("--optimizer", optimizer, "sgd, adam or rmsprop");
-    app.add_option("--learning-rate", learning_rate, "learning rate (default: the optimizer's Keras default)");
-    app.add_option("--seed", seed, "random seed for weights, dropout and shuffling");
-    app.add_option("--plot", plot, "SVG file for the loss and accuracy curves");
-    app.add_option("--save", save, "model file to write after training (empty: do not save)");
-    CLI11_PARSE(app, argc, argv);
+    args.option("--data", data, "folder with the bundled digits or the standard MNIST files");
+    args.option("--epochs", epochs, "training epochs");
+    args.option("--batch-size", batch_size, "samples per step");
+    args.option("--optimizer", optimizer, "sgd, adam or rmsprop");
+    args.option("--learning-rate", learning_rate, "learning rate (default: the optimizer's Keras default)");
+    args.option("--seed", seed, "random seed for weights, dropout and shuffling");
+    args.option("--plot", plot, "SVG file for the loss and accuracy curves");
+    args.option("--save", save, "model file to write after training (empty: do not save)");
+    if (auto exit_code = args.parse(argc, argv)) return *exit_code;
 
     try {
         xtnn::set_random_seed(seed);

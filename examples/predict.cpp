@@ -8,12 +8,13 @@
 #include <fstream>
 #include <iostream>
 
-#include <CLI/CLI.hpp>
 #include <fmt/format.h>
 #include <xtensor/xmath.hpp>
 #include <xtensor/xsort.hpp>
 #include <xtensor/xview.hpp>
 #include <xtnn/xtnn.hpp>
+
+#include "command_line.hpp"
 
 namespace {
 
@@ -60,16 +61,16 @@ bool takes_raw_pixels(const xtnn::Model& model) {
 }  // namespace
 
 int main(int argc, char** argv) {
-    CLI::App app{"Classify images with a model saved by Model::save() or by Keras"};
+    command_line::Parser args{"Classify images with a model saved by Model::save() or by Keras"};
     std::string model_path;
     std::vector<std::string> inputs;
     std::size_t first = 0;
     std::size_t count = 10;
-    app.add_option("model", model_path, "model file (.xtnn, .keras or Keras 2 .h5)")->required();
-    app.add_option("images", inputs, "PGM images or IDX image files")->required();
-    app.add_option("--first", first, "first image to classify in an IDX file");
-    app.add_option("--count", count, "how many images to classify from an IDX file");
-    CLI11_PARSE(app, argc, argv);
+    args.option("model", model_path, "model file (.xtnn, .keras or Keras 2 .h5)").required();
+    args.option("images", inputs, "PGM images or IDX image files").required();
+    args.option("--first", first, "first image to classify in an IDX file");
+    args.option("--count", count, "how many images to classify from an IDX file");
+    if (auto exit_code = args.parse(argc, argv)) return *exit_code;
 
     try {
         xtnn::Model model = xtnn::load_model(model_path);

@@ -7,10 +7,10 @@
 #include <filesystem>
 #include <iostream>
 
-#include <CLI/CLI.hpp>
 #include <fmt/format.h>
 #include <xtnn/xtnn.hpp>
 
+#include "command_line.hpp"
 #include "svg_plot.hpp"
 
 // A short run takes a few hundred steps: with Keras's default momentum of 0.99 the moving
@@ -26,20 +26,20 @@ xtnn::SymbolicTensor residual_block(const xtnn::SymbolicTensor& x, std::size_t f
 }
 
 int main(int argc, char** argv) {
-    CLI::App app{"Train a tiny residual network on digits or clothes"};
+    command_line::Parser args{"Train a tiny residual network on digits or clothes"};
     std::string data = "datasets/mnist-10k";
     int epochs = 4;
     std::size_t batch_size = 64;
     std::uint64_t seed = 42;
     std::string plot = "tiny_resnet_history.svg";
     std::string save;
-    app.add_option("--data", data, "the bundled digits, MNIST files, or /usr/share/datasets/fashion-mnist");
-    app.add_option("--epochs", epochs, "training epochs");
-    app.add_option("--batch-size", batch_size, "samples per step");
-    app.add_option("--seed", seed, "random seed for weights and shuffling");
-    app.add_option("--plot", plot, "SVG file for the loss and accuracy curves");
-    app.add_option("--save", save, "model file to write after training");
-    CLI11_PARSE(app, argc, argv);
+    args.option("--data", data, "the bundled digits, MNIST files, or /usr/share/datasets/fashion-mnist");
+    args.option("--epochs", epochs, "training epochs");
+    args.option("--batch-size", batch_size, "samples per step");
+    args.option("--seed", seed, "random seed for weights and shuffling");
+    args.option("--plot", plot, "SVG file for the loss and accuracy curves");
+    args.option("--save", save, "model file to write after training");
+    if (auto exit_code = args.parse(argc, argv)) return *exit_code;
 
     try {
         xtnn::set_random_seed(seed);

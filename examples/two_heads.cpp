@@ -6,10 +6,11 @@
 
 #include <iostream>
 
-#include <CLI/CLI.hpp>
 #include <fmt/format.h>
 #include <xtensor/xmath.hpp>
 #include <xtnn/xtnn.hpp>
+
+#include "command_line.hpp"
 
 // (N, 28, 28) bytes -> (N, 1): each image's mean brightness in [0, 1].
 xt::xarray<float> brightness(const xt::xarray<std::uint8_t>& images) {
@@ -20,14 +21,14 @@ xt::xarray<float> brightness(const xt::xarray<std::uint8_t>& images) {
 xt::xarray<float> is_even(const xt::xarray<float>& labels) { return xt::cast<float>(xt::equal(xt::fmod(labels, 2.0f), 0.0f)); }
 
 int main(int argc, char** argv) {
-    CLI::App app{"Train a model with two inputs and two outputs on MNIST digits"};
+    command_line::Parser args{"Train a model with two inputs and two outputs on MNIST digits"};
     std::string data = "datasets/mnist-10k";
     int epochs = 6;
     std::uint64_t seed = 42;
-    app.add_option("--data", data, "folder with the bundled digits or the standard MNIST files");
-    app.add_option("--epochs", epochs, "training epochs");
-    app.add_option("--seed", seed, "random seed for weights, dropout and shuffling");
-    CLI11_PARSE(app, argc, argv);
+    args.option("--data", data, "folder with the bundled digits or the standard MNIST files");
+    args.option("--epochs", epochs, "training epochs");
+    args.option("--seed", seed, "random seed for weights, dropout and shuffling");
+    if (auto exit_code = args.parse(argc, argv)) return *exit_code;
 
     try {
         xtnn::set_random_seed(seed);

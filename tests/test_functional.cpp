@@ -13,18 +13,10 @@
 #include "test_helpers.hpp"
 
 using namespace xtnn;
+using testing::error_of;
 using testing::bitwise_equal;
 
 namespace {
-
-std::string error_of(const std::function<void()>& action) {
-    try {
-        action();
-    } catch (const Error& e) {
-        return e.what();
-    }
-    return "(no error)";
-}
 
 // Bars across or down 8x8 images: label 1 for vertical. Which one is even decides `parity`.
 struct Bars {

@@ -3,11 +3,20 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <stdexcept>
+#include <string>
+#include <vector>
 
 #include <xtensor/xarray.hpp>
 #include <xtensor/xbuilder.hpp>
 
+#include "xtnn/error.hpp"
+#include "xtnn/io.hpp"
 #include "xtnn/model.hpp"
 #include "xtnn/random.hpp"
 
@@ -57,6 +66,46 @@ inline Sequential book_model() {
 /// Same shape and the same bits in every element.
 inline bool bitwise_equal(const xt::xarray<float>& a, const xt::xarray<float>& b) {
     return a.shape() == b.shape() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+}
+
+/// The message of the `E` that `action` throws, or "(no error)".
+template <class E = Error, class Action>
+std::string error_of(Action&& action) {
+    try {
+        action();
+    } catch (const E& e) {
+        return e.what();
+    }
+    return "(no error)";
+}
+
+/// A fresh folder, removed with everything in it at the end of the test.
+struct TempDir {
+    std::filesystem::path path;
+    TempDir() {
+        std::string pattern = (std::filesystem::temp_directory_path() / "xtnn-test-XXXXXX").string();
+        if (::mkdtemp(pattern.data()) == nullptr) throw std::runtime_error("TempDir: mkdtemp failed for " + pattern);
+        path = pattern;
+    }
+    ~TempDir() { std::filesystem::remove_all(path); }
+    TempDir(const TempDir&) = delete;
+    TempDir& operator=(const TempDir&) = delete;
+    std::string file(const std::string& name) const { return (path / name).string(); }
+    std::size_t entries() const {
+        return static_cast<std::size_t>(std::distance(std::filesystem::directory_iterator(path), {}));
+    }
+    /// Writes `bytes` to the file `name` in the folder and returns its path.
+    std::string write(const std::string& name, const std::vector<std::uint8_t>& bytes) const {
+        std::ofstream(path / name, std::ios::binary)
+            .write(reinterpret_cast<const char*>(bytes.data()), std::streamsize(bytes.size()));
+        return file(name);
+    }
+};
+
+inline std::vector<std::uint8_t> read_bytes(const std::string& path) { return io::read_file(path); }
+
+inline void write_bytes(const std::string& path, const std::vector<std::uint8_t>& bytes) {
+    std::ofstream(path, std::ios::binary).write(reinterpret_cast<const char*>(bytes.data()), std::streamsize(bytes.size()));
 }
 
 }  // namespace xtnn::testing

@@ -13,7 +13,11 @@
 
 #include <xtnn/xtnn.hpp>
 
+#include "test_helpers.hpp"
+
 using namespace xtnn;
+using testing::error_of;
+using testing::TempDir;
 using Bytes = std::vector<std::uint8_t>;
 
 namespace {
@@ -76,25 +80,6 @@ Bytes gzip_with_zeros(const Bytes& header, std::size_t zeros) {
     return out;
 }
 
-struct TempDir {
-    fs::path path = fs::temp_directory_path() / ("xtnn_test_io_" + std::to_string(::getpid()));
-    TempDir() { fs::create_directories(path); }
-    ~TempDir() { fs::remove_all(path); }
-    std::string write(const std::string& name, const Bytes& bytes) const {
-        std::ofstream(path / name, std::ios::binary).write(reinterpret_cast<const char*>(bytes.data()), std::streamsize(bytes.size()));
-        return (path / name).string();
-    }
-};
-
-std::string error_of(auto&& f) {
-    try {
-        f();
-    } catch (const IoError& e) {
-        return e.what();
-    }
-    return "no IoError";
-}
-
 }  // namespace
 
 TEST_CASE("IDX: every element type, plain and gzip, recognised by magic bytes") {
@@ -127,51 +112,51 @@ TEST_CASE("IDX: every element type, plain and gzip, recognised by magic bytes") 
 
 TEST_CASE("IDX: hostile files give clear errors") {
     TempDir dir;
-    CHECK(error_of([&] { io::read_idx(dir.write("empty", {})); }).find("truncated header") != std::string::npos);
-    CHECK(error_of([&] { io::read_idx(dir.write("three", {0, 0, 8})); }).find("truncated header") != std::string::npos);
+    CHECK(error_of<IoError>([&] { io::read_idx(dir.write("empty", {})); }).find("truncated header") != std::string::npos);
+    CHECK(error_of<IoError>([&] { io::read_idx(dir.write("three", {0, 0, 8})); }).find("truncated header") != std::string::npos);
     Bytes fifteen = idx_file(0x08, {1, 2, 2}, 0);
     fifteen.pop_back();
-    CHECK(error_of([&] { io::read_idx(dir.write("fifteen", fifteen)); }).find("needs 16") != std::string::npos);
-    CHECK(error_of([&] { io::read_idx(dir.write("magic", {0x89, 'P', 'N', 'G', 0, 0, 0, 1})); }).find("expected 00 00") !=
+    CHECK(error_of<IoError>([&] { io::read_idx(dir.write("fifteen", fifteen)); }).find("needs 16") != std::string::npos);
+    CHECK(error_of<IoError>([&] { io::read_idx(dir.write("magic", {0x89, 'P', 'N', 'G', 0, 0, 0, 1})); }).find("expected 00 00") !=
           std::string::npos);
-    CHECK(error_of([&] { io::read_idx(dir.write("type", idx_file(0x0A, {1}, 1))); }).find("0x0a") != std::string::npos);
-    CHECK(error_of([&] { io::read_idx(dir.write("rank0", {0, 0, 8, 0})); }).find("rank 0") != std::string::npos);
-    CHECK(error_of([&] { io::read_idx(dir.write("dim0", idx_file(0x08, {0, 28}, 0))); }).find("dimension 0 is 0") !=
+    CHECK(error_of<IoError>([&] { io::read_idx(dir.write("type", idx_file(0x0A, {1}, 1))); }).find("0x0a") != std::string::npos);
+    CHECK(error_of<IoError>([&] { io::read_idx(dir.write("rank0", {0, 0, 8, 0})); }).find("rank 0") != std::string::npos);
+    CHECK(error_of<IoError>([&] { io::read_idx(dir.write("dim0", idx_file(0x08, {0, 28}, 0))); }).find("dimension 0 is 0") !=
           std::string::npos);
 
     const Bytes digits = idx_file(0x08, {2, 28, 28}, 2 * 784);
-    CHECK(error_of([&] { io::parse_idx(gzip(digits), "g"); }).find("gzip-compressed") != std::string::npos);
+    CHECK(error_of<IoError>([&] { io::parse_idx(gzip(digits), "g"); }).find("gzip-compressed") != std::string::npos);
     CHECK(io::read_idx(dir.write("raw-named.gz", digits)).shape == Shape{2, 28, 28});
 
     Bytes huge = idx_header(0x08, {0x80000000u, 28, 28});
     huge.resize(100, 0);
-    const auto claimed = error_of([&] { io::read_idx(dir.write("claims", huge)); });
+    const auto claimed = error_of<IoError>([&] { io::read_idx(dir.write("claims", huge)); });
     CHECK(claimed.find("truncated") != std::string::npos);
     CHECK(claimed.find("100 bytes") != std::string::npos);
-    CHECK(error_of([&] { io::read_idx(dir.write("claims.gz", gzip(huge))); }).find("payload truncated") != std::string::npos);
-    CHECK(error_of([&] { io::read_idx(dir.write("overflow", idx_file(0x0E, {0xFFFFFFFFu, 65536, 65536, 65536}, 0))); })
+    CHECK(error_of<IoError>([&] { io::read_idx(dir.write("claims.gz", gzip(huge))); }).find("payload truncated") != std::string::npos);
+    CHECK(error_of<IoError>([&] { io::read_idx(dir.write("overflow", idx_file(0x0E, {0xFFFFFFFFu, 65536, 65536, 65536}, 0))); })
               .find("overflows") != std::string::npos);
 
     Bytes short_one = digits;
     short_one.pop_back();
     Bytes long_one = digits;
     long_one.push_back(0);
-    CHECK(error_of([&] { io::read_idx(dir.write("short", short_one)); }).find("(truncated)") != std::string::npos);
-    CHECK(error_of([&] { io::read_idx(dir.write("long", long_one)); }).find("(trailing data)") != std::string::npos);
-    CHECK(error_of([&] { io::read_idx(dir.write("short.gz", gzip(short_one))); }).find("payload truncated") != std::string::npos);
-    CHECK(error_of([&] { io::read_idx(dir.write("long.gz", gzip(long_one))); }).find("trailing data") != std::string::npos);
+    CHECK(error_of<IoError>([&] { io::read_idx(dir.write("short", short_one)); }).find("(truncated)") != std::string::npos);
+    CHECK(error_of<IoError>([&] { io::read_idx(dir.write("long", long_one)); }).find("(trailing data)") != std::string::npos);
+    CHECK(error_of<IoError>([&] { io::read_idx(dir.write("short.gz", gzip(short_one))); }).find("payload truncated") != std::string::npos);
+    CHECK(error_of<IoError>([&] { io::read_idx(dir.write("long.gz", gzip(long_one))); }).find("trailing data") != std::string::npos);
     Bytes corrupt = gzip(digits);
     corrupt[corrupt.size() - 6] ^= 0xFF;  // the CRC32
-    CHECK(error_of([&] { io::read_idx(dir.write("corrupt.gz", corrupt)); }).find("corrupt gzip") != std::string::npos);
+    CHECK(error_of<IoError>([&] { io::read_idx(dir.write("corrupt.gz", corrupt)); }).find("corrupt gzip") != std::string::npos);
 
-    CHECK(error_of([&] { io::read_idx(dir.path.string()); }).find("not a regular file") != std::string::npos);
-    CHECK(error_of([&] { io::read_idx((dir.path / "missing").string()); }).find("No such file") != std::string::npos);
-    CHECK(error_of([&] { io::read_idx("/dev/zero"); }).find("not a regular file") != std::string::npos);
+    CHECK(error_of<IoError>([&] { io::read_idx(dir.path.string()); }).find("not a regular file") != std::string::npos);
+    CHECK(error_of<IoError>([&] { io::read_idx((dir.path / "missing").string()); }).find("No such file") != std::string::npos);
+    CHECK(error_of<IoError>([&] { io::read_idx("/dev/zero"); }).find("not a regular file") != std::string::npos);
     // A FIFO nobody writes to: refused at once, where a blocking open would wait forever.
     const std::string fifo = (dir.path / "fifo").string();
     REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
-    CHECK(error_of([&] { io::read_idx(fifo); }).find("not a regular file (a FIFO)") != std::string::npos);
-    CHECK(error_of([&] { io::read_pgm(fifo); }).find("not a regular file (a FIFO)") != std::string::npos);
+    CHECK(error_of<IoError>([&] { io::read_idx(fifo); }).find("not a regular file (a FIFO)") != std::string::npos);
+    CHECK(error_of<IoError>([&] { io::read_pgm(fifo); }).find("not a regular file (a FIFO)") != std::string::npos);
 }
 
 TEST_CASE("IDX: a gzip bomb whose header claims 10 images stops at the data it promises") {
@@ -181,7 +166,7 @@ TEST_CASE("IDX: a gzip bomb whose header claims 10 images stops at the data it p
     CHECK(std::filesystem::file_size(path) < (1u << 20));
     struct rusage before {};
     getrusage(RUSAGE_SELF, &before);
-    CHECK(error_of([&] { io::read_idx(path); }).find("trailing data") != std::string::npos);
+    CHECK(error_of<IoError>([&] { io::read_idx(path); }).find("trailing data") != std::string::npos);
     struct rusage after {};
     getrusage(RUSAGE_SELF, &after);
     CHECK(after.ru_maxrss - before.ru_maxrss < 32 * 1024);  // KiB: nothing near the 200 MB inflated
@@ -208,13 +193,13 @@ TEST_CASE("datasets: the bundled digits, image/label mismatches and label range"
     TempDir dir;
     dir.write("images-idx3-ubyte", idx_file(0x08, {3, 28, 28}, 3 * 784));
     dir.write("labels-idx1-ubyte", idx_file(0x08, {2}, 2));
-    CHECK(error_of([&] { datasets::load_mnist(dir.path.string()); }).find("3 images but") != std::string::npos);
+    CHECK(error_of<IoError>([&] { datasets::load_mnist(dir.path.string()); }).find("3 images but") != std::string::npos);
     Bytes labels = idx_header(0x08, {3});
     labels.insert(labels.end(), {1, 10, 2});
     dir.write("labels-idx1-ubyte", labels);
-    CHECK(error_of([&] { datasets::load_mnist(dir.path.string()); }).find("label 10 at index 1") != std::string::npos);
-    CHECK(error_of([&] { datasets::load_mnist_bytes(dir.path.string()); }).find("label 10 at index 1") != std::string::npos);
-    CHECK(error_of([&] { datasets::load_mnist((dir.path / "nowhere").string()); }).find("does not exist") != std::string::npos);
+    CHECK(error_of<IoError>([&] { datasets::load_mnist(dir.path.string()); }).find("label 10 at index 1") != std::string::npos);
+    CHECK(error_of<IoError>([&] { datasets::load_mnist_bytes(dir.path.string()); }).find("label 10 at index 1") != std::string::npos);
+    CHECK(error_of<IoError>([&] { datasets::load_mnist((dir.path / "nowhere").string()); }).find("does not exist") != std::string::npos);
 }
 
 TEST_CASE("to_categorical, scaling and the seeded split") {
@@ -266,7 +251,7 @@ TEST_CASE("PGM images: binary and text, comments, 16-bit, and hostile headers") 
     wide.insert(wide.end(), {0x01, 0xf4});
     CHECK(io::parse_pgm(wide)(0, 0) == 0.5f);
 
-    auto error = [&](const Bytes& b) { return error_of([&] { io::parse_pgm(b, "digit.pgm"); }); };
+    auto error = [&](const Bytes& b) { return error_of<IoError>([&] { io::parse_pgm(b, "digit.pgm"); }); };
     CHECK(error({}).find("PGM file 'digit.pgm': not a grayscale PGM image") == 0);
     CHECK(error(bytes("P6 1 1 255\n\x01\x02\x03")).find("should start with P5 or P2") != std::string::npos);
     CHECK(error(bytes("P5 3")).find("truncated: expected the height") != std::string::npos);

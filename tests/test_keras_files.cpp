@@ -18,6 +18,7 @@
 #include "test_helpers.hpp"
 
 using namespace xtnn;
+using testing::read_bytes;
 
 namespace {
 
@@ -49,9 +50,7 @@ Expected read_expected(const std::string& model) {
     return expected;
 }
 
-std::vector<std::uint8_t> read_bytes(const std::string& path) { return io::read_file(path); }
-
-std::string load_error(const std::vector<std::uint8_t>& bytes, const std::string& name = "hostile.keras") {
+std::string keras_load_error(const std::vector<std::uint8_t>& bytes, const std::string& name = "hostile.keras") {
     try {
         load_model_from_bytes(bytes, name);
     } catch (const IoError& e) {
@@ -195,7 +194,7 @@ TEST_CASE("fixtures in both formats (MLP, CNN, residual CNN with BatchNormalizat
     Model weights_only = Model::from_json(mlp.to_json());
     weights_only.load_weights(fixtures + "mlp.weights-only.h5");
     CHECK(testing::bitwise_equal(weights_only.predict(expected.input), reference));
-    CHECK(load_error(read_bytes(fixtures + "mlp.weights-only.h5"), "w.h5").find("holds only weights (Keras's save_weights)") !=
+    CHECK(keras_load_error(read_bytes(fixtures + "mlp.weights-only.h5"), "w.h5").find("holds only weights (Keras's save_weights)") !=
           std::string::npos);
 }
 
@@ -277,7 +276,7 @@ TEST_CASE("saving twice gives the same weights file: no timestamps in the HDF5 o
 
 TEST_CASE("hostile Keras files fail with an IoError naming the problem") {
     const std::string folder = fixtures + "hostile/";
-    auto error_of = [&](const std::string& file) { return load_error(read_bytes(folder + file), file); };
+    auto error_of = [&](const std::string& file) { return keras_load_error(read_bytes(folder + file), file); };
     CHECK(error_of("int-weights.keras").find("4-byte integer values; xtnn reads float16, float32 and float64") != std::string::npos);
     CHECK(error_of("wrong-shape.keras").find("dataset 'layers/dense/vars/1' has shape (17,) but (16,) was expected") != std::string::npos);
     CHECK(error_of("wrong-shape.keras").find("layer 'dense' (Dense)") != std::string::npos);
@@ -304,7 +303,7 @@ TEST_CASE("hostile Keras files fail with an IoError naming the problem") {
     SUBCASE("truncated archives") {
         for (std::size_t size : {std::size_t(3), std::size_t(30), good.size() / 2, good.size() - 1}) {
             CAPTURE(size);
-            const std::string error = load_error(std::vector<std::uint8_t>(good.begin(), good.begin() + static_cast<long>(size)));
+            const std::string error = keras_load_error(std::vector<std::uint8_t>(good.begin(), good.begin() + static_cast<long>(size)));
             CHECK(error.find("hostile.keras") != std::string::npos);
             CHECK(error != "loaded");
         }
@@ -316,7 +315,7 @@ TEST_CASE("hostile Keras files fail with an IoError naming the problem") {
         const auto at = std::search(bytes.begin(), bytes.end(), marker.begin(), marker.end());
         REQUIRE(at != bytes.end());
         *(at + 10) = '7';
-        CHECK(load_error(bytes).find("entry 'config.json' is corrupt") != std::string::npos);
+        CHECK(keras_load_error(bytes).find("entry 'config.json' is corrupt") != std::string::npos);
     }
     SUBCASE("a directory that lies about sizes") {
         auto bytes = good;
@@ -329,19 +328,19 @@ TEST_CASE("hostile Keras files fail with an IoError naming the problem") {
         REQUIRE(header > 0);
         const std::uint32_t huge = 0xfffffff0u;
         std::memcpy(&bytes[header + 24], &huge, 4);
-        const std::string error = load_error(bytes);
+        const std::string error = keras_load_error(bytes);
         CHECK(error.find("hostile.keras") != std::string::npos);
         CHECK(error != "loaded");
     }
     SUBCASE("an HDF5 file that is not a Keras model, and a truncated one") {
         const auto h5 = read_bytes(fixtures + "cnn.h5");
-        CHECK(load_error(std::vector<std::uint8_t>(h5.begin(), h5.begin() + 600), "cut.h5").find("cut.h5") != std::string::npos);
+        CHECK(keras_load_error(std::vector<std::uint8_t>(h5.begin(), h5.begin() + 600), "cut.h5").find("cut.h5") != std::string::npos);
         const auto weights_only = [&] {
             Sequential model = testing::book_model();
             model.save_weights(scratch("only.weights.h5").string());
             return read_bytes(scratch("only.weights.h5").string());
         }();
-        CHECK(load_error(weights_only, "only.weights.h5").find("holds only weights") != std::string::npos);
+        CHECK(keras_load_error(weights_only, "only.weights.h5").find("holds only weights") != std::string::npos);
         std::filesystem::remove_all(scratch("").parent_path());
     }
 }

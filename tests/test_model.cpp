@@ -14,20 +14,12 @@
 
 using namespace xtnn;
 using testing::book_model;
+using testing::error_of;
 
 namespace {
 
-std::string error_of(auto&& f) {
-    try {
-        f();
-    } catch (const Error& e) {
-        return e.what();
-    }
-    return "no error";
-}
-
 // Three well-separated clusters in the plane, labels 0, 1, 2.
-std::pair<xt::xarray<float>, xt::xarray<float>> blobs(std::size_t per_class) {
+std::pair<xt::xarray<float>, xt::xarray<float>> clusters(std::size_t per_class) {
     Generator g(5);
     const float centers[3][2] = {{-3, -3}, {3, -3}, {0, 3}};
     xt::xarray<float> x = xt::empty<float>({3 * per_class, std::size_t(2)});
@@ -145,7 +137,7 @@ TEST_CASE("fit learns XOR with a sigmoid hidden layer") {
 }
 
 TEST_CASE("fit separates three blobs with softmax, with every optimizer") {
-    auto [x, labels] = blobs(30);
+    auto [x, labels] = clusters(30);
     for (OptimizerSpec optimizer : {OptimizerSpec(SGD{.learning_rate = 0.1}),
                                     OptimizerSpec(SGD{.learning_rate = 0.05, .momentum = 0.9, .nesterov = true}),
                                     OptimizerSpec(Adam{.learning_rate = 0.05}), OptimizerSpec(RMSprop{.learning_rate = 0.01})}) {
@@ -193,7 +185,7 @@ TEST_CASE("the last partial batch trains with its own mean") {
 }
 
 TEST_CASE("EarlyStopping stops after `patience` epochs without improvement and restores the best weights") {
-    auto [x, labels] = blobs(10);
+    auto [x, labels] = clusters(10);
     set_random_seed(5);
     Sequential model;
     model.add(Dense(3, "softmax", {2}));
@@ -215,7 +207,7 @@ TEST_CASE("EarlyStopping stops after `patience` epochs without improvement and r
 }
 
 TEST_CASE("TerminateOnNaN stops at the first non-finite loss and names epoch and batch") {
-    auto [x, labels] = blobs(20);
+    auto [x, labels] = clusters(20);
     set_random_seed(6);
     Sequential model;
     model.add(Dense(16, "relu", {2}));
@@ -231,7 +223,7 @@ TEST_CASE("TerminateOnNaN stops at the first non-finite loss and names epoch and
 }
 
 TEST_CASE("CSVLogger and LearningRateScheduler") {
-    auto [x, labels] = blobs(10);
+    auto [x, labels] = clusters(10);
     set_random_seed(7);
     Sequential model;
     model.add(Dense(3, "softmax", {2}));
@@ -256,7 +248,7 @@ TEST_CASE("CSVLogger and LearningRateScheduler") {
 }
 
 TEST_CASE("fit prints Keras 3's progress lines when output is not a terminal") {
-    auto [x, labels] = blobs(10);
+    auto [x, labels] = clusters(10);
     set_random_seed(8);
     Sequential model;
     model.add(Dense(3, "softmax", {2}));
@@ -411,7 +403,7 @@ TEST_CASE("one NaN pixel makes the loss NaN, and TerminateOnNaN stops before it 
 }
 
 TEST_CASE("TerminateOnNaN also stops when a weight is not finite while the loss is") {
-    auto [x, labels] = blobs(20);
+    auto [x, labels] = clusters(20);
     set_random_seed(6);
     Sequential model;
     model.add(Dense(4, "relu", {2}));
@@ -432,7 +424,7 @@ TEST_CASE("TerminateOnNaN also stops when a weight is not finite while the loss 
 }
 
 TEST_CASE("batch sizes beyond the data, up to SIZE_MAX, train, evaluate and predict in one batch") {
-    const auto data = blobs(10);
+    const auto data = clusters(10);
     const auto& x = data.first;
     const auto& labels = data.second;
     auto run = [&](std::size_t batch_size) {
@@ -454,7 +446,7 @@ TEST_CASE("batch sizes beyond the data, up to SIZE_MAX, train, evaluate and pred
 }
 
 TEST_CASE("a null callback is refused with its index") {
-    const auto data = blobs(5);
+    const auto data = clusters(5);
     const auto& x = data.first;
     const auto& labels = data.second;
     Sequential model;
@@ -563,7 +555,7 @@ TEST_CASE("the config fuzzing seeds and every crasher found so far load or fail 
 }
 
 TEST_CASE("a frozen layer keeps its weights bit for bit through fit; the summary and config say so") {
-    auto [x, labels] = blobs(20);
+    auto [x, labels] = clusters(20);
     set_random_seed(12);
     Sequential model;
     model.add(Dense(8, "relu", {2}));

@@ -19,28 +19,12 @@
 
 using namespace xtnn;
 using testing::bitwise_equal;
+using testing::read_bytes;
+using testing::TempDir;
+using testing::write_bytes;
 namespace fs = std::filesystem;
 
 namespace {
-
-/// A fresh folder, removed with everything in it at the end of the test.
-struct TempDir {
-    fs::path path;
-    TempDir() {
-        std::string pattern = (fs::temp_directory_path() / "xtnn-test-XXXXXX").string();
-        REQUIRE(::mkdtemp(pattern.data()) != nullptr);
-        path = pattern;
-    }
-    ~TempDir() { fs::remove_all(path); }
-    std::string file(const std::string& name) const { return (path / name).string(); }
-    std::size_t entries() const { return static_cast<std::size_t>(std::distance(fs::directory_iterator(path), {})); }
-};
-
-std::vector<std::uint8_t> read_bytes(const std::string& path) { return io::read_file(path); }
-
-void write_bytes(const std::string& path, const std::vector<std::uint8_t>& bytes) {
-    std::ofstream(path, std::ios::binary).write(reinterpret_cast<const char*>(bytes.data()), std::streamsize(bytes.size()));
-}
 
 struct Blobs {
     xt::xarray<float> x;

@@ -17,8 +17,6 @@ namespace xtnn {
 
 namespace {
 
-constexpr std::size_t max_layers = 1024;
-
 bool is_input_call(const LayerCall& call) { return call.inputs.empty(); }
 
 // The layer's name, or its class while it has none yet.
@@ -71,7 +69,7 @@ void Model::set_graph(const std::vector<SymbolicTensor>& inputs, const std::vect
         auto [call, output] = pending.back();
         pending.pop_back();
         if (!reached.emplace(call.get(), call).second) continue;
-        if (reached.size() > 64 * max_layers) throw ValueError(where + ": the graph has more than " + std::to_string(64 * max_layers) + " layer calls");
+        if (reached.size() > 64 * max_model_layers) throw ValueError(where + ": the graph has more than " + std::to_string(64 * max_model_layers) + " layer calls");
         if (is_input_call(*call)) {
             if (!input_calls.count(call.get())) {
                 std::string layer_name = call->layer->name().empty() ? "an unnamed Input" : "'" + call->layer->name() + "'";
@@ -108,8 +106,8 @@ void Model::set_graph(const std::vector<SymbolicTensor>& inputs, const std::vect
     for (const auto& call : calls) {
         if (seen.insert(call->layer.get()).second) layers.push_back(call->layer);
     }
-    if (layers.size() > max_layers + inputs.size()) {
-        throw ValueError(where + ": a model has at most " + std::to_string(max_layers) + " layers");
+    if (layers.size() > max_model_layers + inputs.size()) {
+        throw ValueError(where + ": a model has at most " + std::to_string(max_model_layers) + " layers");
     }
     std::set<std::string> taken;
     for (const auto& layer : layers) {
@@ -321,8 +319,8 @@ std::optional<std::string> Model::non_finite_weight() const {
 void Model::append_layer(std::shared_ptr<Layer> layer, Generator& generator) {
     if (!layer) throw ValueError("Sequential::add: null layer");
     if (!sequential_) throw ValueError("add: model '" + name_ + "' is functional; add() is for a Sequential stack");
-    if (layers_.size() >= max_layers) {
-        throw ValueError("Sequential::add: a model has at most " + std::to_string(max_layers) + " layers");
+    if (layers_.size() >= max_model_layers) {
+        throw ValueError("Sequential::add: a model has at most " + std::to_string(max_model_layers) + " layers");
     }
     std::set<std::string> taken;
     for (const auto& existing : layers_) taken.insert(existing->name());

@@ -17,7 +17,6 @@ namespace xtnn {
 
 namespace {
 
-constexpr std::size_t max_layers = 1024;
 // A layer called more often than this in one model is refused (a shared layer is called a few times).
 constexpr std::size_t max_calls_per_layer = 256;
 
@@ -145,9 +144,9 @@ Sequential sequential_from_config(const nlohmann::json& model_config, const From
     if (!config.contains("layers") || !config["layers"].is_array()) {
         throw ValueError("Sequential::from_config: config has no 'layers' list");
     }
-    if (config["layers"].size() > max_layers) {
+    if (config["layers"].size() > max_model_layers) {
         throw ValueError("Sequential::from_config: " + std::to_string(config["layers"].size()) +
-                         " layers exceed the limit of " + std::to_string(max_layers));
+                         " layers exceed the limit of " + std::to_string(max_model_layers));
     }
     std::optional<Shape> input_shape;
     std::vector<std::unique_ptr<Layer>> layers;
@@ -222,7 +221,7 @@ std::vector<TensorReference> node_inputs(const nlohmann::json& node, const std::
     } else {
         throw ValueError(where + ": a node must be an object or a list, got " + json::excerpt(node));
     }
-    if (inputs.empty() || inputs.size() > max_layers) throw ValueError(where + ": a call reads 1 to 1024 tensors");
+    if (inputs.empty() || inputs.size() > max_model_layers) throw ValueError(where + ": a call reads 1 to " + std::to_string(max_model_layers) + " tensors");
     return inputs;
 }
 
@@ -249,8 +248,8 @@ Model functional_from_config(const nlohmann::json& model_config, const FromConfi
     const char* where = "Model::from_config";
     const auto& config = model_config["config"];
     if (!config.contains("layers") || !config["layers"].is_array()) throw ValueError(std::string(where) + ": config has no 'layers' list");
-    if (config["layers"].size() > max_layers) {
-        throw ValueError(fmt::format("{}: {} layers exceed the limit of {}", where, config["layers"].size(), max_layers));
+    if (config["layers"].size() > max_model_layers) {
+        throw ValueError(fmt::format("{}: {} layers exceed the limit of {}", where, config["layers"].size(), max_model_layers));
     }
     std::vector<LayerEntry> entries;
     std::map<std::string, std::size_t> by_name;

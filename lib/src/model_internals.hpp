@@ -1,6 +1,7 @@
 #pragma once
 // The parts of Model that its source files share and its users need not see.
 
+#include <cstddef>
 #include <map>
 #include <memory>
 #include <string>
@@ -11,6 +12,9 @@
 #include "xtnn/model.hpp"
 
 namespace xtnn {
+
+/// The most layers one model holds: a larger count is a mistake in a config or a loop.
+inline constexpr std::size_t max_model_layers = 1024;
 
 /// How a model runs: every layer call as a step over numbered value slots (one per call, inputs
 /// first), in an order where each step comes after the steps it reads.

@@ -104,7 +104,11 @@ BasicTensor<T> elementwise(const char* name, const BasicTensor<T>& x, Forward fo
     xt::xarray<T> y = forward(x.value());
     return make_op<T>(name, std::move(y), {x}, [derivative](NodeT<T>& out) {
         NodeT<T>& in = *out.inputs[0];
-        if (in.requires_grad) accumulate_grad(in, out.grad * derivative(in.value, out.value));
+        if (!in.requires_grad) return;
+        // Evaluated into an array first: accumulate_grad of an array is compiled once for every
+        // op, of an expression once for each (the values are the same either way).
+        xt::xarray<T> contribution = out.grad * derivative(in.value, out.value);
+        accumulate_grad(in, std::move(contribution));
     });
 }
 

@@ -7,9 +7,13 @@
 #include <fmt/format.h>
 #include <unistd.h>
 
+#include "text.hpp"
+
 namespace xtnn {
 
 namespace {
+
+using internal::repeat;
 
 constexpr std::size_t bar_width = 20;
 constexpr double redraw_interval = 0.05;
@@ -19,12 +23,6 @@ const std::string reset = "\x1b[0m";
 
 double steady_seconds() {
     return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
-
-std::string repeat(const std::string& text, std::size_t count) {
-    std::string result;
-    for (std::size_t i = 0; i < count; ++i) result += text;
-    return result;
 }
 
 // Columns a line takes on screen: escape sequences take none, each UTF-8 character one.

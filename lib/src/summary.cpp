@@ -8,12 +8,15 @@
 #include <fmt/format.h>
 
 #include "model_internals.hpp"
+#include "text.hpp"
 #include "xtnn/layer.hpp"
 #include "xtnn/model.hpp"
 
 namespace xtnn {
 
 namespace {
+
+using internal::repeat;
 
 struct Row {
     std::string layer;
@@ -41,12 +44,6 @@ std::string readable_bytes(std::size_t bytes) {
         ++unit;
     }
     return fmt::format("{:.2f} {}", value, units[unit]);
-}
-
-std::string repeat(const std::string& text, std::size_t count) {
-    std::string result;
-    for (std::size_t i = 0; i < count; ++i) result += text;
-    return result;
 }
 
 // Splits `text` into lines of at most `width` characters, breaking at spaces where possible.

@@ -8,22 +8,23 @@
 #include <fstream>
 #include <iostream>
 
-#include <CLI/CLI.hpp>
 #include <xtensor/xview.hpp>
 #include <xtnn/xtnn.hpp>
 
+#include "command_line.hpp"
+
 int main(int argc, char** argv) {
-    CLI::App app{"xtnn test run"};
+    command_line::Parser args{"xtnn test run"};
     std::string data, save, history_path, resume;
     std::uint64_t seed = 42;
     int epochs = 2;
-    app.add_option("--data", data)->required();
-    app.add_option("--seed", seed);
-    app.add_option("--epochs", epochs);
-    app.add_option("--save", save)->required();
-    app.add_option("--history", history_path)->required();
-    app.add_option("--resume", resume, "continue from this model file, with its random state");
-    CLI11_PARSE(app, argc, argv);
+    args.option("--data", data).required();
+    args.option("--seed", seed);
+    args.option("--epochs", epochs);
+    args.option("--save", save).required();
+    args.option("--history", history_path).required();
+    args.option("--resume", resume, "continue from this model file, with its random state");
+    if (auto exit_code = args.parse(argc, argv)) return *exit_code;
 
     try {
         xtnn::set_random_seed(seed);

@@ -6,6 +6,7 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
+#include "keras/fail.hpp"
 #include "xtnn/json.hpp"
 #include "xtnn/metrics.hpp"
 
@@ -15,7 +16,6 @@ namespace {
 
 constexpr const char* skip_compile_hint = "; load with LoadOptions{.compile = false} to leave the model uncompiled";
 
-[[noreturn]] void fail(const std::string& what, const std::string& problem) { throw IoError(what + ": " + problem); }
 
 std::string lower(std::string text) {
     for (char& c : text) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));

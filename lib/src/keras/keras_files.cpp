@@ -11,6 +11,7 @@
 #include <fmt/format.h>
 
 #include "keras/compile_settings.hpp"
+#include "keras/fail.hpp"
 #include "keras/hdf5.hpp"
 #include "keras/zip.hpp"
 #include "xtnn/layers/core.hpp"
@@ -29,7 +30,6 @@ constexpr std::uint64_t weights_file_overhead = std::uint64_t(16) << 20;
 // The Keras version whose format archive_bytes follows (metadata.json's "keras_version").
 constexpr const char* keras_format_version = "3.3.3";
 
-[[noreturn]] void fail(const std::string& what, const std::string& problem) { throw IoError(what + ": " + problem); }
 
 std::string join(const std::vector<std::string>& names, std::size_t limit = 12) {
     std::string text;
