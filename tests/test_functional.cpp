@@ -260,7 +260,7 @@ TEST_CASE("graph errors name the layers and shapes") {
           "the graph is disconnected");
     CHECK(error_of([&] { Model({a, b}, {Dense(1)(a)}, "m"); }) == "Model 'm': input 'b' is not used by any output");
     CHECK(error_of([&] { Model(from_b, from_b, "m"); }).find("is the output of layer 'Dense', not an Input()") != std::string::npos);
-    CHECK(error_of([&] { Add()({a, b}); }) == "Add: the inputs must have one shape, got (None, 4), (None, 5)");
+    CHECK(error_of([&] { Add()({a, b}); }) == "Add: the inputs have incompatible shapes (None, 4), (None, 5); extents must be equal or 1");
     CHECK(error_of([&] { Subtract()({a, a, a}); }) == "Subtract takes exactly 2 inputs, got 3");
     CHECK(error_of([&] { Add()(a); }) == "Add takes at least 2 inputs, got 1");
     CHECK(error_of([&] { Concatenate(1)({Input({2, 3}), Input({4, 4})}); })

@@ -161,8 +161,8 @@ TEST_CASE("a Keras 2 .h5 file written by Keras loads and predicts Keras's classe
     }
 }
 
-TEST_CASE("fixtures in both formats (MLP, CNN, residual CNN with BatchNormalization) match numpy's float64 outputs") {
-    for (const std::string name : {"mlp", "cnn", "cnn_bn"}) {
+TEST_CASE("fixtures in both formats (MLP, CNN, residual CNN with BatchNormalization, squeeze-and-excitation CNN) match numpy's float64 outputs") {
+    for (const std::string name : {"mlp", "cnn", "cnn_bn", "se_cnn"}) {
         const Expected expected = read_expected(name);
         for (const std::string extension : {".keras", ".h5"}) {
             CAPTURE(name);

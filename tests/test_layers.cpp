@@ -6,6 +6,8 @@
 #include <xtensor/xview.hpp>
 #include <xtnn/xtnn.hpp>
 
+#include "test_helpers.hpp"
+
 using namespace xtnn;
 
 namespace {
@@ -423,5 +425,51 @@ TEST_CASE("merging layers: values, shapes, configs (their ops are gradient-check
         CHECK(layer->count_params() == 0);
     }
     CHECK(make_layer("concatenate", {{"axis", 1}})->config()["axis"] == 1);
+}
+
+TEST_CASE("merging layers broadcast extents of 1 and missing axes as Keras does") {
+    // A squeeze-and-excitation gate: (4, 4, 3) feature maps times one (1, 1, 3) scale per channel.
+    const xt::xarray<float> maps = random_batch({2, 4, 4, 3}, 81), gate = random_batch({2, 1, 1, 3}, 82);
+    const xt::xarray<float> per_channel = random_batch({2, 3}, 83);
+    auto run = [](Layer& layer, const std::vector<xt::xarray<float>>& inputs) {
+        std::vector<Shape> shapes;
+        std::vector<Tensor> tensors;
+        for (const auto& input : inputs) {
+            shapes.push_back(Shape(input.shape().begin() + 1, input.shape().end()));
+            tensors.push_back(Tensor::constant(input));
+        }
+        layer.build_inputs(shapes);
+        return layer.call_inputs(tensors, false).value();
+    };
+    Multiply multiply;
+    CHECK(multiply.compute_output_shape({{4, 4, 3}, {1, 1, 3}}) == Shape{4, 4, 3});
+    CHECK(run(multiply, {maps, gate}) == maps * gate);
+    // A rank-1 sample shape gains axes after the batch axis: (2, 3) is used as (2, 1, 1, 3).
+    Add add;
+    CHECK(add.compute_output_shape({{4, 4, 3}, {3}}) == Shape{4, 4, 3});
+    const xt::xarray<float> expanded = xt::reshape_view(per_channel, {2, 1, 1, 3});
+    CHECK(run(add, {maps, per_channel}) == maps + expanded);
+    Subtract subtract;
+    CHECK(run(subtract, {per_channel, maps}) == expanded - maps);
+    Average average;
+    CHECK(xt::allclose(run(average, {maps, gate, per_channel}), (maps + gate + expanded) / 3.0f));
+    Maximum maximum;
+    CHECK(run(maximum, {gate, maps}) == xt::maximum(gate, maps));
+    CHECK(Maximum().compute_output_shape({{1, 5}, {4, 1}, {5}}) == Shape{4, 5});
+    CHECK_THROWS_WITH_AS(Multiply().compute_output_shape({{4, 4, 3}, {1, 2, 3}}),
+                         doctest::Contains("the inputs have incompatible shapes (None, 4, 4, 3), (None, 1, 2, 3)"), ShapeError);
+
+    // Trained through a model: the gate's gradient sums over the positions it scaled.
+    set_random_seed(8);
+    auto image = Input({4, 4, 3});
+    auto squeezed = GlobalAveragePooling2D()(image);
+    auto scale = Reshape({1, 1, 3})(Dense(3, "sigmoid")(squeezed));
+    auto excited = Multiply()({image, scale});
+    Model model(image, Dense(2, "softmax")(Flatten()(excited)), "squeeze_excite");
+    model.compile("sparse_categorical_crossentropy", "adam");
+    const xt::xarray<float> labels = xt::xarray<float>{0, 1};
+    const auto before = model.get_weights();
+    model.fit(maps, labels, {.epochs = 2, .verbose = 0});
+    CHECK_FALSE(testing::bitwise_equal(model.get_weights()[0], before[0]));
     CHECK_THROWS_WITH_AS(make_layer("Concatenate", {{"axis", "last"}}), doctest::Contains("'axis' must be a whole number"), ValueError);
 }

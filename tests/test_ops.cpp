@@ -151,6 +151,23 @@ TEST_CASE("gradient checks: exp, log and the activations") {
     require_gradients("gelu", [](const Inputs& in) { return ops::gelu(in[0]); }, {x}, strict);
 }
 
+TEST_CASE("broadcast_to: NumPy's repeats, gradients summed back, clear errors") {
+    require_gradients("broadcast_to (2, 1, 3) -> (2, 4, 3)",
+                      [](const Inputs& in) { return ops::broadcast_to(in[0], {2, 4, 3}); }, {uniform({2, 1, 3}, 14)}, strict);
+    require_gradients("broadcast_to (3,) -> (2, 5, 3)", [](const Inputs& in) { return ops::broadcast_to(in[0], {2, 5, 3}); },
+                      {uniform({3}, 15)}, strict);
+    xt::xarray<double> column{1.0, 2.0};
+    column.reshape({2, 1});
+    const auto repeated = ops::broadcast_to(TensorD::constant(column), {2, 3}).value();
+    CHECK(repeated == xt::xarray<double>{{1.0, 1.0, 1.0}, {2.0, 2.0, 2.0}});
+    CHECK_THROWS_WITH_AS(ops::broadcast_to(TensorD::constant(column), {3, 3}),
+                         doctest::Contains("broadcast_to: shapes (2, 1) and (3, 3) cannot be broadcast together (axis 0: 2 vs 3)"), ShapeError);
+    CHECK_THROWS_WITH_AS(ops::broadcast_to(TensorD::constant(column), {2}), doctest::Contains("cannot broadcast shape (2, 1) to (2,)"),
+                         ShapeError);
+    CHECK_THROWS_WITH_AS(ops::broadcast_to(TensorD::constant(column), {1u << 20, 2, 1u << 20}),
+                         doctest::Contains("elements, the most xtnn allocates"), ValueError);
+}
+
 TEST_CASE("gradient checks: reshape, flatten and transpose") {
     const auto x = uniform({2, 3, 4}, 12);
     require_gradients("reshape", [](const Inputs& in) { return ops::reshape(in[0], {4, -1}); }, {x}, strict);

@@ -268,6 +268,20 @@ BasicTensor<T> log(const BasicTensor<T>& x) {
 }
 
 template <class T>
+BasicTensor<T> broadcast_to(const BasicTensor<T>& x, const Shape& shape) {
+    if (broadcast_shape("broadcast_to", x.shape(), shape) != shape) {
+        throw ShapeError(describe("broadcast_to", "cannot broadcast shape " + shape_to_string(x.shape()) + " to " +
+                                                      shape_to_string(shape) + "; only extents of 1 and missing leading axes repeat"));
+    }
+    checked_element_count(shape, "broadcast_to: the result of shape");
+    xt::xarray<T> y = xt::broadcast(x.value(), shape);
+    return make_op<T>("broadcast_to", std::move(y), {x}, [](NodeT<T>& out) {
+        NodeT<T>& in = *out.inputs[0];
+        if (in.requires_grad) accumulate_grad(in, reduce_to_shape(out.grad, in.value.shape()));
+    });
+}
+
+template <class T>
 BasicTensor<T> reshape(const BasicTensor<T>& x, const std::vector<std::ptrdiff_t>& shape) {
     Shape resolved(shape.size());
     std::size_t known = 1;
@@ -370,6 +384,7 @@ BasicTensor<T> dropout(const BasicTensor<T>& x, double rate, bool training, Gene
     template BasicTensor<T> mean(const BasicTensor<T>&, std::size_t, bool);                     \
     template BasicTensor<T> exp(const BasicTensor<T>&);                                         \
     template BasicTensor<T> log(const BasicTensor<T>&);                                         \
+    template BasicTensor<T> broadcast_to(const BasicTensor<T>&, const Shape&);                  \
     template BasicTensor<T> reshape(const BasicTensor<T>&, const std::vector<std::ptrdiff_t>&); \
     template BasicTensor<T> flatten(const BasicTensor<T>&);                                     \
     template BasicTensor<T> transpose(const BasicTensor<T>&, std::vector<std::size_t>);         \

@@ -101,12 +101,16 @@ def weights_for(layer, input_shape):
         return [], [int(np.prod(input_shape))]
     if kind == "GlobalAveragePooling2D":
         return [], [input_shape[-1]]
+    if kind == "Reshape":
+        return [], list(c["target_shape"])
     return [], input_shape
 
 
 def activation(x, name):
     if name == "relu":
         return np.maximum(x, 0)
+    if name == "sigmoid":
+        return 1 / (1 + np.exp(-x))
     if name == "softmax":
         e = np.exp(x - x.max(axis=-1, keepdims=True))
         return e / e.sum(axis=-1, keepdims=True)
@@ -143,8 +147,12 @@ def forward(layer, weights, inputs):
         return x.reshape(x.shape[0], -1)
     if kind == "GlobalAveragePooling2D":
         return x.mean(axis=(1, 2))
+    if kind == "Reshape":
+        return x.reshape([x.shape[0]] + list(c["target_shape"]))
     if kind == "Add":
         return sum(inputs)
+    if kind == "Multiply":
+        return inputs[0] * inputs[1]
     if kind == "Dropout":
         return x
     raise ValueError(kind)
@@ -442,6 +450,21 @@ def main():
     # Keras stores its entries; a zip tool may deflate them.
     rewrite_archive(os.path.join(OUT, "mlp.keras"), os.path.join(OUT, "mlp.deflated.keras"), method=zipfile.ZIP_DEFLATED)
     write_hostile()
+
+    # A squeeze-and-excitation block (MobileNetV3, EfficientNet): the feature maps times a gate of
+    # shape (1, 1, C), which Multiply broadcasts. Made last, so the fixtures above keep their bytes.
+    se_cnn = Model("se_cnn", [6, 6, 2],
+                   [conv2d("conv", 4, 3, "same", "relu"),
+                    simple("GlobalAveragePooling2D", "squeeze", data_format="channels_last", keepdims=False),
+                    dense("excite", 4, "sigmoid"), simple("Reshape", "gate", target_shape=[1, 1, 4]),
+                    simple("Multiply", "scale"),
+                    simple("GlobalAveragePooling2D", "pool", data_format="channels_last", keepdims=False),
+                    dense("head", 3, "softmax")],
+                   inbound={"conv": ["input_layer"], "squeeze": ["conv"], "excite": ["squeeze"], "gate": ["excite"],
+                            "scale": ["conv", "gate"], "pool": ["scale"], "head": ["pool"]})
+    se_cnn.write_keras3(os.path.join(OUT, "se_cnn.keras"))
+    se_cnn.write_keras2(os.path.join(OUT, "se_cnn.h5"))
+    se_cnn.write_expected(os.path.join(OUT, "se_cnn.expected.json"), rng.normal(0, 1, (3, 6, 6, 2)))
 
 
 if __name__ == "__main__":

@@ -51,6 +51,9 @@ template <class T> BasicTensor<T> log(const BasicTensor<T>& x);
 
 /// The same elements in a new shape; one extent may be -1 (inferred).
 template <class T> BasicTensor<T> reshape(const BasicTensor<T>& x, const std::vector<std::ptrdiff_t>& shape);
+/// The tensor repeated along its extents of 1 (and new leading axes) to `shape`, as NumPy's
+/// broadcast_to; the gradient sums back over the repeats.
+template <class T> BasicTensor<T> broadcast_to(const BasicTensor<T>& x, const Shape& shape);
 /// (N, d1, d2, ...) -> (N, d1 * d2 * ...).
 template <class T> BasicTensor<T> flatten(const BasicTensor<T>& x);
 /// Permutes the axes; with no permutation, reverses them (a matrix transpose for 2-D).

@@ -1,5 +1,7 @@
 #include "xtnn/layers/merging.hpp"
 
+#include <algorithm>
+
 #include "config_fields.hpp"
 #include "xtnn/ops.hpp"
 
@@ -40,13 +42,27 @@ Shape Merge::compute_output_shape(const std::vector<Shape>& input_shapes) const 
     return merged_shape(input_shapes);
 }
 
+// Keras's rule (base_merge.py): the sample shapes align at their last axes; an extent of 1, or an
+// axis the shorter shape lacks, takes the other input's extent; other extents must be equal.
 Shape Merge::merged_shape(const std::vector<Shape>& input_shapes) const {
+    Shape merged = input_shapes[0];
     for (const auto& shape : input_shapes) {
-        if (shape != input_shapes[0]) {
-            throw ShapeError(describe() + ": the inputs must have one shape, got " + shapes_to_string(input_shapes));
+        const Shape& longer = shape.size() > merged.size() ? shape : merged;
+        const Shape& shorter = shape.size() > merged.size() ? merged : shape;
+        const std::size_t offset = longer.size() - shorter.size();
+        Shape result(longer.begin(), longer.begin() + static_cast<std::ptrdiff_t>(offset));
+        for (std::size_t d = 0; d < shorter.size(); ++d) {
+            const std::size_t a = longer[offset + d];
+            const std::size_t b = shorter[d];
+            if (a != b && a != 1 && b != 1) {
+                throw ShapeError(describe() + ": the inputs have incompatible shapes " + shapes_to_string(input_shapes) +
+                                 "; extents must be equal or 1");
+            }
+            result.push_back(a == 1 ? b : a);
         }
+        merged = std::move(result);
     }
-    return input_shapes[0];
+    return merged;
 }
 
 Tensor Merge::call_inputs(const std::vector<Tensor>& inputs, bool) {
@@ -60,12 +76,25 @@ Tensor Merge::call_inputs(const std::vector<Tensor>& inputs, bool) {
         throw ShapeError(describe() + ": built for inputs " + shapes_to_string(input_shapes()) + ", got " +
                          shapes_to_string(shapes));
     }
+    std::size_t rank = 0;
     for (const auto& input : inputs) {
         if (input.shape()[0] != inputs[0].shape()[0]) {
             throw ShapeError(describe() + ": the inputs have different batch sizes");
         }
+        rank = std::max(rank, input.dimension());
     }
-    return merge(inputs);
+    // An input of fewer axes gains axes of 1 after the batch axis, as Keras's expand_dims(x, 1).
+    std::vector<Tensor> aligned;
+    for (const auto& input : inputs) {
+        if (input.dimension() == rank) {
+            aligned.push_back(input);
+            continue;
+        }
+        std::vector<std::ptrdiff_t> shape(input.shape().begin(), input.shape().end());
+        shape.insert(shape.begin() + 1, rank - input.dimension(), 1);
+        aligned.push_back(ops::reshape(input, shape));
+    }
+    return merge(aligned);
 }
 
 Tensor Add::merge(const std::vector<Tensor>& inputs) const {
@@ -97,8 +126,18 @@ Tensor Average::merge(const std::vector<Tensor>& inputs) const {
 std::unique_ptr<Layer> Average::from_config(const nlohmann::json& c) { return plain_merge_from_config<Average>(c); }
 
 Tensor Maximum::merge(const std::vector<Tensor>& inputs) const {
-    Tensor largest = inputs[0];
-    for (std::size_t i = 1; i < inputs.size(); ++i) largest = ops::maximum(largest, inputs[i]);
+    // ops::maximum takes one shape: inputs with extents of 1 are repeated to the merged shape.
+    Shape shape(inputs[0].shape().begin(), inputs[0].shape().end());
+    for (const auto& input : inputs) {
+        for (std::size_t d = 0; d < shape.size(); ++d) {
+            if (shape[d] == 1) shape[d] = input.shape()[d];
+        }
+    }
+    auto expanded = [&shape](const Tensor& x) {
+        return Shape(x.shape().begin(), x.shape().end()) == shape ? x : ops::broadcast_to(x, shape);
+    };
+    Tensor largest = expanded(inputs[0]);
+    for (std::size_t i = 1; i < inputs.size(); ++i) largest = ops::maximum(largest, expanded(inputs[i]));
     return largest;
 }
 

@@ -1,6 +1,8 @@
 #pragma once
 // Keras's merging layers: several inputs, one output. Add, Subtract, Multiply, Average and
-// Maximum combine inputs of one shape element by element; Concatenate joins them along an axis.
+// Maximum combine inputs element by element, broadcasting extents of 1 as Keras does (a
+// squeeze-and-excitation block multiplies (H, W, C) by (1, 1, C)); Concatenate joins them along
+// an axis.
 
 #include <memory>
 #include <string>
@@ -22,7 +24,8 @@ public:
 
 protected:
     Merge() = default;
-    /// The inputs' common shape; a ShapeError naming the layer and every shape when they differ.
+    /// The inputs' merged shape; a ShapeError naming the layer and every shape when they do not
+    /// broadcast together.
     virtual Shape merged_shape(const std::vector<Shape>& input_shapes) const;
     virtual Tensor merge(const std::vector<Tensor>& inputs) const = 0;
     /// The fewest inputs the layer takes (Subtract: exactly 2).
