@@ -408,6 +408,8 @@ TEST_CASE("merging layers: values, shapes, configs (their ops are gradient-check
     CHECK(xt::allclose(run(average, {a, b, c}), (a + b + c) / 3.0f));
     Maximum maximum;
     CHECK(run(maximum, {a, b}) == xt::maximum(a, b));
+    Minimum minimum;
+    CHECK(run(minimum, {a, b, c}) == xt::minimum(xt::minimum(a, b), c));
     Concatenate concatenate;
     const auto joined = run(concatenate, {a, xt::xarray<float>(random_batch({2, 4}, 74))});
     CHECK(joined.shape() == std::vector<std::size_t>{2, 7});
@@ -418,7 +420,7 @@ TEST_CASE("merging layers: values, shapes, configs (their ops are gradient-check
     CHECK_THROWS_WITH_AS(Concatenate(3).compute_output_shape({{2, 3}, {5, 3}}), doctest::Contains("axis 3 is out of range"), ShapeError);
     CHECK_THROWS_WITH_AS(add.call_inputs({Tensor::constant(a), Tensor::constant(b), Tensor::constant(xt::xarray<float>(random_batch({3, 3}, 75)))}, false),
                          doctest::Contains("different batch sizes"), ShapeError);
-    for (const char* name : {"Add", "Subtract", "Multiply", "Average", "Maximum", "Concatenate"}) {
+    for (const char* name : {"Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum", "Concatenate"}) {
         INFO(name);
         auto layer = make_layer(name, {{"name", "merge"}});
         CHECK(make_layer(name, layer->config())->config() == layer->config());
@@ -456,6 +458,8 @@ TEST_CASE("merging layers broadcast extents of 1 and missing axes as Keras does"
     Maximum maximum;
     CHECK(run(maximum, {gate, maps}) == xt::maximum(gate, maps));
     CHECK(Maximum().compute_output_shape({{1, 5}, {4, 1}, {5}}) == Shape{4, 5});
+    Minimum minimum;
+    CHECK(run(minimum, {maps, per_channel}) == xt::minimum(maps, expanded));
     CHECK_THROWS_WITH_AS(Multiply().compute_output_shape({{4, 4, 3}, {1, 2, 3}}),
                          doctest::Contains("the inputs have incompatible shapes (None, 4, 4, 3), (None, 1, 2, 3)"), ShapeError);
 

@@ -542,7 +542,7 @@ TEST_CASE("batch_norm matches its definition; the statistics it reports are the 
                          doctest::Contains("batch_norm_inference: a per-channel parameter of shape (4,)"), ShapeError);
 }
 
-TEST_CASE("gradient checks: layer_norm, maximum, concatenate") {
+TEST_CASE("gradient checks: layer_norm, maximum, minimum, concatenate") {
     for (Shape shape : {Shape{5, 4}, Shape{2, 3, 4}}) {
         INFO("shape " << shape_to_string(shape));
         const auto x = uniform(shape, 31, -2.0, 2.0);
@@ -554,6 +554,7 @@ TEST_CASE("gradient checks: layer_norm, maximum, concatenate") {
     const xt::xarray<double> a = uniform({3, 4}, 34);
     const xt::xarray<double> b = away_from(uniform({3, 4}, 35) - a) + a;
     require_gradients("maximum", [](const Inputs& in) { return ops::maximum(in[0], in[1]); }, {a, b}, strict);
+    require_gradients("minimum", [](const Inputs& in) { return ops::minimum(in[0], in[1]); }, {a, b}, strict);
     for (std::size_t axis : {0, 1, 2}) {
         INFO("axis " << axis);
         Shape second{2, 3, 4};
@@ -563,7 +564,7 @@ TEST_CASE("gradient checks: layer_norm, maximum, concatenate") {
     }
 }
 
-TEST_CASE("layer_norm, maximum and concatenate match their definitions") {
+TEST_CASE("layer_norm, maximum, minimum and concatenate match their definitions") {
     const auto x = uniform({3, 5}, 38, -3.0, 3.0);
     const auto y = ops::layer_norm(TensorD::constant(x), TensorD::constant(xt::xarray<double>(xt::ones<double>({5}) * 2.0)),
                                    TensorD::constant(xt::xarray<double>(xt::ones<double>({5}) * 0.5)), 1e-3)
@@ -580,6 +581,13 @@ TEST_CASE("layer_norm, maximum and concatenate match their definitions") {
     CHECK(largest(0, 1) == 5.0f);
     CHECK(std::isnan(largest(0, 2)));
     CHECK(std::isnan(largest(0, 3)));
+    const auto smallest = ops::minimum(Tensor::constant(xt::xarray<float>{{1, 5, nan, 2}}), Tensor::constant(xt::xarray<float>{{3, 4, 0, nan}})).value();
+    CHECK(smallest(0, 0) == 1.0f);
+    CHECK(smallest(0, 1) == 4.0f);
+    CHECK(std::isnan(smallest(0, 2)));
+    CHECK(std::isnan(smallest(0, 3)));
+    CHECK_THROWS_WITH_AS(ops::minimum(Tensor::constant(xt::zeros<float>({2, 2})), Tensor::constant(xt::zeros<float>({2, 3}))),
+                         doctest::Contains("minimum: the inputs must have one shape, got (2, 2) and (2, 3)"), ShapeError);
     xt::xarray<float> left = {{1, 2}, {3, 4}}, right = xt::zeros<float>({2, 1}), expected = {{1, 2, 5}, {3, 4, 6}};
     right(0, 0) = 5;
     right(1, 0) = 6;

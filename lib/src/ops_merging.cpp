@@ -1,5 +1,5 @@
-// Ops that merge tensors: the element-wise maximum and concatenation along an axis. Both loop
-// over raw buffers: a concatenation is a sequence of contiguous block copies.
+// Ops that merge tensors: the element-wise maximum and minimum, and concatenation along an axis.
+// All loop over raw buffers: a concatenation is a sequence of contiguous block copies.
 
 #include <cmath>
 #include <cstring>
@@ -13,27 +13,26 @@ namespace xtnn::ops {
 
 namespace {
 
-// a where it is the larger, equal, or NaN; b where it is larger or only b is NaN.
-template <class T>
+// a where it is the larger (the smaller for a minimum), equal, or NaN; b where it wins or only b
+// is NaN.
+template <bool largest, class T>
 bool first_wins(T a, T b) {
-    return a >= b || std::isnan(a);
+    return (largest ? a >= b : a <= b) || std::isnan(a);
 }
 
-}  // namespace
-
-template <class T>
-BasicTensor<T> maximum(const BasicTensor<T>& a, const BasicTensor<T>& b) {
+template <bool largest, class T>
+BasicTensor<T> extremum(const char* name, const BasicTensor<T>& a, const BasicTensor<T>& b) {
     if (a.shape() != b.shape()) {
-        throw ShapeError("maximum: the inputs must have one shape, got " + shape_to_string(a.shape()) + " and " +
-                         shape_to_string(b.shape()));
+        throw ShapeError(std::string(name) + ": the inputs must have one shape, got " + shape_to_string(a.shape()) +
+                         " and " + shape_to_string(b.shape()));
     }
     const std::size_t n = a.size();
     const T* x = a.value().data();
     const T* z = b.value().data();
     xt::xarray<T> y = xt::empty<T>(a.shape());
     T* out = y.data();
-    for (std::size_t i = 0; i < n; ++i) out[i] = first_wins(x[i], z[i]) ? x[i] : z[i];
-    return make_op<T>("maximum", std::move(y), {a, b}, [](Node<T>& node) {
+    for (std::size_t i = 0; i < n; ++i) out[i] = first_wins<largest>(x[i], z[i]) ? x[i] : z[i];
+    return make_op<T>(name, std::move(y), {a, b}, [](Node<T>& node) {
         const std::size_t n = node.value.size();
         const T* x = node.inputs[0]->value.data();
         const T* z = node.inputs[1]->value.data();
@@ -43,10 +42,22 @@ BasicTensor<T> maximum(const BasicTensor<T>& a, const BasicTensor<T>& b) {
             if (!input.requires_grad) continue;
             T* grad = grad_buffer(input).data();
             for (std::size_t i = 0; i < n; ++i) {
-                if (first_wins(x[i], z[i]) == (side == 0)) grad[i] += dy[i];
+                if (first_wins<largest>(x[i], z[i]) == (side == 0)) grad[i] += dy[i];
             }
         }
     });
+}
+
+}  // namespace
+
+template <class T>
+BasicTensor<T> maximum(const BasicTensor<T>& a, const BasicTensor<T>& b) {
+    return extremum<true>("maximum", a, b);
+}
+
+template <class T>
+BasicTensor<T> minimum(const BasicTensor<T>& a, const BasicTensor<T>& b) {
+    return extremum<false>("minimum", a, b);
 }
 
 template <class T>
@@ -104,6 +115,8 @@ BasicTensor<T> concatenate(const std::vector<BasicTensor<T>>& tensors, std::size
 
 template BasicTensor<float> maximum(const BasicTensor<float>&, const BasicTensor<float>&);
 template BasicTensor<double> maximum(const BasicTensor<double>&, const BasicTensor<double>&);
+template BasicTensor<float> minimum(const BasicTensor<float>&, const BasicTensor<float>&);
+template BasicTensor<double> minimum(const BasicTensor<double>&, const BasicTensor<double>&);
 template BasicTensor<float> concatenate(const std::vector<BasicTensor<float>>&, std::size_t);
 template BasicTensor<double> concatenate(const std::vector<BasicTensor<double>>&, std::size_t);
 

@@ -153,6 +153,8 @@ BasicTensor<T> layer_norm(const BasicTensor<T>& x, const BasicTensor<T>& gamma, 
 /// The element-wise maximum of two tensors of one shape; the gradient goes to `a` where a >= b
 /// or a is NaN, to `b` elsewhere, so a NaN propagates.
 template <class T> BasicTensor<T> maximum(const BasicTensor<T>& a, const BasicTensor<T>& b);
+/// The element-wise minimum, likewise: the gradient goes to `a` where a <= b or a is NaN.
+template <class T> BasicTensor<T> minimum(const BasicTensor<T>& a, const BasicTensor<T>& b);
 /// The tensors joined along `axis` (counted with the batch axis); every other extent must agree.
 template <class T> BasicTensor<T> concatenate(const std::vector<BasicTensor<T>>& tensors, std::size_t axis);
 

@@ -125,8 +125,12 @@ Tensor Average::merge(const std::vector<Tensor>& inputs) const {
 
 std::unique_ptr<Layer> Average::from_config(const nlohmann::json& c) { return plain_merge_from_config<Average>(c); }
 
-Tensor Maximum::merge(const std::vector<Tensor>& inputs) const {
-    // ops::maximum takes one shape: inputs with extents of 1 are repeated to the merged shape.
+namespace {
+
+// ops::maximum and ops::minimum take one shape: inputs with extents of 1 are repeated to the
+// merged shape, then folded pairwise.
+template <class Pairwise>
+Tensor fold_broadcast(const std::vector<Tensor>& inputs, Pairwise pairwise) {
     Shape shape(inputs[0].shape().begin(), inputs[0].shape().end());
     for (const auto& input : inputs) {
         for (std::size_t d = 0; d < shape.size(); ++d) {
@@ -136,12 +140,24 @@ Tensor Maximum::merge(const std::vector<Tensor>& inputs) const {
     auto expanded = [&shape](const Tensor& x) {
         return Shape(x.shape().begin(), x.shape().end()) == shape ? x : ops::broadcast_to(x, shape);
     };
-    Tensor largest = expanded(inputs[0]);
-    for (std::size_t i = 1; i < inputs.size(); ++i) largest = ops::maximum(largest, expanded(inputs[i]));
-    return largest;
+    Tensor result = expanded(inputs[0]);
+    for (std::size_t i = 1; i < inputs.size(); ++i) result = pairwise(result, expanded(inputs[i]));
+    return result;
+}
+
+}  // namespace
+
+Tensor Maximum::merge(const std::vector<Tensor>& inputs) const {
+    return fold_broadcast(inputs, [](const Tensor& a, const Tensor& b) { return ops::maximum(a, b); });
 }
 
 std::unique_ptr<Layer> Maximum::from_config(const nlohmann::json& c) { return plain_merge_from_config<Maximum>(c); }
+
+Tensor Minimum::merge(const std::vector<Tensor>& inputs) const {
+    return fold_broadcast(inputs, [](const Tensor& a, const Tensor& b) { return ops::minimum(a, b); });
+}
+
+std::unique_ptr<Layer> Minimum::from_config(const nlohmann::json& c) { return plain_merge_from_config<Minimum>(c); }
 
 Concatenate::Concatenate(int axis) : axis_(axis) {
     if (axis == 0) throw ValueError("Concatenate: axis 0 is the batch axis; give -1 (the last) or an axis from 1");

@@ -31,6 +31,7 @@ const Registry<LayerReader>& layer_readers() {
                                                              {"LayerNormalization", &LayerNormalization::from_config},
                                                              {"MaxPooling2D", &MaxPooling2D::from_config},
                                                              {"Maximum", &Maximum::from_config},
+                                                             {"Minimum", &Minimum::from_config},
                                                              {"Multiply", &Multiply::from_config},
                                                              {"Rescaling", &Rescaling::from_config},
                                                              {"Reshape", &Reshape::from_config},

@@ -1,6 +1,6 @@
 #pragma once
-// Keras's merging layers: several inputs, one output. Add, Subtract, Multiply, Average and
-// Maximum combine inputs element by element, broadcasting extents of 1 as Keras does (a
+// Keras's merging layers: several inputs, one output. Add, Subtract, Multiply, Average, Maximum
+// and Minimum combine inputs element by element, broadcasting extents of 1 as Keras does (a
 // squeeze-and-excitation block multiplies (H, W, C) by (1, 1, C)); Concatenate joins them along
 // an axis.
 
@@ -82,6 +82,17 @@ protected:
 class Maximum : public Merge {
 public:
     std::string class_name() const override { return "Maximum"; }
+    static std::unique_ptr<Layer> from_config(const nlohmann::json& config);
+    std::shared_ptr<Layer> move_to_shared() && override { return move_layer_to_shared(*this); }
+
+protected:
+    Tensor merge(const std::vector<Tensor>& inputs) const override;
+};
+
+/// The element-wise minimum of its inputs (the first minimum gets the gradient; a NaN wins).
+class Minimum : public Merge {
+public:
+    std::string class_name() const override { return "Minimum"; }
     static std::unique_ptr<Layer> from_config(const nlohmann::json& config);
     std::shared_ptr<Layer> move_to_shared() && override { return move_layer_to_shared(*this); }
 
