@@ -65,6 +65,18 @@ std::unique_ptr<Layer> built(std::unique_ptr<Layer> layer, const Shape& input_sh
     return layer;
 }
 
+// A merging layer built for `inputs` (batches) and called on them.
+xt::xarray<float> merged_values(Layer& layer, const std::vector<xt::xarray<float>>& inputs) {
+    std::vector<Shape> shapes;
+    std::vector<Tensor> tensors;
+    for (const auto& input : inputs) {
+        shapes.push_back(Shape(input.shape().begin() + 1, input.shape().end()));
+        tensors.push_back(Tensor::constant(input));
+    }
+    layer.build_inputs(shapes);
+    return layer.call_inputs(tensors, false).value();
+}
+
 }  // namespace
 
 TEST_CASE("Dense: values, parameter count, shapes, gradients, config") {
@@ -388,30 +400,20 @@ TEST_CASE("LayerNormalization: values, gradients, options, config round trip") {
 
 TEST_CASE("merging layers: values, shapes, configs (their ops are gradient-checked in test_ops)") {
     const xt::xarray<float> a = random_batch({2, 3}, 71), b = random_batch({2, 3}, 72), c = random_batch({2, 3}, 73);
-    auto run = [&](Layer& layer, std::vector<xt::xarray<float>> inputs) {
-        std::vector<Shape> shapes;
-        std::vector<Tensor> tensors;
-        for (const auto& input : inputs) {
-            shapes.push_back(Shape(input.shape().begin() + 1, input.shape().end()));
-            tensors.push_back(Tensor::constant(input));
-        }
-        layer.build_inputs(shapes);
-        return layer.call_inputs(tensors, false).value();
-    };
     Add add;
-    CHECK(xt::allclose(run(add, {a, b, c}), a + b + c));
+    CHECK(xt::allclose(merged_values(add, {a, b, c}), a + b + c));
     Subtract subtract;
-    CHECK(xt::allclose(run(subtract, {a, b}), a - b));
+    CHECK(xt::allclose(merged_values(subtract, {a, b}), a - b));
     Multiply multiply;
-    CHECK(xt::allclose(run(multiply, {a, b}), a * b));
+    CHECK(xt::allclose(merged_values(multiply, {a, b}), a * b));
     Average average;
-    CHECK(xt::allclose(run(average, {a, b, c}), (a + b + c) / 3.0f));
+    CHECK(xt::allclose(merged_values(average, {a, b, c}), (a + b + c) / 3.0f));
     Maximum maximum;
-    CHECK(run(maximum, {a, b}) == xt::maximum(a, b));
+    CHECK(merged_values(maximum, {a, b}) == xt::maximum(a, b));
     Minimum minimum;
-    CHECK(run(minimum, {a, b, c}) == xt::minimum(xt::minimum(a, b), c));
+    CHECK(merged_values(minimum, {a, b, c}) == xt::minimum(xt::minimum(a, b), c));
     Concatenate concatenate;
-    const auto joined = run(concatenate, {a, xt::xarray<float>(random_batch({2, 4}, 74))});
+    const auto joined = merged_values(concatenate, {a, xt::xarray<float>(random_batch({2, 4}, 74))});
     CHECK(joined.shape() == std::vector<std::size_t>{2, 7});
     CHECK(xt::view(joined, xt::all(), xt::range(0, 3)) == a);
     CHECK(Concatenate(1).compute_output_shape({{2, 3}, {5, 3}}) == Shape{7, 3});
@@ -433,33 +435,23 @@ TEST_CASE("merging layers broadcast extents of 1 and missing axes as Keras does"
     // A squeeze-and-excitation gate: (4, 4, 3) feature maps times one (1, 1, 3) scale per channel.
     const xt::xarray<float> maps = random_batch({2, 4, 4, 3}, 81), gate = random_batch({2, 1, 1, 3}, 82);
     const xt::xarray<float> per_channel = random_batch({2, 3}, 83);
-    auto run = [](Layer& layer, const std::vector<xt::xarray<float>>& inputs) {
-        std::vector<Shape> shapes;
-        std::vector<Tensor> tensors;
-        for (const auto& input : inputs) {
-            shapes.push_back(Shape(input.shape().begin() + 1, input.shape().end()));
-            tensors.push_back(Tensor::constant(input));
-        }
-        layer.build_inputs(shapes);
-        return layer.call_inputs(tensors, false).value();
-    };
     Multiply multiply;
     CHECK(multiply.compute_output_shape({{4, 4, 3}, {1, 1, 3}}) == Shape{4, 4, 3});
-    CHECK(run(multiply, {maps, gate}) == maps * gate);
+    CHECK(merged_values(multiply, {maps, gate}) == maps * gate);
     // A rank-1 sample shape gains axes after the batch axis: (2, 3) is used as (2, 1, 1, 3).
     Add add;
     CHECK(add.compute_output_shape({{4, 4, 3}, {3}}) == Shape{4, 4, 3});
     const xt::xarray<float> expanded = xt::reshape_view(per_channel, {2, 1, 1, 3});
-    CHECK(run(add, {maps, per_channel}) == maps + expanded);
+    CHECK(merged_values(add, {maps, per_channel}) == maps + expanded);
     Subtract subtract;
-    CHECK(run(subtract, {per_channel, maps}) == expanded - maps);
+    CHECK(merged_values(subtract, {per_channel, maps}) == expanded - maps);
     Average average;
-    CHECK(xt::allclose(run(average, {maps, gate, per_channel}), (maps + gate + expanded) / 3.0f));
+    CHECK(xt::allclose(merged_values(average, {maps, gate, per_channel}), (maps + gate + expanded) / 3.0f));
     Maximum maximum;
-    CHECK(run(maximum, {gate, maps}) == xt::maximum(gate, maps));
+    CHECK(merged_values(maximum, {gate, maps}) == xt::maximum(gate, maps));
     CHECK(Maximum().compute_output_shape({{1, 5}, {4, 1}, {5}}) == Shape{4, 5});
     Minimum minimum;
-    CHECK(run(minimum, {maps, per_channel}) == xt::minimum(maps, expanded));
+    CHECK(merged_values(minimum, {maps, per_channel}) == xt::minimum(maps, expanded));
     CHECK_THROWS_WITH_AS(Multiply().compute_output_shape({{4, 4, 3}, {1, 2, 3}}),
                          doctest::Contains("the inputs have incompatible shapes (None, 4, 4, 3), (None, 1, 2, 3)"), ShapeError);
 
