@@ -1,6 +1,10 @@
 #include <doctest/doctest.h>
 
+#include <bit>
 #include <cmath>
+#include <cstdint>
+#include <functional>
+#include <map>
 #include <limits>
 #include <string>
 
@@ -149,6 +153,36 @@ TEST_CASE("gradient checks: exp, log and the activations") {
     require_gradients("leaky_relu", [](const Inputs& in) { return ops::leaky_relu(in[0], 0.2); }, {kinked});
     require_gradients("softplus", [](const Inputs& in) { return ops::softplus(in[0]); }, {x}, strict);
     require_gradients("gelu", [](const Inputs& in) { return ops::gelu(in[0]); }, {x}, strict);
+}
+
+TEST_CASE("an element-wise op gives each element the same value and gradient wherever it sits") {
+    // 37 values: whole SIMD batches and a partial one, on every instruction set. Each value computed
+    // alone (a batch of 1, all padding) must equal the same value inside the long array.
+    const xt::xarray<float> values = xt::cast<float>(uniform({37}, 12, -6.0, 6.0));
+    const std::map<std::string, std::function<Tensor(const Tensor&)>> element_wise = {
+        {"exp", [](const Tensor& t) { return ops::exp(t); }},
+        {"log", [](const Tensor& t) { return ops::log(ops::exp(t)); }},
+        {"sigmoid", [](const Tensor& t) { return ops::sigmoid(t); }},
+        {"tanh", [](const Tensor& t) { return ops::tanh(t); }},
+        {"elu", [](const Tensor& t) { return ops::elu(t, 0.5f); }},
+        {"softplus", [](const Tensor& t) { return ops::softplus(t); }},
+        {"gelu", [](const Tensor& t) { return ops::gelu(t); }},
+    };
+    for (const auto& entry : element_wise) {
+        INFO(entry.first);
+        const auto& op = entry.second;
+        Tensor all = Tensor::parameter(values);
+        Tensor all_out = op(all);
+        all_out.backward(xt::ones<float>({37}));
+        for (std::size_t i = 0; i < values.size(); ++i) {
+            Tensor one = Tensor::parameter(xt::xarray<float>({values(i)}));
+            Tensor one_out = op(one);
+            one_out.backward(xt::ones<float>({1}));
+            INFO("element " << i << " of 37, x = " << values(i));
+            CHECK(std::bit_cast<std::uint32_t>(one_out.value()(0)) == std::bit_cast<std::uint32_t>(all_out.value()(i)));
+            CHECK(std::bit_cast<std::uint32_t>(one.grad()(0)) == std::bit_cast<std::uint32_t>(all.grad()(i)));
+        }
+    }
 }
 
 TEST_CASE("broadcast_to: NumPy's repeats, gradients summed back, clear errors") {

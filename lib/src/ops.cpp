@@ -7,13 +7,7 @@
 #include <limits>
 #include <string>
 
-#include <xtensor/xbroadcast.hpp>
 #include <xtensor/xbuilder.hpp>
-#include <xtensor/xmanipulation.hpp>
-#include <xtensor/xmath.hpp>
-#include <xtensor/xnoalias.hpp>
-#include <xtensor/xreducer.hpp>
-#include <xtensor/xtensor.hpp>
 
 #include "gemm.hpp"
 
@@ -23,11 +17,54 @@ namespace xtnn::ops {
 
 using namespace internal;
 
+namespace {
+
+// The operations of the arithmetic ops, for broadcast_map and map_values.
+constexpr auto plus = [](const auto& a, const auto& b) { return a + b; };
+constexpr auto minus = [](const auto& a, const auto& b) { return a - b; };
+constexpr auto times = [](const auto& a, const auto& b) { return a * b; };
+constexpr auto divided = [](const auto& a, const auto& b) { return a / b; };
+
+template <class T>
+xt::xarray<T> negated(const xt::xarray<T>& x) {
+    xt::xarray<T> y = xt::empty<T>(x.shape());
+    map_values(y.data(), y.size(), [](const auto& v) { return -v; }, x.data());
+    return y;
+}
+
+template <class T>
+xt::xarray<T> divided_by(xt::xarray<T> x, T divisor) {
+    map_values(x.data(), x.size(), [divisor](const auto& v) { return v / divisor; }, x.data());
+    return x;
+}
+
+// x with its axes in the order `permutation` (a valid one).
+template <class T>
+xt::xarray<T> transposed(const xt::xarray<T>& x, const std::vector<std::size_t>& permutation) {
+    std::vector<std::size_t> row_major_strides(x.dimension());
+    std::size_t stride = 1;
+    for (std::size_t axis = x.dimension(); axis-- > 0;) {
+        row_major_strides[axis] = stride;
+        stride *= x.shape()[axis];
+    }
+    Shape shape(permutation.size());
+    std::vector<std::size_t> strides(permutation.size());
+    for (std::size_t i = 0; i < permutation.size(); ++i) {
+        shape[i] = x.shape()[permutation[i]];
+        strides[i] = row_major_strides[permutation[i]];
+    }
+    xt::xarray<T> y = xt::empty<T>(shape);
+    const T* in = x.data();
+    T* out = y.data();
+    for_each_offset<1>(shape, {strides}, [&](std::size_t i, const auto& at) { out[i] = in[at[0]]; });
+    return y;
+}
+
+}  // namespace
+
 template <class T>
 BasicTensor<T> add(const BasicTensor<T>& a, const BasicTensor<T>& b) {
-    broadcast_shape("add", a.shape(), b.shape());
-    xt::xarray<T> y = a.value() + b.value();
-    return make_op<T>("add", std::move(y), {a, b}, [](NodeT<T>& out) {
+    return make_op<T>("add", broadcast_map("add", a.value(), b.value(), plus), {a, b}, [](NodeT<T>& out) {
         for (auto& in : out.inputs) {
             if (in->requires_grad) accumulate_grad(*in, reduce_to_shape(out.grad, in->value.shape()));
         }
@@ -36,38 +73,40 @@ BasicTensor<T> add(const BasicTensor<T>& a, const BasicTensor<T>& b) {
 
 template <class T>
 BasicTensor<T> sub(const BasicTensor<T>& a, const BasicTensor<T>& b) {
-    broadcast_shape("sub", a.shape(), b.shape());
-    xt::xarray<T> y = a.value() - b.value();
-    return make_op<T>("sub", std::move(y), {a, b}, [](NodeT<T>& out) {
+    return make_op<T>("sub", broadcast_map("sub", a.value(), b.value(), minus), {a, b}, [](NodeT<T>& out) {
         NodeT<T>& lhs = *out.inputs[0];
         NodeT<T>& rhs = *out.inputs[1];
         if (lhs.requires_grad) accumulate_grad(lhs, reduce_to_shape(out.grad, lhs.value.shape()));
-        if (rhs.requires_grad) accumulate_grad(rhs, reduce_to_shape<T>(-out.grad, rhs.value.shape()));
+        if (rhs.requires_grad) accumulate_grad(rhs, reduce_to_shape(negated(out.grad), rhs.value.shape()));
     });
 }
 
 template <class T>
 BasicTensor<T> mul(const BasicTensor<T>& a, const BasicTensor<T>& b) {
-    broadcast_shape("mul", a.shape(), b.shape());
-    xt::xarray<T> y = a.value() * b.value();
-    return make_op<T>("mul", std::move(y), {a, b}, [](NodeT<T>& out) {
+    return make_op<T>("mul", broadcast_map("mul", a.value(), b.value(), times), {a, b}, [](NodeT<T>& out) {
         NodeT<T>& lhs = *out.inputs[0];
         NodeT<T>& rhs = *out.inputs[1];
-        if (lhs.requires_grad) accumulate_grad(lhs, reduce_to_shape<T>(out.grad * rhs.value, lhs.value.shape()));
-        if (rhs.requires_grad) accumulate_grad(rhs, reduce_to_shape<T>(out.grad * lhs.value, rhs.value.shape()));
+        if (lhs.requires_grad) {
+            accumulate_grad(lhs, reduce_to_shape(broadcast_map("mul", out.grad, rhs.value, times), lhs.value.shape()));
+        }
+        if (rhs.requires_grad) {
+            accumulate_grad(rhs, reduce_to_shape(broadcast_map("mul", out.grad, lhs.value, times), rhs.value.shape()));
+        }
     });
 }
 
 template <class T>
 BasicTensor<T> div(const BasicTensor<T>& a, const BasicTensor<T>& b) {
-    broadcast_shape("div", a.shape(), b.shape());
-    xt::xarray<T> y = a.value() / b.value();
-    return make_op<T>("div", std::move(y), {a, b}, [](NodeT<T>& out) {
+    return make_op<T>("div", broadcast_map("div", a.value(), b.value(), divided), {a, b}, [](NodeT<T>& out) {
         NodeT<T>& lhs = *out.inputs[0];
         NodeT<T>& rhs = *out.inputs[1];
-        if (lhs.requires_grad) accumulate_grad(lhs, reduce_to_shape<T>(out.grad / rhs.value, lhs.value.shape()));
+        if (lhs.requires_grad) {
+            accumulate_grad(lhs, reduce_to_shape(broadcast_map("div", out.grad, rhs.value, divided), lhs.value.shape()));
+        }
         if (rhs.requires_grad) {
-            accumulate_grad(rhs, reduce_to_shape<T>(-out.grad * out.value / rhs.value, rhs.value.shape()));
+            // -dy * y / b, in that order.
+            const xt::xarray<T> scaled = broadcast_map("div", negated(out.grad), out.value, times);
+            accumulate_grad(rhs, reduce_to_shape(broadcast_map("div", scaled, rhs.value, divided), rhs.value.shape()));
         }
     });
 }
@@ -200,7 +239,7 @@ BasicTensor<T> sum(const BasicTensor<T>& x) {
     xt::xarray<T> y = total(x.value());
     return make_op<T>("sum", std::move(y), {x}, [](NodeT<T>& out) {
         NodeT<T>& in = *out.inputs[0];
-        if (in.requires_grad) accumulate_grad(in, xt::broadcast(out.grad, in.value.shape()));
+        if (in.requires_grad) accumulate_grad(in, broadcast_copy(out.grad, in.value.shape()));
     });
 }
 
@@ -208,10 +247,10 @@ template <class T>
 BasicTensor<T> mean(const BasicTensor<T>& x) {
     if (x.size() == 0) throw ShapeError(describe("mean", "the mean of an empty tensor is undefined"));
     const T count = static_cast<T>(x.size());
-    xt::xarray<T> y = total(x.value()) / count;
+    xt::xarray<T> y = divided_by(total(x.value()), count);
     return make_op<T>("mean", std::move(y), {x}, [count](NodeT<T>& out) {
         NodeT<T>& in = *out.inputs[0];
-        if (in.requires_grad) accumulate_grad(in, xt::broadcast(out.grad / count, in.value.shape()));
+        if (in.requires_grad) accumulate_grad(in, broadcast_copy(divided_by(out.grad, count), in.value.shape()));
     });
 }
 
@@ -223,7 +262,7 @@ BasicTensor<T> reduce_axis(const char* name, const BasicTensor<T>& x, std::size_
         throw ShapeError(describe(name, "axis " + std::to_string(axis) + " is out of range for shape " +
                                             shape_to_string(x.shape())));
     }
-    xt::xarray<T> y = sum_keepdims(x.value(), axis) / divisor;
+    xt::xarray<T> y = divided_by(sum_keepdims(x.value(), axis), divisor);
     Shape kept_shape(y.shape().begin(), y.shape().end());
     if (!keepdims) {
         Shape dropped = kept_shape;
@@ -233,9 +272,9 @@ BasicTensor<T> reduce_axis(const char* name, const BasicTensor<T>& x, std::size_
     return make_op<T>(name, std::move(y), {x}, [kept_shape, divisor](NodeT<T>& out) {
         NodeT<T>& in = *out.inputs[0];
         if (!in.requires_grad) return;
-        xt::xarray<T> grad = out.grad / divisor;
+        xt::xarray<T> grad = divided_by(out.grad, divisor);
         grad.reshape(kept_shape);
-        accumulate_grad(in, xt::broadcast(grad, in.value.shape()));
+        accumulate_grad(in, broadcast_copy(grad, in.value.shape()));
     });
 }
 
@@ -257,13 +296,13 @@ BasicTensor<T> mean(const BasicTensor<T>& x, std::size_t axis, bool keepdims) {
 
 template <class T>
 BasicTensor<T> exp(const BasicTensor<T>& x) {
-    return elementwise<T>("exp", x, [](const auto& v) { return xt::exp(v); },
+    return elementwise<T>("exp", x, [](const auto& v) { return xsimd::exp(v); },
                           [](const auto&, const auto& y) { return y; });
 }
 
 template <class T>
 BasicTensor<T> log(const BasicTensor<T>& x) {
-    return elementwise<T>("log", x, [](const auto& v) { return xt::log(v); },
+    return elementwise<T>("log", x, [](const auto& v) { return xsimd::log(v); },
                           [](const auto& v, const auto&) { return T(1) / v; });
 }
 
@@ -274,7 +313,7 @@ BasicTensor<T> broadcast_to(const BasicTensor<T>& x, const Shape& shape) {
                                                       shape_to_string(shape) + "; only extents of 1 and missing leading axes repeat"));
     }
     checked_element_count(shape, "broadcast_to: the result of shape");
-    xt::xarray<T> y = xt::broadcast(x.value(), shape);
+    xt::xarray<T> y = broadcast_copy(x.value(), shape);
     return make_op<T>("broadcast_to", std::move(y), {x}, [](NodeT<T>& out) {
         NodeT<T>& in = *out.inputs[0];
         if (in.requires_grad) accumulate_grad(in, reduce_to_shape(out.grad, in.value.shape()));
@@ -345,10 +384,10 @@ BasicTensor<T> transpose(const BasicTensor<T>& x, std::vector<std::size_t> permu
     }
     std::vector<std::size_t> inverse(rank);
     for (std::size_t i = 0; i < rank; ++i) inverse[permutation[i]] = i;
-    xt::xarray<T> y = xt::transpose(x.value(), permutation);
+    xt::xarray<T> y = transposed(x.value(), permutation);
     return make_op<T>("transpose", std::move(y), {x}, [inverse](NodeT<T>& out) {
         NodeT<T>& in = *out.inputs[0];
-        if (in.requires_grad) accumulate_grad(in, xt::transpose(out.grad, inverse));
+        if (in.requires_grad) accumulate_grad(in, transposed(out.grad, inverse));
     });
 }
 
@@ -362,10 +401,10 @@ BasicTensor<T> dropout(const BasicTensor<T>& x, double rate, bool training, Gene
     const T kept_scale = static_cast<T>(1.0 / (1.0 - rate));
     auto mask = std::make_shared<xt::xarray<T>>(xt::empty<T>(x.shape()));
     for (T& m : *mask) m = generator.uniform() >= rate ? kept_scale : T(0);
-    xt::xarray<T> y = x.value() * *mask;
+    xt::xarray<T> y = broadcast_map("dropout", x.value(), *mask, times);
     return make_op<T>("dropout", std::move(y), {x}, [mask](NodeT<T>& out) {
         NodeT<T>& in = *out.inputs[0];
-        if (in.requires_grad) accumulate_grad(in, out.grad * *mask);
+        if (in.requires_grad) accumulate_grad(in, broadcast_map("dropout", out.grad, *mask, times));
     });
 }
 

@@ -9,7 +9,6 @@
 #include <string>
 
 #include <xtensor/xbuilder.hpp>
-#include <xtensor/xmath.hpp>
 
 #include "ops_internal.hpp"
 
@@ -19,7 +18,7 @@ using namespace internal;
 
 template <class T>
 BasicTensor<T> sigmoid(const BasicTensor<T>& x) {
-    return elementwise<T>("sigmoid", x, [](const auto& v) { return T(1) / (T(1) + xt::exp(-v)); },
+    return elementwise<T>("sigmoid", x, [](const auto& v) { return T(1) / (T(1) + xsimd::exp(-v)); },
                           [](const auto&, const auto& y) { return y * (T(1) - y); });
 }
 
@@ -45,30 +44,30 @@ BasicTensor<T> relu(const BasicTensor<T>& x) {
 
 template <class T>
 BasicTensor<T> tanh(const BasicTensor<T>& x) {
-    return elementwise<T>("tanh", x, [](const auto& v) { return xt::tanh(v); },
+    return elementwise<T>("tanh", x, [](const auto& v) { return xsimd::tanh(v); },
                           [](const auto&, const auto& y) { return T(1) - y * y; });
 }
 
 template <class T>
 BasicTensor<T> elu(const BasicTensor<T>& x, T alpha) {
     return elementwise<T>(
-        "elu", x, [alpha](const auto& v) { return xt::where(v > T(0), v, alpha * (xt::exp(v) - T(1))); },
-        [alpha](const auto& v, const auto& y) { return xt::where(v > T(0), T(1), y + alpha); });
+        "elu", x, [alpha](const auto& v) { return where(v > T(0), v, alpha * (xsimd::exp(v) - T(1))); },
+        [alpha](const auto& v, const auto& y) { return where(v > T(0), T(1), y + alpha); });
 }
 
 template <class T>
 BasicTensor<T> leaky_relu(const BasicTensor<T>& x, T negative_slope) {
     return elementwise<T>(
-        "leaky_relu", x, [negative_slope](const auto& v) { return xt::where(v > T(0), v, negative_slope * v); },
-        [negative_slope](const auto& v, const auto&) { return xt::where(v > T(0), T(1), negative_slope); });
+        "leaky_relu", x, [negative_slope](const auto& v) { return where(v > T(0), v, negative_slope * v); },
+        [negative_slope](const auto& v, const auto&) { return where(v > T(0), T(1), negative_slope); });
 }
 
 template <class T>
 BasicTensor<T> softplus(const BasicTensor<T>& x) {
     // max(x, 0) + log1p(exp(-|x|)) never overflows.
     return elementwise<T>(
-        "softplus", x, [](const auto& v) { return xt::maximum(v, T(0)) + xt::log1p(xt::exp(-xt::abs(v))); },
-        [](const auto& v, const auto&) { return T(1) / (T(1) + xt::exp(-v)); });
+        "softplus", x, [](const auto& v) { return where(v > T(0), v, T(0)) + xsimd::log1p(xsimd::exp(-xsimd::abs(v))); },
+        [](const auto& v, const auto&) { return T(1) / (T(1) + xsimd::exp(-v)); });
 }
 
 template <class T>
@@ -76,9 +75,9 @@ BasicTensor<T> gelu(const BasicTensor<T>& x) {
     static constexpr T inv_sqrt2 = T(1) / std::numbers::sqrt2_v<T>;
     static constexpr T inv_sqrt_2pi = std::numbers::inv_sqrtpi_v<T> * inv_sqrt2;
     return elementwise<T>(
-        "gelu", x, [](const auto& v) { return T(0.5) * v * (T(1) + xt::erf(v * inv_sqrt2)); },
+        "gelu", x, [](const auto& v) { return T(0.5) * v * (T(1) + xsimd::erf(v * inv_sqrt2)); },
         [](const auto& v, const auto&) {
-            return T(0.5) * (T(1) + xt::erf(v * inv_sqrt2)) + v * xt::exp(T(-0.5) * v * v) * inv_sqrt_2pi;
+            return T(0.5) * (T(1) + xsimd::erf(v * inv_sqrt2)) + v * xsimd::exp(T(-0.5) * v * v) * inv_sqrt_2pi;
         });
 }
 
