@@ -10,6 +10,7 @@
 
 #include <iostream>
 
+#include <nlohmann/json.hpp>
 #include <xtensor/xview.hpp>
 #include <xtnn/xtnn.hpp>
 

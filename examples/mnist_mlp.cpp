@@ -46,9 +46,8 @@ int main(int argc, char** argv) {
         model.add(xtnn::Dropout(0.1));
         model.add(xtnn::Flatten());
         model.add(xtnn::Dense(10, "softmax"));
-        nlohmann::json optimizer_config{{"name", optimizer}};
-        if (learning_rate > 0) optimizer_config["learning_rate"] = learning_rate;
-        model.compile("categorical_crossentropy", xtnn::OptimizerSpec::from_config(optimizer_config), {"accuracy"});
+        model.compile("categorical_crossentropy", optimizer, {"accuracy"});
+        if (learning_rate > 0) model.optimizer()->set_learning_rate(learning_rate);
         model.summary();
 
         xtnn::History history = model.fit(train.x, y_train,

@@ -7,6 +7,7 @@
 
 #include <unistd.h>
 
+#include <nlohmann/json.hpp>
 #include <xtensor/xview.hpp>
 #include <xtnn/xtnn.hpp>
 

@@ -10,6 +10,7 @@
 #include <fstream>
 #include <set>
 
+#include <nlohmann/json.hpp>
 #include <xtensor/xadapt.hpp>
 #include <xtensor/xsort.hpp>
 #include <xtensor/xview.hpp>

@@ -2,6 +2,7 @@
 
 #include <cmath>
 
+#include <nlohmann/json.hpp>
 #include <xtensor/xtensor.hpp>
 #include <xtensor/xview.hpp>
 #include <xtnn/xtnn.hpp>

@@ -6,6 +6,7 @@
 #include <sstream>
 #include <tuple>
 
+#include <nlohmann/json.hpp>
 #include <xtensor/xtensor.hpp>
 #include <xtensor/xview.hpp>
 #include <xtnn/xtnn.hpp>

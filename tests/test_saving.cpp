@@ -7,6 +7,7 @@
 #include <limits>
 #include <sstream>
 
+#include <nlohmann/json.hpp>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <sys/wait.h>

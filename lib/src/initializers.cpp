@@ -3,6 +3,7 @@
 #include <cmath>
 #include <functional>
 
+#include <nlohmann/json.hpp>
 #include <xtensor/xbuilder.hpp>
 
 #include "xtnn/registry.hpp"

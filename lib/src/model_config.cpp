@@ -423,6 +423,8 @@ void Sequential::add(const std::string& class_name, const nlohmann::json& config
     add(std::shared_ptr<Layer>(make_layer(class_name, config)));
 }
 
+void Sequential::add(const std::string& class_name) { add(class_name, nlohmann::json::object()); }
+
 void Sequential::build(const Shape& input_shape, Generator& generator) {
     if (built() && this->input_shape() == input_shape) return;
     connect_stack(input_shape, generator);

@@ -232,8 +232,8 @@ std::unique_ptr<Optimizer> OptimizerSpec::make() const {
                 std::string lower = spec;
                 for (char& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
                 return optimizers().get(lower)(nlohmann::json::object());
-            } else if constexpr (std::is_same_v<Spec, nlohmann::json>) {
-                return make_optimizer(spec);
+            } else if constexpr (std::is_same_v<Spec, std::shared_ptr<const nlohmann::json>>) {
+                return make_optimizer(*spec);
             } else if constexpr (std::is_same_v<Spec, SGD>) {
                 return std::make_unique<SgdOptimizer>(spec);
             } else if constexpr (std::is_same_v<Spec, Adam>) {
@@ -245,9 +245,9 @@ std::unique_ptr<Optimizer> OptimizerSpec::make() const {
         spec_);
 }
 
-OptimizerSpec OptimizerSpec::from_config(nlohmann::json config) {
+OptimizerSpec OptimizerSpec::from_config(const nlohmann::json& config) {
     make_optimizer(config);
-    return OptimizerSpec(std::variant<std::string, SGD, Adam, RMSprop, nlohmann::json>(std::move(config)));
+    return OptimizerSpec(Spec(std::make_shared<const nlohmann::json>(config)));
 }
 
 std::unique_ptr<Optimizer> make_optimizer(const nlohmann::json& config) {

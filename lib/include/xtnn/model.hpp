@@ -19,7 +19,7 @@
 #include <variant>
 #include <vector>
 
-#include <nlohmann/json.hpp>
+#include <nlohmann/json_fwd.hpp>
 #include <xtensor/xarray.hpp>
 
 #include "xtnn/callbacks.hpp"

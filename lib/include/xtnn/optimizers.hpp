@@ -8,7 +8,7 @@
 #include <variant>
 #include <vector>
 
-#include <nlohmann/json.hpp>
+#include <nlohmann/json_fwd.hpp>
 #include <xtensor/xarray.hpp>
 
 #include "xtnn/tensor.hpp"
@@ -77,13 +77,15 @@ public:
     OptimizerSpec(Adam config) : spec_(config) {}
     OptimizerSpec(RMSprop config) : spec_(config) {}
     /// From a config such as {"name": "sgd", "learning_rate": 0.05}; missing fields keep defaults.
-    static OptimizerSpec from_config(nlohmann::json config);
+    static OptimizerSpec from_config(const nlohmann::json& config);
 
     std::unique_ptr<Optimizer> make() const;
 
 private:
-    explicit OptimizerSpec(std::variant<std::string, SGD, Adam, RMSprop, nlohmann::json> spec) : spec_(std::move(spec)) {}
-    std::variant<std::string, SGD, Adam, RMSprop, nlohmann::json> spec_;
+    // The config is held by pointer so that this header needs only nlohmann::json's declaration.
+    using Spec = std::variant<std::string, SGD, Adam, RMSprop, std::shared_ptr<const nlohmann::json>>;
+    explicit OptimizerSpec(Spec spec) : spec_(std::move(spec)) {}
+    Spec spec_;
 };
 
 /// An optimizer from its config as Optimizer::config() writes it ({"name": "adam", ...}).

@@ -8,7 +8,7 @@
 #include <string>
 #include <type_traits>
 
-#include <nlohmann/json.hpp>
+#include <nlohmann/json_fwd.hpp>
 
 #include "xtnn/layers.hpp"
 #include "xtnn/model.hpp"
@@ -33,8 +33,11 @@ public:
     void add(std::shared_ptr<Layer> layer, Generator& generator = thread_generator()) {
         append_layer(std::move(layer), generator);
     }
-    /// A layer by name and Keras-style config: add("dense", {{"units", 32}, {"activation", "relu"}}).
-    void add(const std::string& class_name, const nlohmann::json& config = nlohmann::json::object());
+    /// A layer by name and Keras-style config: add("dense", {{"units", 32}, {"activation", "relu"}})
+    /// (building a config needs <nlohmann/json.hpp>).
+    void add(const std::string& class_name, const nlohmann::json& config);
+    /// A layer by name with its default config: add("flatten").
+    void add(const std::string& class_name);
 
     /// Creates every layer's weights for inputs of `input_shape` (batch axis excluded), drawing
     /// initial values from `generator`.

@@ -5,7 +5,7 @@
 #include <string>
 #include <vector>
 
-#include <nlohmann/json.hpp>
+#include <nlohmann/json_fwd.hpp>
 
 #include "xtnn/layers/kernel_layer.hpp"
 #include "xtnn/ops.hpp"

@@ -6,7 +6,7 @@
 #include <string>
 #include <vector>
 
-#include <nlohmann/json.hpp>
+#include <nlohmann/json_fwd.hpp>
 
 #include "xtnn/layer.hpp"
 #include "xtnn/layers/kernel_layer.hpp"
