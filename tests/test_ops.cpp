@@ -22,7 +22,7 @@ namespace {
 
 using Inputs = std::vector<TensorD>;
 
-void require_gradients(const char* what, auto&& f, const std::vector<xt::xarray<double>>& inputs,
+void require_gradients(const char* what, const TensorFunction& f, const std::vector<xt::xarray<double>>& inputs,
                        GradientCheckOptions options = {}) {
     auto result = check_gradients(f, inputs, options);
     INFO(what << ": " << result.report);
