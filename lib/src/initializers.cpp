@@ -10,6 +10,9 @@
 
 namespace xtnn {
 
+// The values come from Generator's draws (random.cpp, built without fused multiply-adds so that
+// every compiler gives the same bits); keep arithmetic that a compiler could fuse out of this file.
+
 namespace {
 
 struct Fans {
