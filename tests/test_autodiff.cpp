@@ -1,6 +1,7 @@
 #include <doctest/doctest.h>
 
 #include <cstring>
+#include <thread>
 
 #include <xtnn/xtnn.hpp>
 
@@ -60,6 +61,39 @@ TEST_CASE("leaf gradients accumulate across backward passes until zero_grad") {
     x.zero_grad();
     y.backward();
     CHECK(x.grad()(1) == doctest::Approx(4.0));
+}
+
+TEST_CASE("LeafGradients keeps the gradients of a thread's passes apart from the leaves'") {
+    Tensor w = Tensor::parameter(xt::xarray<float>{1.0f, -2.0f, 3.0f});
+    auto square_sum = [&] { return ops::sum(ops::mul(w, w)); };
+    LeafGradients held({w});
+    CHECK(held.gradient(0) == nullptr);
+    {
+        LeafGradients::Redirect redirect(held);
+        square_sum().backward();
+        square_sum().backward();
+    }
+    CHECK_FALSE(w.has_grad());
+    REQUIRE(held.gradient(0) != nullptr);
+    CHECK(*held.gradient(0) == xt::xarray<float>{4.0f, -8.0f, 12.0f});
+    square_sum().backward();
+    CHECK(w.grad() == xt::xarray<float>{2.0f, -4.0f, 6.0f});
+    held.clear();
+    CHECK(held.gradient(0) == nullptr);
+
+    // Two threads, each with holders of its own, differentiate through the same leaf at once.
+    LeafGradients first({w}), second({w});
+    auto run = [&](LeafGradients& gradients, float factor) {
+        LeafGradients::Redirect redirect(gradients);
+        for (int pass = 0; pass < 50; ++pass) ops::sum(ops::scale(ops::mul(w, w), factor)).backward();
+    };
+    std::thread a([&] { run(first, 1.0f); });
+    std::thread b([&] { run(second, 2.0f); });
+    a.join();
+    b.join();
+    CHECK(*first.gradient(0) == xt::xarray<float>{100.0f, -200.0f, 300.0f});
+    CHECK(*second.gradient(0) == xt::xarray<float>{200.0f, -400.0f, 600.0f});
+    CHECK(w.grad() == xt::xarray<float>{2.0f, -4.0f, 6.0f});
 }
 
 TEST_CASE("two backward passes over the same graph give bitwise-equal gradients") {

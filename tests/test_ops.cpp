@@ -284,6 +284,27 @@ TEST_CASE("dropout is inverted, seeded, and the identity at inference") {
     CHECK_THROWS_AS(ops::dropout(x, -0.1, true, g1), ValueError);
 }
 
+TEST_CASE("dropout draws a batch's mask however its rows are split") {
+    const xt::xarray<float> x = xt::cast<float>(uniform({10, 7}, 8)) + 2.0f;
+    Generator whole(9);
+    const xt::xarray<float> full = ops::dropout(Tensor::constant(x), 0.4, true, whole).value();
+    for (std::size_t split : {1, 3, 9}) {
+        INFO("rows [0, " << split << ") and [" << split << ", 10)");
+        Generator top_generator(9), bottom_generator(9);
+        const xt::xarray<float> top = xt::view(x, xt::range(0, split)), bottom = xt::view(x, xt::range(split, 10));
+        const auto top_kept = ops::dropout(Tensor::constant(top), 0.4, true, top_generator, 0).value();
+        const auto bottom_kept = ops::dropout(Tensor::constant(bottom), 0.4, true, bottom_generator, split).value();
+        CHECK(testing::bitwise_equal(xt::xarray<float>(xt::concatenate(xt::xtuple(top_kept, bottom_kept))), full));
+        // Each draws one key, as the whole batch does.
+        Generator after(9);
+        after.next_u64();
+        CHECK(top_generator.next_u64() == after.next_u64());
+    }
+    // Another key drops other elements.
+    Generator other(10);
+    CHECK_FALSE(testing::bitwise_equal(ops::dropout(Tensor::constant(x), 0.4, true, other).value(), full));
+}
+
 TEST_CASE("the book's facts: sigmoid, relu and softmax") {
     Tensor zero = Tensor::parameter(xt::xarray<float>{0.0f});
     CHECK(ops::sigmoid(zero).item() == 0.5f);

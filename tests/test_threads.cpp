@@ -1,6 +1,7 @@
-// What docs/threads.md promises: each thread's seeded work is its own, loading touches no
-// generator, and predict on one model from several threads gives the sequential result. These
-// tests also run under ThreadSanitizer (scripts/sanitize-threads.sh).
+// What docs/threads.md promises: fit's slices of a batch on xtnn's threads give one result per
+// thread count, within rounding of one thread's; each thread's seeded work is its own, loading
+// touches no generator, and predict on one model from several threads gives the sequential
+// result. These tests also run under ThreadSanitizer (scripts/sanitize-threads.sh).
 
 #include <doctest/doctest.h>
 
@@ -55,7 +56,91 @@ bool same_run(const Run& a, const Run& b) {
     return bitwise_equal(a.predictions, b.predictions);
 }
 
+// xtnn's thread count for a scope.
+class ThreadCount {
+public:
+    explicit ThreadCount(int threads) : previous_(ops::num_threads()) { ops::set_num_threads(threads); }
+    ~ThreadCount() { ops::set_num_threads(previous_); }
+
+private:
+    int previous_;
+};
+
+// The identity, except that it throws in a training call on any slice of a batch but the first.
+class FailsAfterFirstSlice : public Layer {
+public:
+    std::string class_name() const override { return "FailsAfterFirstSlice"; }
+    Shape output_shape(const Shape& input_shape) const override { return input_shape; }
+    Tensor call(const Tensor& x, bool training) override {
+        if (training && batch_slice_first_row() > 0) {
+            throw ValueError("FailsAfterFirstSlice: called on the slice at row " + std::to_string(batch_slice_first_row()));
+        }
+        return x;
+    }
+    std::shared_ptr<Layer> move_to_shared() && override { return move_layer_to_shared(*this); }
+};
+
 }  // namespace
+
+TEST_CASE("fit in slices on two threads: one result for the same seed, within rounding of one thread's") {
+    digits();
+    Run one, two, two_again;
+    {
+        const ThreadCount threads(1);
+        one = train_book_model(42);
+    }
+    {
+        const ThreadCount threads(2);
+        two = train_book_model(42);
+        two_again = train_book_model(42);
+    }
+    CHECK(same_run(two, two_again));
+    // The slices did run: their gradients are summed in another order, which shows in the last bits.
+    CHECK_FALSE(same_run(one, two));
+    // The same dropout masks and shuffles: only rounding separates the two.
+    for (const auto& entry : one.history.history) {
+        for (std::size_t epoch = 0; epoch < entry.second.size(); ++epoch) {
+            INFO(entry.first << " epoch " << epoch);
+            CHECK(two.history.history.at(entry.first)[epoch] == doctest::Approx(entry.second[epoch]).epsilon(1e-5));
+        }
+    }
+    CHECK(xt::allclose(two.predictions, one.predictions, 1e-4, 1e-5));
+}
+
+TEST_CASE("a model with BatchNormalization trains in one piece, whatever the thread count") {
+    digits();
+    auto train = [](int thread_count) {
+        const ThreadCount threads(thread_count);
+        set_random_seed(5);
+        Sequential model;
+        model.add(Flatten({28, 28}));
+        model.add(Dense(16));
+        model.add(BatchNormalization());
+        model.add(Dense(10, "softmax"));
+        model.compile("categorical_crossentropy", "adam");
+        model.fit(digits().x, digits().y, {.batch_size = 128, .epochs = 1, .verbose = 0});
+        return model.get_weights();
+    };
+    const auto one = train(1), two = train(2);
+    REQUIRE(one.size() == two.size());
+    for (std::size_t w = 0; w < one.size(); ++w) CHECK(bitwise_equal(one[w], two[w]));
+}
+
+TEST_CASE("an error on a worker thread's slice reaches fit's caller, and the threads carry on") {
+    digits();
+    const ThreadCount threads(2);
+    Sequential model;
+    model.add(Flatten({28, 28}));
+    model.add(std::make_shared<FailsAfterFirstSlice>());
+    model.add(Dense(10, "softmax"));
+    model.compile("categorical_crossentropy", "sgd");
+    CHECK_THROWS_WITH_AS(model.fit(digits().x, digits().y, {.batch_size = 64, .epochs = 1, .verbose = 0}),
+                         "FailsAfterFirstSlice: called on the slice at row 32", ValueError);
+    // Batches of fewer than 64 rows run in one piece.
+    CHECK_NOTHROW(model.fit(digits().x, digits().y, {.batch_size = 63, .epochs = 1, .verbose = 0}));
+    const Run again = train_book_model(42);
+    CHECK(same_run(again, train_book_model(42)));
+}
 
 TEST_CASE("threads that seed and train at the same time each get the sequential result") {
     digits();

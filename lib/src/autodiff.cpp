@@ -8,7 +8,50 @@ namespace xtnn {
 
 namespace {
 thread_local bool grad_mode_enabled = true;
+thread_local LeafGradients* redirected_leaf_gradients = nullptr;
+}  // namespace
+
+template <>
+Node<float>& gradient_holder(Node<float>& node) {
+    if (redirected_leaf_gradients) {
+        if (Node<float>* holder = redirected_leaf_gradients->holder_of(node)) return *holder;
+    }
+    return node;
 }
+
+template <>
+Node<double>& gradient_holder(Node<double>& node) {
+    return node;
+}
+
+LeafGradients::LeafGradients(const std::vector<Tensor>& leaves) {
+    for (const auto& leaf : leaves) {
+        leaves_.push_back(leaf.node());
+        holders_.push_back(std::make_unique<Node<float>>());
+    }
+}
+
+void LeafGradients::clear() {
+    for (auto& holder : holders_) holder->has_grad = false;
+}
+
+const xt::xarray<float>* LeafGradients::gradient(std::size_t i) const {
+    return holders_.at(i)->has_grad ? &holders_[i]->grad : nullptr;
+}
+
+// A linear search: a model has tens of weights, and a step looks each up once or twice.
+Node<float>* LeafGradients::holder_of(const Node<float>& leaf) {
+    for (std::size_t i = 0; i < leaves_.size(); ++i) {
+        if (leaves_[i].get() == &leaf) return holders_[i].get();
+    }
+    return nullptr;
+}
+
+LeafGradients::Redirect::Redirect(LeafGradients& gradients) : previous_(redirected_leaf_gradients) {
+    redirected_leaf_gradients = &gradients;
+}
+
+LeafGradients::Redirect::~Redirect() { redirected_leaf_gradients = previous_; }
 
 bool grad_enabled() { return grad_mode_enabled; }
 

@@ -6,7 +6,7 @@
 #include <cblas.h>
 
 #include "xtnn/error.hpp"
-#include "xtnn/ops.hpp"
+#include "parallel.hpp"
 
 namespace xtnn::detail {
 
@@ -53,6 +53,7 @@ template <>
 void gemm<float>(bool transpose_a, bool transpose_b, std::size_t m, std::size_t n, std::size_t k, float alpha,
                  const float* a, std::size_t lda, const float* b, std::size_t ldb, float beta, float* c,
                  std::size_t ldc) {
+    claim_blas_threads();
     if (m == 1) {
         single_row_product(transpose_a, transpose_b, n, k, alpha, a, lda, b, ldb, beta, c);
         return;
@@ -65,19 +66,9 @@ template <>
 void gemm<double>(bool transpose_a, bool transpose_b, std::size_t m, std::size_t n, std::size_t k, double alpha,
                   const double* a, std::size_t lda, const double* b, std::size_t ldb, double beta, double* c,
                   std::size_t ldc) {
+    claim_blas_threads();
     cblas_dgemm(CblasRowMajor, flag(transpose_a), flag(transpose_b), as_int(m), as_int(n), as_int(k), alpha, a,
                 as_int(lda), b, as_int(ldb), beta, c, as_int(ldc));
 }
 
 }  // namespace xtnn::detail
-
-namespace xtnn::ops {
-
-void set_num_threads(int threads) {
-    if (threads < 1) throw ValueError("set_num_threads: threads must be at least 1, got " + std::to_string(threads));
-    openblas_set_num_threads(threads);
-}
-
-int num_threads() { return openblas_get_num_threads(); }
-
-}  // namespace xtnn::ops

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <limits>
 #include <string>
 
@@ -392,16 +393,50 @@ BasicTensor<T> transpose(const BasicTensor<T>& x, std::vector<std::size_t> permu
 }
 
 
+namespace {
+
+// lowbias32 (C. Wellons): a bijection of 32-bit words in which every input bit moves about half of
+// the output bits. An element's dropout draw is a function of the call's key and the element's
+// place in the whole batch alone, so the slices of a batch, on whatever threads, draw the batch's
+// mask, and the loop has no carried state (it vectorizes).
+constexpr std::uint32_t mix32(std::uint32_t x) {
+    x ^= x >> 16;
+    x *= 0x7feb352dU;
+    x ^= x >> 15;
+    x *= 0x846ca68bU;
+    x ^= x >> 16;
+    return x;
+}
+
+}  // namespace
+
 template <class T>
-BasicTensor<T> dropout(const BasicTensor<T>& x, double rate, bool training, Generator& generator) {
+BasicTensor<T> dropout(const BasicTensor<T>& x, double rate, bool training, Generator& generator, std::size_t first_row) {
     if (!(rate >= 0.0 && rate < 1.0)) {
         throw ValueError("dropout: rate must be in [0, 1), got " + std::to_string(rate));
     }
     if (!training || rate == 0.0) return x;
+    const std::uint64_t key = generator.next_u64();
+    const auto key_low = static_cast<std::uint32_t>(key), key_high = static_cast<std::uint32_t>(key >> 32);
+    // A draw h, uniform on [0, 2^32), keeps its element when h / 2^32 >= rate.
+    const double threshold = std::ceil(rate * 4294967296.0);
+    const bool keep_none = threshold > 4294967295.0;
+    const auto keep_from = static_cast<std::uint32_t>(keep_none ? 0.0 : threshold);
     const T kept_scale = static_cast<T>(1.0 / (1.0 - rate));
+    const std::size_t n = x.size();
+    const std::size_t row_size = x.dimension() == 0 || x.shape()[0] == 0 ? n : n / x.shape()[0];
+    // Elements are numbered within the whole batch; max_tensor_elements keeps the numbers in 32 bits.
+    const auto first = static_cast<std::uint32_t>(first_row * row_size);
     auto mask = std::make_shared<xt::xarray<T>>(xt::empty<T>(x.shape()));
-    for (T& m : *mask) m = generator.uniform() >= rate ? kept_scale : T(0);
-    xt::xarray<T> y = broadcast_map("dropout", x.value(), *mask, times);
+    xt::xarray<T> y = xt::empty<T>(x.shape());
+    const T* in = x.value().data();
+    T* kept = mask->data();
+    T* out = y.data();
+    for (std::size_t i = 0; i < n; ++i) {
+        const std::uint32_t draw = mix32(mix32(first + static_cast<std::uint32_t>(i) + key_low) ^ key_high);
+        kept[i] = !keep_none && draw >= keep_from ? kept_scale : T(0);
+        out[i] = in[i] * kept[i];
+    }
     return make_op<T>("dropout", std::move(y), {x}, [mask](NodeT<T>& out) {
         NodeT<T>& in = *out.inputs[0];
         if (in.requires_grad) accumulate_grad(in, broadcast_map("dropout", out.grad, *mask, times));
@@ -427,7 +462,7 @@ BasicTensor<T> dropout(const BasicTensor<T>& x, double rate, bool training, Gene
     template BasicTensor<T> reshape(const BasicTensor<T>&, const std::vector<std::ptrdiff_t>&); \
     template BasicTensor<T> flatten(const BasicTensor<T>&);                                     \
     template BasicTensor<T> transpose(const BasicTensor<T>&, std::vector<std::size_t>);         \
-    template BasicTensor<T> dropout(const BasicTensor<T>&, double, bool, Generator&);
+    template BasicTensor<T> dropout(const BasicTensor<T>&, double, bool, Generator&, std::size_t);
 
 XTNN_INSTANTIATE_OPS(float)
 XTNN_INSTANTIATE_OPS(double)

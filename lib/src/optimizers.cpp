@@ -28,6 +28,37 @@ std::vector<xt::xarray<float>>& Optimizer::slots_for(std::size_t index, const Te
     return weight_slots;
 }
 
+void Optimizer::apply(std::vector<Tensor>& weights) {
+    apply(weights, 1, [](std::size_t, const std::function<void(std::size_t)>& task) { task(0); });
+}
+
+void Optimizer::apply(std::vector<Tensor>& weights, std::size_t parts, const PartRunner& run) {
+    begin_update();
+    const std::size_t slot_count = slot_names().size();
+    struct Update {
+        float* w;
+        const float* g;
+        std::size_t size;
+        std::vector<xt::xarray<float>>* slots;
+    };
+    // Slots are made first: making one may move the others.
+    for (std::size_t i = 0; i < weights.size(); ++i) {
+        if (slot_count > 0 && weights[i].has_grad()) slots_for(i, weights[i], slot_count);
+    }
+    std::vector<xt::xarray<float>> no_slots;
+    std::vector<Update> updates;
+    for (std::size_t i = 0; i < weights.size(); ++i) {
+        Tensor& weight = weights[i];
+        if (!weight.has_grad()) continue;
+        auto* slots = slot_count > 0 ? &slots_[i] : &no_slots;
+        updates.push_back({weight.mutable_value().data(), weight.grad().data(), weight.size(), slots});
+    }
+    run(parts, [&](std::size_t part) {
+        for (const auto& u : updates) update(u.w, u.g, *u.slots, u.size * part / parts, u.size * (part + 1) / parts);
+    });
+    ++iterations_;
+}
+
 namespace {
 
 void require_positive(const char* optimizer, const char* field, double value) {
@@ -60,26 +91,19 @@ public:
                 {"nesterov", config_.nesterov}};
     }
 
-    void apply(std::vector<Tensor>& weights) override {
+    void update(float* w, const float* g, std::vector<xt::xarray<float>>& slots, std::size_t begin,
+                std::size_t end) const override {
         const auto lr = static_cast<float>(config_.learning_rate);
         const auto momentum = static_cast<float>(config_.momentum);
-        for (std::size_t i = 0; i < weights.size(); ++i) {
-            Tensor& weight = weights[i];
-            if (!weight.has_grad()) continue;
-            float* w = weight.mutable_value().data();
-            const float* g = weight.grad().data();
-            const std::size_t n = weight.size();
-            if (momentum == 0.0f) {
-                for (std::size_t j = 0; j < n; ++j) w[j] -= lr * g[j];
-                continue;
-            }
-            float* velocity = slots_for(i, weight, 1)[0].data();
-            for (std::size_t j = 0; j < n; ++j) {
-                velocity[j] = momentum * velocity[j] - lr * g[j];
-                w[j] += config_.nesterov ? momentum * velocity[j] - lr * g[j] : velocity[j];
-            }
+        if (slots.empty()) {
+            for (std::size_t j = begin; j < end; ++j) w[j] -= lr * g[j];
+            return;
         }
-        ++iterations_;
+        float* velocity = slots[0].data();
+        for (std::size_t j = begin; j < end; ++j) {
+            velocity[j] = momentum * velocity[j] - lr * g[j];
+            w[j] += config_.nesterov ? momentum * velocity[j] - lr * g[j] : velocity[j];
+        }
     }
 
 private:
@@ -103,32 +127,30 @@ public:
                 {"beta_2", config_.beta_2}, {"epsilon", config_.epsilon}};
     }
 
-    void apply(std::vector<Tensor>& weights) override {
+    void begin_update() override {
         const double step = static_cast<double>(iterations_ + 1);
-        const auto lr = static_cast<float>(config_.learning_rate * std::sqrt(1.0 - std::pow(config_.beta_2, step)) /
-                                           (1.0 - std::pow(config_.beta_1, step)));
+        rate_ = static_cast<float>(config_.learning_rate * std::sqrt(1.0 - std::pow(config_.beta_2, step)) /
+                                   (1.0 - std::pow(config_.beta_1, step)));
+    }
+
+    void update(float* w, const float* g, std::vector<xt::xarray<float>>& slots, std::size_t begin,
+                std::size_t end) const override {
         const auto one_minus_beta_1 = static_cast<float>(1.0 - config_.beta_1);
         const auto one_minus_beta_2 = static_cast<float>(1.0 - config_.beta_2);
         const auto epsilon = static_cast<float>(config_.epsilon);
-        for (std::size_t i = 0; i < weights.size(); ++i) {
-            Tensor& weight = weights[i];
-            if (!weight.has_grad()) continue;
-            auto& moments = slots_for(i, weight, 2);
-            float* w = weight.mutable_value().data();
-            const float* g = weight.grad().data();
-            float* m = moments[0].data();
-            float* v = moments[1].data();
-            for (std::size_t j = 0; j < weight.size(); ++j) {
-                m[j] += (g[j] - m[j]) * one_minus_beta_1;
-                v[j] += (g[j] * g[j] - v[j]) * one_minus_beta_2;
-                w[j] -= lr * m[j] / (std::sqrt(v[j]) + epsilon);
-            }
+        const float lr = rate_;
+        float* m = slots[0].data();
+        float* v = slots[1].data();
+        for (std::size_t j = begin; j < end; ++j) {
+            m[j] += (g[j] - m[j]) * one_minus_beta_1;
+            v[j] += (g[j] * g[j] - v[j]) * one_minus_beta_2;
+            w[j] -= lr * m[j] / (std::sqrt(v[j]) + epsilon);
         }
-        ++iterations_;
     }
 
 private:
     Adam config_;
+    float rate_ = 0;  // the learning rate with the bias corrections of the coming step
 };
 
 class RmspropOptimizer : public Optimizer {
@@ -151,31 +173,24 @@ public:
                 {"momentum", config_.momentum}, {"epsilon", config_.epsilon}};
     }
 
-    void apply(std::vector<Tensor>& weights) override {
+    void update(float* w, const float* g, std::vector<xt::xarray<float>>& slots, std::size_t begin,
+                std::size_t end) const override {
         const auto lr = static_cast<float>(config_.learning_rate);
         const auto rho = static_cast<float>(config_.rho);
         const auto momentum = static_cast<float>(config_.momentum);
         const auto epsilon = static_cast<float>(config_.epsilon);
-        for (std::size_t i = 0; i < weights.size(); ++i) {
-            Tensor& weight = weights[i];
-            if (!weight.has_grad()) continue;
-            auto& state = slots_for(i, weight, momentum > 0.0f ? 2 : 1);
-            float* w = weight.mutable_value().data();
-            const float* g = weight.grad().data();
-            float* average = state[0].data();
-            for (std::size_t j = 0; j < weight.size(); ++j) {
-                average[j] = rho * average[j] + (1.0f - rho) * g[j] * g[j];
-                const float increment = lr * g[j] / std::sqrt(average[j] + epsilon);
-                if (momentum > 0.0f) {
-                    float& velocity = state[1].data()[j];
-                    velocity = momentum * velocity + increment;
-                    w[j] -= velocity;
-                } else {
-                    w[j] -= increment;
-                }
+        float* average = slots[0].data();
+        for (std::size_t j = begin; j < end; ++j) {
+            average[j] = rho * average[j] + (1.0f - rho) * g[j] * g[j];
+            const float increment = lr * g[j] / std::sqrt(average[j] + epsilon);
+            if (momentum > 0.0f) {
+                float& velocity = slots[1].data()[j];
+                velocity = momentum * velocity + increment;
+                w[j] -= velocity;
+            } else {
+                w[j] -= increment;
             }
         }
-        ++iterations_;
     }
 
 private:

@@ -3,6 +3,8 @@
 // a backward function; make_op records the node only when some input needs a gradient and
 // gradients are enabled, so inference builds no graph at all.
 
+#include <algorithm>
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
@@ -34,44 +36,88 @@ template <class T>
 BasicTensor<T> make_op(const char* name, xt::xarray<T> value, std::vector<BasicTensor<T>> inputs,
                        typename Node<T>::BackwardFn backward);
 
+/// The node that holds `node`'s gradient: `node` itself, except for a leaf while a LeafGradients
+/// redirects the calling thread (then that object's holder for the leaf).
+template <class T>
+Node<T>& gradient_holder(Node<T>& node);
+
 /// The node's gradient buffer, zero-filled with the value's shape on first use; for kernels that
 /// accumulate in place (gemm with beta = 1).
 template <class T>
 xt::xarray<T>& grad_buffer(Node<T>& node) {
-    if (!node.has_grad) {
-        node.grad = xt::zeros<T>(node.value.shape());
-        node.has_grad = true;
+    Node<T>& holder = node.is_leaf() ? gradient_holder(node) : node;
+    if (!holder.has_grad) {
+        if (holder.grad.shape() == node.value.shape()) {
+            std::fill(holder.grad.begin(), holder.grad.end(), T(0));
+        } else {
+            holder.grad = xt::zeros<T>(node.value.shape());
+        }
+        holder.has_grad = true;
     }
-    return node.grad;
+    return holder.grad;
 }
 
 /// The node's gradient for a kernel that can overwrite or accumulate (gemm's beta): the first
-/// contribution overwrites a fresh buffer, unzeroed (beta 0), later ones add to it (beta 1).
+/// contribution overwrites a buffer left as it is (beta 0), later ones add to it (beta 1).
 /// Saves zero-filling and re-reading each weight gradient on every step.
 template <class T>
 std::pair<T*, T> grad_destination(Node<T>& node) {
-    if (!node.has_grad) {
-        node.grad = xt::empty<T>(node.value.shape());
-        node.has_grad = true;
-        return {node.grad.data(), T(0)};
+    Node<T>& holder = node.is_leaf() ? gradient_holder(node) : node;
+    if (!holder.has_grad) {
+        if (holder.grad.shape() != node.value.shape()) holder.grad = xt::empty<T>(node.value.shape());
+        holder.has_grad = true;
+        return {holder.grad.data(), T(0)};
     }
-    return {node.grad.data(), T(1)};
+    return {holder.grad.data(), T(1)};
 }
 
 /// Adds `contribution` (an array or an xtensor expression of the value's shape) to the gradient.
 template <class T, class E>
 void accumulate_grad(Node<T>& node, E&& contribution) {
-    if (!node.has_grad) {
-        node.grad = std::forward<E>(contribution);
-        node.has_grad = true;
-        if (node.grad.shape() != node.value.shape()) {
+    Node<T>& holder = node.is_leaf() ? gradient_holder(node) : node;
+    if (!holder.has_grad) {
+        holder.grad = std::forward<E>(contribution);
+        holder.has_grad = true;
+        if (holder.grad.shape() != node.value.shape()) {
             throw ShapeError(std::string("autodiff: gradient for op '") + node.op + "' has shape " +
-                             shape_to_string(node.grad.shape()) + ", expected the value's shape " +
+                             shape_to_string(holder.grad.shape()) + ", expected the value's shape " +
                              shape_to_string(node.value.shape()));
         }
     } else {
-        node.grad += std::forward<E>(contribution);
+        holder.grad += std::forward<E>(contribution);
     }
 }
+
+/// Gradient holders of its own for a set of leaves (a model's weights). While a Redirect of it is
+/// alive, backward passes on that thread add the leaves' gradients here instead of to the leaves:
+/// threads that run slices of one batch through the same weights at once then do not race, and
+/// their gradients are summed afterwards in an order the caller fixes.
+class LeafGradients {
+public:
+    explicit LeafGradients(const std::vector<Tensor>& leaves);
+    /// Forgets the gradients held; their buffers stay for the next pass.
+    void clear();
+    /// The gradient held for leaves[i], or nullptr when no pass reached that leaf.
+    const xt::xarray<float>* gradient(std::size_t i) const;
+
+    class Redirect {
+    public:
+        explicit Redirect(LeafGradients& gradients);
+        ~Redirect();
+        Redirect(const Redirect&) = delete;
+        Redirect& operator=(const Redirect&) = delete;
+
+    private:
+        LeafGradients* previous_;
+    };
+
+private:
+    template <class T>
+    friend Node<T>& gradient_holder(Node<T>& node);
+    Node<float>* holder_of(const Node<float>& leaf);
+
+    std::vector<std::shared_ptr<Node<float>>> leaves_;
+    std::vector<std::unique_ptr<Node<float>>> holders_;
+};
 
 }  // namespace xtnn

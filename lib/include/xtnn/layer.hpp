@@ -89,6 +89,11 @@ public:
     /// The result split at the layer's final activation; the activated result when the layer
     /// has no activation of its own to expose. Models call it for their outputs.
     virtual SplitOutput call_split(const std::vector<Tensor>& inputs, bool training);
+    /// Whether fit may run this layer's training call on slices of one batch on several threads at
+    /// once (ops::set_num_threads): true when each sample's result depends on that sample alone
+    /// and the call changes nothing in the layer. BatchNormalization's batch statistics say no, and
+    /// so must a custom layer that keeps state between calls.
+    virtual bool trains_on_batch_slices() const { return true; }
 
     /// Records a call of this layer in a functional graph and returns its result. A temporary
     /// (`Dense(10)(x)`) moves into the graph; a layer owned by a std::shared_ptr is shared, so
@@ -173,6 +178,23 @@ std::shared_ptr<std::decay_t<L>> shared(L&& layer) {
 /// built yet; throws a ShapeError naming the layer when the shapes do not fit it.
 SymbolicTensor call_layer(const std::shared_ptr<Layer>& layer, const std::vector<SymbolicTensor>& inputs,
                           Generator& generator = thread_generator());
+
+/// The row of the whole batch at which the rows a layer is called with start: 0, except on a thread
+/// that fit runs a slice of a batch on. Layers that draw random values per sample (Dropout) pass it
+/// on, so that a batch draws the same values however many slices it is split into.
+std::size_t batch_slice_first_row();
+
+/// Sets batch_slice_first_row() on the calling thread for its lifetime.
+class BatchSliceScope {
+public:
+    explicit BatchSliceScope(std::size_t first_row);
+    ~BatchSliceScope();
+    BatchSliceScope(const BatchSliceScope&) = delete;
+    BatchSliceScope& operator=(const BatchSliceScope&) = delete;
+
+private:
+    std::size_t previous_;
+};
 
 /// The snake_case base of auto-generated layer names: "Dense" -> "dense".
 std::string snake_case(const std::string& class_name);

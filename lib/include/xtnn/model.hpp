@@ -276,6 +276,7 @@ private:
     struct Plan;
     struct Head;
     class Totals;
+    struct BatchSlice;
 
     void set_graph(const std::vector<SymbolicTensor>& inputs, const std::vector<SymbolicTensor>& outputs);
     /// Each output's loss, weight and metrics from compile()'s settings, once the outputs are known.
@@ -288,6 +289,13 @@ private:
                                       const std::vector<std::string>& names, const char* what);
     std::vector<Tensor> head_losses(const std::vector<SplitOutput>& outputs,
                                     const std::vector<xt::xarray<float>>& targets) const;
+    /// One slice per xtnn thread when every layer can train on slices of a batch, else one.
+    std::vector<BatchSlice> make_batch_slices(const std::vector<Tensor>& weights) const;
+    /// One training step on rows [begin, end) of `order`: the forward and backward passes, in
+    /// slices on xtnn's threads, the slices' gradients summed, and the optimizer's update.
+    void train_step(const std::vector<InputRows>& x, const std::vector<xt::xarray<float>>& targets,
+                    const std::vector<std::size_t>& order, std::size_t begin, std::size_t end,
+                    std::vector<BatchSlice>& slices, std::vector<Tensor>& weights, Totals& totals);
     void require_ready(const char* method) const;
     void check_inputs(const char* method, const std::vector<InputRows>& x) const;
     std::vector<xt::xarray<float>> prepare_targets(const char* method, const std::vector<InputRows>& x,

@@ -24,9 +24,11 @@ template <class T> BasicTensor<T> mul(const BasicTensor<T>& a, const BasicTensor
 template <class T> BasicTensor<T> div(const BasicTensor<T>& a, const BasicTensor<T>& b);
 template <class T> BasicTensor<T> scale(const BasicTensor<T>& a, T factor);
 
-/// Threads for matrix products (OpenBLAS; by default one per core, or OPENBLAS_NUM_THREADS).
-/// Results are bit-for-bit reproducible for a fixed thread count; another count changes how
-/// OpenBLAS blocks a product, so results may differ in the last bits.
+/// xtnn's threads: fit splits each batch into this many slices, run at once through the same
+/// weights, and sums their gradients in a fixed order (docs/threads.md). By default one per core,
+/// or OPENBLAS_NUM_THREADS; OpenBLAS itself runs single-threaded inside them. Results are
+/// bit-for-bit reproducible for a fixed thread count; another count sums the gradients in
+/// another order, so results differ in the last bits (docs/reproducibility.md).
 void set_num_threads(int threads);
 int num_threads();
 
@@ -95,9 +97,14 @@ BasicTensor<T> sigmoid_binary_crossentropy(const BasicTensor<T>& logits, const x
 template <class T> BasicTensor<T> mse(const BasicTensor<T>& prediction, const xt::xarray<T>& target);
 
 /// Inverted dropout: while training, zeroes each element with probability `rate` and scales the
-/// rest by 1 / (1 - rate), the mask drawn from `generator`; otherwise returns x unchanged.
+/// rest by 1 / (1 - rate); otherwise returns x unchanged. Each call draws one 64-bit key from
+/// `generator`; an element's fate is a hash of that key and the element's index in the whole batch,
+/// where x's first row is row `first_row`. So rows [r, s) of a batch, passed with first_row = r and
+/// the same key, get exactly those rows of the batch's mask: a batch split into slices on several
+/// threads drops what it drops in one piece.
 template <class T>
-BasicTensor<T> dropout(const BasicTensor<T>& x, double rate, bool training, Generator& generator);
+BasicTensor<T> dropout(const BasicTensor<T>& x, double rate, bool training, Generator& generator,
+                       std::size_t first_row = 0);
 
 // Convolution and pooling on channels-last images (batch, height, width, channels), as Keras.
 

@@ -3,6 +3,7 @@
 // (xtnn::SGD{.learning_rate = 0.01, .momentum = 0.9}) or by name ("sgd", "adam", "rmsprop").
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <variant>
@@ -39,9 +40,16 @@ class Optimizer {
 public:
     virtual ~Optimizer() = default;
     virtual std::string name() const = 0;
+    /// Runs task(0), ..., task(parts - 1), possibly on several threads at once.
+    using PartRunner = std::function<void(std::size_t parts, const std::function<void(std::size_t)>& task)>;
+
     /// One update of every weight from its gradient; weights whose gradient never arrived are
     /// left alone. State (momenta) is created on the first call.
-    virtual void apply(std::vector<Tensor>& weights) = 0;
+    void apply(std::vector<Tensor>& weights);
+    /// The same update with each weight's elements split into `parts` ranges, updated by the tasks
+    /// `run` runs (fit runs them on its threads). Every element is updated as by apply(), so the
+    /// result is the same bit for bit.
+    void apply(std::vector<Tensor>& weights, std::size_t parts, const PartRunner& run);
 
     virtual double learning_rate() const = 0;
     virtual void set_learning_rate(double learning_rate) = 0;
@@ -60,11 +68,18 @@ public:
     void set_iterations(std::int64_t iterations) { iterations_ = iterations; }
 
 protected:
-    /// The `slot_count` state arrays of weight `index`, created zero on first use.
-    std::vector<xt::xarray<float>>& slots_for(std::size_t index, const Tensor& weight, std::size_t slot_count);
+    /// Computes what the coming update needs for every element (Adam's bias-corrected rate).
+    virtual void begin_update() {}
+    /// Updates elements [begin, end) of one weight `w` from its gradient `g` and its slots, in
+    /// slot_names() order. Called for disjoint ranges at once, so it writes nothing else.
+    virtual void update(float* w, const float* g, std::vector<xt::xarray<float>>& slots, std::size_t begin,
+                        std::size_t end) const = 0;
     std::int64_t iterations_ = 0;
 
 private:
+    /// The `slot_count` state arrays of weight `index`, created zero on first use.
+    std::vector<xt::xarray<float>>& slots_for(std::size_t index, const Tensor& weight, std::size_t slot_count);
+
     std::vector<std::vector<xt::xarray<float>>> slots_;
 };
 

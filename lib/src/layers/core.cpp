@@ -112,7 +112,7 @@ Dropout::Dropout(double rate, Shape input_shape) : Layer(optional_shape(input_sh
 
 Tensor Dropout::call(const Tensor& x, bool training) {
     check_input(x);
-    return ops::dropout(x, rate_, training, thread_generator());
+    return ops::dropout(x, rate_, training, thread_generator(), batch_slice_first_row());
 }
 
 nlohmann::json Dropout::config() const {

@@ -197,4 +197,14 @@ void Layer::check_input(const Tensor& x) const {
     }
 }
 
+namespace {
+thread_local std::size_t slice_first_row = 0;
+}
+
+std::size_t batch_slice_first_row() { return slice_first_row; }
+
+BatchSliceScope::BatchSliceScope(std::size_t first_row) : previous_(slice_first_row) { slice_first_row = first_row; }
+
+BatchSliceScope::~BatchSliceScope() { slice_first_row = previous_; }
+
 }  // namespace xtnn

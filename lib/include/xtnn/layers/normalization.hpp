@@ -37,6 +37,8 @@ public:
     Shape output_shape(const Shape& input_shape) const override { return input_shape; }
     std::vector<Shape> weight_shapes(const Shape& input_shape) const override;
     Tensor call(const Tensor& x, bool training) override;
+    /// No: its statistics are the whole batch's, and training updates the moving ones.
+    bool trains_on_batch_slices() const override { return false; }
     nlohmann::json config() const override;
     static std::unique_ptr<Layer> from_config(const nlohmann::json& config);
     std::shared_ptr<Layer> move_to_shared() && override { return move_layer_to_shared(*this); }

@@ -1,0 +1,149 @@
+#include "parallel.hpp"
+
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
+#include <exception>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <cblas.h>
+
+#include "xtnn/error.hpp"
+#include "xtnn/ops.hpp"
+
+namespace xtnn::detail {
+
+namespace {
+
+std::atomic<int> thread_count{0};
+
+// The workers poll for a while before they sleep: a training step hands them work every few tens
+// of microseconds, and waking a sleeping thread costs about that much.
+constexpr int polls_before_sleeping = 20000;
+
+// Returns the first value of `word` that satisfies `ready`. The words are 32 bits wide, the size
+// of a Linux futex: libstdc++ 12 waits on wider atomics through a table shared by unrelated
+// addresses, where a notify_one can wake the wrong waiter and the right one sleeps on (seen here).
+template <class Ready>
+std::uint32_t wait_until(const std::atomic<std::uint32_t>& word, Ready ready) {
+    for (int poll = 0; poll < polls_before_sleeping; ++poll) {
+        const std::uint32_t value = word.load(std::memory_order_acquire);
+        if (ready(value)) return value;
+#if defined(__x86_64__) || defined(__i386__)
+        __builtin_ia32_pause();
+#endif
+    }
+    for (;;) {
+        const std::uint32_t value = word.load(std::memory_order_acquire);
+        if (ready(value)) return value;
+        word.wait(value, std::memory_order_acquire);
+    }
+}
+
+class WorkerPool {
+public:
+    ~WorkerPool() {
+        {
+            std::lock_guard lock(caller_);
+            stopping_ = true;
+            generation_.fetch_add(1, std::memory_order_release);
+            generation_.notify_all();
+        }
+        for (auto& worker : workers_) worker.join();
+    }
+
+    // False when another caller holds the pool: that caller's tasks are running.
+    bool run(std::size_t count, const std::function<void(std::size_t)>& task) {
+        std::unique_lock lock(caller_, std::try_to_lock);
+        if (!lock.owns_lock()) return false;
+        while (workers_.size() + 1 < count) {
+            const std::size_t index = workers_.size() + 1;
+            const std::uint32_t current = generation_.load(std::memory_order_relaxed);
+            workers_.emplace_back([this, index, current] { work(index, current); });
+        }
+        task_ = &task;
+        count_ = count;
+        errors_.assign(count, nullptr);
+        pending_.store(count - 1, std::memory_order_relaxed);
+        generation_.fetch_add(1, std::memory_order_release);
+        generation_.notify_all();
+        try {
+            task(0);
+        } catch (...) {
+            errors_[0] = std::current_exception();
+        }
+        wait_until(pending_, [](std::uint32_t pending) { return pending == 0; });
+        for (const auto& error : errors_) {
+            if (error) std::rethrow_exception(error);
+        }
+        return true;
+    }
+
+private:
+    // `seen`: the generation when the worker was made; the tasks of the next one are its first.
+    void work(std::size_t index, std::uint32_t seen) {
+        for (;;) {
+            seen = wait_until(generation_, [seen](std::uint32_t generation) { return generation != seen; });
+            if (stopping_) return;
+            if (index >= count_) continue;
+            try {
+                (*task_)(index);
+            } catch (...) {
+                errors_[index] = std::current_exception();
+            }
+            if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) pending_.notify_all();
+        }
+    }
+
+    std::mutex caller_;
+    std::vector<std::thread> workers_;
+    std::atomic<std::uint32_t> generation_{0};
+    std::atomic<std::uint32_t> pending_{0};
+    const std::function<void(std::size_t)>* task_ = nullptr;
+    std::size_t count_ = 0;
+    std::vector<std::exception_ptr> errors_;
+    bool stopping_ = false;
+};
+
+WorkerPool& worker_pool() {
+    static WorkerPool pool;
+    return pool;
+}
+
+}  // namespace
+
+void claim_blas_threads() {
+    static const bool claimed = [] {
+        int expected = 0;
+        thread_count.compare_exchange_strong(expected, std::max(1, openblas_get_num_threads()));
+        openblas_set_num_threads(1);
+        return true;
+    }();
+    (void)claimed;
+}
+
+void run_tasks(std::size_t count, const std::function<void(std::size_t)>& task) {
+    if (count == 0) return;
+    if (count > 1 && count <= std::size_t(ops::num_threads()) && worker_pool().run(count, task)) return;
+    for (std::size_t i = 0; i < count; ++i) task(i);
+}
+
+}  // namespace xtnn::detail
+
+namespace xtnn::ops {
+
+void set_num_threads(int threads) {
+    if (threads < 1) throw ValueError("set_num_threads: threads must be at least 1, got " + std::to_string(threads));
+    detail::claim_blas_threads();
+    detail::thread_count.store(threads);
+}
+
+int num_threads() {
+    detail::claim_blas_threads();
+    return detail::thread_count.load();
+}
+
+}  // namespace xtnn::ops

@@ -1,0 +1,20 @@
+#pragma once
+// xtnn's own threads: ops::num_threads() - 1 workers that run tasks next to the calling thread.
+// OpenBLAS runs on one thread inside them, so the two never compete for the cores.
+
+#include <cstddef>
+#include <functional>
+
+namespace xtnn::detail {
+
+/// Runs task(0), ..., task(count - 1): task 0 on the calling thread, the others on the workers, and
+/// returns when all are done, rethrowing the exception of the lowest task that threw. When the
+/// workers are busy with another caller's tasks, or count exceeds ops::num_threads(), the calling
+/// thread runs the tasks one after the other instead; a task must therefore give the same result
+/// on any thread (it sets up whatever per-thread state it reads).
+void run_tasks(std::size_t count, const std::function<void(std::size_t)>& task);
+
+/// Makes OpenBLAS single-threaded, once, remembering its thread count as xtnn's default.
+void claim_blas_threads();
+
+}  // namespace xtnn::detail
