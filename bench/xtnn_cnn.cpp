@@ -3,12 +3,17 @@
 //       Flatten, Dense 128 relu, Dropout 0.5, Dense 10; softmax CE; Adam 1e-3; batch 64
 //   W5, LeNet-like: Conv 8 3x3 relu, MaxPool 2, Conv 16 3x3 relu, MaxPool 2, Flatten, Dense 10;
 //       SGD 0.05 momentum 0.9; batch 64
+//   W6, a tiny ResNet (functional, BatchNormalization with Keras's defaults): stem Conv 16 3x3 same,
+//       BN, relu; residual block at 28x28 (Conv 16 same, BN, relu, Conv 16 same, BN, add the
+//       input, relu); MaxPool 2; the same block at 14x14; MaxPool 2; Flatten; Dense 10; Adam 1e-3;
+//       batch 64
 // Epoch time is the training loop alone, median over epochs 2..N; then batch-1000 throughput
 // (1 warm-up batch, 5 timed batches) and batch-1 latency (50 warm-up calls, 500 timed).
 //
 //   build/bench/xtnn_cnn --workload w4 --threads 1 --data mnist10k
 
 #include <iostream>
+#include <memory>
 
 #include <nlohmann/json.hpp>
 #include <xtensor/xview.hpp>
@@ -17,21 +22,63 @@
 #include "bench_common.hpp"
 #include "command_line.hpp"
 
+namespace {
+
+// Conv 3x3 same, BN, relu, Conv 3x3 same, BN, plus the block's input, relu.
+xtnn::SymbolicTensor residual_block(const xtnn::SymbolicTensor& input) {
+    auto y = xtnn::Activation("relu")(xtnn::BatchNormalization()(xtnn::Conv2D(16, 3, 1, "same")(input)));
+    y = xtnn::BatchNormalization()(xtnn::Conv2D(16, 3, 1, "same")(y));
+    return xtnn::Activation("relu")(xtnn::Add()({input, y}));
+}
+
+std::unique_ptr<xtnn::Model> tiny_resnet() {
+    auto image = xtnn::Input({28, 28, 1});
+    auto x = xtnn::Activation("relu")(xtnn::BatchNormalization()(xtnn::Conv2D(16, 3, 1, "same")(image)));
+    x = xtnn::MaxPooling2D(2)(residual_block(x));
+    x = xtnn::MaxPooling2D(2)(residual_block(x));
+    return std::make_unique<xtnn::Model>(image, xtnn::Dense(10, "softmax")(xtnn::Flatten()(x)), "w6");
+}
+
+std::unique_ptr<xtnn::Model> sequential_cnn(const std::string& workload) {
+    auto stack = std::make_unique<xtnn::Sequential>();
+    xtnn::Sequential& model = *stack;
+    if (workload == "w4") {
+        model.add(xtnn::Conv2D(32, 3, 1, "valid", "relu", {28, 28, 1}));
+        model.add(xtnn::Conv2D(64, 3, 1, "valid", "relu"));
+        model.add(xtnn::MaxPooling2D(2));
+        model.add(xtnn::Dropout(0.25));
+        model.add(xtnn::Flatten());
+        model.add(xtnn::Dense(128, "relu"));
+        model.add(xtnn::Dropout(0.5));
+        model.add(xtnn::Dense(10, "softmax"));
+    } else {
+        model.add(xtnn::Conv2D(8, 3, 1, "valid", "relu", {28, 28, 1}));
+        model.add(xtnn::MaxPooling2D(2));
+        model.add(xtnn::Conv2D(16, 3, 1, "valid", "relu"));
+        model.add(xtnn::MaxPooling2D(2));
+        model.add(xtnn::Flatten());
+        model.add(xtnn::Dense(10, "softmax"));
+    }
+    return stack;
+}
+
+}  // namespace
+
 int main(int argc, char** argv) {
     command_line::Parser args{"xtnn on the CNN benchmark workloads"};
     std::string workload, data = "fashion";
     int threads = 1, epochs = 0, latency_calls = 500, latency_warmup = 50, throughput_batches = 5;
     std::uint64_t seed = 0;
-    args.option("--workload", workload).required().one_of({"w4", "w5"});
+    args.option("--workload", workload).required().one_of({"w4", "w5", "w6"});
     args.option("--threads", threads, "BLAS threads; 0 keeps xtnn's default");
     args.option("--data", data).one_of({"fashion", "mnist10k"});
-    args.option("--epochs", epochs, "default: w4 8 (mnist10k) or 2 (fashion); w5 5");
+    args.option("--epochs", epochs, "default: w4 8 (mnist10k) or 2 (fashion); w5 5; w6 3");
     args.option("--seed", seed);
     args.option("--latency-calls", latency_calls);
     args.option("--lat-warmup", latency_warmup);
     args.option("--thr-batches", throughput_batches);
     if (auto exit_code = args.parse(argc, argv)) return *exit_code;
-    if (epochs == 0) epochs = workload == "w5" ? 5 : (data == "mnist10k" ? 8 : 2);
+    if (epochs == 0) epochs = workload == "w5" ? 5 : workload == "w6" ? 3 : (data == "mnist10k" ? 8 : 2);
 
     try {
         if (threads > 0) xtnn::ops::set_num_threads(threads);
@@ -43,25 +90,12 @@ int main(int argc, char** argv) {
         xtnn::Dataset& test = datasets.second;
         for (auto* images : {&train.x, &test.x}) images->reshape({images->shape()[0], std::size_t(28), std::size_t(28), std::size_t(1)});
 
-        xtnn::Sequential model;
-        if (workload == "w4") {
-            model.add(xtnn::Conv2D(32, 3, 1, "valid", "relu", {28, 28, 1}));
-            model.add(xtnn::Conv2D(64, 3, 1, "valid", "relu"));
-            model.add(xtnn::MaxPooling2D(2));
-            model.add(xtnn::Dropout(0.25));
-            model.add(xtnn::Flatten());
-            model.add(xtnn::Dense(128, "relu"));
-            model.add(xtnn::Dropout(0.5));
-            model.add(xtnn::Dense(10, "softmax"));
-            model.compile("sparse_categorical_crossentropy", xtnn::Adam{.learning_rate = 1e-3, .epsilon = 1e-7});
-        } else {
-            model.add(xtnn::Conv2D(8, 3, 1, "valid", "relu", {28, 28, 1}));
-            model.add(xtnn::MaxPooling2D(2));
-            model.add(xtnn::Conv2D(16, 3, 1, "valid", "relu"));
-            model.add(xtnn::MaxPooling2D(2));
-            model.add(xtnn::Flatten());
-            model.add(xtnn::Dense(10, "softmax"));
+        const std::unique_ptr<xtnn::Model> network = workload == "w6" ? tiny_resnet() : sequential_cnn(workload);
+        xtnn::Model& model = *network;
+        if (workload == "w5") {
             model.compile("sparse_categorical_crossentropy", xtnn::SGD{.learning_rate = 0.05, .momentum = 0.9});
+        } else {
+            model.compile("sparse_categorical_crossentropy", xtnn::Adam{.learning_rate = 1e-3, .epsilon = 1e-7});
         }
         auto timer = std::make_shared<bench::EpochTimer>();
         const xtnn::History history =

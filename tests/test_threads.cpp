@@ -126,6 +126,20 @@ TEST_CASE("a model with BatchNormalization trains in one piece, whatever the thr
     for (std::size_t w = 0; w < one.size(); ++w) CHECK(bitwise_equal(one[w], two[w]));
 }
 
+TEST_CASE("predict and evaluate give the same bits on one and two threads") {
+    digits();
+    set_random_seed(8);
+    Sequential model = testing::book_model();
+    model.compile("categorical_crossentropy", "adam", {"accuracy"});
+    auto infer = [&](int thread_count) {
+        const ThreadCount threads(thread_count);
+        return std::make_pair(model.predict(digits().x, 128), model.evaluate(digits().x, digits().y, {.batch_size = 128, .verbose = 0}));
+    };
+    const auto one = infer(1), two = infer(2);
+    CHECK(bitwise_equal(one.first, two.first));
+    CHECK(one.second == two.second);
+}
+
 TEST_CASE("an error on a worker thread's slice reaches fit's caller, and the threads carry on") {
     digits();
     const ThreadCount threads(2);

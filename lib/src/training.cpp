@@ -27,12 +27,16 @@ Shape sample_shape(const InputRows& x) {
 // Every step allocates and frees buffers of the same sizes (batches, activations, gradients), many
 // above glibc's 128 KiB mmap threshold: each would be mapped, page-faulted and unmapped again on
 // every step (about 1 ms for a 784x256 gradient). With higher thresholds, freed blocks stay on the
-// heap and the next step reuses them. Done once per process, on the first fit/evaluate/predict.
+// heap and the next step reuses them. The trim threshold must exceed one step's graph too: the
+// tiny ResNet of bench/ (W6) frees about 100 MB at the end of each step, and with glibc trimming
+// above 64 MB every step faulted its pages in again (46 s an epoch instead of 7.6 s). The memory
+// stays with the process for its next step, as PyTorch's caching allocator keeps it. Done once per
+// process, on the first fit/evaluate/predict.
 void keep_freed_buffers_on_heap() {
 #ifdef __GLIBC__
     static const bool once = [] {
         mallopt(M_MMAP_THRESHOLD, 32 << 20);
-        mallopt(M_TRIM_THRESHOLD, 64 << 20);
+        mallopt(M_TRIM_THRESHOLD, 1 << 30);
         return true;
     }();
     (void)once;
