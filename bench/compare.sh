@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# xtnn against PyTorch on the MLP workloads W1, W2, W3 (../shared/bench), 1 thread, Fashion-MNIST:
-# three rounds, each running xtnn and PyTorch back to back (A B A B) so drift hits both, plus
-# OpenBLAS sgemm alone on W1's and W2's shapes (the floors) and xtnn with its default threads.
-# Round r uses seed r - 1 in both frameworks, so accuracies are medians over three seeds. Peak
-# RSS from /usr/bin/time -v. Prints the medians, their ratios and the targets as a Markdown table.
+# xtnn against PyTorch and against the hardware on the workloads of ../shared/bench, measured in
+# one run: three rounds, each running xtnn (1 thread, then its default threads) and PyTorch
+# (1 thread) back to back so drift hits all of them, plus the floors of the same run: OpenBLAS
+# sgemm alone on W1's and W2's products, and the one-thread sgemm rate on 1024^3 that defines the
+# CNNs' FLOP floors (3x the forward FLOPs that torch_cnn.py --flops counts). Round r uses seed r - 1
+# in both frameworks, so accuracies are medians over three seeds. Peak RSS from /usr/bin/time -v.
+# Prints the CPU, then the medians, their ratios and issue 15's targets as a Markdown table.
 #
 #   bench/compare.sh            (PEER_DIR=../shared/bench ROUNDS=3 EPOCHS=5 DATA=fashion)
-#   CNN=1 bench/compare.sh      also W4 (3 epochs) and W5 on mnist10k against torch_cnn.py
+#   CNN=1 bench/compare.sh      also W4 (3 epochs), W5 (5) and W6 (3) on mnist10k
 set -euo pipefail
 cd "$(dirname "$0")/.."
 peer_dir="${PEER_DIR:-../shared/bench}"
@@ -34,24 +36,37 @@ for line in open(sys.argv[1]):
   rm -f "$out" "$err"
 }
 
+cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)
+avx512=$(grep -q -w avx512f /proc/cpuinfo && echo yes || echo no)
+python3 -c 'import json,sys; print(json.dumps({"peer": "machine", "workload": "cpu", "cpu": sys.argv[1], "avx512": sys.argv[2] == "yes", "cores": int(sys.argv[3])}))' \
+  "$cpu" "$avx512" "$(nproc)" >>"$results"
+if [ "${CNN:-0}" = 1 ]; then
+  /usr/bin/python3 "$peer_dir/torch_cnn.py" --flops | python3 -c 'import json,sys
+for line in sys.stdin:
+    row = json.loads(line)
+    if row["n_train"] == 8000: row["peer"] = "flops"; print(json.dumps(row))' >>"$results"
+fi
+
 for round in $(seq 1 "$rounds"); do
   echo "round $round of $rounds" >&2
   seed=$((round - 1))
+  measure "$round" build/bench/sgemm_floor 1 rate
   for workload in w1 w2; do
     measure "$round" build/bench/xtnn_mlp --workload "$workload" --threads 1 --data "$data" --epochs "$epochs" --seed "$seed"
     measure "$round" env OMP_WAIT_POLICY=PASSIVE /usr/bin/python3 "$peer_dir/torch_mlp.py" \
       --workload "$workload" --threads 1 --data "$data" --epochs "$epochs" --seed "$seed"
+    measure "$round" build/bench/xtnn_mlp --workload "$workload" --threads 0 --data "$data" --epochs "$epochs" --seed "$seed"
+    measure "$round" build/bench/sgemm_floor 1 "$workload"
   done
-  measure "$round" build/bench/sgemm_floor 1 w1
-  measure "$round" build/bench/sgemm_floor 1 w2
-  measure "$round" build/bench/xtnn_mlp --workload w2 --threads 0 --data "$data" --epochs "$epochs" --seed "$seed"
   if [ "${CNN:-0}" = 1 ]; then
-    for workload in w4 w5; do
-      cnn_epochs=$([ "$workload" = w4 ] && echo 3 || echo 5)
+    for workload in w4 w5 w6; do
+      cnn_epochs=$([ "$workload" = w5 ] && echo 5 || echo 3)
       measure "$round" build/bench/xtnn_cnn --workload "$workload" --threads 1 --data mnist10k --epochs "$cnn_epochs" \
         --seed "$seed"
       measure "$round" env OMP_WAIT_POLICY=PASSIVE /usr/bin/python3 "$peer_dir/torch_cnn.py" \
         --workload "$workload" --threads 1 --data mnist10k --epochs "$cnn_epochs" --seed "$seed"
+      measure "$round" build/bench/xtnn_cnn --workload "$workload" --threads 0 --data mnist10k --epochs "$cnn_epochs" \
+        --seed "$seed"
     done
   fi
 done

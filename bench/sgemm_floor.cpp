@@ -3,8 +3,10 @@
 // products, three weight gradients and two input gradients, into preallocated buffers.
 //   W2: 784-256-128-10, batch 128        W1: 784-32-32-10, batch 32
 // Prints {"workload": "sgemm_floor_w2", "epoch_s_median": ...} over 5 epochs.
+// With "rate" instead: the GFLOP/s of one 1024^3 product (best of 10), the rate at which
+// ../shared/bench defines a CNN's FLOP floor (3x its forward FLOPs at that rate).
 //
-//   build/bench/sgemm_floor 1 w2      (threads, workload)
+//   build/bench/sgemm_floor 1 w2      (threads, workload: w1, w2 or rate)
 
 #include <algorithm>
 #include <chrono>
@@ -18,11 +20,27 @@
 int main(int argc, char** argv) {
     const int threads = argc > 1 ? std::atoi(argv[1]) : 1;
     const std::string workload = argc > 2 ? argv[2] : "w2";
-    if (workload != "w1" && workload != "w2") {
-        std::cerr << "sgemm_floor: unknown workload '" << workload << "' (known: w1, w2)\n";
+    if (workload != "w1" && workload != "w2" && workload != "rate") {
+        std::cerr << "sgemm_floor: unknown workload '" << workload << "' (known: w1, w2, rate)\n";
         return 1;
     }
     openblas_set_num_threads(threads);
+    if (workload == "rate") {
+        const int n = 1024;
+        std::vector<float> a(std::size_t(n) * n, 0.5f), b(a.size(), 0.25f), c(a.size(), 0.0f);
+        double best = 1e30;
+        for (int repeat = 0; repeat < 10; ++repeat) {
+            const auto start = std::chrono::steady_clock::now();
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a.data(), n, b.data(), n, 0.0f,
+                        c.data(), n);
+            best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+        }
+        std::cout << nlohmann::json{{"peer", "openblas-sgemm"}, {"workload", "sgemm_rate_1024"}, {"threads", threads},
+                                    {"gflops", 2.0 * n * n * n / best / 1e9}, {"openblas_core", openblas_get_corename()}}
+                         .dump()
+                  << std::endl;
+        return 0;
+    }
     const bool w1 = workload == "w1";
     const std::vector<int> widths = w1 ? std::vector<int>{784, 32, 32, 10} : std::vector<int>{784, 256, 128, 10};
     const int samples = 60000, batch = w1 ? 32 : 128;

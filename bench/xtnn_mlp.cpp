@@ -83,6 +83,7 @@ int main(int argc, char** argv) {
             times.size() < 2 ? times : std::vector<double>(times.begin() + 1, times.begin() + std::min<std::size_t>(4, times.size()));
         nlohmann::json result = {
             {"peer", "xtnn"}, {"version", "0.1.0"}, {"workload", trained}, {"data", data}, {"threads", threads},
+            {"threads_used", xtnn::ops::num_threads()},
             {"batch", batch}, {"n_train", x_train.shape()[0]}, {"epochs", epochs}, {"epoch_times", times},
             {"epoch_s_median", median(timed)}, {"epoch_s_min", *std::min_element(timed.begin(), timed.end())},
             {"epoch_s_max", *std::max_element(timed.begin(), timed.end())}, {"train_loss", history.history.at("loss")},

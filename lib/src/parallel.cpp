@@ -131,6 +131,17 @@ void run_tasks(std::size_t count, const std::function<void(std::size_t)>& task) 
     for (std::size_t i = 0; i < count; ++i) task(i);
 }
 
+void run_indices(std::size_t count, const std::function<void(std::size_t)>& body) {
+    const std::size_t threads = std::min(count, std::size_t(ops::num_threads()));
+    if (threads <= 1) {
+        for (std::size_t i = 0; i < count; ++i) body(i);
+        return;
+    }
+    run_tasks(threads, [&](std::size_t k) {
+        for (std::size_t i = k; i < count; i += threads) body(i);
+    });
+}
+
 }  // namespace xtnn::detail
 
 namespace xtnn::ops {

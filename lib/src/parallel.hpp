@@ -14,6 +14,10 @@ namespace xtnn::detail {
 /// on any thread (it sets up whatever per-thread state it reads).
 void run_tasks(std::size_t count, const std::function<void(std::size_t)>& task);
 
+/// Runs body(0), ..., body(count - 1) spread over the calling thread and the workers (thread k
+/// takes k, k + threads, ...), returning when all are done. The same caveats as run_tasks.
+void run_indices(std::size_t count, const std::function<void(std::size_t)>& body);
+
 /// Makes OpenBLAS single-threaded, once, remembering its thread count as xtnn's default.
 void claim_blas_threads();
 

@@ -289,6 +289,8 @@ private:
                                       const std::vector<std::string>& names, const char* what);
     std::vector<Tensor> head_losses(const std::vector<SplitOutput>& outputs,
                                     const std::vector<xt::xarray<float>>& targets) const;
+    /// The most rows predict and evaluate run through the model at once (see training.cpp).
+    std::size_t inference_chunk_rows() const;
     /// One slice per xtnn thread when every layer can train on slices of a batch, else one.
     std::vector<BatchSlice> make_batch_slices(const std::vector<Tensor>& weights) const;
     /// One training step on rows [begin, end) of `order`: the forward and backward passes, in
