@@ -394,19 +394,20 @@ void Model::train_step(const std::vector<InputRows>& x, const std::vector<xt::xa
         // The slice's graph is freed here, on the thread that allocated it.
         slice.figures = Totals::measure(heads_, slice_rows, losses, total, outputs, slice_targets);
     });
-    if (count > 1) {
-        // The other slices' gradients are added to slice 0's, in slice order; each thread adds a
-        // share of every weight's elements.
-        for (std::size_t w = 0; w < weights.size(); ++w) {
-            for (std::size_t k = 1; k < count && !weights[w].has_grad(); ++k) {
-                if (slices[k].gradients->gradient(w)) grad_buffer(*weights[w].node());
-            }
+    // The other slices' gradients are added to slice 0's, in slice order, each thread a share of
+    // every weight's elements, which the same thread then updates while the sum is in its cache.
+    // The shares are the optimizer's parts: elements [n * part / count, n * (part + 1) / count).
+    for (std::size_t w = 0; w < weights.size(); ++w) {
+        for (std::size_t k = 1; k < count && !weights[w].has_grad(); ++k) {
+            if (slices[k].gradients->gradient(w)) grad_buffer(*weights[w].node());
         }
-        detail::run_tasks(count, [&](std::size_t part) {
-            for (std::size_t w = 0; w < weights.size(); ++w) {
+    }
+    const auto add_then_update = [&](std::size_t parts, const std::function<void(std::size_t)>& update) {
+        detail::run_tasks(parts, [&](std::size_t part) {
+            for (std::size_t w = 0; w < weights.size() && count > 1; ++w) {
                 if (!weights[w].has_grad()) continue;
                 float* sum = weights[w].node()->grad.data();
-                const std::size_t n = weights[w].size(), first = n * part / count, last = n * (part + 1) / count;
+                const std::size_t n = weights[w].size(), first = n * part / parts, last = n * (part + 1) / parts;
                 for (std::size_t k = 1; k < count; ++k) {
                     const xt::xarray<float>* gradient = slices[k].gradients->gradient(w);
                     if (!gradient) continue;
@@ -414,9 +415,10 @@ void Model::train_step(const std::vector<InputRows>& x, const std::vector<xt::xa
                     for (std::size_t j = first; j < last; ++j) sum[j] += addend[j];
                 }
             }
+            update(part);
         });
-    }
-    optimizer_->apply(weights, count, detail::run_tasks);
+    };
+    optimizer_->apply(weights, count, add_then_update);
     for (std::size_t k = 0; k < count; ++k) totals.add(slices[k].figures);
 }
 
