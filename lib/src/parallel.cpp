@@ -19,14 +19,29 @@ namespace xtnn::detail {
 namespace {
 
 std::atomic<int> thread_count{0};
+// Set while the thread runs a task: a task that asks for tasks of its own runs them itself.
+thread_local bool in_task = false;
+
+// Runs task(index) with in_task set.
+void run_one(const std::function<void(std::size_t)>& task, std::size_t index) {
+    const bool outer = in_task;
+    in_task = true;
+    try {
+        task(index);
+    } catch (...) {
+        in_task = outer;
+        throw;
+    }
+    in_task = outer;
+}
 
 // The workers poll for a while before they sleep: a training step hands them work every few tens
 // of microseconds, and waking a sleeping thread costs about that much.
 constexpr int polls_before_sleeping = 20000;
 
 // Returns the first value of `word` that satisfies `ready`. The words are 32 bits wide, the size
-// of a Linux futex: libstdc++ 12 waits on wider atomics through a table shared by unrelated
-// addresses, where a notify_one can wake the wrong waiter and the right one sleeps on (seen here).
+// of a Linux futex, so that libstdc++ waits on the word itself rather than through the table of
+// proxy words it uses for other sizes, which unrelated addresses share.
 template <class Ready>
 std::uint32_t wait_until(const std::atomic<std::uint32_t>& word, Ready ready) {
     for (int poll = 0; poll < polls_before_sleeping; ++poll) {
@@ -71,7 +86,7 @@ public:
         generation_.fetch_add(1, std::memory_order_release);
         generation_.notify_all();
         try {
-            task(0);
+            run_one(task, 0);
         } catch (...) {
             errors_[0] = std::current_exception();
         }
@@ -90,7 +105,7 @@ private:
             if (stopping_) return;
             if (index >= count_) continue;
             try {
-                (*task_)(index);
+                run_one(*task_, index);
             } catch (...) {
                 errors_[index] = std::current_exception();
             }
@@ -127,7 +142,7 @@ void claim_blas_threads() {
 
 void run_tasks(std::size_t count, const std::function<void(std::size_t)>& task) {
     if (count == 0) return;
-    if (count > 1 && count <= std::size_t(ops::num_threads()) && worker_pool().run(count, task)) return;
+    if (count > 1 && !in_task && count <= std::size_t(ops::num_threads()) && worker_pool().run(count, task)) return;
     for (std::size_t i = 0; i < count; ++i) task(i);
 }
 

@@ -9,9 +9,9 @@ namespace xtnn::detail {
 
 /// Runs task(0), ..., task(count - 1): task 0 on the calling thread, the others on the workers, and
 /// returns when all are done, rethrowing the exception of the lowest task that threw. When the
-/// workers are busy with another caller's tasks, or count exceeds ops::num_threads(), the calling
-/// thread runs the tasks one after the other instead; a task must therefore give the same result
-/// on any thread (it sets up whatever per-thread state it reads).
+/// workers are busy with another caller's tasks, count exceeds ops::num_threads(), or the caller
+/// is itself a task, the calling thread runs the tasks one after the other instead; a task must
+/// therefore give the same result on any thread (it sets up whatever per-thread state it reads).
 void run_tasks(std::size_t count, const std::function<void(std::size_t)>& task);
 
 /// Runs body(0), ..., body(count - 1) spread over the calling thread and the workers (thread k
