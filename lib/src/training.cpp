@@ -229,7 +229,9 @@ public:
     static Batch measure(const std::vector<std::unique_ptr<Head>>& heads, std::size_t rows, const std::vector<Tensor>& losses,
                          const Tensor& total, const std::vector<SplitOutput>& outputs,
                          const std::vector<xt::xarray<float>>& targets) {
-        Batch batch{.rows = rows, .total = double(total.item())};
+        Batch batch;
+        batch.rows = rows;
+        batch.total = double(total.item());
         for (const auto& loss : losses) batch.losses.push_back(double(loss.item()));
         NoGradGuard no_grad;
         for (std::size_t o = 0; o < heads.size(); ++o) {
