@@ -149,3 +149,64 @@ TEST_CASE("a deep chain does not overflow the stack") {
     ops::sum(y).backward();
     CHECK(x.grad()(0) == 1.0f);
 }
+
+TEST_CASE("a dead tensor's buffer goes to the thread's pool and serves the next array of its size") {
+    const Tensor w = Tensor::parameter(xt::xarray<float>{{0.5f, -1.0f, 2.0f}, {1.5f, 0.25f, -0.75f}});
+    const float* freed = nullptr;
+    {
+        const NoGradGuard no_graph;
+        const Tensor y = ops::relu(w);
+        freed = y.value().data();
+    }
+    // Without the pool, malloc would hand the freed block to this array of the same size.
+    const xt::xarray<float> from_malloc = xt::empty<float>({6});
+    // The last buffer of 6 floats freed on this thread serves the next array of 6, in any shape.
+    const xt::xarray<float> reused = pooled_empty<float>({3, 2});
+    CHECK(from_malloc.data() != freed);
+    CHECK(reused.data() == freed);
+    CHECK(reused.shape() == xt::xarray<float>::shape_type{3, 2});
+    CHECK(reused.strides() == xt::xarray<float>::strides_type{2, 1});
+    // A fresh shape gets a fresh buffer of its own.
+    const xt::xarray<float> zeros = pooled_zeros<float>({7});
+    CHECK(zeros.size() == 7);
+    CHECK(std::all_of(zeros.begin(), zeros.end(), [](float v) { return v == 0.0f; }));
+}
+
+TEST_CASE("the pool keeps what fits its bounds and leaves the rest to the system") {
+    xt::xarray<float> kept = xt::ones<float>({4, 4});
+    detail::recycle(kept);
+    CHECK(kept.size() == 0);  // its buffer now belongs to the pool
+    xt::xarray<float> huge = xt::empty<float>({std::size_t(17) << 20});  // 68 MB: above the 64 MB a buffer may have
+    const float* huge_data = huge.data();
+    detail::recycle(huge);
+    CHECK(huge.data() == huge_data);  // not kept: the array still owns it
+    CHECK(huge.size() == std::size_t(17) << 20);
+    // Far more buffers than slots: the pool takes each in turn instead of refusing the newest.
+    std::size_t refused = 0;
+    for (std::size_t count = 1; count <= 600; ++count) {
+        xt::xarray<float> array = xt::empty<float>({count});
+        detail::recycle(array);
+        if (array.size() != 0) ++refused;
+    }
+    CHECK(refused == 0);
+    xt::xarray<float> newest = pooled_empty<float>({600});
+    CHECK(newest.size() == 600);
+}
+
+TEST_CASE("graphs built on one thread and freed on another, and threads that exit with full pools") {
+    std::vector<Tensor> made;
+    std::thread maker([&] {
+        const Tensor w = Tensor::parameter(xt::xarray<float>{1.0f, 2.0f, 3.0f});
+        for (int i = 0; i < 20; ++i) {
+            const Tensor y = ops::mul(w, w);
+            ops::sum(y).backward();
+            made.push_back(y);
+        }
+        made.push_back(w);
+    });
+    maker.join();  // its pool was destroyed with it; the graphs it made are still alive here
+    CHECK(made.front().value() == xt::xarray<float>{1.0f, 4.0f, 9.0f});
+    made.clear();  // freed on this thread: into this thread's pool
+    const xt::xarray<float> next = pooled_empty<float>({3});
+    CHECK(next.size() == 3);
+}

@@ -1,5 +1,7 @@
 #include "xtnn/autodiff.hpp"
 
+#include "xtnn/array_pool.hpp"
+
 #include <unordered_set>
 
 #include <xtensor/xbuilder.hpp>
@@ -61,8 +63,7 @@ NoGradGuard::~NoGradGuard() { grad_mode_enabled = previous_; }
 template <class T>
 BasicTensor<T> make_op(const char* name, xt::xarray<T> value, std::vector<BasicTensor<T>> inputs,
                        typename Node<T>::BackwardFn backward) {
-    auto node = std::make_shared<Node<T>>();
-    node->value = std::move(value);
+    auto node = std::make_shared<Node<T>>(std::move(value));
     node->op = name;
     bool any_input_needs_grad = false;
     for (const auto& input : inputs) any_input_needs_grad = any_input_needs_grad || input.requires_grad();
@@ -76,6 +77,21 @@ BasicTensor<T> make_op(const char* name, xt::xarray<T> value, std::vector<BasicT
 }
 
 template <class T>
+Node<T>::~Node() {
+    std::vector<std::shared_ptr<Node>> pending = std::move(inputs);
+    while (!pending.empty()) {
+        std::shared_ptr<Node> next = std::move(pending.back());
+        pending.pop_back();
+        if (next.use_count() == 1) {
+            for (auto& input : next->inputs) pending.push_back(std::move(input));
+            next->inputs.clear();
+        }
+    }
+    detail::recycle(value);
+    detail::recycle(grad);
+}
+
+template <class T>
 BasicTensor<T>::BasicTensor() : node_(std::make_shared<Node<T>>()) {}
 
 template <class T>
@@ -83,16 +99,14 @@ BasicTensor<T>::BasicTensor(std::shared_ptr<Node<T>> node) : node_(std::move(nod
 
 template <class T>
 BasicTensor<T> BasicTensor<T>::parameter(xt::xarray<T> value) {
-    auto node = std::make_shared<Node<T>>();
-    node->value = std::move(value);
+    auto node = std::make_shared<Node<T>>(std::move(value));
     node->requires_grad = true;
     return BasicTensor(std::move(node));
 }
 
 template <class T>
 BasicTensor<T> BasicTensor<T>::constant(xt::xarray<T> value) {
-    auto node = std::make_shared<Node<T>>();
-    node->value = std::move(value);
+    auto node = std::make_shared<Node<T>>(std::move(value));
     node->op = "constant";
     return BasicTensor(std::move(node));
 }
@@ -177,7 +191,7 @@ void BasicTensor<T>::backward(const xt::xarray<T>& seed) const {
     for (Node<T>* node : order) {
         if (!node->is_leaf()) {
             node->has_grad = false;
-            node->grad = xt::xarray<T>();
+            detail::recycle(node->grad);
         }
     }
     accumulate_grad(*node_, seed);
@@ -191,6 +205,8 @@ BasicTensor<T> BasicTensor<T>::detach() const {
     return constant(node_->value);
 }
 
+template struct Node<float>;
+template struct Node<double>;
 template class BasicTensor<float>;
 template class BasicTensor<double>;
 template BasicTensor<float> make_op(const char*, xt::xarray<float>, std::vector<BasicTensor<float>>,

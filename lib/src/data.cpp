@@ -9,6 +9,7 @@
 #include <fmt/format.h>
 #include <xtensor/xbuilder.hpp>
 
+#include "xtnn/array_pool.hpp"
 #include "xtnn/error.hpp"
 #include "xtnn/io.hpp"
 
@@ -44,7 +45,7 @@ xt::xarray<float> gather(const xt::xarray<T>& x, const std::vector<std::size_t>&
     Shape shape(x.shape().begin(), x.shape().end());
     const std::size_t row_size = shape[0] == 0 ? 0 : x.size() / shape[0];
     shape[0] = end - begin;
-    xt::xarray<float> rows = xt::empty<float>(shape);
+    xt::xarray<float> rows = pooled_empty<float>(shape);
     // Shuffled rows of a large dataset come from memory, not cache, and are too short for the
     // hardware prefetcher to ramp up: fetching a few rows ahead hides most of the latency.
     constexpr std::size_t rows_ahead = 4, cache_line = 64;

@@ -28,7 +28,7 @@ constexpr auto divided = [](const auto& a, const auto& b) { return a / b; };
 
 template <class T>
 xt::xarray<T> negated(const xt::xarray<T>& x) {
-    xt::xarray<T> y = xt::empty<T>(x.shape());
+    xt::xarray<T> y = pooled_empty<T>(x.shape());
     map_values(y.data(), y.size(), [](const auto& v) { return -v; }, x.data());
     return y;
 }
@@ -54,7 +54,7 @@ xt::xarray<T> transposed(const xt::xarray<T>& x, const std::vector<std::size_t>&
         shape[i] = x.shape()[permutation[i]];
         strides[i] = row_major_strides[permutation[i]];
     }
-    xt::xarray<T> y = xt::empty<T>(shape);
+    xt::xarray<T> y = pooled_empty<T>(shape);
     const T* in = x.data();
     T* out = y.data();
     for_each_offset<1>(shape, {strides}, [&](std::size_t i, const auto& at) { out[i] = in[at[0]]; });
@@ -139,7 +139,7 @@ BasicTensor<T> matmul(const BasicTensor<T>& a, const BasicTensor<T>& b, bool tra
     const auto ld = [](std::size_t columns) { return std::max<std::size_t>(columns, 1); };
     // beta = 0 overwrites the output, so it need not be zeroed first (only an empty inner
     // dimension leaves it to be zeros).
-    xt::xarray<T> y = k > 0 ? xt::xarray<T>(xt::empty<T>({m, n})) : xt::xarray<T>(xt::zeros<T>({m, n}));
+    xt::xarray<T> y = k > 0 ? pooled_empty<T>({m, n}) : pooled_zeros<T>({m, n});
     if (m > 0 && n > 0 && k > 0) {
         detail::gemm<T>(transpose_a, transpose_b, m, n, k, T(1), a.value().data(), ld(a_cols), b.value().data(),
                         ld(b_cols), T(0), y.data(), ld(n));
@@ -189,7 +189,7 @@ Rows bias_rows(const char* op, const BasicTensor<T>& x, const BasicTensor<T>& bi
 template <bool with_relu, class T>
 BasicTensor<T> biased(const char* name, const BasicTensor<T>& x, const BasicTensor<T>& bias) {
     const Rows rows = bias_rows(name, x, bias);
-    xt::xarray<T> y = xt::empty<T>(x.shape());
+    xt::xarray<T> y = pooled_empty<T>(x.shape());
     const T* in = x.value().data();
     const T* b = bias.value().data();
     T* out_values = y.data();
@@ -427,10 +427,10 @@ BasicTensor<T> dropout(const BasicTensor<T>& x, double rate, bool training, Gene
     const std::size_t row_size = x.dimension() == 0 || x.shape()[0] == 0 ? n : n / x.shape()[0];
     // Elements are numbered within the whole batch; max_tensor_elements keeps the numbers in 32 bits.
     const auto first = static_cast<std::uint32_t>(first_row * row_size);
-    auto mask = std::make_shared<xt::xarray<T>>(xt::empty<T>(x.shape()));
-    xt::xarray<T> y = xt::empty<T>(x.shape());
+    auto mask = std::make_shared<PooledArray<T>>(pooled_empty<T>(x.shape()));
+    xt::xarray<T> y = pooled_empty<T>(x.shape());
     const T* in = x.value().data();
-    T* kept = mask->data();
+    T* kept = mask->values.data();
     T* out = y.data();
     for (std::size_t i = 0; i < n; ++i) {
         const std::uint32_t draw = mix32(mix32(first + static_cast<std::uint32_t>(i) + key_low) ^ key_high);
@@ -439,7 +439,7 @@ BasicTensor<T> dropout(const BasicTensor<T>& x, double rate, bool training, Gene
     }
     return make_op<T>("dropout", std::move(y), {x}, [mask](NodeT<T>& out) {
         NodeT<T>& in = *out.inputs[0];
-        if (in.requires_grad) accumulate_grad(in, broadcast_map("dropout", out.grad, *mask, times));
+        if (in.requires_grad) accumulate_grad(in, broadcast_map("dropout", out.grad, mask->values, times));
     });
 }
 

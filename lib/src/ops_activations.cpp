@@ -26,7 +26,7 @@ template <class T>
 BasicTensor<T> relu(const BasicTensor<T>& x) {
     // Plain loops: relu follows every hidden layer, and xtensor's maximum/where expressions cost
     // several times a vectorized loop here.
-    xt::xarray<T> y = xt::empty<T>(x.shape());
+    xt::xarray<T> y = pooled_empty<T>(x.shape());
     const T* in = x.value().data();
     T* out = y.data();
     // NaN <= 0 is false: a NaN stays NaN (PyTorch's relu does the same) instead of becoming 0
@@ -85,7 +85,7 @@ BasicTensor<T> gelu(const BasicTensor<T>& x) {
 template <class T>
 BasicTensor<T> softmax(const BasicTensor<T>& x) {
     const Rows rows = as_rows("softmax", x);
-    xt::xarray<T> y = xt::empty<T>(x.shape());
+    xt::xarray<T> y = pooled_empty<T>(x.shape());
     const T* in = x.value().data();
     T* out_values = y.data();
     for (std::size_t r = 0; r < rows.count; ++r) {
@@ -115,7 +115,7 @@ BasicTensor<T> softmax(const BasicTensor<T>& x) {
 template <class T>
 BasicTensor<T> log_softmax(const BasicTensor<T>& x) {
     const Rows rows = as_rows("log_softmax", x);
-    xt::xarray<T> y = xt::empty<T>(x.shape());
+    xt::xarray<T> y = pooled_empty<T>(x.shape());
     const T* in = x.value().data();
     for (std::size_t r = 0; r < rows.count; ++r) {
         const T* row = in + r * rows.width;

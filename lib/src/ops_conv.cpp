@@ -4,6 +4,7 @@
 // (kh * kw * C, F) kernel.
 
 #include <algorithm>
+#include <cstdint>
 #include <limits>
 #include <memory>
 #include <string>
@@ -15,6 +16,7 @@
 #include <xtensor/xtensor.hpp>
 
 #include "gemm.hpp"
+#include "xtnn/array_pool.hpp"
 #include "xtnn/autodiff.hpp"
 #include "xtnn/ops.hpp"
 
@@ -96,6 +98,41 @@ bool inside_image(const WindowAxis& axis) {
     return axis.pad_before == 0 && (axis.out - 1) * axis.stride + axis.window <= axis.in;
 }
 
+// Calls copy(patch_offset, image_offset, length) for every window (n, oy, ox), in that order, and
+// every kernel row ky: the part of the window's row inside the image is one contiguous run of the
+// image and of the window's patch, (kw * C) values at most. pad(patch_offset, length) gets the
+// parts of the patch that fall in the padding. Runs, not single taps: the work per call is a
+// vector loop, not a few values behind index arithmetic.
+template <class Copy, class Pad>
+void for_each_window_run(const ImageShape& s, const WindowAxis& rows, const WindowAxis& cols, Copy&& copy, Pad&& pad) {
+    const std::size_t run = cols.window * s.channels;
+    const std::size_t patch = rows.window * run;
+    std::size_t patch_offset = 0;
+    for (std::size_t n = 0; n < s.batch; ++n) {
+        for (std::size_t oy = 0; oy < rows.out; ++oy) {
+            for (std::size_t ox = 0; ox < cols.out; ++ox, patch_offset += patch) {
+                const auto first_column = static_cast<std::ptrdiff_t>(ox * cols.stride) - static_cast<std::ptrdiff_t>(cols.pad_before);
+                const auto kx_begin = static_cast<std::size_t>(std::clamp<std::ptrdiff_t>(-first_column, 0, std::ptrdiff_t(cols.window)));
+                const auto kx_end = static_cast<std::size_t>(std::clamp<std::ptrdiff_t>(std::ptrdiff_t(s.width) - first_column,
+                                                                                        std::ptrdiff_t(kx_begin), std::ptrdiff_t(cols.window)));
+                for (std::size_t ky = 0; ky < rows.window; ++ky) {
+                    const std::size_t row_offset = patch_offset + ky * run;
+                    const std::ptrdiff_t iy = source(rows, oy, ky);
+                    if (iy < 0) {
+                        pad(row_offset, run);
+                        continue;
+                    }
+                    if (kx_begin > 0) pad(row_offset, kx_begin * s.channels);
+                    const std::size_t image_offset =
+                        ((n * s.height + std::size_t(iy)) * s.width + std::size_t(first_column + std::ptrdiff_t(kx_begin))) * s.channels;
+                    copy(row_offset + kx_begin * s.channels, image_offset, (kx_end - kx_begin) * s.channels);
+                    if (kx_end < cols.window) pad(row_offset + kx_end * s.channels, (cols.window - kx_end) * s.channels);
+                }
+            }
+        }
+    }
+}
+
 // Rows (n, oy, ox) of (kh, kw, C) receptive-field values, zeros in the padding.
 template <class T>
 void im2col(const T* x, const ImageShape& s, const WindowAxis& rows, const WindowAxis& cols, T* patches) {
@@ -119,46 +156,24 @@ void im2col(const T* x, const ImageShape& s, const WindowAxis& rows, const Windo
         }
         return;
     }
-    for (std::size_t n = 0; n < s.batch; ++n) {
-        for (std::size_t oy = 0; oy < rows.out; ++oy) {
-            for (std::size_t ox = 0; ox < cols.out; ++ox) {
-                T* row = patches + ((n * rows.out + oy) * cols.out + ox) * patch;
-                const auto first_column = static_cast<std::ptrdiff_t>(ox * cols.stride) - static_cast<std::ptrdiff_t>(cols.pad_before);
-                const bool columns_inside = first_column >= 0 && first_column + std::ptrdiff_t(cols.window) <= std::ptrdiff_t(s.width);
-                for (std::size_t ky = 0; ky < rows.window; ++ky) {
-                    T* out = row + ky * run;
-                    const std::ptrdiff_t iy = source(rows, oy, ky);
-                    if (iy < 0) {
-                        std::fill(out, out + run, T(0));
-                        continue;
-                    }
-                    const T* image_row = x + (n * s.height + std::size_t(iy)) * s.width * s.channels;
-                    if (columns_inside) {
-                        // Loops, not memcpy: with one or a few channels a call would cost more than the copy.
-                        const T* in = image_row + std::size_t(first_column) * s.channels;
-                        for (std::size_t i = 0; i < run; ++i) out[i] = in[i];
-                        continue;
-                    }
-                    for (std::size_t kx = 0; kx < cols.window; ++kx) {
-                        const std::ptrdiff_t ix = source(cols, ox, kx);
-                        T* cell = out + kx * s.channels;
-                        const T* in = image_row + std::size_t(std::max<std::ptrdiff_t>(ix, 0)) * s.channels;
-                        for (std::size_t c = 0; c < s.channels; ++c) cell[c] = ix < 0 ? T(0) : in[c];
-                    }
-                }
-            }
-        }
-    }
+    for_each_window_run(
+        s, rows, cols,
+        [&](std::size_t patch_offset, std::size_t image_offset, std::size_t length) {
+            // A loop, not memcpy: with one or a few channels a call would cost more than the copy.
+            for (std::size_t i = 0; i < length; ++i) patches[patch_offset + i] = x[image_offset + i];
+        },
+        [&](std::size_t patch_offset, std::size_t length) { std::fill_n(patches + patch_offset, length, T(0)); });
 }
 
 // The adjoint of im2col: adds each patch value back onto the input element it came from.
 template <class T>
 void col2im_add(const T* patches, const ImageShape& s, const WindowAxis& rows, const WindowAxis& cols, T* dx) {
-    const std::size_t patch = rows.window * cols.window * s.channels;
-    for_each_window_tap(s, rows, cols, [&](std::size_t window, std::size_t tap, std::size_t input) {
-        const T* in = patches + window * patch + tap * s.channels;
-        for (std::size_t c = 0; c < s.channels; ++c) dx[input + c] += in[c];
-    });
+    for_each_window_run(
+        s, rows, cols,
+        [&](std::size_t patch_offset, std::size_t image_offset, std::size_t length) {
+            for (std::size_t i = 0; i < length; ++i) dx[image_offset + i] += patches[patch_offset + i];
+        },
+        [](std::size_t, std::size_t) {});
 }
 
 // Size of the patch matrix conv2d works on at a time.
@@ -202,13 +217,14 @@ BasicTensor<T> conv2d(const BasicTensor<T>& x, const BasicTensor<T>& kernel, Win
     // stays in cache (the whole batch's patches would be 660 MB for the book's CNN at batch 1000).
     const std::size_t chunk = std::max<std::size_t>(1, patch_buffer_bytes / std::max<std::size_t>(1, positions * patch * sizeof(T)));
 
-    xt::xarray<T> y = xt::empty<T>({s.batch, rows.out, cols.out, filters});
+    xt::xarray<T> y = pooled_empty<T>({s.batch, rows.out, cols.out, filters});
     if (s.batch > 0 && positions > 0 && filters > 0) {
-        std::vector<T> patches(std::min(chunk, s.batch) * positions * patch);
+        // Pooled and not zero-filled: im2col writes every element (zeros in the padding).
+        PooledArray<T> patches(pooled_empty<T>({std::min(chunk, s.batch) * positions * patch}));
         for (std::size_t first = 0; first < s.batch; first += chunk) {
             const ImageShape part{std::min(chunk, s.batch - first), s.height, s.width, s.channels};
-            im2col(x.value().data() + first * image_size, part, rows, cols, patches.data());
-            detail::gemm<T>(false, false, part.batch * positions, filters, patch, T(1), patches.data(), patch,
+            im2col(x.value().data() + first * image_size, part, rows, cols, patches.values.data());
+            detail::gemm<T>(false, false, part.batch * positions, filters, patch, T(1), patches.values.data(), patch,
                             kernel.value().data(), filters, T(0), y.data() + first * positions * filters, filters);
         }
     }
@@ -218,8 +234,9 @@ BasicTensor<T> conv2d(const BasicTensor<T>& x, const BasicTensor<T>& kernel, Win
         if (s.batch == 0 || positions == 0 || filters == 0) return;
         // The patches are rebuilt chunk by chunk rather than kept from the forward pass: im2col is
         // cheap next to the products, and the working set stays in cache.
-        std::vector<T> patches(std::min(chunk, s.batch) * positions * patch);
-        std::vector<T> patch_grads(input.requires_grad ? patches.size() : 0);
+        const std::size_t patch_values = std::min(chunk, s.batch) * positions * patch;
+        PooledArray<T> patches(pooled_empty<T>({weights.requires_grad ? patch_values : 0}));
+        PooledArray<T> patch_grads(pooled_empty<T>({input.requires_grad ? patch_values : 0}));
         T* kernel_grad = nullptr;
         T kernel_beta = T(1);  // the first chunk may overwrite a fresh kernel gradient, the rest add
         if (weights.requires_grad) std::tie(kernel_grad, kernel_beta) = grad_destination(weights);
@@ -228,15 +245,15 @@ BasicTensor<T> conv2d(const BasicTensor<T>& x, const BasicTensor<T>& kernel, Win
             const std::size_t m = part.batch * positions;
             const T* dy = out.grad.data() + first * positions * filters;
             if (weights.requires_grad) {
-                im2col(input.value.data() + first * image_size, part, rows, cols, patches.data());
-                detail::gemm<T>(true, false, patch, filters, m, T(1), patches.data(), patch, dy, filters, kernel_beta,
+                im2col(input.value.data() + first * image_size, part, rows, cols, patches.values.data());
+                detail::gemm<T>(true, false, patch, filters, m, T(1), patches.values.data(), patch, dy, filters, kernel_beta,
                                 kernel_grad, filters);
                 kernel_beta = T(1);
             }
             if (input.requires_grad) {
                 detail::gemm<T>(false, true, m, patch, filters, T(1), dy, filters, weights.value.data(), filters, T(0),
-                                patch_grads.data(), patch);
-                col2im_add(patch_grads.data(), part, rows, cols, grad_buffer(input).data() + first * image_size);
+                                patch_grads.values.data(), patch);
+                col2im_add(patch_grads.values.data(), part, rows, cols, grad_buffer(input).data() + first * image_size);
             }
         }
     });
@@ -247,24 +264,26 @@ BasicTensor<T> max_pool2d(const BasicTensor<T>& x, Window2D pool, Window2D strid
     const ImageShape s = image_shape("max_pool2d", x);
     const WindowAxis rows = plan_axis("max_pool2d", "height", s.height, pool.height, strides.height, padding);
     const WindowAxis cols = plan_axis("max_pool2d", "width", s.width, pool.width, strides.width, padding);
-    xt::xarray<T> y = xt::empty<T>({s.batch, rows.out, cols.out, s.channels});
+    xt::xarray<T> y = pooled_empty<T>({s.batch, rows.out, cols.out, s.channels});
     // For each output element, the flat index of the input element it copied; only kept when the
     // backward pass will need it.
     const bool recording = grad_enabled() && x.requires_grad();
-    auto chosen = std::make_shared<std::vector<std::size_t>>(recording ? y.size() : 0);
+    // 32 bits suffice (max_tensor_elements), and every entry is written: no zero fill.
+    const std::size_t chosen_count = recording ? y.size() : 0;
+    std::shared_ptr<std::uint32_t[]> chosen(new std::uint32_t[chosen_count]);
     const T* in = x.value().data();
     auto take_maxima = [&](auto track) {
         constexpr bool tracking = decltype(track)::value;
         std::size_t started = std::numeric_limits<std::size_t>::max();  // the window holding a first value
         for_each_window_tap(s, rows, cols, [&](std::size_t window, std::size_t, std::size_t input) {
             T* best = y.data() + window * s.channels;
-            [[maybe_unused]] std::size_t* index = tracking ? chosen->data() + window * s.channels : nullptr;
+            [[maybe_unused]] std::uint32_t* index = tracking ? chosen.get() + window * s.channels : nullptr;
             const T* candidate = in + input;
             if (window != started) {
                 started = window;
                 std::copy(candidate, candidate + s.channels, best);
                 if constexpr (tracking) {
-                    for (std::size_t c = 0; c < s.channels; ++c) index[c] = input + c;
+                    for (std::size_t c = 0; c < s.channels; ++c) index[c] = static_cast<std::uint32_t>(input + c);
                 }
                 return;
             }
@@ -274,7 +293,7 @@ BasicTensor<T> max_pool2d(const BasicTensor<T>& x, Window2D pool, Window2D strid
             for (std::size_t c = 0; c < s.channels; ++c) {
                 const bool larger = (candidate[c] > best[c]) | (candidate[c] != candidate[c]);
                 best[c] = larger ? candidate[c] : best[c];
-                if constexpr (tracking) index[c] = larger ? input + c : index[c];
+                if constexpr (tracking) index[c] = larger ? static_cast<std::uint32_t>(input + c) : index[c];
             }
         });
     };
@@ -283,12 +302,12 @@ BasicTensor<T> max_pool2d(const BasicTensor<T>& x, Window2D pool, Window2D strid
     } else {
         take_maxima(std::false_type{});
     }
-    return make_op<T>("max_pool2d", std::move(y), {x}, [chosen](Node<T>& out) {
+    return make_op<T>("max_pool2d", std::move(y), {x}, [chosen, chosen_count](Node<T>& out) {
         Node<T>& input = *out.inputs[0];
         if (!input.requires_grad) return;
         T* dx = grad_buffer(input).data();
         const T* dy = out.grad.data();
-        for (std::size_t i = 0; i < chosen->size(); ++i) dx[(*chosen)[i]] += dy[i];
+        for (std::size_t i = 0; i < chosen_count; ++i) dx[chosen[i]] += dy[i];
     });
 }
 
@@ -302,7 +321,7 @@ BasicTensor<T> avg_pool2d(const BasicTensor<T>& x, Window2D pool, Window2D strid
     auto weights = std::make_shared<std::vector<T>>(s.batch * rows.out * cols.out, T(0));
     for_each_window_tap(s, rows, cols, [&](std::size_t window, std::size_t, std::size_t) { (*weights)[window] += T(1); });
     for (T& weight : *weights) weight = T(1) / weight;
-    xt::xarray<T> y = xt::zeros<T>({s.batch, rows.out, cols.out, s.channels});
+    xt::xarray<T> y = pooled_zeros<T>({s.batch, rows.out, cols.out, s.channels});
     const T* in = x.value().data();
     T* out_values = y.data();
     for_each_window_tap(s, rows, cols, [&](std::size_t window, std::size_t, std::size_t input) {

@@ -77,7 +77,7 @@ void for_each_offset(const Shape& shape, const std::array<std::vector<std::size_
 template <class T, class S>
 xt::xarray<T> broadcast_copy(const xt::xarray<T>& x, const S& shape) {
     const Shape target(shape.begin(), shape.end());
-    xt::xarray<T> y = xt::empty<T>(target);
+    xt::xarray<T> y = pooled_empty<T>(target);
     const T* in = x.data();
     T* out = y.data();
     for_each_offset<1>(target, {broadcast_strides(x.shape(), target)},
@@ -95,7 +95,7 @@ xt::xarray<T> sum_keepdims(const xt::xarray<T>& x, std::size_t axis) {
     for (std::size_t i = axis + 1; i < shape.size(); ++i) inner *= shape[i];
     const std::size_t extent = shape[axis];
     shape[axis] = 1;
-    xt::xarray<T> result = xt::zeros<T>(shape);
+    xt::xarray<T> result = pooled_zeros<T>(shape);
     const T* in = x.data();
     T* out = result.data();
     for (std::size_t o = 0; o < outer; ++o) {
@@ -179,12 +179,12 @@ xsimd::batch<T, A> where(const xsimd::batch_bool<T, A>& condition, const X& if_t
 // `derivative` take xsimd batches (see map_values).
 template <class T, class Forward, class Derivative>
 BasicTensor<T> elementwise(const char* name, const BasicTensor<T>& x, Forward forward, Derivative derivative) {
-    xt::xarray<T> y = xt::empty<T>(x.shape());
+    xt::xarray<T> y = pooled_empty<T>(x.shape());
     map_values(y.data(), y.size(), forward, x.value().data());
     return make_op<T>(name, std::move(y), {x}, [derivative](NodeT<T>& out) {
         NodeT<T>& in = *out.inputs[0];
         if (!in.requires_grad) return;
-        xt::xarray<T> contribution = xt::empty<T>(in.value.shape());
+        xt::xarray<T> contribution = pooled_empty<T>(in.value.shape());
         map_values(
             contribution.data(), contribution.size(),
             [&derivative](const auto& grad, const auto& v, const auto& y) { return grad * derivative(v, y); },
@@ -198,12 +198,12 @@ BasicTensor<T> elementwise(const char* name, const BasicTensor<T>& x, Forward fo
 template <class T, class F>
 xt::xarray<T> broadcast_map(const char* op, const xt::xarray<T>& a, const xt::xarray<T>& b, F f) {
     if (a.shape() == b.shape()) {
-        xt::xarray<T> y = xt::empty<T>(a.shape());
+        xt::xarray<T> y = pooled_empty<T>(a.shape());
         map_values(y.data(), y.size(), f, a.data(), b.data());
         return y;
     }
     const Shape shape = broadcast_shape(op, a.shape(), b.shape());
-    xt::xarray<T> y = xt::empty<T>(shape);
+    xt::xarray<T> y = pooled_empty<T>(shape);
     const T* lhs = a.data();
     const T* rhs = b.data();
     T* out = y.data();
@@ -215,7 +215,9 @@ xt::xarray<T> broadcast_map(const char* op, const xt::xarray<T>& a, const xt::xa
 template <class T>
 BasicTensor<T> scalar_result(const char* name, double value, const BasicTensor<T>& input,
                              typename NodeT<T>::BackwardFn backward) {
-    return make_op<T>(name, xt::xarray<T>(static_cast<T>(value)), {input}, std::move(backward));
+    xt::xarray<T> scalar = pooled_empty<T>(Shape{});
+    scalar() = static_cast<T>(value);
+    return make_op<T>(name, std::move(scalar), {input}, std::move(backward));
 }
 
 template <class T>

@@ -23,7 +23,7 @@ namespace {
 template <class T, class TargetAt>
 BasicTensor<T> fused_softmax_cross_entropy(const char* name, const BasicTensor<T>& logits, Rows rows,
                                            TargetAt target_at) {
-    auto probabilities = std::make_shared<xt::xarray<T>>(xt::empty<T>(logits.shape()));
+    auto probabilities = std::make_shared<PooledArray<T>>(pooled_empty<T>(logits.shape()));
     const T* z = logits.value().data();
     double loss = 0;
     for (std::size_t r = 0; r < rows.count; ++r) {
@@ -31,7 +31,7 @@ BasicTensor<T> fused_softmax_cross_entropy(const char* name, const BasicTensor<T
         auto [max, log_sum] = row_max_and_log_sum_exp(row, rows.width);
         for (std::size_t c = 0; c < rows.width; ++c) {
             const T log_p = row[c] - max - log_sum;
-            probabilities->data()[r * rows.width + c] = std::exp(log_p);
+            probabilities->values.data()[r * rows.width + c] = std::exp(log_p);
             const T weight = target_at(r, c);
             if (weight != T(0)) loss -= static_cast<double>(weight * log_p);
         }
@@ -43,7 +43,7 @@ BasicTensor<T> fused_softmax_cross_entropy(const char* name, const BasicTensor<T
                                 if (!in.requires_grad) return;
                                 const T scale_factor = out.grad.data()[0] / static_cast<T>(rows.count);
                                 T* dz = grad_buffer(in).data();
-                                const T* p = probabilities->data();
+                                const T* p = probabilities->values.data();
                                 for (std::size_t r = 0; r < rows.count; ++r) {
                                     T target_sum = 0;
                                     for (std::size_t c = 0; c < rows.width; ++c) target_sum += target_at(r, c);

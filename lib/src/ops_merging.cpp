@@ -29,7 +29,7 @@ BasicTensor<T> extremum(const char* name, const BasicTensor<T>& a, const BasicTe
     const std::size_t n = a.size();
     const T* x = a.value().data();
     const T* z = b.value().data();
-    xt::xarray<T> y = xt::empty<T>(a.shape());
+    xt::xarray<T> y = pooled_empty<T>(a.shape());
     T* out = y.data();
     for (std::size_t i = 0; i < n; ++i) out[i] = first_wins<largest>(x[i], z[i]) ? x[i] : z[i];
     return make_op<T>(name, std::move(y), {a, b}, [](Node<T>& node) {
@@ -88,7 +88,7 @@ BasicTensor<T> concatenate(const std::vector<BasicTensor<T>>& tensors, std::size
     for (const auto& tensor : tensors) block_sizes.push_back(tensor.shape()[axis] * inner);
     const std::size_t row = shape[axis] * inner;
 
-    xt::xarray<T> y = xt::empty<T>(shape);
+    xt::xarray<T> y = pooled_empty<T>(shape);
     std::size_t offset = 0;
     for (std::size_t t = 0; t < tensors.size(); ++t) {
         const T* in = tensors[t].value().data();

@@ -99,7 +99,7 @@ BasicTensor<T> batch_norm(const BasicTensor<T>& x, const BasicTensor<T>& gamma, 
     }
     const T* g = gamma.value().data();
     const T* b = beta.value().data();
-    xt::xarray<T> y = xt::empty<T>(x.shape());
+    xt::xarray<T> y = pooled_empty<T>(x.shape());
     T* out = y.data();
     for (std::size_t r = 0; r < channels.rows; ++r) {
         for (std::size_t c = 0; c < channels.width; ++c) {
@@ -141,7 +141,7 @@ BasicTensor<T> batch_norm_inference(const BasicTensor<T>& x, const xt::xarray<T>
     }
     const T* in = x.value().data();
     const T* b = beta.value().data();
-    xt::xarray<T> y = xt::empty<T>(x.shape());
+    xt::xarray<T> y = pooled_empty<T>(x.shape());
     T* out = y.data();
     for (std::size_t r = 0; r < channels.rows; ++r) {
         for (std::size_t c = 0; c < channels.width; ++c) {
@@ -180,7 +180,7 @@ BasicTensor<T> layer_norm(const BasicTensor<T>& x, const BasicTensor<T>& gamma, 
     }
     const T* g = gamma.value().data();
     const T* b = beta.value().data();
-    xt::xarray<T> y = xt::empty<T>(x.shape());
+    xt::xarray<T> y = pooled_empty<T>(x.shape());
     T* out = y.data();
     for (std::size_t r = 0; r < features.rows; ++r) {
         for (std::size_t c = 0; c < width; ++c) {

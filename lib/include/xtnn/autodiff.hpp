@@ -6,11 +6,14 @@
 #include <algorithm>
 #include <memory>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
 #include <xtensor/xarray.hpp>
+#include <xtensor/xnoalias.hpp>
 
+#include "xtnn/array_pool.hpp"
 #include "xtnn/tensor.hpp"
 
 namespace xtnn {
@@ -50,7 +53,7 @@ xt::xarray<T>& grad_buffer(Node<T>& node) {
         if (holder.grad.shape() == node.value.shape()) {
             std::fill(holder.grad.begin(), holder.grad.end(), T(0));
         } else {
-            holder.grad = xt::zeros<T>(node.value.shape());
+            holder.grad = pooled_zeros<T>(node.value.shape());
         }
         holder.has_grad = true;
     }
@@ -64,7 +67,7 @@ template <class T>
 std::pair<T*, T> grad_destination(Node<T>& node) {
     Node<T>& holder = node.is_leaf() ? gradient_holder(node) : node;
     if (!holder.has_grad) {
-        if (holder.grad.shape() != node.value.shape()) holder.grad = xt::empty<T>(node.value.shape());
+        if (holder.grad.shape() != node.value.shape()) holder.grad = pooled_empty<T>(node.value.shape());
         holder.has_grad = true;
         return {holder.grad.data(), T(0)};
     }
@@ -76,7 +79,17 @@ template <class T, class E>
 void accumulate_grad(Node<T>& node, E&& contribution) {
     Node<T>& holder = node.is_leaf() ? gradient_holder(node) : node;
     if (!holder.has_grad) {
-        holder.grad = std::forward<E>(contribution);
+        if constexpr (std::is_same_v<std::remove_cvref_t<E>, xt::xarray<T>> && std::is_rvalue_reference_v<E&&>) {
+            detail::recycle(holder.grad);
+            holder.grad = std::move(contribution);
+        } else {
+            const auto& shape = contribution.shape();
+            if (!std::equal(shape.begin(), shape.end(), holder.grad.shape().begin(), holder.grad.shape().end())) {
+                detail::recycle(holder.grad);
+                holder.grad = pooled_empty<T>(shape);
+            }
+            xt::noalias(holder.grad) = std::forward<E>(contribution);
+        }
         holder.has_grad = true;
         if (holder.grad.shape() != node.value.shape()) {
             throw ShapeError(std::string("autodiff: gradient for op '") + node.op + "' has shape " +

@@ -66,7 +66,7 @@ struct Node {
     using BackwardFn = std::function<void(Node&)>;
 
     xt::xarray<T> value;
-    xt::xarray<T> grad;
+    xt::xarray<T> grad = xt::xarray<T>(typename xt::xarray<T>::shape_type{0});  // no buffer until a pass writes one
     bool has_grad = false;       // an xarray is never "empty" (rank 0 has one element)
     bool requires_grad = false;
     const char* op = "leaf";
@@ -76,21 +76,13 @@ struct Node {
     bool is_leaf() const { return inputs.empty(); }
 
     Node() = default;
+    explicit Node(xt::xarray<T> node_value) : value(std::move(node_value)) {}
     Node(const Node&) = delete;
     Node& operator=(const Node&) = delete;
-    // Releases a long chain of inputs iteratively: the default recursive release would overflow
-    // the stack on graphs a few hundred thousand ops deep.
-    ~Node() {
-        std::vector<std::shared_ptr<Node>> pending = std::move(inputs);
-        while (!pending.empty()) {
-            std::shared_ptr<Node> next = std::move(pending.back());
-            pending.pop_back();
-            if (next.use_count() == 1) {
-                for (auto& input : next->inputs) pending.push_back(std::move(input));
-                next->inputs.clear();
-            }
-        }
-    }
+    // Releases a long chain of inputs iteratively (the default recursive release would overflow
+    // the stack on graphs a few hundred thousand ops deep) and hands the arrays to the thread's
+    // pool (xtnn/array_pool.hpp) for the next step.
+    ~Node();
 };
 
 template <class T>

@@ -2,6 +2,7 @@
 // Everything xtnn offers, in one include.
 
 #include "xtnn/activations.hpp"
+#include "xtnn/array_pool.hpp"
 #include "xtnn/autodiff.hpp"
 #include "xtnn/callbacks.hpp"
 #include "xtnn/data.hpp"
