@@ -447,22 +447,28 @@ xt::xarray<double> distinct_values(const std::vector<std::size_t>& shape, std::u
 }  // namespace
 
 TEST_CASE("conv2d: values match the definition; gradients for strides 1 and 2, both paddings, odd shapes") {
-    const auto x = uniform({2, 5, 7, 3}, 11);
-    const auto k = uniform({2, 3, 3, 4}, 12);
-    for (auto padding : {ops::Padding::valid, ops::Padding::same}) {
-        for (ops::Window2D strides : {ops::Window2D{1, 1}, ops::Window2D{2, 2}, ops::Window2D{2, 1}}) {
-            INFO("padding " << ops::padding_name(padding) << ", strides " << strides.height << "x" << strides.width);
-            const auto y = ops::conv2d(TensorD::constant(x), TensorD::constant(k), strides, padding).value();
-            CHECK(xt::allclose(y, naive_conv2d(x, k, strides, padding), 1e-12, 1e-12));
-            require_gradients("conv2d", [=](const Inputs& in) { return ops::conv2d(in[0], in[1], strides, padding); }, {x, k},
-                              strict);
+    // One channel takes the transposed-patch path of a first layer; three the general one.
+    const std::vector<ops::Window2D> all_strides{{1, 1}, {2, 2}, {2, 1}, {1, 3}};
+    for (std::size_t channels : {std::size_t(1), std::size_t(3)}) {
+        for (auto padding : {ops::Padding::valid, ops::Padding::same}) {
+            for (ops::Window2D strides : all_strides) {
+                INFO("channels " << channels << ", padding " << ops::padding_name(padding) << ", strides "
+                                 << strides.height << "x" << strides.width);
+                const auto x = uniform({2, 5, 7, channels}, 11);
+                const auto k = uniform({2, 3, channels, 4}, 12);
+                const auto y = ops::conv2d(TensorD::constant(x), TensorD::constant(k), strides, padding).value();
+                CHECK(xt::allclose(y, naive_conv2d(x, k, strides, padding), 1e-12, 1e-12));
+                require_gradients("conv2d", [=](const Inputs& in) { return ops::conv2d(in[0], in[1], strides, padding); },
+                                  {x, k}, strict);
+            }
         }
     }
     CHECK(ops::conv_output_shape({5, 7, 3}, 4, {3, 3}, {2, 2}, ops::Padding::same, "t") == Shape{3, 4, 4});
     CHECK(ops::conv_output_shape({5, 7, 3}, 4, {3, 3}, {2, 2}, ops::Padding::valid, "t") == Shape{2, 3, 4});
+    const auto x = uniform({2, 5, 7, 3}, 11);
     CHECK_THROWS_WITH_AS(ops::conv2d(TensorD::constant(x), TensorD::constant(uniform({3, 3, 2, 4}, 1))),
                          doctest::Contains("kernel must have shape (height, width, 3, filters)"), ShapeError);
-    CHECK_THROWS_WITH_AS(ops::conv2d(TensorD::constant(uniform({1, 2, 2, 3}, 1)), TensorD::constant(k)),
+    CHECK_THROWS_WITH_AS(ops::conv2d(TensorD::constant(uniform({1, 2, 2, 3}, 1)), TensorD::constant(uniform({2, 3, 3, 4}, 12))),
                          doctest::Contains("smaller than the window"), ShapeError);
     CHECK_THROWS_AS(ops::padding_from_name("full"), ValueError);
 }
@@ -495,26 +501,29 @@ TEST_CASE("max and average pooling: values, gradients, ties and padding") {
 }
 
 TEST_CASE("conv2d over a batch larger than one patch chunk equals sample-by-sample results") {
-    // 40x40x8 images with a 3x3 kernel make 0.9 MB of double patches per sample: the batch of 3
-    // is processed in two chunks.
-    const auto x = uniform({3, 40, 40, 8}, 31);
-    const auto k = uniform({3, 3, 8, 2}, 32);
-    const auto weights = uniform({3, 40, 40, 2}, 33);
-    TensorD batch_x = TensorD::parameter(x), batch_k = TensorD::parameter(k);
-    TensorD y = ops::conv2d(batch_x, batch_k, {1, 1}, ops::Padding::same);
-    CHECK(xt::allclose(y.value(), naive_conv2d(x, k, {1, 1}, ops::Padding::same), 1e-12, 1e-12));
-    ops::sum(ops::mul(y, TensorD::constant(weights))).backward();
+    // 40x40x8 images with a 3x3 kernel make 0.9 MB of double patches per sample, 120x120x1 images
+    // 1 MB: the batch of 3 is processed in more than one 2 MB chunk.
+    for (Shape image : {Shape{40, 40, 8}, Shape{120, 120, 1}}) {
+        INFO("image " << shape_to_string(image));
+        const auto x = uniform({3, image[0], image[1], image[2]}, 31);
+        const auto k = uniform({3, 3, image[2], 2}, 32);
+        const auto weights = uniform({3, image[0], image[1], 2}, 33);
+        TensorD batch_x = TensorD::parameter(x), batch_k = TensorD::parameter(k);
+        TensorD y = ops::conv2d(batch_x, batch_k, {1, 1}, ops::Padding::same);
+        CHECK(xt::allclose(y.value(), naive_conv2d(x, k, {1, 1}, ops::Padding::same), 1e-12, 1e-12));
+        ops::sum(ops::mul(y, TensorD::constant(weights))).backward();
 
-    xt::xarray<double> kernel_grad = xt::zeros<double>(k.shape());
-    for (std::size_t n = 0; n < 3; ++n) {
-        TensorD one_x = TensorD::parameter(xt::xarray<double>(xt::view(x, xt::range(n, n + 1))));
-        TensorD one_k = TensorD::parameter(k);
-        const TensorD one_w = TensorD::constant(xt::xarray<double>(xt::view(weights, xt::range(n, n + 1))));
-        ops::sum(ops::mul(ops::conv2d(one_x, one_k, {1, 1}, ops::Padding::same), one_w)).backward();
-        CHECK(xt::allclose(one_x.grad(), xt::view(batch_x.grad(), xt::range(n, n + 1)), 1e-12, 1e-12));
-        kernel_grad += one_k.grad();
+        xt::xarray<double> kernel_grad = xt::zeros<double>(k.shape());
+        for (std::size_t n = 0; n < 3; ++n) {
+            TensorD one_x = TensorD::parameter(xt::xarray<double>(xt::view(x, xt::range(n, n + 1))));
+            TensorD one_k = TensorD::parameter(k);
+            const TensorD one_w = TensorD::constant(xt::xarray<double>(xt::view(weights, xt::range(n, n + 1))));
+            ops::sum(ops::mul(ops::conv2d(one_x, one_k, {1, 1}, ops::Padding::same), one_w)).backward();
+            CHECK(xt::allclose(one_x.grad(), xt::view(batch_x.grad(), xt::range(n, n + 1)), 1e-12, 1e-12));
+            kernel_grad += one_k.grad();
+        }
+        CHECK(xt::allclose(batch_k.grad(), kernel_grad, 1e-10, 1e-12));
     }
-    CHECK(xt::allclose(batch_k.grad(), kernel_grad, 1e-10, 1e-12));
 }
 
 TEST_CASE("NaN propagates through relu, bias_relu, max pooling and every activation, forward and backward") {

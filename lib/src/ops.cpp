@@ -209,15 +209,18 @@ BasicTensor<T> biased(const char* name, const BasicTensor<T>& x, const BasicTens
         auto passed = [&](std::size_t i) { return with_relu && y[i] <= T(0) ? T(0) : dy[i]; };
         if (!with_relu && input.requires_grad) accumulate_grad(input, out.grad);
         // One pass for both gradients: with relu, each passed value goes to x and to the bias.
-        T* dx = with_relu && input.requires_grad ? grad_buffer(input).data() : nullptr;
+        // A fresh x gradient is written, not zero-filled and added to.
+        auto [dx, dx_beta] = with_relu && input.requires_grad ? grad_destination(input) : std::pair<T*, T>{nullptr, T(0)};
         T* db = b.requires_grad ? grad_buffer(b).data() : nullptr;
-        if (!dx && !db) return;
         for (std::size_t r = 0; r < rows.count; ++r) {
-            for (std::size_t c = 0; c < rows.width; ++c) {
-                const std::size_t i = r * rows.width + c;
-                const T g = passed(i);
-                if (dx) dx[i] += g;
-                if (db) db[c] += g;
+            const std::size_t row = r * rows.width;
+            if (dx && dx_beta == T(0)) {
+                for (std::size_t c = 0; c < rows.width; ++c) dx[row + c] = passed(row + c);
+            } else if (dx) {
+                for (std::size_t c = 0; c < rows.width; ++c) dx[row + c] += passed(row + c);
+            }
+            if (db) {
+                for (std::size_t c = 0; c < rows.width; ++c) db[c] += passed(row + c);
             }
         }
     });

@@ -165,6 +165,41 @@ void im2col(const T* x, const ImageShape& s, const WindowAxis& rows, const Windo
         [&](std::size_t patch_offset, std::size_t length) { std::fill_n(patches + patch_offset, length, T(0)); });
 }
 
+// With one channel (a first layer), the patches transposed: (kh * kw) rows of one value per output
+// position, row `tap` holding that tap of every window. im2col's rows would be a few values copied
+// at a time; here each image row gives one contiguous run. gemm multiplies it transposed.
+template <class T>
+void im2col_transposed_single_channel(const T* x, const ImageShape& s, const WindowAxis& rows, const WindowAxis& cols,
+                                      T* patches) {
+    const std::size_t positions = s.batch * rows.out * cols.out;
+    for (std::size_t ky = 0; ky < rows.window; ++ky) {
+        for (std::size_t kx = 0; kx < cols.window; ++kx) {
+            T* tap_row = patches + (ky * cols.window + kx) * positions;
+            // The output columns whose tap lies inside the image: [ox_begin, ox_end).
+            std::size_t ox_begin = 0;
+            while (ox_begin < cols.out && source(cols, ox_begin, kx) < 0) ++ox_begin;
+            std::size_t ox_end = cols.out;
+            while (ox_end > ox_begin && source(cols, ox_end - 1, kx) < 0) --ox_end;
+            for (std::size_t n = 0; n < s.batch; ++n) {
+                for (std::size_t oy = 0; oy < rows.out; ++oy) {
+                    T* out = tap_row + (n * rows.out + oy) * cols.out;
+                    const std::ptrdiff_t iy = source(rows, oy, ky);
+                    if (iy < 0 || ox_begin == ox_end) {
+                        std::fill_n(out, cols.out, T(0));
+                        continue;
+                    }
+                    const T* image_row = x + (n * s.height + std::size_t(iy)) * s.width;
+                    // Column of output ox: ox * stride + shift (shift < 0 with padding before).
+                    const std::ptrdiff_t shift = source(cols, ox_begin, kx) - std::ptrdiff_t(ox_begin * cols.stride);
+                    std::fill_n(out, ox_begin, T(0));
+                    for (std::size_t ox = ox_begin; ox < ox_end; ++ox) out[ox] = image_row[std::ptrdiff_t(ox * cols.stride) + shift];
+                    std::fill_n(out + ox_end, cols.out - ox_end, T(0));
+                }
+            }
+        }
+    }
+}
+
 // The adjoint of im2col: adds each patch value back onto the input element it came from.
 template <class T>
 void col2im_add(const T* patches, const ImageShape& s, const WindowAxis& rows, const WindowAxis& cols, T* dx) {
@@ -223,9 +258,18 @@ BasicTensor<T> conv2d(const BasicTensor<T>& x, const BasicTensor<T>& kernel, Win
         PooledArray<T> patches(pooled_empty<T>({std::min(chunk, s.batch) * positions * patch}));
         for (std::size_t first = 0; first < s.batch; first += chunk) {
             const ImageShape part{std::min(chunk, s.batch - first), s.height, s.width, s.channels};
-            im2col(x.value().data() + first * image_size, part, rows, cols, patches.values.data());
-            detail::gemm<T>(false, false, part.batch * positions, filters, patch, T(1), patches.values.data(), patch,
-                            kernel.value().data(), filters, T(0), y.data() + first * positions * filters, filters);
+            const std::size_t m = part.batch * positions;
+            const T* image = x.value().data() + first * image_size;
+            T* out = y.data() + first * positions * filters;
+            if (s.channels == 1) {
+                im2col_transposed_single_channel(image, part, rows, cols, patches.values.data());
+                detail::gemm<T>(true, false, m, filters, patch, T(1), patches.values.data(), m, kernel.value().data(),
+                                filters, T(0), out, filters);
+            } else {
+                im2col(image, part, rows, cols, patches.values.data());
+                detail::gemm<T>(false, false, m, filters, patch, T(1), patches.values.data(), patch, kernel.value().data(),
+                                filters, T(0), out, filters);
+            }
         }
     }
     return make_op<T>("conv2d", std::move(y), {x, kernel}, [=](Node<T>& out) {
@@ -245,9 +289,16 @@ BasicTensor<T> conv2d(const BasicTensor<T>& x, const BasicTensor<T>& kernel, Win
             const std::size_t m = part.batch * positions;
             const T* dy = out.grad.data() + first * positions * filters;
             if (weights.requires_grad) {
-                im2col(input.value.data() + first * image_size, part, rows, cols, patches.values.data());
-                detail::gemm<T>(true, false, patch, filters, m, T(1), patches.values.data(), patch, dy, filters, kernel_beta,
-                                kernel_grad, filters);
+                const T* image = input.value.data() + first * image_size;
+                if (s.channels == 1) {
+                    im2col_transposed_single_channel(image, part, rows, cols, patches.values.data());
+                    detail::gemm<T>(false, false, patch, filters, m, T(1), patches.values.data(), m, dy, filters,
+                                    kernel_beta, kernel_grad, filters);
+                } else {
+                    im2col(image, part, rows, cols, patches.values.data());
+                    detail::gemm<T>(true, false, patch, filters, m, T(1), patches.values.data(), patch, dy, filters,
+                                    kernel_beta, kernel_grad, filters);
+                }
                 kernel_beta = T(1);
             }
             if (input.requires_grad) {
@@ -297,10 +348,42 @@ BasicTensor<T> max_pool2d(const BasicTensor<T>& x, Window2D pool, Window2D strid
             }
         });
     };
+    // Windows inside the image (no padding): direct loops, the first tap copied and the others
+    // compared in the same order as for_each_window_tap, so the same element wins.
+    auto take_maxima_inside = [&](auto track) {
+        constexpr bool tracking = decltype(track)::value;
+        const std::size_t C = s.channels;
+        T* best = y.data();
+        [[maybe_unused]] std::uint32_t* index = chosen.get();
+        for (std::size_t n = 0; n < s.batch; ++n) {
+            for (std::size_t oy = 0; oy < rows.out; ++oy) {
+                for (std::size_t ox = 0; ox < cols.out; ++ox, best += C) {
+                    const std::size_t corner = ((n * s.height + oy * rows.stride) * s.width + ox * cols.stride) * C;
+                    std::copy(in + corner, in + corner + C, best);
+                    if constexpr (tracking) {
+                        for (std::size_t c = 0; c < C; ++c) index[c] = static_cast<std::uint32_t>(corner + c);
+                    }
+                    for (std::size_t ky = 0; ky < rows.window; ++ky) {
+                        for (std::size_t kx = ky == 0 ? 1 : 0; kx < cols.window; ++kx) {
+                            const std::size_t input = corner + (ky * s.width + kx) * C;
+                            const T* candidate = in + input;
+                            for (std::size_t c = 0; c < C; ++c) {
+                                const bool larger = (candidate[c] > best[c]) | (candidate[c] != candidate[c]);
+                                best[c] = larger ? candidate[c] : best[c];
+                                if constexpr (tracking) index[c] = larger ? static_cast<std::uint32_t>(input + c) : index[c];
+                            }
+                        }
+                    }
+                    if constexpr (tracking) index += C;
+                }
+            }
+        }
+    };
+    const bool inside = inside_image(rows) && inside_image(cols) && s.channels > 0;
     if (recording) {
-        take_maxima(std::true_type{});
+        inside ? take_maxima_inside(std::true_type{}) : take_maxima(std::true_type{});
     } else {
-        take_maxima(std::false_type{});
+        inside ? take_maxima_inside(std::false_type{}) : take_maxima(std::false_type{});
     }
     return make_op<T>("max_pool2d", std::move(y), {x}, [chosen, chosen_count](Node<T>& out) {
         Node<T>& input = *out.inputs[0];
