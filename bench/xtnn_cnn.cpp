@@ -104,7 +104,7 @@ int main(int argc, char** argv) {
         const auto& times = timer->times;
         const std::vector<double> timed = times.size() < 2 ? times : std::vector<double>(times.begin() + 1, times.end());
         std::cout << nlohmann::json{{"peer", "xtnn"}, {"version", "0.1.0"}, {"workload", workload}, {"data", data},
-                                    {"threads", threads}, {"threads_used", xtnn::ops::num_threads()}, {"batch", 64},
+                                    {"threads", threads}, {"threads_used", xtnn::ops::num_threads()}, {"seed", seed}, {"batch", 64},
                                     {"n_train", train.x.shape()[0]},
                                     {"n_params", model.count_params()}, {"epochs", epochs}, {"epoch_times", times},
                                     {"epoch_s_median", bench::median(timed)},

@@ -210,18 +210,38 @@ BasicTensor<T> biased(const char* name, const BasicTensor<T>& x, const BasicTens
         if (!with_relu && input.requires_grad) accumulate_grad(input, out.grad);
         // One pass for both gradients: with relu, each passed value goes to x and to the bias.
         // A fresh x gradient is written, not zero-filled and added to.
-        auto [dx, dx_beta] = with_relu && input.requires_grad ? grad_destination(input) : std::pair<T*, T>{nullptr, T(0)};
+        const std::pair<T*, T> destination = with_relu && input.requires_grad ? grad_destination(input) : std::pair<T*, T>{nullptr, T(0)};
+        T* const dx = destination.first;
+        const T dx_beta = destination.second;
         T* db = b.requires_grad ? grad_buffer(b).data() : nullptr;
-        for (std::size_t r = 0; r < rows.count; ++r) {
-            const std::size_t row = r * rows.width;
-            if (dx && dx_beta == T(0)) {
-                for (std::size_t c = 0; c < rows.width; ++c) dx[row + c] = passed(row + c);
-            } else if (dx) {
-                for (std::size_t c = 0; c < rows.width; ++c) dx[row + c] += passed(row + c);
-            }
-            if (db) {
+        // One loop per case, so that each vectorizes with nothing to test per element.
+        auto each_row = [&](auto&& body) {
+            for (std::size_t r = 0; r < rows.count; ++r) body(r * rows.width);
+        };
+        if (dx && db && dx_beta == T(0)) {
+            each_row([&](std::size_t row) {
+                for (std::size_t c = 0; c < rows.width; ++c) {
+                    const T g = passed(row + c);
+                    dx[row + c] = g;
+                    db[c] += g;
+                }
+            });
+        } else if (dx && db) {
+            each_row([&](std::size_t row) {
+                for (std::size_t c = 0; c < rows.width; ++c) {
+                    const T g = passed(row + c);
+                    dx[row + c] += g;
+                    db[c] += g;
+                }
+            });
+        } else if (dx) {
+            each_row([&](std::size_t row) {
+                for (std::size_t c = 0; c < rows.width; ++c) dx[row + c] = dx_beta == T(0) ? passed(row + c) : dx[row + c] + passed(row + c);
+            });
+        } else if (db) {
+            each_row([&](std::size_t row) {
                 for (std::size_t c = 0; c < rows.width; ++c) db[c] += passed(row + c);
-            }
+            });
         }
     });
 }
