@@ -172,19 +172,29 @@ TEST_CASE("a dead tensor's buffer goes to the thread's pool and serves the next 
     CHECK(std::all_of(zeros.begin(), zeros.end(), [](float v) { return v == 0.0f; }));
 }
 
-TEST_CASE("the pool keeps what fits its bounds and leaves the rest to the system") {
-    xt::xarray<float> kept = xt::ones<float>({4, 4});
-    detail::recycle(kept);
-    CHECK(kept.size() == 0);  // its buffer now belongs to the pool
-    xt::xarray<float> huge = xt::empty<float>({std::size_t(17) << 20});  // 68 MB: above the 64 MB a buffer may have
+TEST_CASE("the pool keeps what its thread asked for, within its bounds, and leaves the rest to the system") {
+    xt::xarray<float> asked = pooled_empty<float>({4, 4});
+    detail::recycle(asked);
+    CHECK(asked.size() == 0);  // its buffer now belongs to the pool
+    xt::xarray<float> again = pooled_empty<float>({16});
+    xt::xarray<float> made_elsewhere = xt::ones<float>({16});
+    detail::recycle(again);
+    detail::recycle(made_elsewhere);
+    CHECK(again.size() == 0);
+    CHECK(made_elsewhere.size() == 16);  // one request of 16 elements was open, and `again` answered it
+    xt::xarray<float> never_asked = xt::ones<float>({12345});
+    detail::recycle(never_asked);
+    CHECK(never_asked.size() == 12345);
+    xt::xarray<float> huge = pooled_empty<float>({std::size_t(17) << 20});  // 68 MB: above the 64 MB a buffer may have
     const float* huge_data = huge.data();
     detail::recycle(huge);
     CHECK(huge.data() == huge_data);  // not kept: the array still owns it
     CHECK(huge.size() == std::size_t(17) << 20);
     // Far more buffers than slots: the pool takes each in turn instead of refusing the newest.
+    std::vector<xt::xarray<float>> many;
+    for (std::size_t count = 1; count <= 600; ++count) many.push_back(pooled_empty<float>({count}));
     std::size_t refused = 0;
-    for (std::size_t count = 1; count <= 600; ++count) {
-        xt::xarray<float> array = xt::empty<float>({count});
+    for (auto& array : many) {
         detail::recycle(array);
         if (array.size() != 0) ++refused;
     }

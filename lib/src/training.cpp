@@ -10,6 +10,7 @@
 #include <fmt/ranges.h>
 
 #include "model_internals.hpp"
+#include "xtnn/array_pool.hpp"
 #include "xtnn/autodiff.hpp"
 #include "xtnn/data.hpp"
 #include "xtnn/ops.hpp"
@@ -511,6 +512,8 @@ History Model::fit_rows(const std::vector<InputRows>& x, const std::vector<xt::x
         for (const auto& [name, value] : logs) history.history[name].push_back(value);
         for (const auto& callback : options.callbacks) callback->on_epoch_end(epoch, logs);
     }
+    // The steps' buffers go back to the system, from every thread that ran slices.
+    detail::run_tasks(slices.size(), [](std::size_t) { detail::release_pooled_arrays<float>(); });
     for (const auto& callback : options.callbacks) callback->on_train_end({});
     return history;
 }

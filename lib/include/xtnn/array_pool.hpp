@@ -31,6 +31,11 @@ ArrayStorage<T> take_storage(std::size_t count);
 template <class T>
 void recycle(xt::xarray<T>& array) noexcept;
 
+/// Frees every buffer this thread's pool holds (fit does at its end: a training step's buffers
+/// would otherwise sit beside whatever the program does next).
+template <class T>
+void release_pooled_arrays() noexcept;
+
 }  // namespace detail
 
 /// An uninitialized array of `shape` (xt::empty), reusing a freed buffer when one fits.
