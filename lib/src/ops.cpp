@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <limits>
 #include <string>
+#include <type_traits>
 
 #include <xtensor/xbuilder.hpp>
 
@@ -214,34 +215,28 @@ BasicTensor<T> biased(const char* name, const BasicTensor<T>& x, const BasicTens
         T* const dx = destination.first;
         const T dx_beta = destination.second;
         T* db = b.requires_grad ? grad_buffer(b).data() : nullptr;
-        // One loop per case, so that each vectorizes with nothing to test per element.
-        auto each_row = [&](auto&& body) {
-            for (std::size_t r = 0; r < rows.count; ++r) body(r * rows.width);
+        // One loop per case, chosen at compile time, so that each vectorizes with nothing to test
+        // per element.
+        auto accumulate = [&](auto write_dx, auto add_dx, auto add_db) {
+            for (std::size_t r = 0; r < rows.count; ++r) {
+                const std::size_t row = r * rows.width;
+                for (std::size_t c = 0; c < rows.width; ++c) {
+                    const T g = passed(row + c);
+                    if constexpr (decltype(write_dx)::value) dx[row + c] = g;
+                    if constexpr (decltype(add_dx)::value) dx[row + c] += g;
+                    if constexpr (decltype(add_db)::value) db[c] += g;
+                }
+            }
         };
-        if (dx && db && dx_beta == T(0)) {
-            each_row([&](std::size_t row) {
-                for (std::size_t c = 0; c < rows.width; ++c) {
-                    const T g = passed(row + c);
-                    dx[row + c] = g;
-                    db[c] += g;
-                }
-            });
-        } else if (dx && db) {
-            each_row([&](std::size_t row) {
-                for (std::size_t c = 0; c < rows.width; ++c) {
-                    const T g = passed(row + c);
-                    dx[row + c] += g;
-                    db[c] += g;
-                }
-            });
+        const bool fresh = dx_beta == T(0);
+        using yes = std::true_type;
+        using no = std::false_type;
+        if (dx && db) {
+            fresh ? accumulate(yes{}, no{}, yes{}) : accumulate(no{}, yes{}, yes{});
         } else if (dx) {
-            each_row([&](std::size_t row) {
-                for (std::size_t c = 0; c < rows.width; ++c) dx[row + c] = dx_beta == T(0) ? passed(row + c) : dx[row + c] + passed(row + c);
-            });
+            fresh ? accumulate(yes{}, no{}, no{}) : accumulate(no{}, yes{}, no{});
         } else if (db) {
-            each_row([&](std::size_t row) {
-                for (std::size_t c = 0; c < rows.width; ++c) db[c] += passed(row + c);
-            });
+            accumulate(no{}, no{}, yes{});
         }
     });
 }

@@ -7,6 +7,7 @@
 // their outputs and gradients from here (a custom op can too). Arrays are matched by element count
 // and reshaped; their contents are whatever the last user left, as with xt::empty.
 
+#include <algorithm>
 #include <cstddef>
 #include <initializer_list>
 #include <utility>
