@@ -24,6 +24,11 @@ template Parser& Parser::option(const std::string&, double&, const std::string&)
 template Parser& Parser::option(const std::string&, std::string&, const std::string&);
 template Parser& Parser::option(const std::string&, std::vector<std::string>&, const std::string&);
 
+Parser& Parser::flag(const std::string& name, bool& value, const std::string& help) {
+    last_ = app_->add_flag(name, value, help);
+    return *this;
+}
+
 Parser& Parser::required() {
     last_->required();
     return *this;

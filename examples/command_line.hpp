@@ -29,6 +29,8 @@ public:
     /// std::string, std::vector<std::string>, double, int and the unsigned integers.
     template <class T>
     Parser& option(const std::string& name, T& value, const std::string& help = "");
+    /// An option without a value: `value` becomes true when it is given.
+    Parser& flag(const std::string& name, bool& value, const std::string& help = "");
     /// The option added last must be given.
     Parser& required();
     /// The option added last takes one of `choices`.

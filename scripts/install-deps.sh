@@ -8,6 +8,7 @@ packages=(
   libxtensor-dev xtl-dev libxsimd-dev libopenblas-dev
   doctest-dev libfmt-dev zlib1g-dev nlohmann-json3-dev libcli11-dev
   libhdf5-dev libzip-dev
+  libopenmpi-dev openmpi-bin
   "$@"
 )
 

@@ -5,14 +5,17 @@
 #include <malloc.h>
 #include <optional>
 #include <set>
+#include <span>
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
+#include <nlohmann/json.hpp>
 
 #include "model_internals.hpp"
 #include "xtnn/array_pool.hpp"
 #include "xtnn/autodiff.hpp"
 #include "xtnn/data.hpp"
+#include "xtnn/distributed.hpp"
 #include "xtnn/ops.hpp"
 #include "parallel.hpp"
 
@@ -253,6 +256,25 @@ public:
         }
     }
 
+    // The sums behind the logs (samples, weighted loss, each output's loss, each metric), to add
+    // those of other ranks with add_sums().
+    std::vector<double> sums() const {
+        std::vector<double> values{double(seen_), loss_total_};
+        values.insert(values.end(), head_losses_.begin(), head_losses_.end());
+        for (const auto& totals : metric_totals_) values.insert(values.end(), totals.begin(), totals.end());
+        return values;
+    }
+
+    void add_sums(std::span<const double> values) {
+        seen_ += std::size_t(values[0]);
+        loss_total_ += values[1];
+        std::size_t next = 2;
+        for (auto& loss : head_losses_) loss += values[next++];
+        for (auto& totals : metric_totals_) {
+            for (auto& total : totals) total += values[next++];
+        }
+    }
+
     void write(Logs& logs) const {
         logs["loss"] = loss_total_ / double(seen_);
         const bool several = heads_.size() > 1;
@@ -271,6 +293,17 @@ private:
     std::size_t seen_ = 0;
     std::vector<double> head_losses_;
     std::vector<std::vector<double>> metric_totals_;
+};
+
+// A distributed fit's session, and what its steps exchange with the other ranks.
+struct Model::Peers {
+    const distributed::Session& session;
+    /// Weights that training changes without a gradient (BatchNormalization's moving
+    /// statistics): averaged over the ranks after every step, as Keras's multi-worker strategy
+    /// averages them when they are read.
+    std::vector<std::size_t> averaged_state;
+    /// One step's gradients, then the state to average, fused for the collective.
+    std::vector<float> fused;
 };
 
 std::vector<Tensor> Model::head_losses(const std::vector<SplitOutput>& outputs, const std::vector<xt::xarray<float>>& targets) const {
@@ -310,13 +343,18 @@ std::size_t Model::inference_chunk_rows() const {
 
 std::map<std::string, double> Model::run_evaluation(const std::vector<InputRows>& x,
                                                      const std::vector<xt::xarray<float>>& targets, std::size_t batch_size,
-                                                     Progbar* progress) {
-    const std::size_t n = x[0].count();
+                                                     Progbar* progress, const Peers* peers) {
+    std::size_t n = x[0].count(), own_begin = 0;
+    if (peers) {
+        const auto rank = std::size_t(peers->session.rank()), ranks = std::size_t(peers->session.size());
+        own_begin = rank * n / ranks;
+        n = (rank + 1) * n / ranks;
+    }
     const auto order = iota(n);
     const std::size_t chunk_rows = inference_chunk_rows();
     Totals totals(heads_);
     Logs logs;
-    for (std::size_t begin = 0, step = 1; begin < n; begin = batch_end(begin, batch_size, n), ++step) {
+    for (std::size_t begin = own_begin, step = 1; begin < n; begin = batch_end(begin, batch_size, n), ++step) {
         const auto pieces = chunks(begin, batch_end(begin, batch_size, n), chunk_rows);
         std::vector<Totals::Batch> figures(pieces.size());
         detail::run_indices(pieces.size(), [&](std::size_t i) {
@@ -332,8 +370,17 @@ std::map<std::string, double> Model::run_evaluation(const std::vector<InputRows>
         totals.write(logs);
         if (progress) progress->update(step, logs, pieces.back().second == n);
     }
+    if (peers) {
+        // Every rank's sums, added in rank order: the same figures on every rank.
+        const std::vector<double> own = totals.sums();
+        const std::vector<double> all = peers->session.allgather(own);
+        Totals everyone(heads_);
+        for (std::size_t first = 0; first < all.size(); first += own.size()) everyone.add_sums({all.data() + first, own.size()});
+        everyone.write(logs);
+    }
     return logs;
 }
+
 
 // What one slice of a training step computes, kept for the thread that sums the slices.
 struct Model::BatchSlice {
@@ -362,16 +409,24 @@ std::vector<Model::BatchSlice> Model::make_batch_slices(const std::vector<Tensor
 
 void Model::train_step(const std::vector<InputRows>& x, const std::vector<xt::xarray<float>>& targets,
                        const std::vector<std::size_t>& order, std::size_t begin, std::size_t end,
-                       std::vector<BatchSlice>& slices, std::vector<Tensor>& weights, Totals& totals) {
+                       std::vector<BatchSlice>& slices, std::vector<Tensor>& weights, Totals& totals, Peers* peers) {
     const std::size_t rows = end - begin;
-    const std::size_t count = std::clamp<std::size_t>(rows / min_rows_per_slice, 1, slices.size());
+    // This rank's rows; the ranks cut the batch where as many threads of one process would.
+    std::size_t own_begin = begin, own_end = end;
+    if (peers) {
+        const auto rank = std::size_t(peers->session.rank()), ranks = std::size_t(peers->session.size());
+        own_begin = begin + rank * rows / ranks;
+        own_end = begin + (rank + 1) * rows / ranks;
+    }
+    const std::size_t own_rows = own_end - own_begin;
+    const std::size_t count = own_rows == 0 ? 0 : std::clamp<std::size_t>(own_rows / min_rows_per_slice, 1, slices.size());
     // Every slice draws its random values (dropout keys) from the generator as the step found it,
     // so all draw the same keys, and the caller's generator ends as after one slice's draws.
     const std::optional<Generator> step_generator = count > 1 ? std::optional(thread_generator()) : std::nullopt;
     for (auto& weight : weights) weight.zero_grad();
     detail::run_tasks(count, [&](std::size_t k) {
         BatchSlice& slice = slices[k];
-        const std::size_t first = begin + k * rows / count, last = begin + (k + 1) * rows / count;
+        const std::size_t first = own_begin + k * own_rows / count, last = own_begin + (k + 1) * own_rows / count;
         std::optional<LeafGradients::Redirect> redirect;
         if (k > 0) {
             thread_generator() = *step_generator;
@@ -385,7 +440,7 @@ void Model::train_step(const std::vector<InputRows>& x, const std::vector<xt::xa
         const auto outputs = run(gather_batch(x, order, first, last), true, true);
         const auto losses = head_losses(outputs, slice_targets);
         const Tensor total = Totals::weighted_total(heads_, losses);
-        if (count == 1) {
+        if (slice_rows == rows) {
             total.backward();
         } else {
             // Each slice's loss is its own mean: weighted by its share of the rows, the slices'
@@ -397,6 +452,11 @@ void Model::train_step(const std::vector<InputRows>& x, const std::vector<xt::xa
         // The slice's graph is freed here, on the thread that allocated it.
         slice.figures = Totals::measure(heads_, slice_rows, losses, total, outputs, slice_targets);
     });
+    if (peers) {
+        exchange_step(*peers, rows, slices, count, weights, totals);
+        optimizer_->apply(weights, slices.size(), detail::run_tasks);
+        return;
+    }
     // The other slices' gradients are added to slice 0's, in slice order, each thread a share of
     // every weight's elements, which the same thread then updates while the sum is in its cache.
     // The shares are the optimizer's parts: elements [n * part / count, n * (part + 1) / count).
@@ -425,8 +485,252 @@ void Model::train_step(const std::vector<InputRows>& x, const std::vector<xt::xa
     for (std::size_t k = 0; k < count; ++k) totals.add(slices[k].figures);
 }
 
+void Model::exchange_step(Peers& peers, std::size_t rows, std::vector<BatchSlice>& slices, std::size_t count,
+                          std::vector<Tensor>& weights, Totals& totals) {
+    const distributed::Session& session = peers.session;
+    const auto ranks = std::size_t(session.size());
+    // Slice 0's gradients are the weights' own; the other slices hold theirs apart.
+    const auto slice_gradient = [&](std::size_t w, std::size_t k) -> const float* {
+        if (k == 0) return weights[w].has_grad() ? weights[w].node()->grad.data() : nullptr;
+        const xt::xarray<float>* gradient = slices[k].gradients->gradient(w);
+        return gradient ? gradient->data() : nullptr;
+    };
+    // One message per rank: its slices' figures, then which weights its slices reached.
+    Totals own(heads_);
+    for (std::size_t k = 0; k < count; ++k) own.add(slices[k].figures);
+    std::vector<double> message = own.sums();
+    const std::size_t figure_count = message.size();
+    for (std::size_t w = 0; w < weights.size(); ++w) {
+        bool reached = false;
+        for (std::size_t k = 0; k < count && !reached; ++k) reached = slice_gradient(w, k) != nullptr;
+        message.push_back(reached ? 1.0 : 0.0);
+    }
+    const std::vector<double> all = session.allgather(message);
+    std::vector<std::size_t> with_gradient;
+    for (std::size_t w = 0; w < weights.size(); ++w) {
+        for (std::size_t r = 0; r < ranks; ++r) {
+            if (all[r * message.size() + figure_count + w] != 0.0) {
+                with_gradient.push_back(w);
+                break;
+            }
+        }
+    }
+    for (std::size_t r = 0; r < ranks; ++r) totals.add_sums({all.data() + r * message.size(), figure_count});
+
+    // The fused buffer: this rank's gradients summed over its slices in slice order (as one
+    // process sums its threads' slices), then the state to average.
+    std::size_t length = 0;
+    for (const std::size_t w : with_gradient) length += weights[w].size();
+    for (const std::size_t w : peers.averaged_state) length += weights[w].size();
+    peers.fused.resize(length);
+    float* cursor = peers.fused.data();
+    for (const std::size_t w : with_gradient) {
+        const std::size_t n = weights[w].size();
+        bool written = false;
+        for (std::size_t k = 0; k < count; ++k) {
+            const float* gradient = slice_gradient(w, k);
+            if (!gradient) continue;
+            if (written) {
+                for (std::size_t j = 0; j < n; ++j) cursor[j] += gradient[j];
+            } else {
+                std::copy(gradient, gradient + n, cursor);
+                written = true;
+            }
+        }
+        if (!written) std::fill(cursor, cursor + n, 0.0f);
+        cursor += n;
+    }
+    for (const std::size_t w : peers.averaged_state) {
+        const auto& value = weights[w].value();
+        cursor = std::copy(value.begin(), value.end(), cursor);
+    }
+    session.allreduce_sum(peers.fused);
+    cursor = peers.fused.data();
+    for (const std::size_t w : with_gradient) {
+        xt::xarray<float>& gradient = grad_buffer(*weights[w].node());
+        std::copy(cursor, cursor + gradient.size(), gradient.begin());
+        cursor += gradient.size();
+    }
+    for (const std::size_t w : peers.averaged_state) {
+        for (float& value : weights[w].mutable_value()) value = *cursor++ / float(ranks);
+    }
+    // A batch of fewer rows than ranks leaves the first ranks without rows, and so without the
+    // step's random draws: they continue from the last rank's stream, which had rows.
+    if (rows < ranks) {
+        const std::string state = thread_generator().state();
+        std::vector<std::uint8_t> bytes(state.begin(), state.end());
+        session.broadcast(bytes, int(ranks - 1));
+        thread_generator().set_state(std::string(bytes.begin(), bytes.end()));
+    }
+}
+
+namespace {
+
+// What the ranks of a distributed fit must agree on, one "what: value" line each.
+std::vector<std::pair<std::string, std::string>> fit_settings(const Model& model, const std::vector<InputRows>& x,
+                                                              const FitOptions& options,
+                                                              const distributed::Session& session) {
+    std::vector<std::pair<std::string, std::string>> settings;
+    std::string inputs, layers;
+    for (const auto& rows : x) inputs += (inputs.empty() ? "" : ", ") + shape_to_string(rows.shape());
+    settings.emplace_back("the input shapes", inputs);
+    for (const auto& layer : model.layers()) {
+        layers += (layers.empty() ? "" : ", ") + layer->class_name() + (layer->trainable ? "" : " (frozen)");
+        for (const auto& weight : layer->weights()) layers += " " + shape_to_string(weight.shape());
+    }
+    settings.emplace_back("the layers and weight shapes", layers);
+    const auto& compiled = model.compile_options();
+    settings.emplace_back("the losses", fmt::format("{} {}", fmt::join(compiled.loss, ","), fmt::join(compiled.loss_by_output, ",")));
+    settings.emplace_back("the loss weights", fmt::format("{} {}", fmt::join(compiled.loss_weights, ","),
+                                                          fmt::join(compiled.loss_weights_by_output, ",")));
+    settings.emplace_back("the metrics", fmt::format("{} {}", fmt::join(compiled.metrics, ","),
+                                                     fmt::join(compiled.metrics_by_output, ",")));
+    settings.emplace_back("the optimizer", model.optimizer()->name());
+    settings.emplace_back("batch_size", std::to_string(options.batch_size));
+    settings.emplace_back("epochs", std::to_string(options.epochs));
+    settings.emplace_back("initial_epoch", std::to_string(options.initial_epoch));
+    settings.emplace_back("shuffle", options.shuffle ? "true" : "false");
+    settings.emplace_back("validation_split", fmt::format("{}", options.validation_split));
+    settings.emplace_back("the validation samples",
+                          options.validation_data ? shape_to_string(options.validation_data->rows()[0].shape()) : "none");
+    settings.emplace_back("the gradient reduction",
+                          session.options().reduction == distributed::Reduction::fixed_order ? "fixed_order" : "allreduce");
+    return settings;
+}
+
+}  // namespace
+
+void Model::join_peers(const Peers& peers, const std::exception_ptr& local_error, const std::vector<InputRows>& x,
+                       const FitOptions& options) const {
+    const distributed::Session& session = peers.session;
+    std::string report = "ok\n";
+    if (local_error) {
+        try {
+            std::rethrow_exception(local_error);
+        } catch (const std::exception& e) {
+            report = std::string("error\n") + e.what();
+        }
+    } else {
+        for (const auto& [what, value] : fit_settings(*this, x, options, session)) report += what + "\n" + value + "\n";
+    }
+    const std::vector<std::string> reports = session.allgather(report);
+    if (local_error) std::rethrow_exception(local_error);
+    for (std::size_t r = 0; r < reports.size(); ++r) {
+        if (reports[r].starts_with("error\n")) {
+            throw ValueError(fmt::format("fit: {} failed before training: {}", session.describe(int(r)), reports[r].substr(6)));
+        }
+    }
+    const auto lines = [](const std::string& text) {
+        std::vector<std::string> parts;
+        for (std::size_t first = 0; first < text.size();) {
+            const std::size_t end = std::min(text.find('\n', first), text.size());
+            parts.push_back(text.substr(first, end - first));
+            first = end + 1;
+        }
+        return parts;
+    };
+    const auto chief = lines(reports[0]);
+    for (std::size_t r = 1; r < reports.size(); ++r) {
+        const auto other = lines(reports[r]);
+        for (std::size_t i = 1; i + 1 < std::max(chief.size(), other.size()); i += 2) {
+            const std::string mine = i + 1 < chief.size() ? chief[i + 1] : "(nothing)";
+            const std::string theirs = i + 1 < other.size() ? other[i + 1] : "(nothing)";
+            if (mine != theirs) {
+                throw ValueError(fmt::format("fit: the ranks disagree on {}: {} has {}, {} has {}", chief[i], session.describe(0),
+                                             mine, session.describe(int(r)), theirs));
+            }
+        }
+    }
+}
+
+void Model::share_chief_state(const Peers& peers) {
+    const distributed::Session& session = peers.session;
+    std::vector<Tensor> all = weights();
+    auto& slots = optimizer_->slots();
+    const std::size_t slot_count = optimizer_->slot_names().size();
+    // What rank 0 has besides the values: its step count, learning rate, random state, and which
+    // weights have optimizer slots yet.
+    nlohmann::json header;
+    if (session.is_chief()) {
+        std::vector<bool> has_slots(all.size(), false);
+        for (std::size_t w = 0; w < all.size() && w < slots.size(); ++w) has_slots[w] = slot_count > 0 && slots[w].size() == slot_count;
+        header = {{"iterations", optimizer_->iterations()},
+                  {"learning_rate", optimizer_->learning_rate()},
+                  {"generator", thread_generator().state()},
+                  {"slots", has_slots}};
+    }
+    const std::string text = header.dump();
+    std::vector<std::uint8_t> bytes(text.begin(), text.end());
+    session.broadcast(bytes);
+    header = nlohmann::json::parse(bytes.begin(), bytes.end());
+    const auto has_slots = header.at("slots").get<std::vector<bool>>();
+    if (!session.is_chief()) {
+        optimizer_->set_iterations(header.at("iterations").get<std::int64_t>());
+        optimizer_->set_learning_rate(header.at("learning_rate").get<double>());
+        thread_generator().set_state(header.at("generator").get<std::string>());
+        slots.resize(std::max(slots.size(), all.size()));
+        for (std::size_t w = 0; w < all.size(); ++w) {
+            if (has_slots[w]) slots[w].assign(slot_count, xt::xarray<float>(xt::zeros<float>(all[w].shape())));
+        }
+    }
+    std::vector<float*> arrays;
+    std::vector<std::size_t> sizes;
+    for (auto& weight : all) {
+        arrays.push_back(weight.mutable_value().data());
+        sizes.push_back(weight.size());
+    }
+    for (std::size_t w = 0; w < all.size(); ++w) {
+        if (!has_slots[w]) continue;
+        for (auto& slot : slots[w]) {
+            arrays.push_back(slot.data());
+            sizes.push_back(slot.size());
+        }
+    }
+    std::size_t length = 0;
+    for (const std::size_t size : sizes) length += size;
+    std::vector<float> values(length);
+    float* cursor = values.data();
+    for (std::size_t i = 0; i < arrays.size(); ++i) cursor = std::copy(arrays[i], arrays[i] + sizes[i], cursor);
+    session.broadcast(std::span<float>(values));
+    cursor = values.data();
+    for (std::size_t i = 0; i < arrays.size(); ++i) {
+        std::copy(cursor, cursor + sizes[i], arrays[i]);
+        cursor += sizes[i];
+    }
+}
+
 History Model::fit_rows(const std::vector<InputRows>& x, const std::vector<xt::xarray<float>>& y, const FitOptions& options) {
     keep_freed_buffers_on_heap();
+    std::optional<Peers> peers;
+    if (options.distributed && options.distributed->get().size() > 1) peers.emplace(Peers{options.distributed->get(), {}, {}});
+    std::vector<xt::xarray<float>> targets;
+    // A rank whose checks fail must not leave the others waiting: every rank learns of it first.
+    std::exception_ptr local_error;
+    try {
+        targets = check_fit(x, y, options);
+    } catch (...) {
+        if (!peers) throw;
+        local_error = std::current_exception();
+    }
+    if (!peers) return train(x, targets, options, nullptr);
+    join_peers(*peers, local_error, x, options);
+    share_chief_state(*peers);
+    std::size_t index = 0;
+    for (const auto& layer : layers_) {
+        for (const bool created_trainable : layer->weights_created_trainable()) {
+            if (!created_trainable && layer->trainable) peers->averaged_state.push_back(index);
+            ++index;
+        }
+    }
+    try {
+        return train(x, targets, options, &*peers);
+    } catch (const std::exception& e) {
+        peers->session.abort(std::string("fit failed: ") + e.what() + "; ending the job");
+    }
+}
+
+std::vector<xt::xarray<float>> Model::check_fit(const std::vector<InputRows>& x, const std::vector<xt::xarray<float>>& y,
+                                                const FitOptions& options) {
     require_ready("fit");
     if (options.batch_size == 0) throw ValueError("fit: batch_size must be positive, got 0");
     if (options.epochs < 0) throw ValueError("fit: epochs must not be negative, got " + std::to_string(options.epochs));
@@ -441,7 +745,17 @@ History Model::fit_rows(const std::vector<InputRows>& x, const std::vector<xt::x
     }
     if (!built() && x.size() == 1 && x[0].dimension() > 0) connect_stack(sample_shape(x[0]), thread_generator());
     check_inputs("fit", x);
-    const std::vector<xt::xarray<float>> targets = prepare_targets("fit", x, y);
+    auto targets = prepare_targets("fit", x, y);
+    if (options.validation_data) {
+        const auto validation_x = options.validation_data->rows();
+        check_inputs("fit (validation_data)", validation_x);
+        prepare_targets("fit (validation_data)", validation_x, options.validation_data->y);
+    }
+    return targets;
+}
+
+History Model::train(const std::vector<InputRows>& x, const std::vector<xt::xarray<float>>& targets, const FitOptions& options,
+                     Peers* peers) {
     const std::size_t n = x[0].count();
 
     std::vector<std::size_t> train_indices = iota(n);
@@ -451,7 +765,6 @@ History Model::fit_rows(const std::vector<InputRows>& x, const std::vector<xt::x
     if (options.validation_data) {
         const auto& data = *options.validation_data;
         validation_x = data.rows();
-        check_inputs("fit (validation_data)", validation_x);
         validation_targets = prepare_targets("fit (validation_data)", validation_x, data.y);
     } else if (options.validation_split > 0.0) {
         IndexSplit split = random_split(n, options.validation_split);
@@ -463,7 +776,20 @@ History Model::fit_rows(const std::vector<InputRows>& x, const std::vector<xt::x
         for (const auto& target : targets) validation_targets.push_back(gather_rows(target, split.validation, 0, held_out));
     }
 
-    std::ostream& out = options.output ? *options.output : std::cout;
+    // Only rank 0 of a distributed fit reports; the other ranks run the same callbacks (so that
+    // all decide alike) with their output discarded, and skip those that write files.
+    const bool chief = !peers || peers->session.is_chief();
+    std::ostream discarded(nullptr);
+    std::ostream& out = !chief ? discarded : options.output ? *options.output : std::cout;
+    const int verbose = chief ? options.verbose : 0;
+    std::vector<std::shared_ptr<Callback>> callbacks;
+    for (const auto& callback : options.callbacks) {
+        if (chief || !callback->chief_only()) callbacks.push_back(callback);
+    }
+    // A callback may stop training on one rank: all stop at the same step.
+    const auto agree_to_stop = [&] {
+        if (peers) stop_training = peers->session.any(stop_training);
+    };
     const bool dynamic = is_terminal(out);
     const std::size_t train_count = train_indices.size();
     const std::size_t steps = batch_count(train_count, options.batch_size);
@@ -475,46 +801,49 @@ History Model::fit_rows(const std::vector<InputRows>& x, const std::vector<xt::x
 
     History history;
     stop_training = false;
-    for (const auto& callback : options.callbacks) {
+    for (const auto& callback : callbacks) {
         callback->model = this;
         callback->out = &out;
     }
-    for (const auto& callback : options.callbacks) callback->on_train_begin({});
+    for (const auto& callback : callbacks) callback->on_train_begin({});
 
     for (int epoch = options.initial_epoch; epoch < options.epochs && !stop_training; ++epoch) {
-        for (const auto& callback : options.callbacks) callback->on_epoch_begin(epoch, {});
-        if (options.verbose >= 1 && options.epochs > 1) out << "Epoch " << epoch + 1 << "/" << options.epochs << "\n";
+        for (const auto& callback : callbacks) callback->on_epoch_begin(epoch, {});
+        if (verbose >= 1 && options.epochs > 1) out << "Epoch " << epoch + 1 << "/" << options.epochs << "\n";
         std::vector<std::size_t> order = train_indices;
         if (options.shuffle) {
             const auto permutation = thread_generator().permutation(train_count);
             for (std::size_t i = 0; i < train_count; ++i) order[i] = train_indices[permutation[i]];
         }
-        Progbar progress(steps, options.verbose, out, dynamic);
+        Progbar progress(steps, verbose, out, dynamic);
         Totals totals(heads_);
         std::size_t steps_done = 0;
         Logs logs;
         for (std::size_t step = 0; step < steps && !stop_training; ++step) {
-            for (const auto& callback : options.callbacks) callback->on_train_batch_begin(int(step), {});
+            for (const auto& callback : callbacks) callback->on_train_batch_begin(int(step), {});
             const std::size_t begin = step * options.batch_size;
-            train_step(x, targets, order, begin, batch_end(begin, options.batch_size, train_count), slices, all_weights, totals);
+            train_step(x, targets, order, begin, batch_end(begin, options.batch_size, train_count), slices, all_weights,
+                       totals, peers);
             steps_done = step + 1;
             totals.write(logs);
-            for (const auto& callback : options.callbacks) callback->on_train_batch_end(int(step), logs);
+            for (const auto& callback : callbacks) callback->on_train_batch_end(int(step), logs);
+            agree_to_stop();
             progress.update(steps_done, logs);
         }
         if (!validation_x.empty()) {
-            for (const auto& [name, value] : run_evaluation(validation_x, validation_targets, options.batch_size, nullptr)) {
+            for (const auto& [name, value] : run_evaluation(validation_x, validation_targets, options.batch_size, nullptr, peers)) {
                 logs["val_" + name] = value;
             }
         }
         progress.update(steps_done, logs, true);
         history.epoch.push_back(epoch);
         for (const auto& [name, value] : logs) history.history[name].push_back(value);
-        for (const auto& callback : options.callbacks) callback->on_epoch_end(epoch, logs);
+        for (const auto& callback : callbacks) callback->on_epoch_end(epoch, logs);
+        agree_to_stop();
     }
     // The steps' buffers go back to the system, from every thread that ran slices.
     detail::run_tasks(slices.size(), [](std::size_t) { detail::release_pooled_arrays<float>(); });
-    for (const auto& callback : options.callbacks) callback->on_train_end({});
+    for (const auto& callback : callbacks) callback->on_train_end({});
     return history;
 }
 

@@ -1,17 +1,37 @@
 // One training run of the book's model on the first 1,000 bundled digits, for the tests that
-// compare whole processes: the same seed in two processes, and a run resumed from a file in a
-// new process. Writes the model file and the History as exact (hex) doubles, one epoch a line.
+// compare whole processes: the same seed in two processes, a run resumed from a file in a new
+// process, and runs on several MPI ranks. Writes the model file and the History as exact (hex)
+// doubles, one epoch a line; under MPI, ranks other than 0 add ".rank<r>" to both names.
 //
 //   xtnn_train_run --data DIR --seed 42 --epochs 4 --save run.xtnn --history run.txt [--resume half.xtnn]
+//   mpirun -np 2 xtnn_train_run --distributed --threads 1 ... [--fail-rank 1 | --kill-rank 1 | --mismatch-rank 1]
 
+#include <csignal>
 #include <cstdio>
 #include <fstream>
 #include <iostream>
+#include <optional>
 
 #include <xtensor/xview.hpp>
 #include <xtnn/xtnn.hpp>
 
 #include "command_line.hpp"
+
+// Ends this rank in the middle of the second epoch: by an exception, or killed as by the system.
+class Sabotage : public xtnn::Callback {
+public:
+    explicit Sabotage(bool kill) : kill_(kill) {}
+    void on_epoch_begin(int epoch, const xtnn::Logs&) override { epoch_ = epoch; }
+    void on_train_batch_end(int batch, const xtnn::Logs&) override {
+        if (epoch_ != 1 || batch != 3) return;
+        if (kill_) std::raise(SIGKILL);
+        throw std::runtime_error("sabotaged at epoch 2, batch 4");
+    }
+
+private:
+    bool kill_;
+    int epoch_ = 0;
+};
 
 int main(int argc, char** argv) {
     command_line::Parser args{"xtnn test run"};
@@ -24,7 +44,40 @@ int main(int argc, char** argv) {
     args.option("--save", save).required();
     args.option("--history", history_path).required();
     args.option("--resume", resume, "continue from this model file, with its random state");
+    std::size_t batch_size = 64;
+    int threads = 0, fail_rank = -1, kill_rank = -1, mismatch_rank = -1;
+    bool distributed = false, fixed_order = false;
+    std::string checkpoint, compare;
+    args.option("--batch-size", batch_size);
+    args.option("--threads", threads, "xtnn's threads (default: its own choice)");
+    args.flag("--distributed", distributed, "train on the ranks of an MPI job");
+    args.flag("--fixed-order", fixed_order, "sum the ranks' gradients in rank order");
+    args.option("--checkpoint", checkpoint, "save the model here after every epoch (ModelCheckpoint)");
+    args.option("--fail-rank", fail_rank, "this rank throws during the second epoch");
+    args.option("--kill-rank", kill_rank, "this rank kills itself (SIGKILL) during the second epoch");
+    args.option("--mismatch-rank", mismatch_rank, "this rank trains with half the batch size");
+    args.option("--compare", compare, "print the largest difference between the weights of --save and this file, and exit");
     if (auto exit_code = args.parse(argc, argv)) return *exit_code;
+
+    if (!compare.empty()) {
+        const auto a = xtnn::load_model(save).get_weights(), b = xtnn::load_model(compare).get_weights();
+        double largest = 0;
+        for (std::size_t w = 0; w < a.size(); ++w) largest = std::max(largest, double(xt::amax(xt::abs(a[w] - b[w]))()));
+        std::printf("%.9g\n", largest);
+        return 0;
+    }
+    std::optional<xtnn::distributed::Session> session;
+    if (distributed) {
+        session.emplace(argc, argv, xtnn::distributed::SessionOptions{
+            .reduction = fixed_order ? xtnn::distributed::Reduction::fixed_order : xtnn::distributed::Reduction::allreduce});
+    }
+    if (threads > 0) xtnn::ops::set_num_threads(threads);
+    const int rank = session ? session->rank() : 0;
+    if (rank > 0) {
+        save += ".rank" + std::to_string(rank);
+        history_path += ".rank" + std::to_string(rank);
+    }
+    if (rank == mismatch_rank) batch_size /= 2;
 
     try {
         xtnn::set_random_seed(seed);
@@ -46,11 +99,22 @@ int main(int argc, char** argv) {
             model.compile("categorical_crossentropy", "adam", {"accuracy"});
         } else {
             model = xtnn::load_model(resume, {.restore_random_state = true});
-            // 1,000 samples in batches of 64 make 16 steps an epoch.
-            initial_epoch = static_cast<int>(model.optimizer()->iterations() / 16);
+            const auto steps_per_epoch = static_cast<std::int64_t>((1000 + batch_size - 1) / batch_size);
+            initial_epoch = static_cast<int>(model.optimizer()->iterations() / steps_per_epoch);
         }
-        const xtnn::History history = model.fit(
-            x, y, {.batch_size = 64, .epochs = epochs, .verbose = 0, .validation_data = validation, .initial_epoch = initial_epoch});
+        std::vector<std::shared_ptr<xtnn::Callback>> callbacks;
+        if (!checkpoint.empty()) callbacks.push_back(std::make_shared<xtnn::ModelCheckpoint>(checkpoint));
+        if (rank == fail_rank || rank == kill_rank) callbacks.push_back(std::make_shared<Sabotage>(rank == kill_rank));
+        std::optional<std::reference_wrapper<const xtnn::distributed::Session>> peers;
+        if (session) peers = *session;
+        const xtnn::History history = model.fit(x, y,
+                                                {.batch_size = batch_size,
+                                                 .epochs = epochs,
+                                                 .verbose = 0,
+                                                 .validation_data = validation,
+                                                 .initial_epoch = initial_epoch,
+                                                 .callbacks = callbacks,
+                                                 .distributed = peers});
         model.save(save);
 
         std::ofstream out(history_path);

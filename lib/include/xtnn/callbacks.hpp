@@ -34,6 +34,9 @@ public:
     virtual void on_epoch_end(int /*epoch*/, const Logs&) {}
     virtual void on_train_batch_begin(int /*batch*/, const Logs&) {}
     virtual void on_train_batch_end(int /*batch*/, const Logs&) {}
+    /// True for callbacks that write files: a distributed fit runs them on rank 0 only (and the
+    /// others on every rank, with their output discarded on all but rank 0).
+    virtual bool chief_only() const { return false; }
 
     /// Set by fit() before on_train_begin: the model being trained and where to report.
     Model* model = nullptr;
@@ -94,6 +97,7 @@ class ModelCheckpoint : public Callback {
 public:
     explicit ModelCheckpoint(std::string filepath, ModelCheckpointOptions options = {});
     void on_epoch_end(int epoch, const Logs& logs) override;
+    bool chief_only() const override { return true; }
     /// The best monitored value so far (infinite before the first save with save_best_only).
     double best() const { return best_; }
 
@@ -125,6 +129,7 @@ public:
     void on_train_begin(const Logs&) override;
     void on_epoch_end(int epoch, const Logs& logs) override;
     void on_train_end(const Logs&) override;
+    bool chief_only() const override { return true; }
 
 private:
     std::string filename_;

@@ -8,6 +8,8 @@
 #include <concepts>
 #include <cstddef>
 #include <cstdint>
+#include <exception>
+#include <functional>
 #include <initializer_list>
 #include <iostream>
 #include <map>
@@ -31,6 +33,10 @@
 #include "xtnn/random.hpp"
 
 namespace xtnn {
+
+namespace distributed {
+class Session;
+}
 
 /// Held-out samples for fit(): x as floats or as bytes (cast one batch at a time, as fit's x),
 /// y as fit's y; one array per model input and output, or a single one of each.
@@ -69,6 +75,11 @@ struct FitOptions {
     std::vector<std::shared_ptr<Callback>> callbacks = {};
     /// Where progress goes; std::cout when null.
     std::ostream* output = nullptr;
+    /// The processes that train together (xtnn/distributed.hpp, `.distributed = session`):
+    /// batch_size is then the global batch, of which every rank computes its share; the ranks'
+    /// gradients are summed before each update. Progress and the callbacks that write files run
+    /// on rank 0 only. One process trains as without it.
+    std::optional<std::reference_wrapper<const distributed::Session>> distributed = std::nullopt;
 };
 
 struct EvaluateOptions {
@@ -277,6 +288,7 @@ private:
     struct Head;
     class Totals;
     struct BatchSlice;
+    struct Peers;
 
     void set_graph(const std::vector<SymbolicTensor>& inputs, const std::vector<SymbolicTensor>& outputs);
     /// Each output's loss, weight and metrics from compile()'s settings, once the outputs are known.
@@ -294,21 +306,38 @@ private:
     /// One slice per xtnn thread when every layer can train on slices of a batch, else one.
     std::vector<BatchSlice> make_batch_slices(const std::vector<Tensor>& weights) const;
     /// One training step on rows [begin, end) of `order`: the forward and backward passes, in
-    /// slices on xtnn's threads, the slices' gradients summed, and the optimizer's update.
+    /// slices on xtnn's threads, the slices' gradients summed, and the optimizer's update. With
+    /// `peers`, this rank computes its share of the rows and the gradients are summed over ranks.
     void train_step(const std::vector<InputRows>& x, const std::vector<xt::xarray<float>>& targets,
                     const std::vector<std::size_t>& order, std::size_t begin, std::size_t end,
-                    std::vector<BatchSlice>& slices, std::vector<Tensor>& weights, Totals& totals);
+                    std::vector<BatchSlice>& slices, std::vector<Tensor>& weights, Totals& totals, Peers* peers);
+    /// The ranks' step figures added to `totals` in rank order, and their gradients summed.
+    void exchange_step(Peers& peers, std::size_t rows, std::vector<BatchSlice>& slices, std::size_t count,
+                       std::vector<Tensor>& weights, Totals& totals);
+    /// Before a distributed fit: every rank's checks passed and the ranks agree on the model and
+    /// the settings, else the same error on every rank; then rank 0's weights, optimizer state
+    /// and random state on every rank.
+    void join_peers(const Peers& peers, const std::exception_ptr& local_error, const std::vector<InputRows>& x,
+                    const FitOptions& options) const;
+    void share_chief_state(const Peers& peers);
     void require_ready(const char* method) const;
     void check_inputs(const char* method, const std::vector<InputRows>& x) const;
     std::vector<xt::xarray<float>> prepare_targets(const char* method, const std::vector<InputRows>& x,
                                                    const std::vector<xt::xarray<float>>& y) const;
     History fit_rows(const std::vector<InputRows>& x, const std::vector<xt::xarray<float>>& y, const FitOptions& options);
+    /// fit's checks of the model, the options and the data; returns the prepared targets.
+    std::vector<xt::xarray<float>> check_fit(const std::vector<InputRows>& x, const std::vector<xt::xarray<float>>& y,
+                                             const FitOptions& options);
+    /// fit's epochs, on this process alone or as one of `peers`.
+    History train(const std::vector<InputRows>& x, const std::vector<xt::xarray<float>>& targets, const FitOptions& options,
+                  Peers* peers);
     std::map<std::string, double> evaluate_rows(const std::vector<InputRows>& x, const std::vector<xt::xarray<float>>& y,
                                                 const EvaluateOptions& options);
     xt::xarray<float> predict_one(const InputRows& x, std::size_t batch_size);
+    /// The loss and metrics over all samples, or with `peers` over every rank's share of them.
     std::map<std::string, double> run_evaluation(const std::vector<InputRows>& x,
                                                  const std::vector<xt::xarray<float>>& targets, std::size_t batch_size,
-                                                 Progbar* progress);
+                                                 Progbar* progress, const Peers* peers = nullptr);
 
     std::string name_;
     bool sequential_ = false;

@@ -6,6 +6,7 @@
 #include "xtnn/autodiff.hpp"
 #include "xtnn/callbacks.hpp"
 #include "xtnn/data.hpp"
+#include "xtnn/distributed.hpp"
 #include "xtnn/error.hpp"
 #include "xtnn/gradcheck.hpp"
 #include "xtnn/initializers.hpp"

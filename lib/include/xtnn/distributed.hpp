@@ -1,0 +1,105 @@
+#pragma once
+// Training on several processes (and machines) with MPI, as Horovod and PyTorch's DDP do: every
+// process (rank) holds the whole model, computes its share of each batch, and the gradients are
+// summed across ranks before every optimizer step, so all ranks keep the same weights.
+//
+//     int main(int argc, char** argv) {
+//         xtnn::distributed::Session mpi(argc, argv);
+//         ... build and compile the model ...
+//         model.fit(x, y, {.batch_size = 256, .epochs = 8, .distributed = mpi});
+//     }
+//
+//     mpirun -np 4 --hostfile hosts ./train
+//
+// Without mpirun (or in a build without MPI) the Session is one rank and fit trains as always.
+// README "Training on several machines" says what is guaranteed.
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace xtnn::distributed {
+
+/// How the ranks' gradients are summed.
+enum class Reduction {
+    /// MPI_Allreduce: the MPI library's algorithm and order (which can depend on message size and
+    /// rank count). Every rank receives the same sum.
+    allreduce,
+    /// Every rank receives every rank's values and adds them in rank order: the same bits on every
+    /// rank and in every run with the same rank count, and for rank counts where xtnn's threads
+    /// would cut the batch the same way, the same bits as one process with that many threads.
+    /// Moves (ranks - 1) times the data of `allreduce`: for reproducibility, not for scale.
+    fixed_order,
+};
+
+struct SessionOptions {
+    Reduction reduction = Reduction::allreduce;
+    /// Largest fused message of gradients, in bytes (Horovod's fusion buffer): one collective per
+    /// bucket, never one per weight.
+    std::size_t bucket_bytes = std::size_t(16) << 20;
+};
+
+/// The processes of one job. Starts MPI when the program was started by an MPI launcher
+/// (mpirun, mpiexec, srun with PMIx) and ends it when destroyed; otherwise one rank without MPI.
+/// One Session per process, created on the main thread before any other thread uses MPI.
+///
+/// A Session destroyed while an exception unwinds, or abort(), ends every rank of the job
+/// (MPI_Abort): a rank that stopped early would leave the others waiting in a collective.
+class Session {
+public:
+    Session(int& argc, char**& argv, SessionOptions options = {});
+    explicit Session(SessionOptions options = {});
+    ~Session();
+    Session(const Session&) = delete;
+    Session& operator=(const Session&) = delete;
+
+    int rank() const { return rank_; }
+    int size() const { return size_; }
+    /// Rank 0: the one that prints progress and writes files during fit.
+    bool is_chief() const { return rank_ == 0; }
+    /// Ranks started on this machine (the launcher's local size); 1 without MPI.
+    int local_size() const { return local_size_; }
+    /// True when this build has MPI and the program runs under an MPI launcher.
+    bool uses_mpi() const { return uses_mpi_; }
+    const SessionOptions& options() const { return options_; }
+    /// "rank 1 of 4": how errors name a rank.
+    std::string describe(int rank) const;
+
+    // Collectives: every rank must call the same ones in the same order.
+
+    /// Sums `values` element-wise over all ranks, in place, as options().reduction says.
+    void allreduce_sum(std::span<float> values) const;
+    void allreduce_sum(std::span<double> values) const;
+    /// True on every rank when `flag` is true on any.
+    bool any(bool flag) const;
+    /// Every rank's `values` (the same count on every rank), concatenated in rank order.
+    std::vector<double> allgather(std::span<const double> values) const;
+    /// Every rank's text, in rank order (lengths may differ).
+    std::vector<std::string> allgather(std::string_view text) const;
+    /// Rank `root`'s bytes on every rank (the count may differ: the root's wins).
+    void broadcast(std::vector<std::uint8_t>& bytes, int root = 0) const;
+    /// Rank `root`'s values written over `values` on every rank (the same count everywhere).
+    void broadcast(std::span<float> values, int root = 0) const;
+
+    /// Prints "xtnn: rank R of N on HOST: <message>" to stderr and ends every rank of the job
+    /// with exit status `code`.
+    [[noreturn]] void abort(std::string_view message, int code = 1) const;
+
+private:
+    void start(int* argc, char*** argv);
+
+    SessionOptions options_;
+    int rank_ = 0;
+    int size_ = 1;
+    int local_size_ = 1;
+    bool uses_mpi_ = false;
+    std::string host_;
+};
+
+/// True when this build of xtnn has MPI.
+bool built_with_mpi();
+
+}  // namespace xtnn::distributed
