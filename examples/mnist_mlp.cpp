@@ -2,6 +2,12 @@
 // -> Dropout(0.1) -> Flatten -> Dense(10, softmax), categorical cross-entropy.
 //
 //   build/examples/mnist_mlp --data datasets/mnist-10k --epochs 8 --save mnist_mlp.xtnn
+//
+// On several processes or machines (README "Training on several machines"): every rank trains
+// its share of each batch of 64, rank 0 reports and saves.
+//
+//   mpirun -np 2 build/examples/mnist_mlp --distributed
+//   mpirun -np 8 --hostfile hosts build/examples/mnist_mlp --distributed --data /shared/mnist
 
 #include <iostream>
 
@@ -30,14 +36,29 @@ int main(int argc, char** argv) {
     args.option("--seed", seed, "random seed for weights, dropout and shuffling");
     args.option("--plot", plot, "SVG file for the loss and accuracy curves");
     args.option("--save", save, "model file to write after training (empty: do not save)");
+    bool distributed = false;
+    args.flag("--distributed", distributed, "insist on running as an MPI job (fail unless started by mpirun)");
     if (auto exit_code = args.parse(argc, argv)) return *exit_code;
+
+    // One rank unless an MPI launcher started the program; created first, so that a rank that
+    // fails later ends the whole job.
+    xtnn::distributed::Session session(argc, argv);
+    if (distributed && !session.uses_mpi()) {
+        std::cerr << "mnist_mlp: --distributed: not started by an MPI launcher (mpirun -np 2 ...) or xtnn built without MPI\n";
+        return 1;
+    }
+    // Only rank 0 talks; the others train in silence.
+    const auto say = [&session](const std::string& text) {
+        if (session.is_chief()) fmt::print("{}", text);
+    };
 
     try {
         xtnn::set_random_seed(seed);
         auto [train, test] = xtnn::datasets::load_mnist(data);
         auto y_train = xtnn::to_categorical(train.y, 10);
         auto y_test = xtnn::to_categorical(test.y, 10);
-        fmt::print("{} training and {} test digits from {}\n", train.y.size(), test.y.size(), data);
+        say(fmt::format("{} training and {} test digits from {}\n", train.y.size(), test.y.size(), data));
+        if (session.size() > 1) say(fmt::format("training on {} ranks of {} threads each\n", session.size(), xtnn::ops::num_threads()));
 
         xtnn::Sequential model;
         model.add(xtnn::Dense(32, "relu", {28, 28}));
@@ -48,10 +69,14 @@ int main(int argc, char** argv) {
         model.add(xtnn::Dense(10, "softmax"));
         model.compile("categorical_crossentropy", optimizer, {"accuracy"});
         if (learning_rate > 0) model.optimizer()->set_learning_rate(learning_rate);
-        model.summary();
+        if (session.is_chief()) model.summary();
 
         xtnn::History history = model.fit(train.x, y_train,
-                                          {.batch_size = batch_size, .epochs = epochs, .validation_data = {{test.x, y_test}}});
+                                          {.batch_size = batch_size,
+                                           .epochs = epochs,
+                                           .validation_data = {{test.x, y_test}},
+                                           .distributed = session});
+        if (!session.is_chief()) return 0;
 
         auto scores = model.evaluate(test.x, y_test);
         fmt::print("Test loss: {:.4f}\nTest accuracy: {:.4f}\n", scores["loss"], scores["accuracy"]);
@@ -83,6 +108,8 @@ int main(int argc, char** argv) {
             fmt::print("Model saved to {} (try: build/examples/predict {} datasets/samples/digit-7.pgm)\n", save, save);
         }
     } catch (const std::exception& e) {
+        // The other ranks may be waiting for this one in a collective: end them all.
+        if (session.size() > 1) session.abort(std::string("mnist_mlp: ") + e.what());
         std::cerr << "mnist_mlp: " << e.what() << "\n";
         return 1;
     }

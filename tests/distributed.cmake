@@ -1,5 +1,6 @@
 # Training on several MPI ranks (xtnn/distributed.hpp), whole jobs started with mpirun:
-#  - every rank ends with the same weights, optimizer state, random state and History (bitwise);
+#  - every rank ends with the same weights, optimizer state, random state and History (bitwise),
+#    with BatchNormalization's moving statistics too;
 #  - 2 ranks of 1 thread equal one process of 2 threads bit for bit (the same cut of every batch,
 #    the same order of sums), and 3 ranks in fixed_order equal one process of 3 threads;
 #  - one process of 1 thread (the batch's gradient in one piece) agrees within the tolerance of
@@ -53,6 +54,11 @@ train_with("${TRAIN_RUN}" one_process_3_threads --threads 3 --batch-size 100)
 train_on_ranks(3 fixed_3 --batch-size 100 --fixed-order)
 expect_same_file(fixed_3.xtnn fixed_3.xtnn.rank2 "3 ranks, fixed order: model files of rank 0 and rank 2")
 expect_same_file(fixed_3.xtnn one_process_3_threads.xtnn "3 ranks in fixed order vs 1 process of 3 threads: model files")
+
+# BatchNormalization normalizes each rank's share with its own statistics; the moving statistics
+# are averaged over the ranks after every step, so the ranks still end with the same model.
+train_on_ranks(2 batch_norm_2 --batch-size 100 --batch-norm)
+expect_same_file(batch_norm_2.xtnn batch_norm_2.xtnn.rank1 "2 ranks with BatchNormalization: model files of rank 0 and rank 1")
 
 # One thread computes each batch's gradient in one piece: the sums differ in their last bits.
 train_with("${TRAIN_RUN}" one_process_1_thread --threads 1 --batch-size 100)

@@ -46,12 +46,13 @@ int main(int argc, char** argv) {
     args.option("--resume", resume, "continue from this model file, with its random state");
     std::size_t batch_size = 64;
     int threads = 0, fail_rank = -1, kill_rank = -1, mismatch_rank = -1;
-    bool distributed = false, fixed_order = false;
+    bool distributed = false, fixed_order = false, batch_norm = false;
     std::string checkpoint, compare;
     args.option("--batch-size", batch_size);
     args.option("--threads", threads, "xtnn's threads (default: its own choice)");
     args.flag("--distributed", distributed, "train on the ranks of an MPI job");
     args.flag("--fixed-order", fixed_order, "sum the ranks' gradients in rank order");
+    args.flag("--batch-norm", batch_norm, "a BatchNormalization layer after the first Dense");
     args.option("--checkpoint", checkpoint, "save the model here after every epoch (ModelCheckpoint)");
     args.option("--fail-rank", fail_rank, "this rank throws during the second epoch");
     args.option("--kill-rank", kill_rank, "this rank kills itself (SIGKILL) during the second epoch");
@@ -91,6 +92,7 @@ int main(int argc, char** argv) {
         int initial_epoch = 0;
         if (resume.empty()) {
             model.add(xtnn::Dense(32, "relu", {28, 28}));
+            if (batch_norm) model.add(xtnn::BatchNormalization());
             model.add(xtnn::Dropout(0.1));
             model.add(xtnn::Dense(32, "relu"));
             model.add(xtnn::Dropout(0.1));
@@ -128,6 +130,7 @@ int main(int argc, char** argv) {
             out << "\n";
         }
     } catch (const std::exception& e) {
+        if (session && session->size() > 1) session->abort(std::string("xtnn_train_run: ") + e.what());
         std::cerr << "xtnn_train_run: " << e.what() << "\n";
         return 1;
     }

@@ -47,7 +47,10 @@ struct SessionOptions {
 /// One Session per process, created on the main thread before any other thread uses MPI.
 ///
 /// A Session destroyed while an exception unwinds, or abort(), ends every rank of the job
-/// (MPI_Abort): a rank that stopped early would leave the others waiting in a collective.
+/// (MPI_Abort): a rank that stopped early would leave the others waiting in a collective. A
+/// program that catches an error on one rank and gives up should call abort(), as
+/// examples/mnist_mlp.cpp does; fit itself aborts the job when a rank fails during training, and
+/// throws the same error on every rank when a rank's checks fail before it.
 class Session {
 public:
     Session(int& argc, char**& argv, SessionOptions options = {});
