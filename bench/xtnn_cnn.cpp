@@ -80,6 +80,9 @@ int main(int argc, char** argv) {
     if (auto exit_code = args.parse(argc, argv)) return *exit_code;
     if (epochs == 0) epochs = workload == "w5" ? 5 : workload == "w6" ? 3 : (data == "mnist10k" ? 8 : 2);
 
+    // One rank unless started by mpirun: then every rank trains its share of each batch and
+    // rank 0 reports (bench/distributed.sh).
+    xtnn::distributed::Session session(argc, argv);
     try {
         if (threads > 0) xtnn::ops::set_num_threads(threads);
         xtnn::set_random_seed(seed);
@@ -99,12 +102,15 @@ int main(int argc, char** argv) {
         }
         auto timer = std::make_shared<bench::EpochTimer>();
         const xtnn::History history =
-            model.fit(train.x, train.y, {.batch_size = 64, .epochs = epochs, .verbose = 0, .callbacks = {timer}});
+            model.fit(train.x, train.y, {.batch_size = 64, .epochs = epochs, .verbose = 0, .callbacks = {timer}, .distributed = session});
+        if (!session.is_chief()) return 0;
         const double test_accuracy = bench::accuracy(model.predict(test.x, 1000), test.y);
         const auto& times = timer->times;
         const std::vector<double> timed = times.size() < 2 ? times : std::vector<double>(times.begin() + 1, times.end());
         std::cout << nlohmann::json{{"peer", "xtnn"}, {"version", "0.1.0"}, {"workload", workload}, {"data", data},
-                                    {"threads", threads}, {"threads_used", xtnn::ops::num_threads()}, {"seed", seed}, {"batch", 64},
+                                    {"threads", threads}, {"threads_used", xtnn::ops::num_threads()}, {"ranks", session.size()},
+            // What each step sums over the ranks: every weight's gradient (or moving statistic), as floats.
+            {"fused_bytes_per_step", model.count_params() * sizeof(float)}, {"seed", seed}, {"batch", 64},
                                     {"n_train", train.x.shape()[0]},
                                     {"n_params", model.count_params()}, {"epochs", epochs}, {"epoch_times", times},
                                     {"epoch_s_median", bench::median(timed)},
@@ -143,6 +149,7 @@ int main(int argc, char** argv) {
                          .dump()
                   << std::endl;
     } catch (const std::exception& e) {
+        if (session.size() > 1) session.abort(std::string("xtnn_cnn: ") + e.what());
         std::cerr << "xtnn_cnn: " << e.what() << "\n";
         return 1;
     }

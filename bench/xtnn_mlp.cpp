@@ -46,6 +46,9 @@ int main(int argc, char** argv) {
     args.option("--latency-calls", latency_calls);
     if (auto exit_code = args.parse(argc, argv)) return *exit_code;
 
+    // One rank unless started by mpirun: then every rank trains its share of each batch and
+    // rank 0 reports (bench/distributed.sh).
+    xtnn::distributed::Session session(argc, argv);
     try {
         if (threads > 0) xtnn::ops::set_num_threads(threads);
         xtnn::set_random_seed(seed);
@@ -74,7 +77,8 @@ int main(int argc, char** argv) {
         }
         auto timer = std::make_shared<bench::EpochTimer>();
         const xtnn::History history =
-            model.fit(x_train, train.y, {.batch_size = batch, .epochs = epochs, .verbose = 0, .callbacks = {timer}});
+            model.fit(x_train, train.y, {.batch_size = batch, .epochs = epochs, .verbose = 0, .callbacks = {timer}, .distributed = session});
+        if (!session.is_chief()) return 0;
         const double test_accuracy = bench::accuracy(model.predict(x_test, 1000), test.y);
 
         const auto& times = timer->times;
@@ -83,7 +87,9 @@ int main(int argc, char** argv) {
             times.size() < 2 ? times : std::vector<double>(times.begin() + 1, times.begin() + std::min<std::size_t>(4, times.size()));
         nlohmann::json result = {
             {"peer", "xtnn"}, {"version", "0.1.0"}, {"workload", trained}, {"data", data}, {"threads", threads},
-            {"threads_used", xtnn::ops::num_threads()},
+            {"threads_used", xtnn::ops::num_threads()}, {"ranks", session.size()},
+            // What each step sums over the ranks: every weight's gradient (or moving statistic), as floats.
+            {"fused_bytes_per_step", model.count_params() * sizeof(float)},
             {"batch", batch}, {"n_train", x_train.shape()[0]}, {"epochs", epochs}, {"epoch_times", times},
             {"epoch_s_median", median(timed)}, {"epoch_s_min", *std::min_element(timed.begin(), timed.end())},
             {"epoch_s_max", *std::max_element(timed.begin(), timed.end())}, {"train_loss", history.history.at("loss")},
@@ -121,6 +127,7 @@ int main(int argc, char** argv) {
                          .dump()
                   << std::endl;
     } catch (const std::exception& e) {
+        if (session.size() > 1) session.abort(std::string("xtnn_mlp: ") + e.what());
         std::cerr << "xtnn_mlp: " << e.what() << "\n";
         return 1;
     }

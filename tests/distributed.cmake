@@ -8,8 +8,8 @@
 #  - a checkpoint of a 2-rank run resumes on 1 process and one of a 1-process run on 2 ranks,
 #    both equal to the straight run;
 #  - a rank that throws or is killed ends the job with a message naming it, well inside the
-#    timeout, and the last checkpoint stays loadable; ranks that disagree on the batch size stop
-#    with an error naming it.
+#    timeout, and the last checkpoint stays loadable; a rank whose own checks fail stops every rank
+#    with its error; ranks that disagree on the batch size stop with an error naming it.
 # Arguments: -DTRAIN_RUN=<tool> -DDATA=<digits folder> -DWORK_DIR=<scratch folder>
 #            -DMPIEXEC=<mpirun> "-DMPIEXEC_FLAGS=<flags;...>"
 
@@ -100,6 +100,7 @@ expect_job_failure(throws "xtnn: rank 1 of 2 on [^:]+: fit failed: sabotaged at 
                    --checkpoint "${WORK_DIR}/throws_checkpoint.xtnn")
 expect_job_failure(killed "process rank 1 [^\n]* exited on signal 9" --kill-rank 1
                    --checkpoint "${WORK_DIR}/killed_checkpoint.xtnn")
+expect_job_failure(broken "rank 0 of 2 on [^:]+: xtnn_train_run: fit: rank 1 of 2 failed before training: " --broken-rank 1)
 expect_job_failure(mismatch "fit: the ranks disagree on batch_size: rank 0 of 2 has 64, rank 1 of 2 has 32" --mismatch-rank 1)
 
 # The checkpoints written before the faults (after epoch 1) load and training resumes from them.

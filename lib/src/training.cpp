@@ -617,7 +617,9 @@ void Model::join_peers(const Peers& peers, const std::exception_ptr& local_error
     if (local_error) std::rethrow_exception(local_error);
     for (std::size_t r = 0; r < reports.size(); ++r) {
         if (reports[r].starts_with("error\n")) {
-            throw ValueError(fmt::format("fit: {} failed before training: {}", session.describe(int(r)), reports[r].substr(6)));
+            std::string error = reports[r].substr(6);
+            if (error.starts_with("fit: ")) error.erase(0, 5);
+            throw ValueError(fmt::format("fit: {} failed before training: {}", session.describe(int(r)), error));
         }
     }
     const auto lines = [](const std::string& text) {

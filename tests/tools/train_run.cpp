@@ -4,7 +4,7 @@
 // doubles, one epoch a line; under MPI, ranks other than 0 add ".rank<r>" to both names.
 //
 //   xtnn_train_run --data DIR --seed 42 --epochs 4 --save run.xtnn --history run.txt [--resume half.xtnn]
-//   mpirun -np 2 xtnn_train_run --distributed --threads 1 ... [--fail-rank 1 | --kill-rank 1 | --mismatch-rank 1]
+//   mpirun -np 2 xtnn_train_run --distributed --threads 1 ... [--fail-rank 1 | --kill-rank 1 | --mismatch-rank 1 | --broken-rank 1]
 
 #include <csignal>
 #include <cstdio>
@@ -45,7 +45,7 @@ int main(int argc, char** argv) {
     args.option("--history", history_path).required();
     args.option("--resume", resume, "continue from this model file, with its random state");
     std::size_t batch_size = 64;
-    int threads = 0, fail_rank = -1, kill_rank = -1, mismatch_rank = -1;
+    int threads = 0, fail_rank = -1, kill_rank = -1, mismatch_rank = -1, broken_rank = -1;
     bool distributed = false, fixed_order = false, batch_norm = false;
     std::string checkpoint, compare;
     args.option("--batch-size", batch_size);
@@ -57,6 +57,7 @@ int main(int argc, char** argv) {
     args.option("--fail-rank", fail_rank, "this rank throws during the second epoch");
     args.option("--kill-rank", kill_rank, "this rank kills itself (SIGKILL) during the second epoch");
     args.option("--mismatch-rank", mismatch_rank, "this rank trains with half the batch size");
+    args.option("--broken-rank", broken_rank, "this rank has one label fewer than images");
     args.option("--compare", compare, "print the largest difference between the weights of --save and this file, and exit");
     if (auto exit_code = args.parse(argc, argv)) return *exit_code;
 
@@ -84,7 +85,8 @@ int main(int argc, char** argv) {
         xtnn::set_random_seed(seed);
         auto [train, test] = xtnn::datasets::load_mnist(data);
         const xt::xarray<float> x = xt::view(train.x, xt::range(0, 1000));
-        const xt::xarray<float> y = xtnn::to_categorical(xt::view(train.y, xt::range(0, 1000)), 10);
+        const std::size_t labelled = rank == broken_rank ? 999 : 1000;
+        const xt::xarray<float> y = xtnn::to_categorical(xt::view(train.y, xt::range(0, labelled)), 10);
         const xtnn::ValidationData validation{xt::view(test.x, xt::range(0, 500)),
                                               xtnn::to_categorical(xt::view(test.y, xt::range(0, 500)), 10)};
 

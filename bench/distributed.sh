@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Data-parallel training (issue 14) measured on this machine: W2 (Fashion-MNIST MLP, batch 128)
+# and the book's CNN (W4 on the bundled digits, batch 64), each on 1 rank and on 2 ranks
+# (mpirun -np 2) of 1 thread each, in interleaved rounds so that the machine's drift hits both.
+# Prints the CPU, the medians, the speed-up and, from the measured step times and the bytes each
+# step allreduces, the speed-up a ring allreduce model expects on 8, 32 and 64 machines
+# (bench/scaling.py; its network figures are stated there).
+#
+#   bench/distributed.sh            (ROUNDS=3 EPOCHS_W2=4 EPOCHS_W4=3)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+rounds="${ROUNDS:-3}"
+scripts/install-deps.sh dataset-fashion-mnist
+scripts/build.sh >/dev/null
+
+results="build/bench/distributed-$(date +%Y%m%d-%H%M%S).jsonl"
+: >"$results"
+mpirun=(mpirun -np 2)
+# Open MPI refuses to start as root without these (and this machine's CI runs as root).
+if [ "$(id -u)" -eq 0 ]; then mpirun+=(--allow-run-as-root); fi
+
+cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)
+python3 -c 'import json,sys; print(json.dumps({"peer": "machine", "cpu": sys.argv[1], "cores": int(sys.argv[2])}))' \
+  "$cpu" "$(nproc)" >>"$results"
+
+# Appends the training line (the first) of a run, with the round added.
+record() {
+  local round="$1"
+  shift
+  local output
+  output=$("$@")
+  python3 -c 'import json,sys
+row = json.loads(sys.argv[2].splitlines()[0]); row["round"] = int(sys.argv[1]); print(json.dumps(row))' "$round" "$output" >>"$results"
+}
+
+for round in $(seq 1 "$rounds"); do
+  echo "round $round of $rounds" >&2
+  w2=(build/bench/xtnn_mlp --workload w2 --threads 1 --data fashion --epochs "${EPOCHS_W2:-4}" --latency-calls 10)
+  w4=(build/bench/xtnn_cnn --workload w4 --threads 1 --data mnist10k --epochs "${EPOCHS_W4:-3}" --latency-calls 1 --thr-batches 1)
+  record "$round" "${w2[@]}"
+  record "$round" "${mpirun[@]}" "${w2[@]}"
+  record "$round" "${w4[@]}"
+  record "$round" "${mpirun[@]}" "${w4[@]}"
+done
+echo "results: $results" >&2
+python3 bench/scaling.py "$results"

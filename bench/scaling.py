@@ -1,0 +1,74 @@
+#!/usr/bin/env python3
+"""Summarizes bench/distributed.sh's runs and models data-parallel training on more machines.
+
+Measured (medians over rounds): seconds per epoch on 1 and 2 ranks, the speed-up, the bytes each
+step sums over the ranks (every weight's gradient as float32, `fused_bytes_per_step`).
+
+Modelled: one rank of one thread per machine, the global batch unchanged, each rank computing
+1/N of every step (the measured one-rank step time / N; optimistic for small batches: W2's 128
+rows leave 2 per rank on 64 machines) plus a ring allreduce of the fused gradients,
+    2 (N - 1) alpha + 2 (N - 1) / N * bytes / beta,
+plus two latency-bound collectives per step (the figures' allgather and the stop flag),
+2 ceil(log2 N) alpha. Networks: 10 Gb/s Ethernet over TCP (beta 1.25 GB/s, alpha 25 us) and
+100 Gb/s InfiniBand (beta 12.5 GB/s, alpha 2 us), nominal figures, not measured here.
+
+    python3 bench/scaling.py build/bench/distributed-YYYYMMDD-HHMMSS.jsonl
+"""
+import json
+import math
+import statistics
+import sys
+
+NETWORKS = [("10 Gb/s Ethernet (1.25 GB/s, 25 us)", 1.25e9, 25e-6), ("100 Gb/s InfiniBand (12.5 GB/s, 2 us)", 12.5e9, 2e-6)]
+MACHINES = [8, 32, 64]
+
+
+def step_time(n, compute, nbytes, beta, alpha):
+    if n == 1:
+        return compute
+    ring = 2 * (n - 1) * alpha + 2 * (n - 1) / n * nbytes / beta
+    small = 2 * math.ceil(math.log2(n)) * alpha
+    return compute / n + ring + small
+
+
+def main(path):
+    rows = [json.loads(line) for line in open(path)]
+    machine = next(r for r in rows if r.get("peer") == "machine")
+    print(f"CPU: {machine['cpu']} ({machine['cores']} cores); {path}")
+    print()
+    print("| workload | 1 rank s/epoch | 2 ranks s/epoch | speed-up | target | steps/epoch | bytes allreduced/step | exchange cost/step on 2 ranks |")
+    print("|---|---|---|---|---|---|---|---|")
+    models = []
+    for workload in ["w2", "w4"]:
+        runs = [r for r in rows if r.get("workload") == workload and "epoch_s_median" in r]
+        if not runs:
+            continue
+        one = statistics.median(r["epoch_s_median"] for r in runs if r["ranks"] == 1)
+        two = statistics.median(r["epoch_s_median"] for r in runs if r["ranks"] == 2)
+        sample = runs[0]
+        steps = math.ceil(sample["n_train"] / sample["batch"])
+        nbytes = sample["fused_bytes_per_step"]
+        # What 2 ranks spend per step beyond half of one rank's step: the exchange, on this machine.
+        exchange = two / steps - one / steps / 2
+        print(f"| {workload} | {one:.3f} | {two:.3f} | {one / two:.2f}x | >= 1.7x: {'yes' if one / two >= 1.7 else 'NO'} | "
+              f"{steps} | {nbytes / 1e6:.2f} MB | {exchange * 1e6:.0f} us |")
+        models.append((workload, one / steps, nbytes))
+    print()
+    for name, beta, alpha in NETWORKS:
+        print(f"Modelled speed-up over one machine, {name}:")
+        print()
+        print("| workload | one-rank step | " + " | ".join(f"{n} machines" for n in MACHINES) + " | best | stops scaling at |")
+        print("|---|---|" + "---|" * len(MACHINES) + "---|---|")
+        for workload, compute, nbytes in models:
+            speedups = {n: compute / step_time(n, compute, nbytes, beta, alpha) for n in range(1, 1025)}
+            best = max(speedups, key=speedups.get)
+            # Where adding machines stops paying: efficiency (speed-up / N) below one half.
+            half = next((n for n in range(2, 1025) if speedups[n] / n < 0.5), None)
+            cells = " | ".join(f"{speedups[n]:.1f}x" for n in MACHINES)
+            print(f"| {workload} | {compute * 1e3:.2f} ms | {cells} | {speedups[best]:.1f}x on {best} | "
+                  f"efficiency < 50% from {half} machines |")
+        print()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
