@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 #include <zlib.h>
 
+#include <xtensor/xview.hpp>
 #include <xtnn/xtnn.hpp>
 
 #include "test_helpers.hpp"
@@ -159,6 +160,78 @@ TEST_CASE("IDX: hostile files give clear errors") {
     CHECK(error_of<IoError>([&] { io::read_pgm(fifo); }).find("not a regular file (a FIFO)") != std::string::npos);
 }
 
+TEST_CASE("IDX mapped into memory: the bytes read_idx gives, and hostile files refused as read_idx refuses them") {
+    TempDir dir;
+    const Bytes digits = idx_file(0x08, {3, 2, 2}, 12);
+    {
+        io::MappedIdx mapped(dir.write("digits", digits));
+        CHECK(mapped.shape() == Shape{3, 2, 2});
+        const auto loaded = io::read_idx(dir.file("digits")).to_bytes();
+        CHECK(std::equal(loaded.begin(), loaded.end(), mapped.data()));
+        const io::MappedIdx moved(std::move(mapped));
+        CHECK(moved.shape() == Shape{3, 2, 2});
+        CHECK(InputRows(moved).gather({2, 0}, 0, 2) == xt::xarray<float>{{{8, 9}, {0, 1}}, {{0, 1}, {2, 3}}});
+    }
+    const auto refused = [&](const std::string& name, const Bytes& bytes) {
+        return error_of<IoError>([&] { io::MappedIdx mapped(dir.write(name, bytes)); });
+    };
+    CHECK(refused("empty", {}).find("truncated header: 0 bytes") != std::string::npos);
+    CHECK(refused("three", {0, 0, 8}).find("truncated header") != std::string::npos);
+    Bytes fifteen = idx_file(0x08, {1, 2, 2}, 0);
+    fifteen.pop_back();
+    CHECK(refused("fifteen", fifteen).find("needs 16") != std::string::npos);
+    CHECK(refused("magic", {0x89, 'P', 'N', 'G', 0, 0, 0, 1}).find("expected 00 00") != std::string::npos);
+    CHECK(refused("type", idx_file(0x0A, {1}, 1)).find("0x0a") != std::string::npos);
+    CHECK(refused("rank0", {0, 0, 8, 0}).find("rank 0") != std::string::npos);
+    CHECK(refused("dim0", idx_file(0x08, {0, 28}, 0)).find("dimension 0 is 0") != std::string::npos);
+    CHECK(refused("digits.gz", gzip(digits)).find("gzip-compressed") != std::string::npos);
+    CHECK(refused("floats", idx_file(0x0D, {2}, 8)) ==
+          "IDX file '" + dir.file("floats") + "': holds elements of type 0x0d; only unsigned bytes (0x08) can be mapped: read it "
+          "with read_idx()");
+    Bytes huge = idx_header(0x08, {0x80000000u, 28, 28});
+    huge.resize(100, 0);
+    CHECK(refused("claims", huge).find("but 84 follow it") != std::string::npos);
+    CHECK(refused("overflow", idx_file(0x0E, {0xFFFFFFFFu, 65536, 65536, 65536}, 0)).find("overflows") != std::string::npos);
+    Bytes short_one = digits, long_one = digits;
+    short_one.pop_back();
+    long_one.push_back(0);
+    CHECK(refused("short", short_one).find("describes 12 bytes of data, but 11 follow it") != std::string::npos);
+    CHECK(refused("long", long_one).find("describes 12 bytes of data, but 13 follow it") != std::string::npos);
+    CHECK(error_of<IoError>([&] { io::MappedIdx mapped(dir.path.string()); }).find("not a regular file") != std::string::npos);
+    CHECK(error_of<IoError>([&] { io::MappedIdx mapped(dir.file("missing")); }).find("No such file") != std::string::npos);
+    CHECK(error_of<IoError>([&] { io::MappedIdx mapped("/dev/zero"); }).find("not a regular file") != std::string::npos);
+    const std::string fifo = dir.file("fifo");
+    REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
+    CHECK(error_of<IoError>([&] { io::MappedIdx mapped(fifo); }).find("not a regular file (a FIFO)") != std::string::npos);
+}
+
+TEST_CASE("fit on images mapped from an IDX file trains bit for bit as on the images loaded") {
+    TempDir dir;
+    const auto images = io::read_idx(std::string(XTNN_SOURCE_DIR) + "/datasets/mnist-10k/images-idx3-ubyte.gz");
+    const auto labels = io::read_idx(std::string(XTNN_SOURCE_DIR) + "/datasets/mnist-10k/labels-idx1-ubyte.gz").to_float();
+    Bytes file = idx_header(0x08, {400, 28, 28});
+    file.insert(file.end(), images.payload.begin(), images.payload.begin() + 400 * 784);
+    const io::MappedIdx mapped(dir.write("images-idx3-ubyte", file));
+    const xt::xarray<std::uint8_t> loaded = io::read_idx(dir.file("images-idx3-ubyte")).to_bytes();
+    const xt::xarray<float> y = to_categorical(xt::view(labels, xt::range(0, 400)), 10);
+    const auto train = [&](const InputRows& x) {
+        set_random_seed(3);
+        Sequential model;
+        model.add(Rescaling(1.0 / 255, 0.0, {28, 28}));
+        model.add(Flatten());
+        model.add(Dense(16, "relu"));
+        model.add(Dropout(0.1));
+        model.add(Dense(10, "softmax"));
+        model.compile("categorical_crossentropy", "adam", {"accuracy"});
+        const History history = model.fit(std::vector<InputRows>{x}, {y}, {.batch_size = 64, .epochs = 2, .verbose = 0});
+        return std::pair(model.get_weights(), history.history);
+    };
+    const auto [weights_mapped, history_mapped] = train(InputRows(mapped));
+    const auto [weights_loaded, history_loaded] = train(InputRows(loaded));
+    for (std::size_t w = 0; w < weights_loaded.size(); ++w) CHECK(testing::bitwise_equal(weights_mapped[w], weights_loaded[w]));
+    CHECK(history_mapped == history_loaded);
+}
+
 TEST_CASE("IDX: a gzip bomb whose header claims 10 images stops at the data it promises") {
     TempDir dir;
     // 200 MB of zeros, about 200 KB compressed, never held in memory by the test itself.
@@ -274,7 +347,8 @@ TEST_CASE("the fuzzing seeds and every crasher found so far read or fail with an
             CAPTURE(entry.path().string());
             const auto bytes = io::read_file(entry.path().string());
             for (auto read : std::initializer_list<std::function<void()>>{
-                     [&] { io::parse_idx(bytes); }, [&] { io::parse_pgm(bytes); }, [&] { io::read_idx(entry.path().string()); }}) {
+                     [&] { io::parse_idx(bytes); }, [&] { io::parse_pgm(bytes); }, [&] { io::read_idx(entry.path().string()); },
+                     [&] { io::MappedIdx mapped(entry.path().string()); }}) {
                 try {
                     read();
                 } catch (const Error&) {

@@ -40,10 +40,10 @@ constexpr float unit_per_byte = 1.0f / 255.0f;
 float pixel_to_unit(std::uint8_t b) { return float(b) * unit_per_byte; }
 
 template <class T>
-xt::xarray<float> gather(const xt::xarray<T>& x, const std::vector<std::size_t>& indices, std::size_t begin,
+xt::xarray<float> copy_rows(const T* data, Shape shape, const std::vector<std::size_t>& indices, std::size_t begin,
                          std::size_t end) {
-    Shape shape(x.shape().begin(), x.shape().end());
-    const std::size_t row_size = shape[0] == 0 ? 0 : x.size() / shape[0];
+    std::size_t row_size = 1;
+    for (std::size_t axis = 1; axis < shape.size(); ++axis) row_size *= shape[axis];
     shape[0] = end - begin;
     xt::xarray<float> rows = pooled_empty<float>(shape);
     // Shuffled rows of a large dataset come from memory, not cache, and are too short for the
@@ -51,12 +51,12 @@ xt::xarray<float> gather(const xt::xarray<T>& x, const std::vector<std::size_t>&
     constexpr std::size_t rows_ahead = 4, cache_line = 64;
     for (std::size_t i = begin; i < end; ++i) {
         if (i + rows_ahead < end) {
-            const char* ahead = reinterpret_cast<const char*>(x.data() + indices[i + rows_ahead] * row_size);
+            const char* ahead = reinterpret_cast<const char*>(data + indices[i + rows_ahead] * row_size);
             for (std::size_t offset = 0; offset < row_size * sizeof(T); offset += cache_line) {
                 __builtin_prefetch(ahead + offset);
             }
         }
-        const T* source = x.data() + indices[i] * row_size;
+        const T* source = data + indices[i] * row_size;
         std::copy(source, source + row_size, rows.data() + (i - begin) * row_size);
     }
     return rows;
@@ -72,22 +72,23 @@ xt::xarray<float> scale_to_unit(const xt::xarray<std::uint8_t>& bytes) {
 
 xt::xarray<float> gather_rows(const xt::xarray<float>& x, const std::vector<std::size_t>& indices, std::size_t begin,
                               std::size_t end) {
-    return gather(x, indices, begin, end);
+    return copy_rows(x.data(), Shape(x.shape().begin(), x.shape().end()), indices, begin, end);
 }
 
 xt::xarray<float> gather_rows(const xt::xarray<std::uint8_t>& x, const std::vector<std::size_t>& indices,
                               std::size_t begin, std::size_t end) {
-    return gather(x, indices, begin, end);
+    return copy_rows(x.data(), Shape(x.shape().begin(), x.shape().end()), indices, begin, end);
 }
 
-Shape InputRows::shape() const {
-    return values_ ? Shape(values_->shape().begin(), values_->shape().end())
-                   : Shape(bytes_->shape().begin(), bytes_->shape().end());
-}
+Shape InputRows::shape() const { return values_ ? Shape(values_->shape().begin(), values_->shape().end()) : bytes_shape_; }
 
 std::size_t InputRows::count() const {
     if (dimension() == 0) return 0;
-    return values_ ? values_->shape()[0] : bytes_->shape()[0];
+    return values_ ? values_->shape()[0] : bytes_shape_[0];
+}
+
+xt::xarray<float> InputRows::gather(const std::vector<std::size_t>& indices, std::size_t begin, std::size_t end) const {
+    return values_ ? gather_rows(*values_, indices, begin, end) : copy_rows(bytes_, bytes_shape_, indices, begin, end);
 }
 
 IndexSplit random_split(std::size_t n, double validation_fraction, Generator& generator) {

@@ -15,6 +15,7 @@
 #include <climits>
 #include <fcntl.h>
 #include <fmt/format.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <zlib.h>
@@ -258,7 +259,10 @@ xt::xarray<std::uint8_t> IdxArray::to_bytes() const {
     return values;
 }
 
-IdxArray parse_idx(std::span<const std::uint8_t> bytes, const std::string& name) {
+namespace {
+
+// The header of a whole uncompressed IDX file in memory, checked against the bytes that follow it.
+Header parse_whole_header(std::span<const std::uint8_t> bytes, const std::string& name) {
     if (bytes.size() < 4) fail(name, fmt::format("truncated header: {} bytes, an IDX header needs at least 4", bytes.size()));
     const std::size_t rank = parse_magic(bytes.data(), name);
     if (bytes.size() < 4 + 4 * rank) {
@@ -269,7 +273,60 @@ IdxArray parse_idx(std::span<const std::uint8_t> bytes, const std::string& name)
     if (available != header.payload_bytes) {
         fail(name, fmt::format("the header describes {} bytes of data, but {} follow it", header.payload_bytes, available));
     }
+    return header;
+}
+
+}  // namespace
+
+IdxArray parse_idx(std::span<const std::uint8_t> bytes, const std::string& name) {
+    const Header header = parse_whole_header(bytes, name);
     return {header.type, header.shape, std::vector<std::uint8_t>(bytes.begin() + std::ptrdiff_t(header.header_bytes), bytes.end())};
+}
+
+MappedIdx::MappedIdx(const std::string& path) {
+    FileDescriptor file = open_regular_file(path, "IDX file");
+    struct stat info {};
+    if (::fstat(file.fd, &info) != 0) fail(path, std::string("cannot stat: ") + std::strerror(errno));
+    const auto file_size = static_cast<std::size_t>(info.st_size);
+    if (file_size < 4) fail(path, fmt::format("truncated header: {} bytes, an IDX header needs at least 4", file_size));
+    void* mapping = ::mmap(nullptr, file_size, PROT_READ, MAP_PRIVATE, file.fd, 0);
+    if (mapping == MAP_FAILED) fail(path, std::string("cannot map into memory: ") + std::strerror(errno));
+    mapping_ = mapping;
+    mapped_bytes_ = file_size;
+    // Destroys the mapping if a check below throws.
+    MappedIdx& self = *this;
+    struct Unmap {
+        MappedIdx& mapped;
+        bool keep = false;
+        ~Unmap() {
+            if (!keep) mapped.unmap();
+        }
+    } unmap_on_error{self};
+    const auto* bytes = static_cast<const std::uint8_t*>(mapping);
+    const Header header = parse_whole_header({bytes, file_size}, path);
+    if (header.type != IdxType::ubyte) {
+        fail(path, fmt::format("holds elements of type 0x{:02x}; only unsigned bytes (0x08) can be mapped: read it with "
+                               "read_idx()", static_cast<unsigned>(header.type)));
+    }
+    // Training visits shuffled rows: read-ahead of neighbouring pages would fetch rows no one asked for.
+    ::madvise(mapping, file_size, MADV_RANDOM);
+    shape_ = header.shape;
+    data_ = bytes + header.header_bytes;
+    unmap_on_error.keep = true;
+}
+
+MappedIdx::MappedIdx(MappedIdx&& other) noexcept
+    : mapping_(std::exchange(other.mapping_, nullptr)),
+      mapped_bytes_(std::exchange(other.mapped_bytes_, 0)),
+      shape_(std::move(other.shape_)),
+      data_(std::exchange(other.data_, nullptr)) {}
+
+MappedIdx::~MappedIdx() { unmap(); }
+
+void MappedIdx::unmap() noexcept {
+    if (mapping_) ::munmap(mapping_, mapped_bytes_);
+    mapping_ = nullptr;
+    data_ = nullptr;
 }
 
 IdxArray read_idx(const std::string& path) {

@@ -1,5 +1,6 @@
 // libFuzzer target for the IDX reader, in memory and through a file (plain or gzip-compressed,
-// recognised by its first bytes), and for the PGM reader.
+// recognised by its first bytes), the memory-mapped IDX reader (whose rows are then all read),
+// and the PGM reader.
 #include <cstddef>
 #include <cstdint>
 #include <span>
@@ -26,6 +27,16 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     if (::write(fd, data, size) == static_cast<ssize_t>(size)) {
         try {
             xtnn::io::read_idx("/proc/self/fd/" + std::to_string(fd));
+        } catch (const xtnn::Error&) {
+        }
+        try {
+            const xtnn::io::MappedIdx mapped("/proc/self/fd/" + std::to_string(fd));
+            std::size_t elements = 1;
+            for (auto extent : mapped.shape()) elements *= extent;
+            unsigned sum = 0;
+            for (std::size_t i = 0; i < elements; ++i) sum += mapped.data()[i];
+            volatile unsigned keep = sum;
+            (void)keep;
         } catch (const xtnn::Error&) {
         }
     }

@@ -9,6 +9,7 @@
 
 #include <xtensor/xarray.hpp>
 
+#include "xtnn/io.hpp"
 #include "xtnn/random.hpp"
 #include "xtnn/tensor.hpp"
 
@@ -30,23 +31,25 @@ xt::xarray<float> gather_rows(const xt::xarray<std::uint8_t>& x, const std::vect
 
 /// The samples a model reads: floats, or bytes cast to float one batch at a time, as Keras casts
 /// uint8 inputs (no scaling: put a Rescaling layer first). Images kept as bytes take a quarter of
-/// the memory and of the memory traffic. Refers to the array it was made from.
+/// the memory and of the memory traffic; images in a memory-mapped IDX file (io::MappedIdx) are
+/// read from disk only as their rows are gathered. Refers to the array or file it was made from.
 class InputRows {
 public:
     InputRows(const xt::xarray<float>& values) : values_(&values) {}
-    InputRows(const xt::xarray<std::uint8_t>& bytes) : bytes_(&bytes) {}
+    InputRows(const xt::xarray<std::uint8_t>& bytes)
+        : bytes_(bytes.data()), bytes_shape_(bytes.shape().begin(), bytes.shape().end()) {}
+    InputRows(const io::MappedIdx& file) : bytes_(file.data()), bytes_shape_(file.shape()) {}
 
-    std::size_t dimension() const { return values_ ? values_->dimension() : bytes_->dimension(); }
+    std::size_t dimension() const { return values_ ? values_->dimension() : bytes_shape_.size(); }
     Shape shape() const;
     /// The number of samples (the first extent; 0 for a scalar).
     std::size_t count() const;
-    xt::xarray<float> gather(const std::vector<std::size_t>& indices, std::size_t begin, std::size_t end) const {
-        return values_ ? gather_rows(*values_, indices, begin, end) : gather_rows(*bytes_, indices, begin, end);
-    }
+    xt::xarray<float> gather(const std::vector<std::size_t>& indices, std::size_t begin, std::size_t end) const;
 
 private:
     const xt::xarray<float>* values_ = nullptr;
-    const xt::xarray<std::uint8_t>* bytes_ = nullptr;
+    const std::uint8_t* bytes_ = nullptr;
+    Shape bytes_shape_;
 };
 
 struct IndexSplit {

@@ -50,6 +50,33 @@ IdxArray parse_idx(std::span<const std::uint8_t> bytes, const std::string& name 
 /// Reads an IDX file, gzip-compressed or not.
 IdxArray read_idx(const std::string& path);
 
+/// An uncompressed IDX file of unsigned bytes (images) mapped into memory instead of read: a page
+/// is read from disk when a row on it is first touched, and the system may drop it again under
+/// memory pressure, so a dataset larger than memory trains (fit over InputRows(mapped); each rank
+/// of a distributed fit touches only the rows of its shares). The header is checked as read_idx
+/// checks it; the file must not be changed while it is mapped. Compressed files must be read
+/// with read_idx (or unpacked with gunzip first).
+class MappedIdx {
+public:
+    explicit MappedIdx(const std::string& path);
+    MappedIdx(MappedIdx&& other) noexcept;
+    MappedIdx& operator=(MappedIdx&&) = delete;
+    MappedIdx(const MappedIdx&) = delete;
+    ~MappedIdx();
+
+    const Shape& shape() const { return shape_; }
+    /// The elements, row after row (the file's payload).
+    const std::uint8_t* data() const { return data_; }
+
+private:
+    void unmap() noexcept;
+
+    void* mapping_ = nullptr;
+    std::size_t mapped_bytes_ = 0;
+    Shape shape_;
+    const std::uint8_t* data_ = nullptr;
+};
+
 /// Largest width or height read_pgm accepts.
 constexpr std::size_t max_pgm_side = 16384;
 
