@@ -638,7 +638,8 @@ void Model::join_peers(const Peers& peers, const std::exception_ptr& local_error
             const std::string mine = i + 1 < chief.size() ? chief[i + 1] : "(nothing)";
             const std::string theirs = i + 1 < other.size() ? other[i + 1] : "(nothing)";
             if (mine != theirs) {
-                throw ValueError(fmt::format("fit: the ranks disagree on {}: {} has {}, {} has {}", chief[i], session.describe(0),
+                const std::string& what = i < chief.size() ? chief[i] : other[i];
+                throw ValueError(fmt::format("fit: the ranks disagree on {}: {} has {}, {} has {}", what, session.describe(0),
                                              mine, session.describe(int(r)), theirs));
             }
         }
