@@ -2,7 +2,8 @@
 #  - every rank ends with the same weights, optimizer state, random state and History (bitwise),
 #    with BatchNormalization's moving statistics too;
 #  - 2 ranks of 1 thread equal one process of 2 threads bit for bit (the same cut of every batch,
-#    the same order of sums), and 3 ranks in fixed_order equal one process of 3 threads;
+#    the same order of sums) with xtnn's ring and with MPI_Allreduce, and 3 ranks in fixed_order
+#    equal one process of 3 threads; 3 ranks on the ring agree with each other and across runs;
 #  - one process of 1 thread (the batch's gradient in one piece) agrees within the tolerance of
 #    README "Training on several machines";
 #  - a checkpoint of a 2-rank run resumes on 1 process and one of a 1-process run on 2 ranks,
@@ -57,10 +58,21 @@ expect_same_file(ranks_2.txt ranks_2.txt.rank1 "2 ranks: History of rank 0 and r
 expect_same_file(ranks_2.xtnn one_process_2_threads.xtnn "2 ranks of 1 thread vs 1 process of 2 threads: model files")
 expect_same_training_history(ranks_2.txt one_process_2_threads.txt "2 ranks vs 1 process of 2 threads")
 
+# With 2 ranks every reduction adds the same two numbers.
+train_on_ranks(2 allreduce_2 --batch-size 100 --reduction allreduce)
+expect_same_file(allreduce_2.xtnn ranks_2.xtnn "2 ranks: MPI_Allreduce vs xtnn's ring: model files")
+
 train_with("${TRAIN_RUN}" one_process_3_threads --threads 3 --batch-size 100)
-train_on_ranks(3 fixed_3 --batch-size 100 --fixed-order)
+train_on_ranks(3 fixed_3 --batch-size 100 --reduction fixed_order)
 expect_same_file(fixed_3.xtnn fixed_3.xtnn.rank2 "3 ranks, fixed order: model files of rank 0 and rank 2")
 expect_same_file(fixed_3.xtnn one_process_3_threads.xtnn "3 ranks in fixed order vs 1 process of 3 threads: model files")
+# The ring sums each chunk in an order of its own, fixed by the rank count: the same bits on
+# every rank and in every run.
+train_on_ranks(3 ring_3 --batch-size 100)
+train_on_ranks(3 ring_3_again --batch-size 100)
+expect_same_file(ring_3.xtnn ring_3.xtnn.rank1 "3 ranks, ring: model files of rank 0 and rank 1")
+expect_same_file(ring_3.xtnn ring_3.xtnn.rank2 "3 ranks, ring: model files of rank 0 and rank 2")
+expect_same_file(ring_3.xtnn ring_3_again.xtnn "3 ranks, ring: two runs")
 
 # BatchNormalization normalizes each rank's share with its own statistics; the moving statistics
 # are averaged over the ranks after every step, so the ranks still end with the same model.

@@ -57,9 +57,60 @@ void in_pieces(std::span<T> values, std::size_t limit, Body body) {
     }
 }
 
+// Ring allreduce (reduce-scatter, then allgather, around the ranks in order): every rank sends
+// and receives 2 (N - 1) / N of the buffer, whatever N, and every chunk is summed in one fixed
+// order by one rank and then copied to the others, so all ranks get the same bits, in every run
+// with N ranks, whichever MPI library carries the messages.
 template <class T>
-void sum_over_ranks(std::span<T> values, int ranks, const SessionOptions& options) {
-    const std::size_t bucket = std::max<std::size_t>(1, options.bucket_bytes / sizeof(T));
+void ring_sum(std::span<T> values, int ranks, int rank, std::vector<T>& received) {
+    const auto n = values.size(), count = std::size_t(ranks);
+    const auto first = [&](std::size_t chunk) { return chunk * n / count; };
+    const auto size = [&](std::size_t chunk) { return first(chunk + 1) - first(chunk); };
+    const int right = (rank + 1) % ranks, left = (rank + ranks - 1) % ranks;
+    received.resize(size(count - 1) + 1);
+    const auto exchange = [&](std::size_t send, std::size_t receive, T* into) {
+        check(MPI_Sendrecv(values.data() + first(send), int(size(send)), mpi_type<T>(), right, 0, into, int(size(receive)),
+                           mpi_type<T>(), left, 0, MPI_COMM_WORLD, MPI_STATUS_IGNORE),
+              "MPI_Sendrecv");
+    };
+    const auto at = [&](long step) { return std::size_t((long(rank) + step % ranks + 2L * ranks) % ranks); };
+    for (long step = 0; step + 1 < ranks; ++step) {
+        const std::size_t receive = at(-step - 1);
+        exchange(at(-step), receive, received.data());
+        T* sum = values.data() + first(receive);
+        for (std::size_t j = 0; j < size(receive); ++j) sum[j] = received[j] + sum[j];
+    }
+    for (long step = 0; step + 1 < ranks; ++step) {
+        const std::size_t receive = at(-step);
+        exchange(at(1 - step), receive, values.data() + first(receive));
+    }
+}
+
+template <class T>
+void sum_over_ranks(std::span<T> values, int ranks, int rank, const SessionOptions& options) {
+    // Every chunk of a ring must fit an int count; a bucket is at least one element a rank.
+    const std::size_t bucket = std::clamp<std::size_t>(options.bucket_bytes / sizeof(T), std::size_t(ranks),
+                                                       std::size_t(INT_MAX));
+    if (options.reduction == Reduction::ring) {
+        std::vector<T> received;
+        in_pieces(values, bucket, [&](std::span<T> piece) {
+            if (piece.size() < std::size_t(ranks)) {
+                // Fewer values than ranks: a ring would send empty chunks; rank order is as fixed.
+                std::vector<T> gathered(piece.size() * std::size_t(ranks));
+                check(MPI_Allgather(piece.data(), int(piece.size()), mpi_type<T>(), gathered.data(), int(piece.size()),
+                                    mpi_type<T>(), MPI_COMM_WORLD),
+                      "MPI_Allgather");
+                for (std::size_t j = 0; j < piece.size(); ++j) {
+                    T sum = gathered[j];
+                    for (int r = 1; r < ranks; ++r) sum += gathered[std::size_t(r) * piece.size() + j];
+                    piece[j] = sum;
+                }
+                return;
+            }
+            ring_sum(piece, ranks, rank, received);
+        });
+        return;
+    }
     if (options.reduction == Reduction::allreduce) {
         in_pieces(values, bucket, [](std::span<T> piece) {
             check(MPI_Allreduce(MPI_IN_PLACE, piece.data(), int(piece.size()), mpi_type<T>(), MPI_SUM, MPI_COMM_WORLD),
@@ -99,11 +150,16 @@ Session::Session(int& argc, char**& argv, SessionOptions options) : options_(opt
 
 Session::Session(SessionOptions options) : options_(options) { start(nullptr, nullptr); }
 
-void Session::start([[maybe_unused]] int* argc, [[maybe_unused]] char*** argv) {
-    if (options_.bucket_bytes < sizeof(double)) {
+void Session::set_options(SessionOptions options) {
+    if (options.bucket_bytes < sizeof(double)) {
         throw ValueError(fmt::format("distributed::Session: bucket_bytes must be at least {}, got {}", sizeof(double),
-                                     options_.bucket_bytes));
+                                     options.bucket_bytes));
     }
+    options_ = options;
+}
+
+void Session::start([[maybe_unused]] int* argc, [[maybe_unused]] char*** argv) {
+    set_options(options_);
 #ifdef XTNN_WITH_MPI
     if (!started_by_mpi_launcher()) return;
     int initialized = 0;
@@ -142,7 +198,7 @@ std::string Session::describe(int rank) const { return fmt::format("rank {} of {
 
 void Session::allreduce_sum(std::span<float> values) const {
 #ifdef XTNN_WITH_MPI
-    if (size_ > 1) sum_over_ranks(values, size_, options_);
+    if (size_ > 1) sum_over_ranks(values, size_, rank_, options_);
 #else
     (void)values;
 #endif
@@ -150,7 +206,7 @@ void Session::allreduce_sum(std::span<float> values) const {
 
 void Session::allreduce_sum(std::span<double> values) const {
 #ifdef XTNN_WITH_MPI
-    if (size_ > 1) sum_over_ranks(values, size_, options_);
+    if (size_ > 1) sum_over_ranks(values, size_, rank_, options_);
 #else
     (void)values;
 #endif

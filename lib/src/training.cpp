@@ -593,8 +593,10 @@ std::vector<std::pair<std::string, std::string>> fit_settings(const Model& model
     settings.emplace_back("validation_split", fmt::format("{}", options.validation_split));
     settings.emplace_back("the validation samples",
                           options.validation_data ? shape_to_string(options.validation_data->rows()[0].shape()) : "none");
-    settings.emplace_back("the gradient reduction",
-                          session.options().reduction == distributed::Reduction::fixed_order ? "fixed_order" : "allreduce");
+    const auto reduction = session.options().reduction;
+    settings.emplace_back("the gradient reduction", reduction == distributed::Reduction::ring        ? "ring"
+                                                    : reduction == distributed::Reduction::allreduce ? "allreduce"
+                                                                                                     : "fixed_order");
     return settings;
 }
 

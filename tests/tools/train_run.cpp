@@ -46,12 +46,13 @@ int main(int argc, char** argv) {
     args.option("--resume", resume, "continue from this model file, with its random state");
     std::size_t batch_size = 64;
     int threads = 0, fail_rank = -1, kill_rank = -1, mismatch_rank = -1, broken_rank = -1;
-    bool distributed = false, fixed_order = false, batch_norm = false;
+    bool distributed = false, batch_norm = false;
+    std::string reduction = "ring";
     std::string checkpoint, compare;
     args.option("--batch-size", batch_size);
     args.option("--threads", threads, "xtnn's threads (default: its own choice)");
     args.flag("--distributed", distributed, "train on the ranks of an MPI job");
-    args.flag("--fixed-order", fixed_order, "sum the ranks' gradients in rank order");
+    args.option("--reduction", reduction, "how the ranks' gradients are summed").one_of({"ring", "allreduce", "fixed_order"});
     args.flag("--batch-norm", batch_norm, "a BatchNormalization layer after the first Dense");
     args.option("--checkpoint", checkpoint, "save the model here after every epoch (ModelCheckpoint)");
     args.option("--fail-rank", fail_rank, "this rank throws during the second epoch");
@@ -71,7 +72,9 @@ int main(int argc, char** argv) {
     std::optional<xtnn::distributed::Session> session;
     if (distributed) {
         session.emplace(argc, argv, xtnn::distributed::SessionOptions{
-            .reduction = fixed_order ? xtnn::distributed::Reduction::fixed_order : xtnn::distributed::Reduction::allreduce});
+            .reduction = reduction == "ring"        ? xtnn::distributed::Reduction::ring
+                         : reduction == "allreduce" ? xtnn::distributed::Reduction::allreduce
+                                                    : xtnn::distributed::Reduction::fixed_order});
     }
     if (threads > 0) xtnn::ops::set_num_threads(threads);
     const int rank = session ? session->rank() : 0;

@@ -25,8 +25,12 @@ namespace xtnn::distributed {
 
 /// How the ranks' gradients are summed.
 enum class Reduction {
-    /// MPI_Allreduce: the MPI library's algorithm and order (which can depend on message size and
-    /// rank count). Every rank receives the same sum.
+    /// xtnn's ring allreduce over MPI_Sendrecv (reduce-scatter, then allgather): each rank sends
+    /// 2 (N - 1) / N of the data whatever N; each element is summed in an order fixed by the rank
+    /// count, so every rank and every run with N ranks gets the same bits, over any MPI library.
+    ring,
+    /// MPI_Allreduce: the MPI library's algorithm and order (which can depend on message size,
+    /// rank count and library version; it may know the network better than a ring).
     allreduce,
     /// Every rank receives every rank's values and adds them in rank order: the same bits on every
     /// rank and in every run with the same rank count, and for rank counts where xtnn's threads
@@ -36,7 +40,7 @@ enum class Reduction {
 };
 
 struct SessionOptions {
-    Reduction reduction = Reduction::allreduce;
+    Reduction reduction = Reduction::ring;
     /// Largest fused message of gradients, in bytes (Horovod's fusion buffer): one collective per
     /// bucket, never one per weight.
     std::size_t bucket_bytes = std::size_t(16) << 20;
@@ -68,6 +72,8 @@ public:
     /// True when this build has MPI and the program runs under an MPI launcher.
     bool uses_mpi() const { return uses_mpi_; }
     const SessionOptions& options() const { return options_; }
+    /// Changes the reduction or the bucket size; every rank must make the same change.
+    void set_options(SessionOptions options);
     /// "rank 1 of 4": how errors name a rank.
     std::string describe(int rank) const;
 
