@@ -60,57 +60,95 @@ void in_pieces(std::span<T> values, std::size_t limit, Body body) {
 // Ring allreduce (reduce-scatter, then allgather, around the ranks in order): every rank sends
 // and receives 2 (N - 1) / N of the buffer, whatever N, and every chunk is summed in one fixed
 // order by one rank and then copied to the others, so all ranks get the same bits, in every run
-// with N ranks, whichever MPI library carries the messages.
-template <class T>
-void ring_sum(std::span<T> values, int ranks, int rank, std::vector<T>& received) {
-    const auto n = values.size(), count = std::size_t(ranks);
-    const auto first = [&](std::size_t chunk) { return chunk * n / count; };
-    const auto size = [&](std::size_t chunk) { return first(chunk + 1) - first(chunk); };
-    const int right = (rank + 1) % ranks, left = (rank + ranks - 1) % ranks;
-    received.resize(size(count - 1) + 1);
-    const auto exchange = [&](std::size_t send, std::size_t receive, T* into) {
-        check(MPI_Sendrecv(values.data() + first(send), int(size(send)), mpi_type<T>(), right, 0, into, int(size(receive)),
-                           mpi_type<T>(), left, 0, MPI_COMM_WORLD, MPI_STATUS_IGNORE),
-              "MPI_Sendrecv");
-    };
-    const auto at = [&](long step) { return std::size_t((long(rank) + step % ranks + 2L * ranks) % ranks); };
-    for (long step = 0; step + 1 < ranks; ++step) {
-        const std::size_t receive = at(-step - 1);
-        exchange(at(-step), receive, received.data());
-        T* sum = values.data() + first(receive);
-        for (std::size_t j = 0; j < size(receive); ++j) sum[j] = received[j] + sum[j];
+// with N ranks, whichever MPI library carries the messages. Chunk c of a piece of n values is
+// [c n / N, (c + 1) n / N); after the reduce-scatter, rank r holds the sum of chunk (r + 1) % N.
+class Ring {
+public:
+    Ring(int ranks, int rank) : ranks_(ranks), rank_(rank) {}
+
+    std::pair<std::size_t, std::size_t> owned(std::size_t n) const {
+        const std::size_t chunk = std::size_t((rank_ + 1) % ranks_);
+        return {first(chunk, n), first(chunk + 1, n)};
     }
-    for (long step = 0; step + 1 < ranks; ++step) {
-        const std::size_t receive = at(-step);
-        exchange(at(1 - step), receive, values.data() + first(receive));
+
+    template <class T>
+    void reduce_scatter(std::span<T> values, std::vector<T>& received) const {
+        received.resize(values.size() / std::size_t(ranks_) + 1);
+        for (int step = 0; step + 1 < ranks_; ++step) {
+            const std::size_t receive = at(-step - 1);
+            exchange(values, at(-step), receive, received.data());
+            T* sum = values.data() + first(receive, values.size());
+            for (std::size_t j = 0, n = size(receive, values.size()); j < n; ++j) sum[j] = received[j] + sum[j];
+        }
+    }
+
+    template <class T>
+    void allgather(std::span<T> values) const {
+        for (int step = 0; step + 1 < ranks_; ++step) {
+            const std::size_t receive = at(-step);
+            exchange(values, at(1 - step), receive, values.data() + first(receive, values.size()));
+        }
+    }
+
+private:
+    std::size_t first(std::size_t chunk, std::size_t n) const { return chunk * n / std::size_t(ranks_); }
+    std::size_t size(std::size_t chunk, std::size_t n) const { return first(chunk + 1, n) - first(chunk, n); }
+    std::size_t at(int step) const { return std::size_t(((rank_ + step) % ranks_ + ranks_) % ranks_); }
+
+    // Sends chunk `send` to the next rank while receiving chunk `receive` from the previous one.
+    template <class T>
+    void exchange(std::span<T> values, std::size_t send, std::size_t receive, T* into) const {
+        const int right = (rank_ + 1) % ranks_, left = (rank_ + ranks_ - 1) % ranks_;
+        check(MPI_Sendrecv(values.data() + first(send, values.size()), int(size(send, values.size())), mpi_type<T>(), right, 0,
+                           into, int(size(receive, values.size())), mpi_type<T>(), left, 0, MPI_COMM_WORLD, MPI_STATUS_IGNORE),
+              "MPI_Sendrecv");
+    }
+
+    int ranks_, rank_;
+};
+
+// The pieces a ring works on: buckets of at most `bucket_bytes`, each at least one value a rank
+// (so that no chunk is empty), each fitting an int count.
+template <class T>
+std::vector<std::pair<std::size_t, std::size_t>> ring_buckets(std::size_t n, int ranks, std::size_t bucket_bytes) {
+    const std::size_t bucket = std::clamp<std::size_t>(bucket_bytes / sizeof(T), std::size_t(ranks), std::size_t(INT_MAX));
+    std::vector<std::pair<std::size_t, std::size_t>> buckets;
+    for (std::size_t first = 0; first < n; first += bucket) buckets.emplace_back(first, std::min(n, first + bucket));
+    // A last bucket of fewer values than ranks joins the one before (or is the only one).
+    if (buckets.size() > 1 && buckets.back().second - buckets.back().first < std::size_t(ranks)) {
+        buckets[buckets.size() - 2].second = n;
+        buckets.pop_back();
+    }
+    return buckets;
+}
+
+// Sums of fewer values than ranks, where a ring would send empty chunks: gathered, added in rank order.
+template <class T>
+void sum_in_rank_order(std::span<T> values, int ranks) {
+    std::vector<T> gathered(values.size() * std::size_t(ranks));
+    check(MPI_Allgather(values.data(), int(values.size()), mpi_type<T>(), gathered.data(), int(values.size()), mpi_type<T>(),
+                        MPI_COMM_WORLD),
+          "MPI_Allgather");
+    for (std::size_t j = 0; j < values.size(); ++j) {
+        T sum = gathered[j];
+        for (int r = 1; r < ranks; ++r) sum += gathered[std::size_t(r) * values.size() + j];
+        values[j] = sum;
     }
 }
 
 template <class T>
 void sum_over_ranks(std::span<T> values, int ranks, int rank, const SessionOptions& options) {
-    // Every chunk of a ring must fit an int count; a bucket is at least one element a rank.
-    const std::size_t bucket = std::clamp<std::size_t>(options.bucket_bytes / sizeof(T), std::size_t(ranks),
-                                                       std::size_t(INT_MAX));
     if (options.reduction == Reduction::ring) {
+        if (values.size() < std::size_t(ranks)) return sum_in_rank_order(values, ranks);
+        const Ring ring(ranks, rank);
         std::vector<T> received;
-        in_pieces(values, bucket, [&](std::span<T> piece) {
-            if (piece.size() < std::size_t(ranks)) {
-                // Fewer values than ranks: a ring would send empty chunks; rank order is as fixed.
-                std::vector<T> gathered(piece.size() * std::size_t(ranks));
-                check(MPI_Allgather(piece.data(), int(piece.size()), mpi_type<T>(), gathered.data(), int(piece.size()),
-                                    mpi_type<T>(), MPI_COMM_WORLD),
-                      "MPI_Allgather");
-                for (std::size_t j = 0; j < piece.size(); ++j) {
-                    T sum = gathered[j];
-                    for (int r = 1; r < ranks; ++r) sum += gathered[std::size_t(r) * piece.size() + j];
-                    piece[j] = sum;
-                }
-                return;
-            }
-            ring_sum(piece, ranks, rank, received);
-        });
+        for (const auto& [first, last] : ring_buckets<T>(values.size(), ranks, options.bucket_bytes)) {
+            ring.reduce_scatter(values.subspan(first, last - first), received);
+            ring.allgather(values.subspan(first, last - first));
+        }
         return;
     }
+    const std::size_t bucket = std::max<std::size_t>(1, options.bucket_bytes / sizeof(T));
     if (options.reduction == Reduction::allreduce) {
         in_pieces(values, bucket, [](std::span<T> piece) {
             check(MPI_Allreduce(MPI_IN_PLACE, piece.data(), int(piece.size()), mpi_type<T>(), MPI_SUM, MPI_COMM_WORLD),
@@ -207,6 +245,39 @@ void Session::allreduce_sum(std::span<float> values) const {
 void Session::allreduce_sum(std::span<double> values) const {
 #ifdef XTNN_WITH_MPI
     if (size_ > 1) sum_over_ranks(values, size_, rank_, options_);
+#else
+    (void)values;
+#endif
+}
+
+std::vector<std::pair<std::size_t, std::size_t>> Session::sum_scatter(std::span<float> values) const {
+#ifdef XTNN_WITH_MPI
+    if (size_ > 1) {
+        if (values.size() < std::size_t(size_)) {
+            throw ValueError(fmt::format("distributed: sum_scatter of {} values over {} ranks", values.size(), size_));
+        }
+        const Ring ring(size_, rank_);
+        std::vector<float> received;
+        std::vector<std::pair<std::size_t, std::size_t>> owned;
+        for (const auto& [first, last] : ring_buckets<float>(values.size(), size_, options_.bucket_bytes)) {
+            ring.reduce_scatter(values.subspan(first, last - first), received);
+            const auto [begin, end] = ring.owned(last - first);
+            owned.emplace_back(first + begin, first + end);
+        }
+        return owned;
+    }
+#endif
+    return {{0, values.size()}};
+}
+
+void Session::allgather_owned(std::span<float> values) const {
+#ifdef XTNN_WITH_MPI
+    if (size_ > 1) {
+        const Ring ring(size_, rank_);
+        for (const auto& [first, last] : ring_buckets<float>(values.size(), size_, options_.bucket_bytes)) {
+            ring.allgather(values.subspan(first, last - first));
+        }
+    }
 #else
     (void)values;
 #endif

@@ -59,6 +59,22 @@ void Optimizer::apply(std::vector<Tensor>& weights, std::size_t parts, const Par
     ++iterations_;
 }
 
+void Optimizer::apply_segments(std::vector<Tensor>& weights, const std::vector<const float*>& gradients,
+                               const std::vector<Segment>& segments) {
+    begin_update();
+    const std::size_t slot_count = slot_names().size();
+    for (std::size_t i = 0; i < weights.size(); ++i) {
+        if (slot_count > 0 && gradients[i]) slots_for(i, weights[i], slot_count);
+    }
+    std::vector<xt::xarray<float>> no_slots;
+    for (const Segment& segment : segments) {
+        if (!gradients[segment.weight]) continue;
+        auto& slots = slot_count > 0 ? slots_[segment.weight] : no_slots;
+        update(weights[segment.weight].mutable_value().data(), gradients[segment.weight], slots, segment.begin, segment.end);
+    }
+    ++iterations_;
+}
+
 namespace {
 
 void require_positive(const char* optimizer, const char* field, double value) {

@@ -302,8 +302,18 @@ struct Model::Peers {
     /// statistics): averaged over the ranks after every step, as Keras's multi-worker strategy
     /// averages them when they are read.
     std::vector<std::size_t> averaged_state;
-    /// One step's gradients, then the state to average, fused for the collective.
+    /// The weights that record gradients, fixed for the whole fit (so that with
+    /// Reduction::ring every rank updates the same elements of them at every step).
+    std::vector<std::size_t> trained;
+    /// One step's gradients of `trained`, then the state to average, fused for the collective.
     std::vector<float> fused;
+
+    std::size_t fused_length(const std::vector<Tensor>& weights) const {
+        std::size_t length = 0;
+        for (const std::size_t w : trained) length += weights[w].size();
+        for (const std::size_t w : averaged_state) length += weights[w].size();
+        return length;
+    }
 };
 
 std::vector<Tensor> Model::head_losses(const std::vector<SplitOutput>& outputs, const std::vector<xt::xarray<float>>& targets) const {
@@ -454,7 +464,6 @@ void Model::train_step(const std::vector<InputRows>& x, const std::vector<xt::xa
     });
     if (peers) {
         exchange_step(*peers, rows, slices, count, weights, totals);
-        optimizer_->apply(weights, slices.size(), detail::run_tasks);
         return;
     }
     // The other slices' gradients are added to slice 0's, in slice order, each thread a share of
@@ -506,25 +515,18 @@ void Model::exchange_step(Peers& peers, std::size_t rows, std::vector<BatchSlice
         message.push_back(reached ? 1.0 : 0.0);
     }
     const std::vector<double> all = session.allgather(message);
-    std::vector<std::size_t> with_gradient;
+    std::vector<bool> has_gradient(weights.size(), false);
     for (std::size_t w = 0; w < weights.size(); ++w) {
-        for (std::size_t r = 0; r < ranks; ++r) {
-            if (all[r * message.size() + figure_count + w] != 0.0) {
-                with_gradient.push_back(w);
-                break;
-            }
-        }
+        for (std::size_t r = 0; r < ranks && !has_gradient[w]; ++r) has_gradient[w] = all[r * message.size() + figure_count + w] != 0.0;
     }
     for (std::size_t r = 0; r < ranks; ++r) totals.add_sums({all.data() + r * message.size(), figure_count});
 
-    // The fused buffer: this rank's gradients summed over its slices in slice order (as one
-    // process sums its threads' slices), then the state to average.
-    std::size_t length = 0;
-    for (const std::size_t w : with_gradient) length += weights[w].size();
-    for (const std::size_t w : peers.averaged_state) length += weights[w].size();
-    peers.fused.resize(length);
+    // The fused buffer: every trained weight's gradient, summed over this rank's slices in slice
+    // order (as one process sums its threads' slices; zeros where none arrived), then the state
+    // to average.
+    peers.fused.resize(peers.fused_length(weights));
     float* cursor = peers.fused.data();
-    for (const std::size_t w : with_gradient) {
+    for (const std::size_t w : peers.trained) {
         const std::size_t n = weights[w].size();
         bool written = false;
         for (std::size_t k = 0; k < count; ++k) {
@@ -544,15 +546,55 @@ void Model::exchange_step(Peers& peers, std::size_t rows, std::vector<BatchSlice
         const auto& value = weights[w].value();
         cursor = std::copy(value.begin(), value.end(), cursor);
     }
-    session.allreduce_sum(peers.fused);
-    cursor = peers.fused.data();
-    for (const std::size_t w : with_gradient) {
-        xt::xarray<float>& gradient = grad_buffer(*weights[w].node());
-        std::copy(cursor, cursor + gradient.size(), gradient.begin());
-        cursor += gradient.size();
-    }
-    for (const std::size_t w : peers.averaged_state) {
-        for (float& value : weights[w].mutable_value()) value = *cursor++ / float(ranks);
+    const std::span<float> fused(peers.fused);
+    if (session.options().reduction == distributed::Reduction::ring) {
+        // Each rank updates the values whose sums it holds, then all take every rank's: one
+        // optimizer update per weight element in the whole job, not one per rank.
+        std::vector<const float*> gradients(weights.size(), nullptr);
+        std::vector<std::size_t> offsets(weights.size(), 0);
+        std::vector<Optimizer::Segment> segments;
+        const auto owned = session.sum_scatter(fused);
+        std::size_t offset = 0;
+        for (const std::size_t w : peers.trained) {
+            offsets[w] = offset;
+            if (has_gradient[w]) gradients[w] = peers.fused.data() + offset;
+            for (const auto& [first, last] : owned) {
+                const std::size_t begin = std::max(first, offset), end = std::min(last, offset + weights[w].size());
+                if (begin < end) segments.push_back({w, begin - offset, end - offset});
+            }
+            offset += weights[w].size();
+        }
+        optimizer_->apply_segments(weights, gradients, segments);
+        // The new values go where their gradients were, the averages of the state in place.
+        for (const auto& segment : segments) {
+            const float* value = weights[segment.weight].value().data();
+            std::copy(value + segment.begin, value + segment.end, peers.fused.data() + offsets[segment.weight] + segment.begin);
+        }
+        for (const auto& [first, last] : owned) {
+            for (std::size_t j = std::max(first, offset); j < last; ++j) peers.fused[j] /= float(ranks);
+        }
+        session.allgather_owned(fused);
+        cursor = peers.fused.data();
+        for (const auto& w : {std::cref(peers.trained), std::cref(peers.averaged_state)}) {
+            for (const std::size_t index : w.get()) {
+                std::copy(cursor, cursor + weights[index].size(), weights[index].mutable_value().data());
+                cursor += weights[index].size();
+            }
+        }
+    } else {
+        session.allreduce_sum(fused);
+        cursor = peers.fused.data();
+        for (const std::size_t w : peers.trained) {
+            if (has_gradient[w]) {
+                xt::xarray<float>& gradient = grad_buffer(*weights[w].node());
+                std::copy(cursor, cursor + gradient.size(), gradient.begin());
+            }
+            cursor += weights[w].size();
+        }
+        for (const std::size_t w : peers.averaged_state) {
+            for (float& value : weights[w].mutable_value()) value = *cursor++ / float(ranks);
+        }
+        optimizer_->apply(weights, slices.size(), detail::run_tasks);
     }
     // A batch of fewer rows than ranks leaves the first ranks without rows, and so without the
     // step's random draws: they continue from the last rank's stream, which had rows.
@@ -561,6 +603,28 @@ void Model::exchange_step(Peers& peers, std::size_t rows, std::vector<BatchSlice
         std::vector<std::uint8_t> bytes(state.begin(), state.end());
         session.broadcast(bytes, int(ranks - 1));
         thread_generator().set_state(std::string(bytes.begin(), bytes.end()));
+    }
+}
+
+void Model::gather_optimizer_slots(Peers& peers, const std::vector<Tensor>& weights) {
+    const std::size_t slot_count = optimizer_->slot_names().size();
+    if (peers.session.options().reduction != distributed::Reduction::ring || slot_count == 0) return;
+    auto& slots = optimizer_->slots();
+    const auto has_slots = [&](std::size_t w) { return w < slots.size() && slots[w].size() == slot_count; };
+    // The same length as the fused gradients, so that every rank owns the same ranges of it.
+    std::vector<float> buffer(peers.fused_length(weights), 0.0f);
+    for (std::size_t slot = 0; slot < slot_count; ++slot) {
+        float* cursor = buffer.data();
+        for (const std::size_t w : peers.trained) {
+            if (has_slots(w)) std::copy(slots[w][slot].begin(), slots[w][slot].end(), cursor);
+            cursor += weights[w].size();
+        }
+        peers.session.allgather_owned(buffer);
+        cursor = buffer.data();
+        for (const std::size_t w : peers.trained) {
+            if (has_slots(w)) std::copy(cursor, cursor + weights[w].size(), slots[w][slot].begin());
+            cursor += weights[w].size();
+        }
     }
 }
 
@@ -803,6 +867,11 @@ History Model::train(const std::vector<InputRows>& x, const std::vector<xt::xarr
     for (auto& layer : layers_) layer->prepare_gradients();
     std::vector<Tensor> all_weights = weights();
     std::vector<BatchSlice> slices = make_batch_slices(all_weights);
+    if (peers) {
+        for (std::size_t w = 0; w < all_weights.size(); ++w) {
+            if (all_weights[w].requires_grad()) peers->trained.push_back(w);
+        }
+    }
 
     History history;
     stop_training = false;
@@ -840,6 +909,7 @@ History Model::train(const std::vector<InputRows>& x, const std::vector<xt::xarr
                 logs["val_" + name] = value;
             }
         }
+        if (peers) gather_optimizer_slots(*peers, all_weights);
         progress.update(steps_done, logs, true);
         history.epoch.push_back(epoch);
         for (const auto& [name, value] : logs) history.history[name].push_back(value);

@@ -19,6 +19,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 namespace xtnn::distributed {
@@ -82,6 +83,14 @@ public:
     /// Sums `values` element-wise over all ranks, in place, as options().reduction says.
     void allreduce_sum(std::span<float> values) const;
     void allreduce_sum(std::span<double> values) const;
+    /// The two halves of the ring, for an update split among the ranks (a distributed fit's
+    /// optimizer step with Reduction::ring): sum_scatter leaves the complete sum of some ranges
+    /// of `values` on this rank and returns them (ascending; together the ranks own every value
+    /// once); after the owner has changed its ranges, allgather_owned copies every rank's ranges
+    /// to all. Both cut `values` the same way for the same length and options; at least one value
+    /// a rank. One rank owns everything.
+    std::vector<std::pair<std::size_t, std::size_t>> sum_scatter(std::span<float> values) const;
+    void allgather_owned(std::span<float> values) const;
     /// True on every rank when `flag` is true on any.
     bool any(bool flag) const;
     /// Every rank's `values` (the same count on every rank), concatenated in rank order.

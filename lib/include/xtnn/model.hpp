@@ -311,7 +311,11 @@ private:
     void train_step(const std::vector<InputRows>& x, const std::vector<xt::xarray<float>>& targets,
                     const std::vector<std::size_t>& order, std::size_t begin, std::size_t end,
                     std::vector<BatchSlice>& slices, std::vector<Tensor>& weights, Totals& totals, Peers* peers);
-    /// The ranks' step figures added to `totals` in rank order, and their gradients summed.
+    /// With Reduction::ring each rank keeps the optimizer's slots up to date on its own ranges
+    /// only: copies every rank's ranges to all (at the end of every epoch, before the callbacks).
+    void gather_optimizer_slots(Peers& peers, const std::vector<Tensor>& weights);
+    /// The ranks' step figures added to `totals` in rank order, their gradients summed, and the
+    /// optimizer's update, split among the ranks with Reduction::ring.
     void exchange_step(Peers& peers, std::size_t rows, std::vector<BatchSlice>& slices, std::size_t count,
                        std::vector<Tensor>& weights, Totals& totals);
     /// Before a distributed fit: every rank's checks passed and the ranks agree on the model and

@@ -51,6 +51,17 @@ public:
     /// result is the same bit for bit.
     void apply(std::vector<Tensor>& weights, std::size_t parts, const PartRunner& run);
 
+    /// Elements [begin, end) of weight `weight`.
+    struct Segment {
+        std::size_t weight, begin, end;
+    };
+    /// One update of the given segments only, each from the gradient `gradients[weight]` points
+    /// to (the whole weight's gradient); weights whose pointer is null are left alone. The ranks
+    /// of a distributed fit split one update among themselves this way (each element's update is
+    /// the one apply() makes). Slots are created whole for every weight that has a gradient.
+    void apply_segments(std::vector<Tensor>& weights, const std::vector<const float*>& gradients,
+                        const std::vector<Segment>& segments);
+
     virtual double learning_rate() const = 0;
     virtual void set_learning_rate(double learning_rate) = 0;
     /// Updates applied so far (Keras's `iterations`).
