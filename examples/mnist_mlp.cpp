@@ -58,7 +58,7 @@ int main(int argc, char** argv) {
         auto y_train = xtnn::to_categorical(train.y, 10);
         auto y_test = xtnn::to_categorical(test.y, 10);
         say(fmt::format("{} training and {} test digits from {}\n", train.y.size(), test.y.size(), data));
-        if (session.size() > 1) say(fmt::format("training on {} ranks of {} threads each\n", session.size(), xtnn::ops::num_threads()));
+        if (session.size() > 1) say(fmt::format("training on {} ranks, {} thread{} each\n", session.size(), xtnn::ops::num_threads(), xtnn::ops::num_threads() == 1 ? "" : "s"));
 
         xtnn::Sequential model;
         model.add(xtnn::Dense(32, "relu", {28, 28}));
