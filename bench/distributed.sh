@@ -6,7 +6,7 @@
 # step allreduces, the speed-up a ring allreduce model expects on 8, 32 and 64 machines
 # (bench/scaling.py; its network figures are stated there).
 #
-#   bench/distributed.sh            (ROUNDS=3 EPOCHS_W2=4 EPOCHS_W4=3)
+#   bench/distributed.sh            (ROUNDS=3 EPOCHS_W2=4 EPOCHS_W4=3 REDUCTION=ring|allreduce|fixed_order)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds="${ROUNDS:-3}"
@@ -35,8 +35,10 @@ row = json.loads(sys.argv[2].splitlines()[0]); row["round"] = int(sys.argv[1]); 
 
 for round in $(seq 1 "$rounds"); do
   echo "round $round of $rounds" >&2
-  w2=(build/bench/xtnn_mlp --workload w2 --threads 1 --data fashion --epochs "${EPOCHS_W2:-4}" --latency-calls 10)
-  w4=(build/bench/xtnn_cnn --workload w4 --threads 1 --data mnist10k --epochs "${EPOCHS_W4:-3}" --latency-calls 1 --thr-batches 1)
+  w2=(build/bench/xtnn_mlp --workload w2 --threads 1 --data fashion --epochs "${EPOCHS_W2:-4}" --latency-calls 10
+      --reduction "${REDUCTION:-ring}")
+  w4=(build/bench/xtnn_cnn --workload w4 --threads 1 --data mnist10k --epochs "${EPOCHS_W4:-3}" --latency-calls 1 --thr-batches 1
+      --reduction "${REDUCTION:-ring}")
   record "$round" "${w2[@]}"
   record "$round" "${mpirun[@]}" "${w2[@]}"
   record "$round" "${w4[@]}"

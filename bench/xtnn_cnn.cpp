@@ -74,6 +74,8 @@ int main(int argc, char** argv) {
     args.option("--data", data).one_of({"fashion", "mnist10k"});
     args.option("--epochs", epochs, "default: w4 8 (mnist10k) or 2 (fashion); w5 5; w6 3");
     args.option("--seed", seed);
+    std::string reduction = "ring";
+    args.option("--reduction", reduction, "under mpirun: how the ranks' gradients are summed").one_of({"ring", "allreduce", "fixed_order"});
     args.option("--latency-calls", latency_calls);
     args.option("--lat-warmup", latency_warmup);
     args.option("--thr-batches", throughput_batches);
@@ -83,6 +85,9 @@ int main(int argc, char** argv) {
     // One rank unless started by mpirun: then every rank trains its share of each batch and
     // rank 0 reports (bench/distributed.sh).
     xtnn::distributed::Session session(argc, argv);
+    session.set_options({.reduction = reduction == "ring"        ? xtnn::distributed::Reduction::ring
+                                      : reduction == "allreduce" ? xtnn::distributed::Reduction::allreduce
+                                                                 : xtnn::distributed::Reduction::fixed_order});
     try {
         if (threads > 0) xtnn::ops::set_num_threads(threads);
         xtnn::set_random_seed(seed);
@@ -108,7 +113,7 @@ int main(int argc, char** argv) {
         const auto& times = timer->times;
         const std::vector<double> timed = times.size() < 2 ? times : std::vector<double>(times.begin() + 1, times.end());
         std::cout << nlohmann::json{{"peer", "xtnn"}, {"version", "0.1.0"}, {"workload", workload}, {"data", data},
-                                    {"threads", threads}, {"threads_used", xtnn::ops::num_threads()}, {"ranks", session.size()},
+                                    {"threads", threads}, {"threads_used", xtnn::ops::num_threads()}, {"ranks", session.size()}, {"reduction", reduction},
             // What each step sums over the ranks: every weight's gradient (or moving statistic), as floats.
             {"fused_bytes_per_step", model.count_params() * sizeof(float)}, {"seed", seed}, {"batch", 64},
                                     {"n_train", train.x.shape()[0]},

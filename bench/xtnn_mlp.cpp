@@ -43,12 +43,17 @@ int main(int argc, char** argv) {
     args.option("--data", data).one_of({"fashion", "mnist10k"});
     args.option("--epochs", epochs);
     args.option("--seed", seed);
+    std::string reduction = "ring";
+    args.option("--reduction", reduction, "under mpirun: how the ranks' gradients are summed").one_of({"ring", "allreduce", "fixed_order"});
     args.option("--latency-calls", latency_calls);
     if (auto exit_code = args.parse(argc, argv)) return *exit_code;
 
     // One rank unless started by mpirun: then every rank trains its share of each batch and
     // rank 0 reports (bench/distributed.sh).
     xtnn::distributed::Session session(argc, argv);
+    session.set_options({.reduction = reduction == "ring"        ? xtnn::distributed::Reduction::ring
+                                      : reduction == "allreduce" ? xtnn::distributed::Reduction::allreduce
+                                                                 : xtnn::distributed::Reduction::fixed_order});
     try {
         if (threads > 0) xtnn::ops::set_num_threads(threads);
         xtnn::set_random_seed(seed);
@@ -87,7 +92,7 @@ int main(int argc, char** argv) {
             times.size() < 2 ? times : std::vector<double>(times.begin() + 1, times.begin() + std::min<std::size_t>(4, times.size()));
         nlohmann::json result = {
             {"peer", "xtnn"}, {"version", "0.1.0"}, {"workload", trained}, {"data", data}, {"threads", threads},
-            {"threads_used", xtnn::ops::num_threads()}, {"ranks", session.size()},
+            {"threads_used", xtnn::ops::num_threads()}, {"ranks", session.size()}, {"reduction", reduction},
             // What each step sums over the ranks: every weight's gradient (or moving statistic), as floats.
             {"fused_bytes_per_step", model.count_params() * sizeof(float)},
             {"batch", batch}, {"n_train", x_train.shape()[0]}, {"epochs", epochs}, {"epoch_times", times},
