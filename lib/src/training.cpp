@@ -9,9 +9,9 @@
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
-#include <nlohmann/json.hpp>
 
 #include "model_internals.hpp"
+#include "training_internals.hpp"
 #include "xtnn/array_pool.hpp"
 #include "xtnn/autodiff.hpp"
 #include "xtnn/data.hpp"
@@ -201,121 +201,6 @@ std::vector<xt::xarray<float>> Model::prepare_targets(const char* method, const 
     return targets;
 }
 
-// Sums of the loss and metrics over the samples seen, and their means as logs.
-class Model::Totals {
-public:
-    // What one batch, or one slice of a batch, adds: each output's loss and the weighted total, as
-    // means over its rows, and the sums of the metrics over its rows.
-    struct Batch {
-        std::size_t rows = 0;
-        std::vector<double> losses;
-        double total = 0;
-        std::vector<std::vector<double>> metrics;
-    };
-
-    explicit Totals(const std::vector<std::unique_ptr<Head>>& heads) : heads_(heads) {
-        for (const auto& head : heads) metric_totals_.emplace_back(head->metrics.size(), 0.0);
-        head_losses_.assign(heads.size(), 0.0);
-    }
-
-    // The weighted total of the outputs' losses: the first output's loss itself when it is the only one, weighted 1.
-    static Tensor weighted_total(const std::vector<std::unique_ptr<Head>>& heads, const std::vector<Tensor>& losses) {
-        if (losses.size() == 1 && heads[0]->weight == 1.0) return losses[0];
-        Tensor total;
-        for (std::size_t o = 0; o < losses.size(); ++o) {
-            Tensor weighted = heads[o]->weight == 1.0 ? losses[o] : ops::scale(losses[o], float(heads[o]->weight));
-            total = o == 0 ? weighted : total + weighted;
-        }
-        return total;
-    }
-
-    // Reads a batch's figures off its outputs and losses; safe on any thread.
-    static Batch measure(const std::vector<std::unique_ptr<Head>>& heads, std::size_t rows, const std::vector<Tensor>& losses,
-                         const Tensor& total, const std::vector<SplitOutput>& outputs,
-                         const std::vector<xt::xarray<float>>& targets) {
-        Batch batch;
-        batch.rows = rows;
-        batch.total = double(total.item());
-        for (const auto& loss : losses) batch.losses.push_back(double(loss.item()));
-        NoGradGuard no_grad;
-        for (std::size_t o = 0; o < heads.size(); ++o) {
-            batch.metrics.emplace_back();
-            if (heads[o]->metrics.empty()) continue;
-            const xt::xarray<float> predictions = SplitOutput{outputs[o].pre_activation.detach(), outputs[o].activation}.activated().value();
-            for (const auto& metric : heads[o]->metrics) batch.metrics[o].push_back(metric->batch_total(predictions, targets[o]));
-        }
-        return batch;
-    }
-
-    void add(const Batch& batch) {
-        for (std::size_t o = 0; o < batch.losses.size(); ++o) head_losses_[o] += batch.losses[o] * double(batch.rows);
-        loss_total_ += batch.total * double(batch.rows);
-        seen_ += batch.rows;
-        for (std::size_t o = 0; o < batch.metrics.size(); ++o) {
-            for (std::size_t m = 0; m < batch.metrics[o].size(); ++m) metric_totals_[o][m] += batch.metrics[o][m];
-        }
-    }
-
-    // The sums behind the logs (samples, weighted loss, each output's loss, each metric), to add
-    // those of other ranks with add_sums().
-    std::vector<double> sums() const {
-        std::vector<double> values{double(seen_), loss_total_};
-        values.insert(values.end(), head_losses_.begin(), head_losses_.end());
-        for (const auto& totals : metric_totals_) values.insert(values.end(), totals.begin(), totals.end());
-        return values;
-    }
-
-    void add_sums(std::span<const double> values) {
-        seen_ += std::size_t(values[0]);
-        loss_total_ += values[1];
-        std::size_t next = 2;
-        for (auto& loss : head_losses_) loss += values[next++];
-        for (auto& totals : metric_totals_) {
-            for (auto& total : totals) total += values[next++];
-        }
-    }
-
-    void write(Logs& logs) const {
-        logs["loss"] = loss_total_ / double(seen_);
-        const bool several = heads_.size() > 1;
-        for (std::size_t o = 0; o < heads_.size(); ++o) {
-            const std::string prefix = several ? heads_[o]->output_name + "_" : "";
-            if (several) logs[prefix + "loss"] = head_losses_[o] / double(seen_);
-            for (std::size_t m = 0; m < heads_[o]->metrics.size(); ++m) {
-                logs[prefix + heads_[o]->metrics[m]->name()] = metric_totals_[o][m] / double(seen_);
-            }
-        }
-    }
-
-private:
-    const std::vector<std::unique_ptr<Head>>& heads_;
-    double loss_total_ = 0;
-    std::size_t seen_ = 0;
-    std::vector<double> head_losses_;
-    std::vector<std::vector<double>> metric_totals_;
-};
-
-// A distributed fit's session, and what its steps exchange with the other ranks.
-struct Model::Peers {
-    const distributed::Session& session;
-    /// Weights that training changes without a gradient (BatchNormalization's moving
-    /// statistics): averaged over the ranks after every step, as Keras's multi-worker strategy
-    /// averages them when they are read.
-    std::vector<std::size_t> averaged_state;
-    /// The weights that record gradients, fixed for the whole fit (so that with
-    /// Reduction::ring every rank updates the same elements of them at every step).
-    std::vector<std::size_t> trained;
-    /// One step's gradients of `trained`, then the state to average, fused for the collective.
-    std::vector<float> fused;
-
-    std::size_t fused_length(const std::vector<Tensor>& weights) const {
-        std::size_t length = 0;
-        for (const std::size_t w : trained) length += weights[w].size();
-        for (const std::size_t w : averaged_state) length += weights[w].size();
-        return length;
-    }
-};
-
 std::vector<Tensor> Model::head_losses(const std::vector<SplitOutput>& outputs, const std::vector<xt::xarray<float>>& targets) const {
     std::vector<Tensor> losses;
     for (std::size_t o = 0; o < heads_.size(); ++o) losses.push_back(heads_[o]->loss->compute(outputs[o], targets[o]));
@@ -391,13 +276,6 @@ std::map<std::string, double> Model::run_evaluation(const std::vector<InputRows>
     return logs;
 }
 
-
-// What one slice of a training step computes, kept for the thread that sums the slices.
-struct Model::BatchSlice {
-    /// Where the slice's weight gradients go; none for the first slice, which adds to the weights'.
-    std::unique_ptr<LeafGradients> gradients;
-    Totals::Batch figures;
-};
 
 namespace {
 
@@ -494,284 +372,10 @@ void Model::train_step(const std::vector<InputRows>& x, const std::vector<xt::xa
     for (std::size_t k = 0; k < count; ++k) totals.add(slices[k].figures);
 }
 
-void Model::exchange_step(Peers& peers, std::size_t rows, std::vector<BatchSlice>& slices, std::size_t count,
-                          std::vector<Tensor>& weights, Totals& totals) {
-    const distributed::Session& session = peers.session;
-    const auto ranks = std::size_t(session.size());
-    // Slice 0's gradients are the weights' own; the other slices hold theirs apart.
-    const auto slice_gradient = [&](std::size_t w, std::size_t k) -> const float* {
-        if (k == 0) return weights[w].has_grad() ? weights[w].node()->grad.data() : nullptr;
-        const xt::xarray<float>* gradient = slices[k].gradients->gradient(w);
-        return gradient ? gradient->data() : nullptr;
-    };
-    // One message per rank: its slices' figures, then which weights its slices reached.
-    Totals own(heads_);
-    for (std::size_t k = 0; k < count; ++k) own.add(slices[k].figures);
-    std::vector<double> message = own.sums();
-    const std::size_t figure_count = message.size();
-    for (std::size_t w = 0; w < weights.size(); ++w) {
-        bool reached = false;
-        for (std::size_t k = 0; k < count && !reached; ++k) reached = slice_gradient(w, k) != nullptr;
-        message.push_back(reached ? 1.0 : 0.0);
-    }
-    const std::vector<double> all = session.allgather(message);
-    std::vector<bool> has_gradient(weights.size(), false);
-    for (std::size_t w = 0; w < weights.size(); ++w) {
-        for (std::size_t r = 0; r < ranks && !has_gradient[w]; ++r) has_gradient[w] = all[r * message.size() + figure_count + w] != 0.0;
-    }
-    for (std::size_t r = 0; r < ranks; ++r) totals.add_sums({all.data() + r * message.size(), figure_count});
-
-    // The fused buffer: every trained weight's gradient, summed over this rank's slices in slice
-    // order (as one process sums its threads' slices; zeros where none arrived), then the state
-    // to average.
-    peers.fused.resize(peers.fused_length(weights));
-    float* cursor = peers.fused.data();
-    for (const std::size_t w : peers.trained) {
-        const std::size_t n = weights[w].size();
-        bool written = false;
-        for (std::size_t k = 0; k < count; ++k) {
-            const float* gradient = slice_gradient(w, k);
-            if (!gradient) continue;
-            if (written) {
-                for (std::size_t j = 0; j < n; ++j) cursor[j] += gradient[j];
-            } else {
-                std::copy(gradient, gradient + n, cursor);
-                written = true;
-            }
-        }
-        if (!written) std::fill(cursor, cursor + n, 0.0f);
-        cursor += n;
-    }
-    for (const std::size_t w : peers.averaged_state) {
-        const auto& value = weights[w].value();
-        cursor = std::copy(value.begin(), value.end(), cursor);
-    }
-    const std::span<float> fused(peers.fused);
-    if (session.options().reduction == distributed::Reduction::ring) {
-        // Each rank updates the values whose sums it holds, then all take every rank's: one
-        // optimizer update per weight element in the whole job, not one per rank.
-        std::vector<const float*> gradients(weights.size(), nullptr);
-        std::vector<std::size_t> offsets(weights.size(), 0);
-        std::vector<Optimizer::Segment> segments;
-        const auto owned = session.sum_scatter(fused);
-        std::size_t offset = 0;
-        for (const std::size_t w : peers.trained) {
-            offsets[w] = offset;
-            if (has_gradient[w]) gradients[w] = peers.fused.data() + offset;
-            for (const auto& [first, last] : owned) {
-                const std::size_t begin = std::max(first, offset), end = std::min(last, offset + weights[w].size());
-                if (begin < end) segments.push_back({w, begin - offset, end - offset});
-            }
-            offset += weights[w].size();
-        }
-        optimizer_->apply_segments(weights, gradients, segments);
-        // The new values go where their gradients were, the averages of the state in place.
-        for (const auto& segment : segments) {
-            const float* value = weights[segment.weight].value().data();
-            std::copy(value + segment.begin, value + segment.end, peers.fused.data() + offsets[segment.weight] + segment.begin);
-        }
-        for (const auto& [first, last] : owned) {
-            for (std::size_t j = std::max(first, offset); j < last; ++j) peers.fused[j] /= float(ranks);
-        }
-        session.allgather_owned(fused);
-        cursor = peers.fused.data();
-        for (const auto& w : {std::cref(peers.trained), std::cref(peers.averaged_state)}) {
-            for (const std::size_t index : w.get()) {
-                std::copy(cursor, cursor + weights[index].size(), weights[index].mutable_value().data());
-                cursor += weights[index].size();
-            }
-        }
-    } else {
-        session.allreduce_sum(fused);
-        cursor = peers.fused.data();
-        for (const std::size_t w : peers.trained) {
-            if (has_gradient[w]) {
-                xt::xarray<float>& gradient = grad_buffer(*weights[w].node());
-                std::copy(cursor, cursor + gradient.size(), gradient.begin());
-            }
-            cursor += weights[w].size();
-        }
-        for (const std::size_t w : peers.averaged_state) {
-            for (float& value : weights[w].mutable_value()) value = *cursor++ / float(ranks);
-        }
-        optimizer_->apply(weights, slices.size(), detail::run_tasks);
-    }
-    // A batch of fewer rows than ranks leaves the first ranks without rows, and so without the
-    // step's random draws: they continue from the last rank's stream, which had rows.
-    if (rows < ranks) {
-        const std::string state = thread_generator().state();
-        std::vector<std::uint8_t> bytes(state.begin(), state.end());
-        session.broadcast(bytes, int(ranks - 1));
-        thread_generator().set_state(std::string(bytes.begin(), bytes.end()));
-    }
-}
-
-void Model::gather_optimizer_slots(Peers& peers, const std::vector<Tensor>& weights) {
-    const std::size_t slot_count = optimizer_->slot_names().size();
-    if (peers.session.options().reduction != distributed::Reduction::ring || slot_count == 0) return;
-    auto& slots = optimizer_->slots();
-    const auto has_slots = [&](std::size_t w) { return w < slots.size() && slots[w].size() == slot_count; };
-    // The same length as the fused gradients, so that every rank owns the same ranges of it.
-    std::vector<float> buffer(peers.fused_length(weights), 0.0f);
-    for (std::size_t slot = 0; slot < slot_count; ++slot) {
-        float* cursor = buffer.data();
-        for (const std::size_t w : peers.trained) {
-            if (has_slots(w)) std::copy(slots[w][slot].begin(), slots[w][slot].end(), cursor);
-            cursor += weights[w].size();
-        }
-        peers.session.allgather_owned(buffer);
-        cursor = buffer.data();
-        for (const std::size_t w : peers.trained) {
-            if (has_slots(w)) std::copy(cursor, cursor + weights[w].size(), slots[w][slot].begin());
-            cursor += weights[w].size();
-        }
-    }
-}
-
-namespace {
-
-// What the ranks of a distributed fit must agree on, one "what: value" line each.
-std::vector<std::pair<std::string, std::string>> fit_settings(const Model& model, const std::vector<InputRows>& x,
-                                                              const FitOptions& options,
-                                                              const distributed::Session& session) {
-    std::vector<std::pair<std::string, std::string>> settings;
-    std::string inputs, layers;
-    for (const auto& rows : x) inputs += (inputs.empty() ? "" : ", ") + shape_to_string(rows.shape());
-    settings.emplace_back("the input shapes", inputs);
-    for (const auto& layer : model.layers()) {
-        layers += (layers.empty() ? "" : ", ") + layer->class_name() + (layer->trainable ? "" : " (frozen)");
-        for (const auto& weight : layer->weights()) layers += " " + shape_to_string(weight.shape());
-    }
-    settings.emplace_back("the layers and weight shapes", layers);
-    const auto& compiled = model.compile_options();
-    settings.emplace_back("the losses", fmt::format("{} {}", fmt::join(compiled.loss, ","), fmt::join(compiled.loss_by_output, ",")));
-    settings.emplace_back("the loss weights", fmt::format("{} {}", fmt::join(compiled.loss_weights, ","),
-                                                          fmt::join(compiled.loss_weights_by_output, ",")));
-    settings.emplace_back("the metrics", fmt::format("{} {}", fmt::join(compiled.metrics, ","),
-                                                     fmt::join(compiled.metrics_by_output, ",")));
-    settings.emplace_back("the optimizer", model.optimizer()->name());
-    settings.emplace_back("batch_size", std::to_string(options.batch_size));
-    settings.emplace_back("epochs", std::to_string(options.epochs));
-    settings.emplace_back("initial_epoch", std::to_string(options.initial_epoch));
-    settings.emplace_back("shuffle", options.shuffle ? "true" : "false");
-    settings.emplace_back("validation_split", fmt::format("{}", options.validation_split));
-    settings.emplace_back("the validation samples",
-                          options.validation_data ? shape_to_string(options.validation_data->rows()[0].shape()) : "none");
-    const auto reduction = session.options().reduction;
-    settings.emplace_back("the gradient reduction", reduction == distributed::Reduction::ring        ? "ring"
-                                                    : reduction == distributed::Reduction::allreduce ? "allreduce"
-                                                                                                     : "fixed_order");
-    return settings;
-}
-
-}  // namespace
-
-void Model::join_peers(const Peers& peers, const std::exception_ptr& local_error, const std::vector<InputRows>& x,
-                       const FitOptions& options) const {
-    const distributed::Session& session = peers.session;
-    std::string report = "ok\n";
-    if (local_error) {
-        try {
-            std::rethrow_exception(local_error);
-        } catch (const std::exception& e) {
-            report = std::string("error\n") + e.what();
-        }
-    } else {
-        for (const auto& [what, value] : fit_settings(*this, x, options, session)) report += what + "\n" + value + "\n";
-    }
-    const std::vector<std::string> reports = session.allgather(report);
-    if (local_error) std::rethrow_exception(local_error);
-    for (std::size_t r = 0; r < reports.size(); ++r) {
-        if (reports[r].starts_with("error\n")) {
-            std::string error = reports[r].substr(6);
-            if (error.starts_with("fit: ")) error.erase(0, 5);
-            throw ValueError(fmt::format("fit: {} failed before training: {}", session.describe(int(r)), error));
-        }
-    }
-    const auto lines = [](const std::string& text) {
-        std::vector<std::string> parts;
-        for (std::size_t first = 0; first < text.size();) {
-            const std::size_t end = std::min(text.find('\n', first), text.size());
-            parts.push_back(text.substr(first, end - first));
-            first = end + 1;
-        }
-        return parts;
-    };
-    const auto chief = lines(reports[0]);
-    for (std::size_t r = 1; r < reports.size(); ++r) {
-        const auto other = lines(reports[r]);
-        for (std::size_t i = 1; i + 1 < std::max(chief.size(), other.size()); i += 2) {
-            const std::string mine = i + 1 < chief.size() ? chief[i + 1] : "(nothing)";
-            const std::string theirs = i + 1 < other.size() ? other[i + 1] : "(nothing)";
-            if (mine != theirs) {
-                const std::string& what = i < chief.size() ? chief[i] : other[i];
-                throw ValueError(fmt::format("fit: the ranks disagree on {}: {} has {}, {} has {}", what, session.describe(0),
-                                             mine, session.describe(int(r)), theirs));
-            }
-        }
-    }
-}
-
-void Model::share_chief_state(const Peers& peers) {
-    const distributed::Session& session = peers.session;
-    std::vector<Tensor> all = weights();
-    auto& slots = optimizer_->slots();
-    const std::size_t slot_count = optimizer_->slot_names().size();
-    // What rank 0 has besides the values: its step count, learning rate, random state, and which
-    // weights have optimizer slots yet.
-    nlohmann::json header;
-    if (session.is_chief()) {
-        std::vector<bool> has_slots(all.size(), false);
-        for (std::size_t w = 0; w < all.size() && w < slots.size(); ++w) has_slots[w] = slot_count > 0 && slots[w].size() == slot_count;
-        header = {{"iterations", optimizer_->iterations()},
-                  {"learning_rate", optimizer_->learning_rate()},
-                  {"generator", thread_generator().state()},
-                  {"slots", has_slots}};
-    }
-    const std::string text = header.dump();
-    std::vector<std::uint8_t> bytes(text.begin(), text.end());
-    session.broadcast(bytes);
-    header = nlohmann::json::parse(bytes.begin(), bytes.end());
-    const auto has_slots = header.at("slots").get<std::vector<bool>>();
-    if (!session.is_chief()) {
-        optimizer_->set_iterations(header.at("iterations").get<std::int64_t>());
-        optimizer_->set_learning_rate(header.at("learning_rate").get<double>());
-        thread_generator().set_state(header.at("generator").get<std::string>());
-        slots.resize(std::max(slots.size(), all.size()));
-        for (std::size_t w = 0; w < all.size(); ++w) {
-            if (has_slots[w]) slots[w].assign(slot_count, xt::xarray<float>(xt::zeros<float>(all[w].shape())));
-        }
-    }
-    std::vector<float*> arrays;
-    std::vector<std::size_t> sizes;
-    for (auto& weight : all) {
-        arrays.push_back(weight.mutable_value().data());
-        sizes.push_back(weight.size());
-    }
-    for (std::size_t w = 0; w < all.size(); ++w) {
-        if (!has_slots[w]) continue;
-        for (auto& slot : slots[w]) {
-            arrays.push_back(slot.data());
-            sizes.push_back(slot.size());
-        }
-    }
-    std::size_t length = 0;
-    for (const std::size_t size : sizes) length += size;
-    std::vector<float> values(length);
-    float* cursor = values.data();
-    for (std::size_t i = 0; i < arrays.size(); ++i) cursor = std::copy(arrays[i], arrays[i] + sizes[i], cursor);
-    session.broadcast(std::span<float>(values));
-    cursor = values.data();
-    for (std::size_t i = 0; i < arrays.size(); ++i) {
-        std::copy(cursor, cursor + sizes[i], arrays[i]);
-        cursor += sizes[i];
-    }
-}
-
 History Model::fit_rows(const std::vector<InputRows>& x, const std::vector<xt::xarray<float>>& y, const FitOptions& options) {
     keep_freed_buffers_on_heap();
     std::optional<Peers> peers;
-    if (options.distributed && options.distributed->get().size() > 1) peers.emplace(Peers{options.distributed->get(), {}, {}});
+    if (options.distributed && options.distributed->get().size() > 1) peers.emplace(Peers{.session = options.distributed->get()});
     std::vector<xt::xarray<float>> targets;
     // A rank whose checks fail must not leave the others waiting: every rank learns of it first.
     std::exception_ptr local_error;
@@ -784,13 +388,6 @@ History Model::fit_rows(const std::vector<InputRows>& x, const std::vector<xt::x
     if (!peers) return train(x, targets, options, nullptr);
     join_peers(*peers, local_error, x, options);
     share_chief_state(*peers);
-    std::size_t index = 0;
-    for (const auto& layer : layers_) {
-        for (const bool created_trainable : layer->weights_created_trainable()) {
-            if (!created_trainable && layer->trainable) peers->averaged_state.push_back(index);
-            ++index;
-        }
-    }
     try {
         return train(x, targets, options, &*peers);
     } catch (const std::exception& e) {
@@ -870,6 +467,13 @@ History Model::train(const std::vector<InputRows>& x, const std::vector<xt::xarr
     if (peers) {
         for (std::size_t w = 0; w < all_weights.size(); ++w) {
             if (all_weights[w].requires_grad()) peers->trained.push_back(w);
+        }
+        std::size_t index = 0;
+        for (const auto& layer : layers_) {
+            for (const bool created_trainable : layer->weights_created_trainable()) {
+                if (!created_trainable && layer->trainable) peers->averaged_state.push_back(index);
+                ++index;
+            }
         }
     }
 
