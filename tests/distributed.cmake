@@ -3,7 +3,8 @@
 #    with BatchNormalization's moving statistics too;
 #  - 2 ranks of 1 thread equal one process of 2 threads bit for bit (the same cut of every batch,
 #    the same order of sums) with xtnn's ring and with MPI_Allreduce, and 3 ranks in fixed_order
-#    equal one process of 3 threads; 3 ranks on the ring agree with each other and across runs;
+#    equal one process of 3 threads; 3 ranks on the ring agree with each other, across runs, and
+#    through shared memory or over messages;
 #  - one process of 1 thread (the batch's gradient in one piece) agrees within the tolerance of
 #    README "Training on several machines";
 #  - a checkpoint of a 2-rank run resumes on 1 process and one of a 1-process run on 2 ranks,
@@ -73,11 +74,16 @@ train_on_ranks(3 ring_3_again --batch-size 100)
 expect_same_file(ring_3.xtnn ring_3.xtnn.rank1 "3 ranks, ring: model files of rank 0 and rank 1")
 expect_same_file(ring_3.xtnn ring_3.xtnn.rank2 "3 ranks, ring: model files of rank 0 and rank 2")
 expect_same_file(ring_3.xtnn ring_3_again.xtnn "3 ranks, ring: two runs")
+# Ranks on one machine run the ring through shared memory; over messages it adds in the same order.
+train_on_ranks(3 ring_3_messages --batch-size 100 --messages)
+expect_same_file(ring_3.xtnn ring_3_messages.xtnn "3 ranks, ring: through shared memory vs over MPI messages")
 
 # BatchNormalization normalizes each rank's share with its own statistics; the moving statistics
 # are averaged over the ranks after every step, so the ranks still end with the same model.
 train_on_ranks(2 batch_norm_2 --batch-size 100 --batch-norm)
 expect_same_file(batch_norm_2.xtnn batch_norm_2.xtnn.rank1 "2 ranks with BatchNormalization: model files of rank 0 and rank 1")
+train_on_ranks(2 batch_norm_2_messages --batch-size 100 --batch-norm --messages)
+expect_same_file(batch_norm_2.xtnn batch_norm_2_messages.xtnn "2 ranks with BatchNormalization: shared memory vs messages")
 
 # One thread computes each batch's gradient in one piece: the sums differ in their last bits.
 train_with("${TRAIN_RUN}" one_process_1_thread --threads 1 --batch-size 100)

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <climits>
+#include <cstddef>
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
@@ -66,8 +67,9 @@ class Ring {
 public:
     Ring(int ranks, int rank) : ranks_(ranks), rank_(rank) {}
 
-    std::pair<std::size_t, std::size_t> owned(std::size_t n) const {
-        const std::size_t chunk = std::size_t((rank_ + 1) % ranks_);
+    std::pair<std::size_t, std::size_t> owned(std::size_t n) const { return owned_by(rank_, n); }
+    std::pair<std::size_t, std::size_t> owned_by(int rank, std::size_t n) const {
+        const std::size_t chunk = std::size_t((rank + 1) % ranks_);
         return {first(chunk, n), first(chunk + 1, n)};
     }
 
@@ -121,6 +123,49 @@ std::vector<std::pair<std::size_t, std::size_t>> ring_buckets(std::size_t n, int
     }
     return buckets;
 }
+
+template <class T>
+std::size_t largest(const std::vector<std::pair<std::size_t, std::size_t>>& buckets) {
+    std::size_t length = 0;
+    for (const auto& [first, last] : buckets) length = std::max(length, last - first);
+    return length;
+}
+
+// Several arrays seen as one buffer, in order.
+template <class T>
+class Parts {
+public:
+    explicit Parts(std::span<const std::span<T>> parts) : parts_(parts), offsets_{0} {
+        for (const auto& part : parts) offsets_.push_back(offsets_.back() + part.size());
+    }
+
+    std::size_t size() const { return offsets_.back(); }
+
+    // Calls visit(pointer, index) for each run of [begin, end) that lies in one array.
+    template <class Visit>
+    void visit(std::size_t begin, std::size_t end, Visit visit) const {
+        auto part = std::size_t(std::upper_bound(offsets_.begin(), offsets_.end(), begin) - offsets_.begin()) - 1;
+        for (; begin < end; ++part) {
+            const std::size_t stop = std::min(end, offsets_[part + 1]);
+            if (stop > begin) visit(parts_[part].data() + (begin - offsets_[part]), begin, stop - begin);
+            begin = stop;
+        }
+    }
+
+    void copy_out(std::size_t begin, std::size_t end, T* to) const {
+        visit(begin, end, [&](const T* from, std::size_t at, std::size_t n) { std::copy(from, from + n, to + (at - begin)); });
+    }
+
+    void copy_in(std::size_t begin, std::size_t end, const T* from) const {
+        visit(begin, end, [&](T* to, std::size_t at, std::size_t n) {
+            std::copy(from + (at - begin), from + (at - begin) + n, to);
+        });
+    }
+
+private:
+    std::span<const std::span<T>> parts_;
+    std::vector<std::size_t> offsets_;
+};
 
 // Sums of fewer values than ranks, where a ring would send empty chunks: gathered, added in rank order.
 template <class T>
@@ -176,6 +221,75 @@ void sum_over_ranks(std::span<T> values, int ranks, int rank, const SessionOptio
 
 }  // namespace
 
+#ifdef XTNN_WITH_MPI
+// The ranks of one machine sum through memory they all map (an MPI-3 shared window) instead of
+// messages: each rank writes into its own segment the chunks that others own, and each owner reads
+// its chunk from every segment, adding in the ring's order; the new values go back the same way.
+// No protocol copies, handshakes or page pinning, one barrier per bucket and half. Two buffers a
+// segment take turns: a rank writes a buffer again only after every rank has reached the barrier
+// of the other buffer's use, by which time every rank has finished reading this one.
+struct Session::SharedWindow {
+    explicit SharedWindow(MPI_Comm ranks) : comm(ranks) {}
+    ~SharedWindow() {
+        release();
+        MPI_Comm_free(&comm);
+    }
+    SharedWindow(const SharedWindow&) = delete;
+    SharedWindow& operator=(const SharedWindow&) = delete;
+
+    // Room for `bytes` in each buffer. Collective: every rank asks for the same room.
+    void reserve(std::size_t bytes) {
+        if (bytes <= capacity) return;
+        release();
+        capacity = (bytes + 63) / 64 * 64;
+        std::byte* own = nullptr;
+        check(MPI_Win_allocate_shared(MPI_Aint(2 * capacity), 1, MPI_INFO_NULL, comm, &own, &window),
+              "MPI_Win_allocate_shared");
+        int ranks = 0;
+        MPI_Comm_size(comm, &ranks);
+        segments.assign(std::size_t(ranks), nullptr);
+        for (int r = 0; r < ranks; ++r) {
+            MPI_Aint size = 0;
+            int unit = 0;
+            void* base = nullptr;
+            check(MPI_Win_shared_query(window, r, &size, &unit, &base), "MPI_Win_shared_query");
+            segments[std::size_t(r)] = static_cast<std::byte*>(base);
+        }
+        check(MPI_Win_lock_all(MPI_MODE_NOCHECK, window), "MPI_Win_lock_all");
+    }
+
+    // Rank `rank`'s buffer of the current use.
+    template <class T>
+    T* buffer(int rank) const {
+        return reinterpret_cast<T*>(segments[std::size_t(rank)] + (uses % 2) * capacity);
+    }
+
+    // After this, every rank sees what every rank wrote into its buffer of the current use.
+    void publish() const {
+        MPI_Win_sync(window);
+        check(MPI_Barrier(comm), "MPI_Barrier");
+        MPI_Win_sync(window);
+    }
+
+    void next() { ++uses; }
+
+    void release() {
+        if (window == MPI_WIN_NULL) return;
+        MPI_Win_unlock_all(window);
+        MPI_Win_free(&window);
+        capacity = 0;
+    }
+
+    MPI_Comm comm;
+    MPI_Win window = MPI_WIN_NULL;
+    std::vector<std::byte*> segments;
+    std::size_t capacity = 0;
+    std::size_t uses = 0;
+};
+#else
+struct Session::SharedWindow {};
+#endif
+
 bool built_with_mpi() {
 #ifdef XTNN_WITH_MPI
     return true;
@@ -212,7 +326,11 @@ void Session::start([[maybe_unused]] int* argc, [[maybe_unused]] char*** argv) {
     MPI_Comm local;
     MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, rank_, MPI_INFO_NULL, &local);
     MPI_Comm_size(local, &local_size_);
-    MPI_Comm_free(&local);
+    if (size_ > 1 && local_size_ == size_) {
+        shared_ = std::make_unique<SharedWindow>(local);
+    } else {
+        MPI_Comm_free(&local);
+    }
     char name[MPI_MAX_PROCESSOR_NAME];
     int length = 0;
     MPI_Get_processor_name(name, &length);
@@ -228,58 +346,131 @@ Session::~Session() {
     // MPI_Finalize waits for the other ranks, which may be waiting in a collective this rank
     // will never join.
     if (std::uncaught_exceptions() > 0 && size_ > 1) abort("an exception ended this rank's program; ending the job");
+    shared_.reset();
     MPI_Finalize();
 #endif
 }
 
 std::string Session::describe(int rank) const { return fmt::format("rank {} of {}", rank, size_); }
 
-void Session::allreduce_sum(std::span<float> values) const {
-#ifdef XTNN_WITH_MPI
-    if (size_ > 1) sum_over_ranks(values, size_, rank_, options_);
-#else
-    (void)values;
-#endif
+bool Session::uses_shared_memory() const {
+    return shared_ && options_.shared_memory && options_.reduction == Reduction::ring;
 }
 
-void Session::allreduce_sum(std::span<double> values) const {
-#ifdef XTNN_WITH_MPI
-    if (size_ > 1) sum_over_ranks(values, size_, rank_, options_);
-#else
-    (void)values;
-#endif
-}
+void Session::allreduce_sum(std::span<float> values) const { sum(values); }
+
+void Session::allreduce_sum(std::span<double> values) const { sum(values); }
 
 std::vector<std::pair<std::size_t, std::size_t>> Session::sum_scatter(std::span<float> values) const {
+    const std::span<float> whole[] = {values};
+    return scatter<float>(whole);
+}
+
+void Session::allgather_owned(std::span<float> values) const {
+    const std::span<float> whole[] = {values};
+    gather<float>(whole);
+}
+
+std::vector<std::pair<std::size_t, std::size_t>> Session::sum_scatter(std::span<const std::span<float>> parts) const {
+    return scatter(parts);
+}
+
+void Session::allgather_owned(std::span<const std::span<float>> parts) const { gather(parts); }
+
+template <class T>
+void Session::sum([[maybe_unused]] std::span<T> values) const {
+#ifdef XTNN_WITH_MPI
+    if (size_ == 1) return;
+    if (uses_shared_memory() && values.size() >= std::size_t(size_)) {
+        const std::span<T> whole[] = {values};
+        scatter<T>(whole);
+        gather<T>(whole);
+        return;
+    }
+    sum_over_ranks(values, size_, rank_, options_);
+#endif
+}
+
+template <class T>
+std::vector<std::pair<std::size_t, std::size_t>> Session::scatter(std::span<const std::span<T>> arrays) const {
+    const Parts<T> parts(arrays);
 #ifdef XTNN_WITH_MPI
     if (size_ > 1) {
-        if (values.size() < std::size_t(size_)) {
-            throw ValueError(fmt::format("distributed: sum_scatter of {} values over {} ranks", values.size(), size_));
+        if (parts.size() < std::size_t(size_)) {
+            throw ValueError(fmt::format("distributed: sum_scatter of {} values over {} ranks", parts.size(), size_));
         }
         const Ring ring(size_, rank_);
-        std::vector<float> received;
+        const auto buckets = ring_buckets<T>(parts.size(), size_, options_.bucket_bytes);
         std::vector<std::pair<std::size_t, std::size_t>> owned;
-        for (const auto& [first, last] : ring_buckets<float>(values.size(), size_, options_.bucket_bytes)) {
-            ring.reduce_scatter(values.subspan(first, last - first), received);
+        for (const auto& [first, last] : buckets) {
             const auto [begin, end] = ring.owned(last - first);
             owned.emplace_back(first + begin, first + end);
+        }
+        std::vector<T> partial;
+        if (!uses_shared_memory()) {
+            std::vector<T> packed(parts.size());
+            parts.copy_out(0, parts.size(), packed.data());
+            for (const auto& [first, last] : buckets) ring.reduce_scatter(std::span<T>(packed).subspan(first, last - first), partial);
+            for (const auto& [begin, end] : owned) parts.copy_in(begin, end, packed.data() + begin);
+            return owned;
+        }
+        shared_->reserve(largest<T>(buckets) * sizeof(T));
+        for (std::size_t b = 0; b < buckets.size(); ++b) {
+            const auto [first, last] = buckets[b];
+            const auto [begin, end] = owned[b];
+            // This rank's values of the chunks others own, at their places in the bucket.
+            T* mine = shared_->buffer<T>(rank_);
+            parts.copy_out(first, begin, mine);
+            parts.copy_out(end, last, mine + (end - first));
+            shared_->publish();
+            // The ring's order: from the rank after this one around to this one, added last.
+            const T* sum = shared_->buffer<T>((rank_ + 1) % size_) + (begin - first);
+            if (size_ > 2) {
+                partial.assign(sum, sum + (end - begin));
+                for (int step = 2; step < size_; ++step) {
+                    const T* addend = shared_->buffer<T>((rank_ + step) % size_) + (begin - first);
+                    for (std::size_t j = 0; j < partial.size(); ++j) partial[j] = partial[j] + addend[j];
+                }
+                sum = partial.data();
+            }
+            parts.visit(begin, end, [&](T* own, std::size_t at, std::size_t n) {
+                const T* other = sum + (at - begin);
+                for (std::size_t j = 0; j < n; ++j) own[j] = other[j] + own[j];
+            });
+            shared_->next();
         }
         return owned;
     }
 #endif
-    return {{0, values.size()}};
+    return {{0, parts.size()}};
 }
 
-void Session::allgather_owned(std::span<float> values) const {
+template <class T>
+void Session::gather([[maybe_unused]] std::span<const std::span<T>> arrays) const {
 #ifdef XTNN_WITH_MPI
-    if (size_ > 1) {
-        const Ring ring(size_, rank_);
-        for (const auto& [first, last] : ring_buckets<float>(values.size(), size_, options_.bucket_bytes)) {
-            ring.allgather(values.subspan(first, last - first));
-        }
+    if (size_ == 1) return;
+    const Parts<T> parts(arrays);
+    const Ring ring(size_, rank_);
+    const auto buckets = ring_buckets<T>(parts.size(), size_, options_.bucket_bytes);
+    if (!uses_shared_memory()) {
+        std::vector<T> packed(parts.size());
+        parts.copy_out(0, parts.size(), packed.data());
+        for (const auto& [first, last] : buckets) ring.allgather(std::span<T>(packed).subspan(first, last - first));
+        parts.copy_in(0, parts.size(), packed.data());
+        return;
     }
-#else
-    (void)values;
+    shared_->reserve(largest<T>(buckets) * sizeof(T));
+    for (const auto& [first, last] : buckets) {
+        const auto [begin, end] = ring.owned(last - first);
+        parts.copy_out(first + begin, first + end, shared_->buffer<T>(rank_) + begin);
+        shared_->publish();
+        for (int r = 0; r < size_; ++r) {
+            if (r == rank_) continue;
+            const auto [their_begin, their_end] = ring.owned_by(r, last - first);
+            parts.copy_in(first + their_begin, first + their_end, shared_->buffer<T>(r) + their_begin);
+        }
+        shared_->next();
+    }
 #endif
 }
 

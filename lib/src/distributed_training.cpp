@@ -42,73 +42,81 @@ void Model::exchange_step(Peers& peers, std::size_t rows, std::vector<BatchSlice
     }
     for (std::size_t r = 0; r < ranks; ++r) totals.add_sums({all.data() + r * message.size(), figure_count});
 
-    // The fused buffer: every trained weight's gradient, summed over this rank's slices in slice
-    // order (as one process sums its threads' slices; zeros where none arrived), then the state
-    // to average.
-    peers.fused.resize(peers.fused_length(weights));
-    float* cursor = peers.fused.data();
-    for (const std::size_t w : peers.trained) {
-        const std::size_t n = weights[w].size();
-        bool written = false;
-        for (std::size_t k = 0; k < count; ++k) {
-            const float* gradient = slice_gradient(w, k);
-            if (!gradient) continue;
-            if (written) {
-                for (std::size_t j = 0; j < n; ++j) cursor[j] += gradient[j];
-            } else {
-                std::copy(gradient, gradient + n, cursor);
-                written = true;
-            }
-        }
-        if (!written) std::fill(cursor, cursor + n, 0.0f);
-        cursor += n;
-    }
-    for (const std::size_t w : peers.averaged_state) {
-        const auto& value = weights[w].value();
-        cursor = std::copy(value.begin(), value.end(), cursor);
-    }
-    const std::span<float> fused(peers.fused);
     if (session.options().reduction == distributed::Reduction::ring) {
+        // The sums are made where the gradients are, in slice 0's (the weights' own; zeros where
+        // no slice arrived) after this rank's other slices are added to them in slice order, as
+        // one process sums its threads' slices; the state to average is summed in place.
+        std::vector<std::span<float>> summed;
+        std::vector<const float*> gradients(weights.size(), nullptr);
+        for (const std::size_t w : peers.trained) {
+            xt::xarray<float>& gradient = grad_buffer(*weights[w].node());
+            for (std::size_t k = 1; k < count; ++k) {
+                const xt::xarray<float>* addend = slices[k].gradients->gradient(w);
+                if (!addend) continue;
+                const float* other = addend->data();
+                float* sum = gradient.data();
+                for (std::size_t j = 0; j < gradient.size(); ++j) sum[j] += other[j];
+            }
+            if (has_gradient[w]) gradients[w] = gradient.data();
+            summed.emplace_back(gradient.data(), gradient.size());
+        }
+        std::vector<std::span<float>> values;
+        for (const std::size_t w : peers.trained) values.emplace_back(weights[w].mutable_value().data(), weights[w].size());
+        for (const std::size_t w : peers.averaged_state) {
+            summed.emplace_back(weights[w].mutable_value().data(), weights[w].size());
+            values.push_back(summed.back());
+        }
         // Each rank updates the values whose sums it holds, then all take every rank's: one
         // optimizer update per weight element in the whole job, not one per rank.
-        std::vector<const float*> gradients(weights.size(), nullptr);
-        std::vector<std::size_t> offsets(weights.size(), 0);
+        const auto owned = session.sum_scatter(summed);
         std::vector<Optimizer::Segment> segments;
-        const auto owned = session.sum_scatter(fused);
         std::size_t offset = 0;
-        for (const std::size_t w : peers.trained) {
-            offsets[w] = offset;
-            if (has_gradient[w]) gradients[w] = peers.fused.data() + offset;
+        for (std::size_t i = 0; i < summed.size(); ++i) {
+            const std::size_t n = summed[i].size();
             for (const auto& [first, last] : owned) {
-                const std::size_t begin = std::max(first, offset), end = std::min(last, offset + weights[w].size());
-                if (begin < end) segments.push_back({w, begin - offset, end - offset});
+                const std::size_t begin = std::max(first, offset), end = std::min(last, offset + n);
+                if (begin >= end) continue;
+                if (i < peers.trained.size()) {
+                    segments.push_back({peers.trained[i], begin - offset, end - offset});
+                } else {
+                    for (std::size_t j = begin - offset; j < end - offset; ++j) summed[i][j] /= float(ranks);
+                }
             }
-            offset += weights[w].size();
+            offset += n;
         }
         optimizer_->apply_segments(weights, gradients, segments);
-        // The new values go where their gradients were, the averages of the state in place.
-        for (const auto& segment : segments) {
-            const float* value = weights[segment.weight].value().data();
-            std::copy(value + segment.begin, value + segment.end, peers.fused.data() + offsets[segment.weight] + segment.begin);
-        }
-        for (const auto& [first, last] : owned) {
-            for (std::size_t j = std::max(first, offset); j < last; ++j) peers.fused[j] /= float(ranks);
-        }
-        session.allgather_owned(fused);
-        cursor = peers.fused.data();
-        for (const auto& w : {std::cref(peers.trained), std::cref(peers.averaged_state)}) {
-            for (const std::size_t index : w.get()) {
-                std::copy(cursor, cursor + weights[index].size(), weights[index].mutable_value().data());
-                cursor += weights[index].size();
-            }
-        }
+        session.allgather_owned(values);
     } else {
-        session.allreduce_sum(fused);
+        // One buffer for MPI: every trained weight's gradient, summed over this rank's slices in
+        // slice order (zeros where none arrived), then the state to average.
+        peers.fused.resize(peers.fused_length(weights));
+        float* cursor = peers.fused.data();
+        for (const std::size_t w : peers.trained) {
+            const std::size_t n = weights[w].size();
+            bool written = false;
+            for (std::size_t k = 0; k < count; ++k) {
+                const float* gradient = slice_gradient(w, k);
+                if (!gradient) continue;
+                if (written) {
+                    for (std::size_t j = 0; j < n; ++j) cursor[j] += gradient[j];
+                } else {
+                    std::copy(gradient, gradient + n, cursor);
+                    written = true;
+                }
+            }
+            if (!written) std::fill(cursor, cursor + n, 0.0f);
+            cursor += n;
+        }
+        for (const std::size_t w : peers.averaged_state) {
+            const auto& value = weights[w].value();
+            cursor = std::copy(value.begin(), value.end(), cursor);
+        }
+        session.allreduce_sum(std::span<float>(peers.fused));
         cursor = peers.fused.data();
         for (const std::size_t w : peers.trained) {
             if (has_gradient[w]) {
                 xt::xarray<float>& gradient = grad_buffer(*weights[w].node());
-                std::copy(cursor, cursor + gradient.size(), gradient.begin());
+                std::copy(cursor, cursor + gradient.size(), gradient.data());
             }
             cursor += weights[w].size();
         }
@@ -182,6 +190,7 @@ std::vector<std::pair<std::string, std::string>> fit_settings(const Model& model
     settings.emplace_back("the gradient reduction", reduction == distributed::Reduction::ring        ? "ring"
                                                     : reduction == distributed::Reduction::allreduce ? "allreduce"
                                                                                                      : "fixed_order");
+    settings.emplace_back("shared_memory", session.options().shared_memory ? "true" : "false");
     return settings;
 }
 

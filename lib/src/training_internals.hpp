@@ -118,7 +118,8 @@ struct Model::Peers {
     /// The weights that record gradients, fixed for the whole fit (so that with
     /// Reduction::ring every rank updates the same elements of them at every step).
     std::vector<std::size_t> trained = {};
-    /// One step's gradients of `trained`, then the state to average, fused for the collective.
+    /// One step's gradients of `trained`, then the state to average, in one buffer for
+    /// MPI_Allreduce or the fixed-order sum (the ring sums them where they are).
     std::vector<float> fused = {};
 
     std::size_t fused_length(const std::vector<Tensor>& weights) const {

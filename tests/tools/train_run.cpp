@@ -46,13 +46,14 @@ int main(int argc, char** argv) {
     args.option("--resume", resume, "continue from this model file, with its random state");
     std::size_t batch_size = 64;
     int threads = 0, fail_rank = -1, kill_rank = -1, mismatch_rank = -1, broken_rank = -1;
-    bool distributed = false, batch_norm = false;
+    bool distributed = false, batch_norm = false, messages = false;
     std::string reduction = "ring";
     std::string checkpoint, compare;
     args.option("--batch-size", batch_size);
     args.option("--threads", threads, "xtnn's threads (default: its own choice)");
     args.flag("--distributed", distributed, "train on the ranks of an MPI job");
     args.option("--reduction", reduction, "how the ranks' gradients are summed").one_of({"ring", "allreduce", "fixed_order"});
+    args.flag("--messages", messages, "the ring over MPI messages even where the ranks share memory");
     args.flag("--batch-norm", batch_norm, "a BatchNormalization layer after the first Dense");
     args.option("--checkpoint", checkpoint, "save the model here after every epoch (ModelCheckpoint)");
     args.option("--fail-rank", fail_rank, "this rank throws during the second epoch");
@@ -74,7 +75,8 @@ int main(int argc, char** argv) {
         session.emplace(argc, argv, xtnn::distributed::SessionOptions{
             .reduction = reduction == "ring"        ? xtnn::distributed::Reduction::ring
                          : reduction == "allreduce" ? xtnn::distributed::Reduction::allreduce
-                                                    : xtnn::distributed::Reduction::fixed_order});
+                                                    : xtnn::distributed::Reduction::fixed_order,
+            .shared_memory = !messages});
     }
     if (threads > 0) xtnn::ops::set_num_threads(threads);
     const int rank = session ? session->rank() : 0;

@@ -16,6 +16,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <span>
 #include <string>
 #include <string_view>
@@ -45,6 +46,10 @@ struct SessionOptions {
     /// Largest fused message of gradients, in bytes (Horovod's fusion buffer): one collective per
     /// bucket, never one per weight.
     std::size_t bucket_bytes = std::size_t(16) << 20;
+    /// With Reduction::ring and every rank on one machine: the ranks exchange through memory they
+    /// share (an MPI-3 shared window) instead of messages. The same owned ranges, the same order
+    /// of sums and so the same bits as the ring over messages; fewer copies and no handshakes.
+    bool shared_memory = true;
 };
 
 /// The processes of one job. Starts MPI when the program was started by an MPI launcher
@@ -75,6 +80,8 @@ public:
     const SessionOptions& options() const { return options_; }
     /// Changes the reduction or the bucket size; every rank must make the same change.
     void set_options(SessionOptions options);
+    /// True when the sums go through shared memory (SessionOptions::shared_memory applies).
+    bool uses_shared_memory() const;
     /// "rank 1 of 4": how errors name a rank.
     std::string describe(int rank) const;
 
@@ -91,6 +98,10 @@ public:
     /// a rank. One rank owns everything.
     std::vector<std::pair<std::size_t, std::size_t>> sum_scatter(std::span<float> values) const;
     void allgather_owned(std::span<float> values) const;
+    /// The same over several arrays taken as one buffer in their order (the same cut, the same
+    /// bits): a fit sums its gradients and shares its weights where they are, without packing.
+    std::vector<std::pair<std::size_t, std::size_t>> sum_scatter(std::span<const std::span<float>> parts) const;
+    void allgather_owned(std::span<const std::span<float>> parts) const;
     /// True on every rank when `flag` is true on any.
     bool any(bool flag) const;
     /// Every rank's `values` (the same count on every rank), concatenated in rank order.
@@ -107,7 +118,15 @@ public:
     [[noreturn]] void abort(std::string_view message, int code = 1) const;
 
 private:
+    struct SharedWindow;
+
     void start(int* argc, char*** argv);
+    template <class T>
+    void sum(std::span<T> values) const;
+    template <class T>
+    std::vector<std::pair<std::size_t, std::size_t>> scatter(std::span<const std::span<T>> parts) const;
+    template <class T>
+    void gather(std::span<const std::span<T>> parts) const;
 
     SessionOptions options_;
     int rank_ = 0;
@@ -115,6 +134,8 @@ private:
     int local_size_ = 1;
     bool uses_mpi_ = false;
     std::string host_;
+    // The ranks of this machine's window, when they are all the job's ranks.
+    std::unique_ptr<SharedWindow> shared_;
 };
 
 /// True when this build of xtnn has MPI.
