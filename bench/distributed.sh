@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Data-parallel training (issue 14) measured on this machine: W2 (Fashion-MNIST MLP, batch 128)
 # and the book's CNN (W4 on the bundled digits, batch 64), each on 1 rank and on 2 ranks
-# (mpirun -np 2) of 1 thread each, in interleaved rounds so that the machine's drift hits both.
+# (mpirun -np 2) of 1 thread each, and as one process of 2 threads (the same split of every batch,
+# summed in one address space: the reference for what 2 ranks can reach here), in interleaved
+# rounds so that the machine's drift hits all three.
 # Prints the CPU, the medians, the speed-up and, from the measured step times and the bytes each
 # step allreduces, the speed-up a ring allreduce model expects on 8, 32 and 64 machines
 # (bench/scaling.py; its network figures are stated there).
@@ -35,14 +37,16 @@ row = json.loads(sys.argv[2].splitlines()[0]); row["round"] = int(sys.argv[1]); 
 
 for round in $(seq 1 "$rounds"); do
   echo "round $round of $rounds" >&2
-  w2=(build/bench/xtnn_mlp --workload w2 --threads 1 --data fashion --epochs "${EPOCHS_W2:-4}" --latency-calls 10
+  w2=(build/bench/xtnn_mlp --workload w2 --data fashion --epochs "${EPOCHS_W2:-4}" --latency-calls 10
       --reduction "${REDUCTION:-ring}")
-  w4=(build/bench/xtnn_cnn --workload w4 --threads 1 --data mnist10k --epochs "${EPOCHS_W4:-3}" --latency-calls 1 --thr-batches 1
+  w4=(build/bench/xtnn_cnn --workload w4 --data mnist10k --epochs "${EPOCHS_W4:-3}" --latency-calls 1 --thr-batches 1
       --reduction "${REDUCTION:-ring}")
-  record "$round" "${w2[@]}"
-  record "$round" "${mpirun[@]}" "${w2[@]}"
-  record "$round" "${w4[@]}"
-  record "$round" "${mpirun[@]}" "${w4[@]}"
+  for workload in w2 w4; do
+    declare -n run="$workload"
+    record "$round" "${run[@]}" --threads 1
+    record "$round" "${mpirun[@]}" "${run[@]}" --threads 1
+    record "$round" "${run[@]}" --threads 2
+  done
 done
 echo "results: $results" >&2
 python3 bench/scaling.py "$results"
