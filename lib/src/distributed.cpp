@@ -229,7 +229,7 @@ void sum_over_ranks(std::span<T> values, int ranks, int rank, const SessionOptio
 // segment take turns: a rank writes a buffer again only after every rank has reached the barrier
 // of the other buffer's use, by which time every rank has finished reading this one.
 struct Session::SharedWindow {
-    explicit SharedWindow(MPI_Comm ranks) : comm(ranks) {}
+    explicit SharedWindow(MPI_Comm ranks) : comm(ranks) { MPI_Comm_set_errhandler(comm, MPI_ERRORS_RETURN); }
     ~SharedWindow() {
         release();
         MPI_Comm_free(&comm);
@@ -237,14 +237,24 @@ struct Session::SharedWindow {
     SharedWindow(const SharedWindow&) = delete;
     SharedWindow& operator=(const SharedWindow&) = delete;
 
-    // Room for `bytes` in each buffer. Collective: every rank asks for the same room.
-    void reserve(std::size_t bytes) {
-        if (bytes <= capacity) return;
+    // Room for `bytes` in each buffer. Collective: every rank asks for the same room. False on
+    // every rank, from then on, when the window could not be had (no room left in the file
+    // system MPI maps it from, an MPI without shared windows): the ring goes over messages.
+    bool reserve(std::size_t bytes) {
+        if (failed) return false;
+        if (bytes <= capacity) return true;
         release();
-        capacity = (bytes + 63) / 64 * 64;
         std::byte* own = nullptr;
-        check(MPI_Win_allocate_shared(MPI_Aint(2 * capacity), 1, MPI_INFO_NULL, comm, &own, &window),
-              "MPI_Win_allocate_shared");
+        const std::size_t room = (bytes + 63) / 64 * 64;
+        int allocated = MPI_Win_allocate_shared(MPI_Aint(2 * room), 1, MPI_INFO_NULL, comm, &own, &window) == MPI_SUCCESS;
+        check(MPI_Allreduce(MPI_IN_PLACE, &allocated, 1, MPI_INT, MPI_LAND, comm), "MPI_Allreduce");
+        if (!allocated) {
+            // A window some ranks got stays until MPI_Finalize: freeing it would wait for the others.
+            window = MPI_WIN_NULL;
+            failed = true;
+            return false;
+        }
+        capacity = room;
         int ranks = 0;
         MPI_Comm_size(comm, &ranks);
         segments.assign(std::size_t(ranks), nullptr);
@@ -256,6 +266,7 @@ struct Session::SharedWindow {
             segments[std::size_t(r)] = static_cast<std::byte*>(base);
         }
         check(MPI_Win_lock_all(MPI_MODE_NOCHECK, window), "MPI_Win_lock_all");
+        return true;
     }
 
     // Rank `rank`'s buffer of the current use.
@@ -285,6 +296,7 @@ struct Session::SharedWindow {
     std::vector<std::byte*> segments;
     std::size_t capacity = 0;
     std::size_t uses = 0;
+    bool failed = false;
 };
 #else
 struct Session::SharedWindow {};
@@ -354,7 +366,11 @@ Session::~Session() {
 std::string Session::describe(int rank) const { return fmt::format("rank {} of {}", rank, size_); }
 
 bool Session::uses_shared_memory() const {
-    return shared_ && options_.shared_memory && options_.reduction == Reduction::ring;
+#ifdef XTNN_WITH_MPI
+    return shared_ && !shared_->failed && options_.shared_memory && options_.reduction == Reduction::ring;
+#else
+    return false;
+#endif
 }
 
 void Session::allreduce_sum(std::span<float> values) const { sum(values); }
@@ -407,14 +423,13 @@ std::vector<std::pair<std::size_t, std::size_t>> Session::scatter(std::span<cons
             owned.emplace_back(first + begin, first + end);
         }
         std::vector<T> partial;
-        if (!uses_shared_memory()) {
+        if (!uses_shared_memory() || !shared_->reserve(largest<T>(buckets) * sizeof(T))) {
             std::vector<T> packed(parts.size());
             parts.copy_out(0, parts.size(), packed.data());
             for (const auto& [first, last] : buckets) ring.reduce_scatter(std::span<T>(packed).subspan(first, last - first), partial);
             for (const auto& [begin, end] : owned) parts.copy_in(begin, end, packed.data() + begin);
             return owned;
         }
-        shared_->reserve(largest<T>(buckets) * sizeof(T));
         for (std::size_t b = 0; b < buckets.size(); ++b) {
             const auto [first, last] = buckets[b];
             const auto [begin, end] = owned[b];
@@ -452,14 +467,13 @@ void Session::gather([[maybe_unused]] std::span<const std::span<T>> arrays) cons
     const Parts<T> parts(arrays);
     const Ring ring(size_, rank_);
     const auto buckets = ring_buckets<T>(parts.size(), size_, options_.bucket_bytes);
-    if (!uses_shared_memory()) {
+    if (!uses_shared_memory() || !shared_->reserve(largest<T>(buckets) * sizeof(T))) {
         std::vector<T> packed(parts.size());
         parts.copy_out(0, parts.size(), packed.data());
         for (const auto& [first, last] : buckets) ring.allgather(std::span<T>(packed).subspan(first, last - first));
         parts.copy_in(0, parts.size(), packed.data());
         return;
     }
-    shared_->reserve(largest<T>(buckets) * sizeof(T));
     for (const auto& [first, last] : buckets) {
         const auto [begin, end] = ring.owned(last - first);
         parts.copy_out(first + begin, first + end, shared_->buffer<T>(rank_) + begin);

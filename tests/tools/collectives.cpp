@@ -38,6 +38,8 @@ int main(int argc, char** argv) {
         for (std::size_t bucket_bytes : {std::size_t(64), std::size_t(16) << 20}) {
             session.set_options({.reduction = reduction, .bucket_bytes = bucket_bytes});
             for (std::size_t n : {1, 2, 3, 7, 1000, 100003}) {
+                // Thousands of 64-byte buckets, each a barrier or a message, add nothing but time.
+                if (bucket_bytes == 64 && n > 1000) continue;
                 std::vector<float> values(n);
                 for (std::size_t i = 0; i < n; ++i) values[i] = value_of(session.rank(), i);
                 session.allreduce_sum(std::span<float>(values));
@@ -65,6 +67,7 @@ int main(int argc, char** argv) {
     // arrays taken as one buffer: the same cut and bits as that buffer.
     for (std::size_t bucket_bytes : {std::size_t(64), std::size_t(16) << 20}) {
         for (std::size_t n : {4, 7, 1000, 100003}) {
+            if (bucket_bytes == 64 && n > 1000) continue;
             std::vector<float> original(n);
             for (std::size_t i = 0; i < n; ++i) original[i] = inexact_value_of(session.rank(), i);
             std::vector<std::string> results;
@@ -106,6 +109,7 @@ int main(int argc, char** argv) {
         for (const bool shared_memory : {true, false}) {
             session.set_options({.reduction = Reduction::ring, .bucket_bytes = bucket_bytes, .shared_memory = shared_memory});
             for (std::size_t n : {4, 7, 1000, 100003}) {
+                if (bucket_bytes == 64 && n > 1000) continue;
                 std::vector<float> values(n);
                 for (std::size_t i = 0; i < n; ++i) values[i] = value_of(session.rank(), i);
                 std::size_t owned_count = 0;
@@ -133,6 +137,10 @@ int main(int argc, char** argv) {
         }
     }
     if (session.any(failures > 0)) return 1;
-    if (session.is_chief()) std::printf("collectives: ok on %d ranks\n", session.size());
+    session.set_options({});
+    if (session.is_chief()) {
+        std::printf("collectives: ok on %d ranks (the ring %s)\n", session.size(),
+                    session.uses_shared_memory() ? "through shared memory" : "over messages");
+    }
     return 0;
 }
