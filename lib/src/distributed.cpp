@@ -32,6 +32,42 @@ namespace {
     return false;
 }
 
+// Several arrays seen as one buffer, in order.
+template <class T>
+class Parts {
+public:
+    explicit Parts(std::span<const std::span<T>> parts) : parts_(parts), offsets_{0} {
+        for (const auto& part : parts) offsets_.push_back(offsets_.back() + part.size());
+    }
+
+    std::size_t size() const { return offsets_.back(); }
+
+    // Calls visit(pointer, index) for each run of [begin, end) that lies in one array.
+    template <class Visit>
+    void visit(std::size_t begin, std::size_t end, Visit visit) const {
+        auto part = std::size_t(std::upper_bound(offsets_.begin(), offsets_.end(), begin) - offsets_.begin()) - 1;
+        for (; begin < end; ++part) {
+            const std::size_t stop = std::min(end, offsets_[part + 1]);
+            if (stop > begin) visit(parts_[part].data() + (begin - offsets_[part]), begin, stop - begin);
+            begin = stop;
+        }
+    }
+
+    void copy_out(std::size_t begin, std::size_t end, T* to) const {
+        visit(begin, end, [&](const T* from, std::size_t at, std::size_t n) { std::copy(from, from + n, to + (at - begin)); });
+    }
+
+    void copy_in(std::size_t begin, std::size_t end, const T* from) const {
+        visit(begin, end, [&](T* to, std::size_t at, std::size_t n) {
+            std::copy(from + (at - begin), from + (at - begin) + n, to);
+        });
+    }
+
+private:
+    std::span<const std::span<T>> parts_;
+    std::vector<std::size_t> offsets_;
+};
+
 #ifdef XTNN_WITH_MPI
 
 void check(int status, const char* call) {
@@ -130,42 +166,6 @@ std::size_t largest(const std::vector<std::pair<std::size_t, std::size_t>>& buck
     for (const auto& [first, last] : buckets) length = std::max(length, last - first);
     return length;
 }
-
-// Several arrays seen as one buffer, in order.
-template <class T>
-class Parts {
-public:
-    explicit Parts(std::span<const std::span<T>> parts) : parts_(parts), offsets_{0} {
-        for (const auto& part : parts) offsets_.push_back(offsets_.back() + part.size());
-    }
-
-    std::size_t size() const { return offsets_.back(); }
-
-    // Calls visit(pointer, index) for each run of [begin, end) that lies in one array.
-    template <class Visit>
-    void visit(std::size_t begin, std::size_t end, Visit visit) const {
-        auto part = std::size_t(std::upper_bound(offsets_.begin(), offsets_.end(), begin) - offsets_.begin()) - 1;
-        for (; begin < end; ++part) {
-            const std::size_t stop = std::min(end, offsets_[part + 1]);
-            if (stop > begin) visit(parts_[part].data() + (begin - offsets_[part]), begin, stop - begin);
-            begin = stop;
-        }
-    }
-
-    void copy_out(std::size_t begin, std::size_t end, T* to) const {
-        visit(begin, end, [&](const T* from, std::size_t at, std::size_t n) { std::copy(from, from + n, to + (at - begin)); });
-    }
-
-    void copy_in(std::size_t begin, std::size_t end, const T* from) const {
-        visit(begin, end, [&](T* to, std::size_t at, std::size_t n) {
-            std::copy(from + (at - begin), from + (at - begin) + n, to);
-        });
-    }
-
-private:
-    std::span<const std::span<T>> parts_;
-    std::vector<std::size_t> offsets_;
-};
 
 // Sums of fewer values than ranks, where a ring would send empty chunks: gathered, added in rank order.
 template <class T>
@@ -432,7 +432,7 @@ std::vector<std::pair<std::size_t, std::size_t>> Session::scatter(std::span<cons
         }
         for (std::size_t b = 0; b < buckets.size(); ++b) {
             const auto [first, last] = buckets[b];
-            const auto [begin, end] = owned[b];
+            const std::size_t begin = owned[b].first, end = owned[b].second;
             // This rank's values of the chunks others own, at their places in the bucket.
             T* mine = shared_->buffer<T>(rank_);
             parts.copy_out(first, begin, mine);
