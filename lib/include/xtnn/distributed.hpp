@@ -80,7 +80,9 @@ public:
     const SessionOptions& options() const { return options_; }
     /// Changes the reduction or the bucket size; every rank must make the same change.
     void set_options(SessionOptions options);
-    /// True when the sums go through shared memory (SessionOptions::shared_memory applies).
+    /// True when the ring goes through shared memory: SessionOptions::shared_memory and the ring
+    /// are set, every rank is on this machine, and MPI could allocate the window (once it failed,
+    /// false for good).
     bool uses_shared_memory() const;
     /// "rank 1 of 4": how errors name a rank.
     std::string describe(int rank) const;
