@@ -9,6 +9,7 @@
 #    README "Training on several machines";
 #  - a checkpoint of a 2-rank run resumes on 1 process and one of a 1-process run on 2 ranks,
 #    both equal to the straight run;
+#  - evaluate with the ranks gives every rank one process's figures;
 #  - a rank that throws or is killed ends the job with a message naming it, well inside the
 #    timeout, and the last checkpoint stays loadable; a rank whose own checks fail stops every rank
 #    with its error; ranks that disagree on the batch size stop with an error naming it.
@@ -85,6 +86,19 @@ expect_same_file(batch_norm_2.xtnn batch_norm_2.xtnn.rank1 "2 ranks with BatchNo
 train_on_ranks(2 batch_norm_2_messages --batch-size 100 --batch-norm --messages)
 expect_same_file(batch_norm_2.xtnn batch_norm_2_messages.xtnn "2 ranks with BatchNormalization: shared memory vs messages")
 
+# evaluate with the ranks: each evaluates its half of the samples; every rank gets the figures of
+# all, which equal one process's to six digits.
+train_with("${TRAIN_RUN}" one_process_evaluate --threads 2 --batch-size 100 --evaluate)
+train_on_ranks(2 evaluate_2 --batch-size 100 --evaluate)
+expect_same_file(evaluate_2.txt evaluate_2.txt.rank1 "2 ranks: History and evaluate figures of rank 0 and rank 1")
+foreach(name one_process_evaluate evaluate_2)
+  file(STRINGS "${WORK_DIR}/${name}.txt" ${name}_figures REGEX "^evaluate ")
+endforeach()
+if(NOT one_process_evaluate_figures MATCHES "accuracy=" OR NOT one_process_evaluate_figures STREQUAL evaluate_2_figures)
+  message(FATAL_ERROR "evaluate on 2 ranks: '${evaluate_2_figures}', on one process: '${one_process_evaluate_figures}'")
+endif()
+message(STATUS "ok: evaluate on 2 ranks = on one process: ${evaluate_2_figures}")
+
 # One thread computes each batch's gradient in one piece: the sums differ in their last bits.
 train_with("${TRAIN_RUN}" one_process_1_thread --threads 1 --batch-size 100)
 execute_process(COMMAND "${TRAIN_RUN}" --save "${WORK_DIR}/ranks_2.xtnn" --compare "${WORK_DIR}/one_process_1_thread.xtnn"
@@ -127,6 +141,8 @@ expect_job_failure(killed "process rank 1 [^\n]* exited on signal 9" --kill-rank
                    --checkpoint "${WORK_DIR}/killed_checkpoint.xtnn")
 expect_job_failure(broken "rank 0 of 2 on [^:]+: xtnn_train_run: fit: rank 1 of 2 failed before training: " --broken-rank 1)
 expect_job_failure(mismatch "fit: the ranks disagree on batch_size: rank 0 of 2 has 64, rank 1 of 2 has 32" --mismatch-rank 1)
+expect_job_failure(evaluate_mismatch "evaluate: the ranks disagree on the samples: rank 0 of 2 has 500, rank 1 of 2 has 499"
+                   --evaluate --short-evaluation-rank 1)
 
 # The checkpoints written before the faults (after epoch 1) load and training resumes from them.
 foreach(fault throws killed)

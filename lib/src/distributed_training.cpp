@@ -1,6 +1,6 @@
 // The exchanges of a distributed fit (README "Training on several machines"): the ranks' figures
 // and gradients each step, the optimizer's slots at each epoch's end, the agreement on settings
-// and rank 0's state before training.
+// and rank 0's state before training; and the agreement before a distributed evaluate.
 
 #include <algorithm>
 #include <functional>
@@ -238,6 +238,30 @@ void Model::join_peers(const Peers& peers, const std::exception_ptr& local_error
                 throw ValueError(fmt::format("fit: the ranks disagree on {}: {} has {}, {} has {}", what, session.describe(0),
                                              mine, session.describe(int(r)), theirs));
             }
+        }
+    }
+}
+
+void join_evaluation(const distributed::Session& session, const std::exception_ptr& local_error, std::size_t samples) {
+    std::string report = "ok\n" + std::to_string(samples);
+    if (local_error) {
+        try {
+            std::rethrow_exception(local_error);
+        } catch (const std::exception& e) {
+            report = std::string("error\n") + e.what();
+        }
+    }
+    const std::vector<std::string> reports = session.allgather(report);
+    if (local_error) std::rethrow_exception(local_error);
+    for (std::size_t r = 0; r < reports.size(); ++r) {
+        if (reports[r].starts_with("error\n")) {
+            std::string error = reports[r].substr(6);
+            if (error.starts_with("evaluate: ")) error.erase(0, 10);
+            throw ValueError(fmt::format("evaluate: {} failed before evaluating: {}", session.describe(int(r)), error));
+        }
+        if (reports[r] != reports[0]) {
+            throw ValueError(fmt::format("evaluate: the ranks disagree on the samples: {} has {}, {} has {}", session.describe(0),
+                                         reports[0].substr(3), session.describe(int(r)), reports[r].substr(3)));
         }
     }
 }

@@ -1,10 +1,9 @@
-// compile, fit, evaluate and predict: one training loop for every model, any number of inputs
-// and outputs.
+// fit, evaluate and predict: one training loop for every model, any number of inputs and
+// outputs.
 
 #include <algorithm>
 #include <malloc.h>
 #include <optional>
-#include <set>
 #include <span>
 
 #include <fmt/format.h>
@@ -69,89 +68,7 @@ std::vector<Tensor> gather_batch(const std::vector<InputRows>& x, const std::vec
     return batch;
 }
 
-// One value per output from a setting given for every output, as a list, or by output name.
-template <class T>
-std::vector<T> per_output(const std::string& what, const std::vector<std::string>& outputs, const std::vector<T>& list,
-                          const std::map<std::string, T>& by_name, const T& fallback, bool list_may_be_one) {
-    if (!list.empty() && !by_name.empty()) throw ValueError("compile: give " + what + " as a list or by output name, not both");
-    std::vector<T> values(outputs.size(), fallback);
-    if (!list.empty()) {
-        if (list_may_be_one && list.size() == 1) return std::vector<T>(outputs.size(), list[0]);
-        if (list.size() != outputs.size()) {
-            throw ValueError(fmt::format("compile: {} {} given for a model of {} outputs ({})", list.size(), what,
-                                         outputs.size(), fmt::join(outputs, ", ")));
-        }
-        return list;
-    }
-    for (const auto& [name, value] : by_name) {
-        const auto found = std::find(outputs.begin(), outputs.end(), name);
-        if (found == outputs.end()) {
-            throw ValueError(fmt::format("compile: {} for '{}', which is not an output; the outputs are {}", what, name,
-                                         fmt::join(outputs, ", ")));
-        }
-        values[std::size_t(found - outputs.begin())] = value;
-    }
-    return values;
-}
-
 }  // namespace
-
-const Loss* Model::loss() const { return heads_.empty() ? nullptr : heads_[0]->loss.get(); }
-
-void Model::compile(const std::string& loss, const OptimizerSpec& optimizer, const std::vector<std::string>& metrics) {
-    compile(CompileOptions{.loss = {loss}, .optimizer = optimizer, .metrics = metrics});
-}
-
-void Model::compile(const CompileOptions& options) {
-    if (options.loss.empty() && options.loss_by_output.empty()) throw ValueError("compile: no loss given");
-    auto optimizer = options.optimizer.make();
-    if (built()) {
-        heads_ = make_heads(options);
-    } else {
-        // A Sequential built later (by its first fit, predict or build) resolves them then.
-        if (!options.metrics.empty() || !options.metrics_by_output.empty()) {
-            throw ValueError("compile: model '" + name_ + "' is not built, so metrics cannot be resolved; give the first "
-                             "layer an input_shape or call build() first");
-        }
-        if (options.loss.size() != 1) throw ValueError("compile: model '" + name_ + "' is not built; give one loss");
-        make_loss(options.loss[0]);
-        heads_.clear();
-    }
-    optimizer_ = std::move(optimizer);
-    compile_options_ = options;
-}
-
-std::vector<std::unique_ptr<Model::Head>> Model::make_heads(const CompileOptions& options) const {
-    const auto outputs = output_names();
-    const auto losses = per_output<std::string>("losses", outputs, options.loss, options.loss_by_output, "", true);
-    const auto weights = per_output<double>("loss weights", outputs, options.loss_weights, options.loss_weights_by_output, 1.0, false);
-    std::vector<std::vector<std::string>> metrics(outputs.size(), options.metrics);
-    for (const auto& [name, list] : options.metrics_by_output) {
-        const auto found = std::find(outputs.begin(), outputs.end(), name);
-        if (found == outputs.end()) {
-            throw ValueError(fmt::format("compile: metrics for '{}', which is not an output; the outputs are {}", name,
-                                         fmt::join(outputs, ", ")));
-        }
-        auto& chosen = metrics[std::size_t(found - outputs.begin())];
-        chosen.insert(chosen.end(), list.begin(), list.end());
-    }
-    const auto shapes = output_shapes();
-    std::vector<std::unique_ptr<Head>> heads;
-    for (std::size_t o = 0; o < outputs.size(); ++o) {
-        if (losses[o].empty()) throw ValueError("compile: no loss for output '" + outputs[o] + "'");
-        if (!std::isfinite(weights[o]) || weights[o] < 0) {
-            throw ValueError(fmt::format("compile: the loss weight of output '{}' must be finite and not negative, got {}",
-                                         outputs[o], weights[o]));
-        }
-        auto head = std::make_unique<Head>();
-        head->output_name = outputs[o];
-        head->loss = make_loss(losses[o]);
-        head->weight = weights[o];
-        for (const auto& name : metrics[o]) head->metrics.push_back(make_metric(name, *head->loss, shapes[o]));
-        heads.push_back(std::move(head));
-    }
-    return heads;
-}
 
 void Model::require_ready(const char* method) const {
     if (layers_.empty()) throw ValueError(std::string(method) + ": model '" + name_ + "' has no layers");
@@ -529,14 +446,30 @@ History Model::train(const std::vector<InputRows>& x, const std::vector<xt::xarr
 std::map<std::string, double> Model::evaluate_rows(const std::vector<InputRows>& x, const std::vector<xt::xarray<float>>& y,
                                                    const EvaluateOptions& options) {
     keep_freed_buffers_on_heap();
-    require_ready("evaluate");
-    if (options.batch_size == 0) throw ValueError("evaluate: batch_size must be positive, got 0");
-    check_inputs("evaluate", x);
-    const auto targets = prepare_targets("evaluate", x, y);
-    std::ostream& out = options.output ? *options.output : std::cout;
-    const std::size_t steps = batch_count(x[0].count(), options.batch_size);
-    Progbar progress(steps, options.verbose, out, is_terminal(out));
-    return run_evaluation(x, targets, options.batch_size, &progress);
+    std::optional<Peers> peers;
+    if (options.distributed && options.distributed->get().size() > 1) peers.emplace(Peers{.session = options.distributed->get()});
+    std::vector<xt::xarray<float>> targets;
+    std::exception_ptr local_error;
+    try {
+        require_ready("evaluate");
+        if (options.batch_size == 0) throw ValueError("evaluate: batch_size must be positive, got 0");
+        check_inputs("evaluate", x);
+        targets = prepare_targets("evaluate", x, y);
+    } catch (...) {
+        if (!peers) throw;
+        local_error = std::current_exception();
+    }
+    std::size_t own_rows = x.empty() ? 0 : x[0].count();
+    if (peers) {
+        join_evaluation(peers->session, local_error, own_rows);
+        const auto rank = std::size_t(peers->session.rank()), ranks = std::size_t(peers->session.size());
+        own_rows = (rank + 1) * own_rows / ranks - rank * own_rows / ranks;
+    }
+    const bool chief = !peers || peers->session.is_chief();
+    std::ostream discarded(nullptr);
+    std::ostream& out = !chief ? discarded : options.output ? *options.output : std::cout;
+    Progbar progress(batch_count(own_rows, options.batch_size), chief ? options.verbose : 0, out, is_terminal(out));
+    return run_evaluation(x, targets, options.batch_size, &progress, peers ? &*peers : nullptr);
 }
 
 std::vector<xt::xarray<float>> Model::predict(const std::vector<InputRows>& x, std::size_t batch_size) const {

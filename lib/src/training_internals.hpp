@@ -3,6 +3,7 @@
 // fit) share: the running sums behind the logs, a slice of a step, and the peers of a fit.
 
 #include <cstddef>
+#include <exception>
 #include <memory>
 #include <span>
 #include <vector>
@@ -136,5 +137,9 @@ struct Model::BatchSlice {
     std::unique_ptr<LeafGradients> gradients;
     Totals::Batch figures;
 };
+
+// Before the ranks evaluate together: a rank whose own checks failed (`local_error`), or ranks
+// with different numbers of samples, stop every rank with the same error, none left waiting.
+void join_evaluation(const distributed::Session& session, const std::exception_ptr& local_error, std::size_t samples);
 
 }  // namespace xtnn

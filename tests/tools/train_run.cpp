@@ -45,8 +45,8 @@ int main(int argc, char** argv) {
     args.option("--history", history_path).required();
     args.option("--resume", resume, "continue from this model file, with its random state");
     std::size_t batch_size = 64;
-    int threads = 0, fail_rank = -1, kill_rank = -1, mismatch_rank = -1, broken_rank = -1;
-    bool distributed = false, batch_norm = false, messages = false;
+    int threads = 0, fail_rank = -1, kill_rank = -1, mismatch_rank = -1, broken_rank = -1, short_evaluation_rank = -1;
+    bool distributed = false, batch_norm = false, messages = false, evaluate = false;
     std::string reduction = "ring";
     std::string checkpoint, compare;
     args.option("--batch-size", batch_size);
@@ -60,6 +60,8 @@ int main(int argc, char** argv) {
     args.option("--kill-rank", kill_rank, "this rank kills itself (SIGKILL) during the second epoch");
     args.option("--mismatch-rank", mismatch_rank, "this rank trains with half the batch size");
     args.option("--broken-rank", broken_rank, "this rank has one label fewer than images");
+    args.flag("--evaluate", evaluate, "after training, evaluate on the validation samples (with the ranks) and add the figures to --history");
+    args.option("--short-evaluation-rank", short_evaluation_rank, "with --evaluate: this rank evaluates one sample fewer");
     args.option("--compare", compare, "print the largest difference between the weights of --save and this file, and exit");
     if (auto exit_code = args.parse(argc, argv)) return *exit_code;
 
@@ -132,6 +134,21 @@ int main(int argc, char** argv) {
             for (const auto& [name, values] : history.history) {
                 char text[64];
                 std::snprintf(text, sizeof text, "%a", values[e]);
+                out << " " << name << "=" << text;
+            }
+            out << "\n";
+        }
+        if (evaluate) {
+            const std::size_t samples = rank == short_evaluation_rank ? 499 : 500;
+            const xt::xarray<float> evaluation_x = xt::view(test.x, xt::range(0, samples));
+            const xt::xarray<float> evaluation_y = xtnn::to_categorical(xt::view(test.y, xt::range(0, samples)), 10);
+            const auto figures = model.evaluate(evaluation_x, evaluation_y, {.batch_size = 100, .distributed = peers});
+            // Six digits: the ranks add their shares' sums, one process its batches', so the
+            // loss may differ in its last bits; six digits are the same.
+            out << "evaluate";
+            for (const auto& [name, value] : figures) {
+                char text[64];
+                std::snprintf(text, sizeof text, "%.6g", value);
                 out << " " << name << "=" << text;
             }
             out << "\n";

@@ -86,6 +86,10 @@ struct EvaluateOptions {
     std::size_t batch_size = 32;
     int verbose = 0;
     std::ostream* output = nullptr;
+    /// The processes that evaluate together: every rank evaluates its share of the samples
+    /// (every rank must pass the same data) and gets the figures of all, summed in rank order;
+    /// progress on rank 0 only. Without it every rank evaluates everything.
+    std::optional<std::reference_wrapper<const distributed::Session>> distributed = std::nullopt;
 };
 
 struct FromConfigOptions {
