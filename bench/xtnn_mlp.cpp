@@ -51,9 +51,7 @@ int main(int argc, char** argv) {
     // One rank unless started by mpirun: then every rank trains its share of each batch and
     // rank 0 reports (bench/distributed.sh).
     xtnn::distributed::Session session(argc, argv);
-    session.set_options({.reduction = reduction == "ring"        ? xtnn::distributed::Reduction::ring
-                                      : reduction == "allreduce" ? xtnn::distributed::Reduction::allreduce
-                                                                 : xtnn::distributed::Reduction::fixed_order});
+    session.set_options({.reduction = xtnn::distributed::reduction_from_name(reduction)});
     try {
         if (threads > 0) xtnn::ops::set_num_threads(threads);
         xtnn::set_random_seed(seed);

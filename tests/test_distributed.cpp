@@ -37,6 +37,15 @@ TEST_CASE("a Session outside an MPI job is rank 0 of 1, and its collectives retu
     CHECK(bytes == std::vector<std::uint8_t>{1, 2, 3});
 }
 
+TEST_CASE("reductions by name, an unknown name listing the known ones") {
+    for (const auto reduction : {distributed::Reduction::ring, distributed::Reduction::allreduce, distributed::Reduction::fixed_order}) {
+        CHECK(distributed::reduction_from_name(distributed::reduction_name(reduction)) == reduction);
+    }
+    CHECK(distributed::reduction_name(distributed::Reduction::fixed_order) == "fixed_order");
+    CHECK(error_of([] { distributed::reduction_from_name("tree"); }) ==
+          "distributed: unknown reduction 'tree'; known: ring, allreduce, fixed_order");
+}
+
 TEST_CASE("a Session rejects a fusion bucket smaller than one value") {
     CHECK(error_of<ValueError>([] { distributed::Session session({.bucket_bytes = 4}); }) ==
           "distributed::Session: bucket_bytes must be at least 8, got 4");

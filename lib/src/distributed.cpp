@@ -167,6 +167,13 @@ std::size_t largest(const std::vector<std::pair<std::size_t, std::size_t>>& buck
     return length;
 }
 
+// `bytes` as room for n values of T (its old contents are not kept).
+template <class T>
+std::span<T> staged(std::vector<std::byte>& bytes, std::size_t n) {
+    bytes.resize(std::max(bytes.size(), n * sizeof(T)));
+    return {reinterpret_cast<T*>(bytes.data()), n};
+}
+
 // Sums of fewer values than ranks, where a ring would send empty chunks: gathered, added in rank order.
 template <class T>
 void sum_in_rank_order(std::span<T> values, int ranks) {
@@ -302,6 +309,27 @@ struct Session::SharedWindow {
 struct Session::SharedWindow {};
 #endif
 
+namespace {
+constexpr std::pair<Reduction, std::string_view> reduction_names[] = {
+    {Reduction::ring, "ring"}, {Reduction::allreduce, "allreduce"}, {Reduction::fixed_order, "fixed_order"}};
+}  // namespace
+
+std::string_view reduction_name(Reduction reduction) {
+    for (const auto& [known, name] : reduction_names) {
+        if (known == reduction) return name;
+    }
+    throw ValueError(fmt::format("distributed: no reduction numbered {}", int(reduction)));
+}
+
+Reduction reduction_from_name(std::string_view name) {
+    std::string known;
+    for (const auto& [reduction, known_name] : reduction_names) {
+        if (known_name == name) return reduction;
+        known += (known.empty() ? "" : ", ") + std::string(known_name);
+    }
+    throw ValueError(fmt::format("distributed: unknown reduction '{}'; known: {}", name, known));
+}
+
 bool built_with_mpi() {
 #ifdef XTNN_WITH_MPI
     return true;
@@ -424,9 +452,9 @@ std::vector<std::pair<std::size_t, std::size_t>> Session::scatter(std::span<cons
         }
         std::vector<T> partial;
         if (!uses_shared_memory() || !shared_->reserve(largest<T>(buckets) * sizeof(T))) {
-            std::vector<T> packed(parts.size());
+            const std::span<T> packed = staged<T>(staging_, parts.size());
             parts.copy_out(0, parts.size(), packed.data());
-            for (const auto& [first, last] : buckets) ring.reduce_scatter(std::span<T>(packed).subspan(first, last - first), partial);
+            for (const auto& [first, last] : buckets) ring.reduce_scatter(packed.subspan(first, last - first), partial);
             for (const auto& [begin, end] : owned) parts.copy_in(begin, end, packed.data() + begin);
             return owned;
         }
@@ -468,9 +496,9 @@ void Session::gather([[maybe_unused]] std::span<const std::span<T>> arrays) cons
     const Ring ring(size_, rank_);
     const auto buckets = ring_buckets<T>(parts.size(), size_, options_.bucket_bytes);
     if (!uses_shared_memory() || !shared_->reserve(largest<T>(buckets) * sizeof(T))) {
-        std::vector<T> packed(parts.size());
+        const std::span<T> packed = staged<T>(staging_, parts.size());
         parts.copy_out(0, parts.size(), packed.data());
-        for (const auto& [first, last] : buckets) ring.allgather(std::span<T>(packed).subspan(first, last - first));
+        for (const auto& [first, last] : buckets) ring.allgather(packed.subspan(first, last - first));
         parts.copy_in(0, parts.size(), packed.data());
         return;
     }

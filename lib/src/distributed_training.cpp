@@ -1,6 +1,6 @@
 // The exchanges of a distributed fit (README "Training on several machines"): the ranks' figures
 // and gradients each step, the optimizer's slots at each epoch's end, the agreement on settings
-// and rank 0's state before training; and the agreement before a distributed evaluate.
+// and rank 0's state before training; the agreement before a distributed fit or evaluate.
 
 #include <algorithm>
 #include <functional>
@@ -186,19 +186,15 @@ std::vector<std::pair<std::string, std::string>> fit_settings(const Model& model
     settings.emplace_back("validation_split", fmt::format("{}", options.validation_split));
     settings.emplace_back("the validation samples",
                           options.validation_data ? shape_to_string(options.validation_data->rows()[0].shape()) : "none");
-    const auto reduction = session.options().reduction;
-    settings.emplace_back("the gradient reduction", reduction == distributed::Reduction::ring        ? "ring"
-                                                    : reduction == distributed::Reduction::allreduce ? "allreduce"
-                                                                                                     : "fixed_order");
+    settings.emplace_back("the gradient reduction", std::string(distributed::reduction_name(session.options().reduction)));
     settings.emplace_back("shared_memory", session.options().shared_memory ? "true" : "false");
     return settings;
 }
 
 }  // namespace
 
-void Model::join_peers(const Peers& peers, const std::exception_ptr& local_error, const std::vector<InputRows>& x,
-                       const FitOptions& options) const {
-    const distributed::Session& session = peers.session;
+void join_ranks(const distributed::Session& session, std::string_view method, std::string_view stage,
+                const std::exception_ptr& local_error, const std::vector<std::pair<std::string, std::string>>& settings) {
     std::string report = "ok\n";
     if (local_error) {
         try {
@@ -207,15 +203,16 @@ void Model::join_peers(const Peers& peers, const std::exception_ptr& local_error
             report = std::string("error\n") + e.what();
         }
     } else {
-        for (const auto& [what, value] : fit_settings(*this, x, options, session)) report += what + "\n" + value + "\n";
+        for (const auto& [what, value] : settings) report += what + "\n" + value + "\n";
     }
     const std::vector<std::string> reports = session.allgather(report);
     if (local_error) std::rethrow_exception(local_error);
+    const std::string prefix = std::string(method) + ": ";
     for (std::size_t r = 0; r < reports.size(); ++r) {
         if (reports[r].starts_with("error\n")) {
             std::string error = reports[r].substr(6);
-            if (error.starts_with("fit: ")) error.erase(0, 5);
-            throw ValueError(fmt::format("fit: {} failed before training: {}", session.describe(int(r)), error));
+            if (error.starts_with(prefix)) error.erase(0, prefix.size());
+            throw ValueError(fmt::format("{}: {} failed before {}: {}", method, session.describe(int(r)), stage, error));
         }
     }
     const auto lines = [](const std::string& text) {
@@ -235,35 +232,17 @@ void Model::join_peers(const Peers& peers, const std::exception_ptr& local_error
             const std::string theirs = i + 1 < other.size() ? other[i + 1] : "(nothing)";
             if (mine != theirs) {
                 const std::string& what = i < chief.size() ? chief[i] : other[i];
-                throw ValueError(fmt::format("fit: the ranks disagree on {}: {} has {}, {} has {}", what, session.describe(0),
-                                             mine, session.describe(int(r)), theirs));
+                throw ValueError(fmt::format("{}: the ranks disagree on {}: {} has {}, {} has {}", method, what,
+                                             session.describe(0), mine, session.describe(int(r)), theirs));
             }
         }
     }
 }
 
-void join_evaluation(const distributed::Session& session, const std::exception_ptr& local_error, std::size_t samples) {
-    std::string report = "ok\n" + std::to_string(samples);
-    if (local_error) {
-        try {
-            std::rethrow_exception(local_error);
-        } catch (const std::exception& e) {
-            report = std::string("error\n") + e.what();
-        }
-    }
-    const std::vector<std::string> reports = session.allgather(report);
-    if (local_error) std::rethrow_exception(local_error);
-    for (std::size_t r = 0; r < reports.size(); ++r) {
-        if (reports[r].starts_with("error\n")) {
-            std::string error = reports[r].substr(6);
-            if (error.starts_with("evaluate: ")) error.erase(0, 10);
-            throw ValueError(fmt::format("evaluate: {} failed before evaluating: {}", session.describe(int(r)), error));
-        }
-        if (reports[r] != reports[0]) {
-            throw ValueError(fmt::format("evaluate: the ranks disagree on the samples: {} has {}, {} has {}", session.describe(0),
-                                         reports[0].substr(3), session.describe(int(r)), reports[r].substr(3)));
-        }
-    }
+void Model::join_peers(const Peers& peers, const std::exception_ptr& local_error, const std::vector<InputRows>& x,
+                       const FitOptions& options) const {
+    join_ranks(peers.session, "fit", "training", local_error,
+               local_error ? std::vector<std::pair<std::string, std::string>>{} : fit_settings(*this, x, options, peers.session));
 }
 
 void Model::share_chief_state(const Peers& peers) {

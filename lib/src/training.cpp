@@ -5,6 +5,7 @@
 #include <malloc.h>
 #include <optional>
 #include <span>
+#include <tuple>
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
@@ -157,11 +158,7 @@ std::map<std::string, double> Model::run_evaluation(const std::vector<InputRows>
                                                      const std::vector<xt::xarray<float>>& targets, std::size_t batch_size,
                                                      Progbar* progress, const Peers* peers) {
     std::size_t n = x[0].count(), own_begin = 0;
-    if (peers) {
-        const auto rank = std::size_t(peers->session.rank()), ranks = std::size_t(peers->session.size());
-        own_begin = rank * n / ranks;
-        n = (rank + 1) * n / ranks;
-    }
+    if (peers) std::tie(own_begin, n) = peers->share(n);
     const auto order = iota(n);
     const std::size_t chunk_rows = inference_chunk_rows();
     Totals totals(heads_);
@@ -216,12 +213,12 @@ void Model::train_step(const std::vector<InputRows>& x, const std::vector<xt::xa
                        const std::vector<std::size_t>& order, std::size_t begin, std::size_t end,
                        std::vector<BatchSlice>& slices, std::vector<Tensor>& weights, Totals& totals, Peers* peers) {
     const std::size_t rows = end - begin;
-    // This rank's rows; the ranks cut the batch where as many threads of one process would.
+    // This rank's rows.
     std::size_t own_begin = begin, own_end = end;
     if (peers) {
-        const auto rank = std::size_t(peers->session.rank()), ranks = std::size_t(peers->session.size());
-        own_begin = begin + rank * rows / ranks;
-        own_end = begin + (rank + 1) * rows / ranks;
+        const auto [first, last] = peers->share(rows);
+        own_begin = begin + first;
+        own_end = begin + last;
     }
     const std::size_t own_rows = own_end - own_begin;
     const std::size_t count = own_rows == 0 ? 0 : std::clamp<std::size_t>(own_rows / min_rows_per_slice, 1, slices.size());
@@ -461,9 +458,9 @@ std::map<std::string, double> Model::evaluate_rows(const std::vector<InputRows>&
     }
     std::size_t own_rows = x.empty() ? 0 : x[0].count();
     if (peers) {
-        join_evaluation(peers->session, local_error, own_rows);
-        const auto rank = std::size_t(peers->session.rank()), ranks = std::size_t(peers->session.size());
-        own_rows = (rank + 1) * own_rows / ranks - rank * own_rows / ranks;
+        join_ranks(peers->session, "evaluate", "evaluating", local_error, {{"the samples", std::to_string(own_rows)}});
+        const auto [first, last] = peers->share(own_rows);
+        own_rows = last - first;
     }
     const bool chief = !peers || peers->session.is_chief();
     std::ostream discarded(nullptr);

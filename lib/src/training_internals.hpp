@@ -6,6 +6,9 @@
 #include <exception>
 #include <memory>
 #include <span>
+#include <string>
+#include <string_view>
+#include <utility>
 #include <vector>
 
 #include "model_internals.hpp"
@@ -123,6 +126,13 @@ struct Model::Peers {
     /// MPI_Allreduce or the fixed-order sum (the ring sums them where they are).
     std::vector<float> fused = {};
 
+    /// This rank's share of n rows, [n r / N, n (r + 1) / N): where as many threads of one process
+    /// would cut them.
+    std::pair<std::size_t, std::size_t> share(std::size_t n) const {
+        const auto rank = std::size_t(session.rank()), ranks = std::size_t(session.size());
+        return {rank * n / ranks, (rank + 1) * n / ranks};
+    }
+
     std::size_t fused_length(const std::vector<Tensor>& weights) const {
         std::size_t length = 0;
         for (const std::size_t w : trained) length += weights[w].size();
@@ -138,8 +148,10 @@ struct Model::BatchSlice {
     Totals::Batch figures;
 };
 
-// Before the ranks evaluate together: a rank whose own checks failed (`local_error`), or ranks
-// with different numbers of samples, stop every rank with the same error, none left waiting.
-void join_evaluation(const distributed::Session& session, const std::exception_ptr& local_error, std::size_t samples);
+// Before the ranks fit or evaluate together: a rank whose own checks failed (`local_error`), or
+// ranks that disagree on a setting ("what", value), stop every rank with the same error naming
+// the rank or the setting and both values, none left waiting in a collective.
+void join_ranks(const distributed::Session& session, std::string_view method, std::string_view stage,
+                const std::exception_ptr& local_error, const std::vector<std::pair<std::string, std::string>>& settings);
 
 }  // namespace xtnn

@@ -75,10 +75,7 @@ int main(int argc, char** argv) {
     std::optional<xtnn::distributed::Session> session;
     if (distributed) {
         session.emplace(argc, argv, xtnn::distributed::SessionOptions{
-            .reduction = reduction == "ring"        ? xtnn::distributed::Reduction::ring
-                         : reduction == "allreduce" ? xtnn::distributed::Reduction::allreduce
-                                                    : xtnn::distributed::Reduction::fixed_order,
-            .shared_memory = !messages});
+            .reduction = xtnn::distributed::reduction_from_name(reduction), .shared_memory = !messages});
     }
     if (threads > 0) xtnn::ops::set_num_threads(threads);
     const int rank = session ? session->rank() : 0;

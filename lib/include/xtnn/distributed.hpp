@@ -41,6 +41,11 @@ enum class Reduction {
     fixed_order,
 };
 
+/// "ring", "allreduce" or "fixed_order".
+std::string_view reduction_name(Reduction reduction);
+/// The reduction of that name; an unknown name is an error that lists the known ones.
+Reduction reduction_from_name(std::string_view name);
+
 struct SessionOptions {
     Reduction reduction = Reduction::ring;
     /// Largest fused message of gradients, in bytes (Horovod's fusion buffer): one collective per
@@ -138,6 +143,9 @@ private:
     std::string host_;
     // The ranks of this machine's window, when they are all the job's ranks.
     std::unique_ptr<SharedWindow> shared_;
+    // Where the ring over messages packs several arrays into one, kept from call to call: a fit
+    // sums a model's gradients twice a step.
+    mutable std::vector<std::byte> staging_;
 };
 
 /// True when this build of xtnn has MPI.
