@@ -3,7 +3,8 @@
 # and the book's CNN (W4 on the bundled digits, batch 64), each on 1 rank and on 2 ranks
 # (mpirun -np 2) of 1 thread each, and as one process of 2 threads (the same split of every batch,
 # summed in one address space: the reference for what 2 ranks can reach here), in interleaved
-# rounds so that the machine's drift hits all three.
+# rounds so that the machine's drift hits all three. Each round also times W2's floor: its matrix
+# products alone (OpenBLAS sgemm) for one rank's epoch, and for each of 2 ranks' shards run at once.
 # Prints the CPU, the medians, the speed-up and, from the measured step times and the bytes each
 # step allreduces, the speed-up a ring allreduce model expects on 8, 32 and 64 machines
 # (bench/scaling.py; its network figures are stated there).
@@ -35,6 +36,16 @@ record() {
 row = json.loads(sys.argv[2].splitlines()[0]); row["round"] = int(sys.argv[1]); print(json.dumps(row))' "$round" "$output" >>"$results"
 }
 
+# Appends the slower of the lines a command prints (each process of an mpirun prints one).
+record_slowest() {
+  local round="$1"
+  shift
+  "$@" | python3 -c 'import json,sys
+rows = [json.loads(line) for line in sys.stdin if line.strip()]
+row = max(rows, key=lambda r: r["epoch_s_median"]); row["round"] = int(sys.argv[1]); row["processes"] = len(rows)
+print(json.dumps(row))' "$round" >>"$results"
+}
+
 for round in $(seq 1 "$rounds"); do
   echo "round $round of $rounds" >&2
   w2=(build/bench/xtnn_mlp --workload w2 --data fashion --epochs "${EPOCHS_W2:-4}" --latency-calls 10
@@ -47,6 +58,8 @@ for round in $(seq 1 "$rounds"); do
     record "$round" "${mpirun[@]}" "${run[@]}" --threads 1
     record "$round" "${run[@]}" --threads 2
   done
+  record_slowest "$round" build/bench/sgemm_floor 1 w2 1
+  record_slowest "$round" "${mpirun[@]}" build/bench/sgemm_floor 1 w2 2
 done
 echo "results: $results" >&2
 python3 bench/scaling.py "$results"

@@ -3,7 +3,9 @@
 
 Measured (medians over rounds): seconds per epoch on 1 and 2 ranks of 1 thread and on one process
 of 2 threads (the same split of every batch without MPI), the speed-ups, the bytes each step sums
-over the ranks (every weight's gradient as float32, `fused_bytes_per_step`).
+over the ranks (every weight's gradient as float32, `fused_bytes_per_step`); and W2's floor, its
+matrix products alone for one rank's epoch and for 2 ranks' shards at once (the slower of the two),
+which bounds what any exchange can reach.
 
 Modelled: one rank of one thread per machine, the global batch unchanged, each rank computing
 1/N of every step (the measured one-rank step time / N; optimistic for small batches: W2's 128
@@ -57,6 +59,20 @@ def main(path):
         print(f"| {workload} | {one:.3f} | {two:.3f} | {one / two:.2f}x | >= 1.7x: {'yes' if one / two >= 1.7 else 'NO'} | "
               f"{threaded} | {steps} | {nbytes / 1e6:.2f} MB | {exchange * 1e6:.0f} us |")
         models.append((workload, one / steps, nbytes))
+    floors = [r for r in rows if r.get("workload") == "sgemm_floor_w2"]
+    if floors:
+        one = statistics.median(r["epoch_s_median"] for r in floors if r["shards"] == 1)
+        two = statistics.median(r["epoch_s_median"] for r in floors if r["shards"] == 2)
+        print()
+        print("W2's floor, its matrix products alone (OpenBLAS sgemm, 1 thread a process):")
+        print()
+        print("| 1 rank s/epoch | 2 ranks s/epoch (slower shard) | speed-up | every round's speed-up |")
+        print("|---|---|---|---|")
+        by_round = {}
+        for r in floors:
+            by_round.setdefault(r["round"], {})[r["shards"]] = r["epoch_s_median"]
+        rounds = ", ".join(f"{t[1] / t[2]:.2f}x" for _, t in sorted(by_round.items()) if 1 in t and 2 in t)
+        print(f"| {one:.3f} | {two:.3f} | {one / two:.2f}x | {rounds} |")
     print()
     for name, beta, alpha in NETWORKS:
         print(f"Modelled speed-up over one machine, {name}:")

@@ -3,10 +3,12 @@
 // products, three weight gradients and two input gradients, into preallocated buffers.
 //   W2: 784-256-128-10, batch 128        W1: 784-32-32-10, batch 32
 // Prints {"workload": "sgemm_floor_w2", "epoch_s_median": ...} over 5 epochs.
+// With a shard count S: the products of one rank of S in data-parallel training (batch/S rows per
+// step, 60,000/S samples); S copies started together give the floor of an S-rank epoch.
 // With "rate" instead: the GFLOP/s of one 1024^3 product (best of 10), the rate at which
 // ../shared/bench defines a CNN's FLOP floor (3x its forward FLOPs at that rate).
 //
-//   build/bench/sgemm_floor 1 w2      (threads, workload: w1, w2 or rate)
+//   build/bench/sgemm_floor 1 w2 [1]      (threads, workload: w1, w2 or rate, shards)
 
 #include <algorithm>
 #include <chrono>
@@ -20,6 +22,7 @@
 int main(int argc, char** argv) {
     const int threads = argc > 1 ? std::atoi(argv[1]) : 1;
     const std::string workload = argc > 2 ? argv[2] : "w2";
+    const int shards = argc > 3 ? std::atoi(argv[3]) : 1;
     if (workload != "w1" && workload != "w2" && workload != "rate") {
         std::cerr << "sgemm_floor: unknown workload '" << workload << "' (known: w1, w2, rate)\n";
         return 1;
@@ -43,7 +46,11 @@ int main(int argc, char** argv) {
     }
     const bool w1 = workload == "w1";
     const std::vector<int> widths = w1 ? std::vector<int>{784, 32, 32, 10} : std::vector<int>{784, 256, 128, 10};
-    const int samples = 60000, batch = w1 ? 32 : 128;
+    if (shards < 1 || shards > (w1 ? 32 : 128)) {
+        std::cerr << "sgemm_floor: " << shards << " shards: expected 1 to the batch size\n";
+        return 1;
+    }
+    const int samples = 60000 / shards, batch = (w1 ? 32 : 128) / shards;
     std::vector<std::vector<float>> weights, weight_grads, activations, activation_grads;
     for (int l = 0; l < 3; ++l) {
         weights.emplace_back(std::size_t(widths[l]) * widths[l + 1], 0.01f);
@@ -79,7 +86,7 @@ int main(int argc, char** argv) {
     std::vector<double> sorted = times;
     std::sort(sorted.begin(), sorted.end());
     std::cout << nlohmann::json{{"peer", "openblas-sgemm"}, {"workload", "sgemm_floor_" + workload}, {"threads", threads},
-                                {"epoch_times", times}, {"epoch_s_median", sorted[2]}}
+                                {"shards", shards}, {"epoch_times", times}, {"epoch_s_median", sorted[2]}}
                      .dump()
               << std::endl;
 }
