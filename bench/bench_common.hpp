@@ -5,6 +5,7 @@
 #include <chrono>
 #include <vector>
 
+#include <xtensor/xview.hpp>
 #include <xtnn/xtnn.hpp>
 
 namespace bench {
@@ -38,6 +39,16 @@ public:
 private:
     Clock::time_point start_;
 };
+
+/// Under mpirun with --no-exchange: this rank's share of the samples, [r n / N, (r + 1) n / N) for
+/// rank r of N, which it then trains on alone, batch / N rows a step. Timed, that is the compute of
+/// one rank of an N-rank fit without any exchange (though with the whole optimizer update, which a
+/// fit on N ranks splits between them): the most N ranks can reach on this machine.
+template <class T>
+xt::xarray<T> own_share(const xt::xarray<T>& samples, const xtnn::distributed::Session& session) {
+    const std::size_t n = samples.shape()[0], rank = std::size_t(session.rank()), ranks = std::size_t(session.size());
+    return xt::view(samples, xt::range(rank * n / ranks, (rank + 1) * n / ranks));
+}
 
 /// The fraction of samples whose largest output is their label.
 inline double accuracy(const xt::xarray<float>& probabilities, const xt::xarray<float>& labels) {

@@ -3,8 +3,10 @@
 # and the book's CNN (W4 on the bundled digits, batch 64), each on 1 rank and on 2 ranks
 # (mpirun -np 2) of 1 thread each, and as one process of 2 threads (the same split of every batch,
 # summed in one address space: the reference for what 2 ranks can reach here), in interleaved
-# rounds so that the machine's drift hits all three. Each round also times W2's floor: its matrix
-# products alone (OpenBLAS sgemm) for one rank's epoch, and for each of 2 ranks' shards run at once.
+# rounds so that the machine's drift hits all of them. Each round also times what 2 ranks can reach
+# at most: 2 processes that each train alone on their half of the samples and of every batch, with
+# no exchange (--no-exchange), and W2's floor, its matrix products alone (OpenBLAS sgemm) for one
+# rank's epoch and for each of 2 ranks' shards at once.
 # Prints the CPU, the medians, the speed-up and, from the measured step times and the bytes each
 # step allreduces, the speed-up a ring allreduce model expects on 8, 32 and 64 machines
 # (bench/scaling.py; its network figures are stated there).
@@ -57,6 +59,7 @@ for round in $(seq 1 "$rounds"); do
     record "$round" "${run[@]}" --threads 1
     record "$round" "${mpirun[@]}" "${run[@]}" --threads 1
     record "$round" "${run[@]}" --threads 2
+    record_slowest "$round" "${mpirun[@]}" "${run[@]}" --threads 1 --no-exchange
   done
   record_slowest "$round" build/bench/sgemm_floor 1 w2 1
   record_slowest "$round" "${mpirun[@]}" build/bench/sgemm_floor 1 w2 2

@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """Summarizes bench/distributed.sh's runs and models data-parallel training on more machines.
 
-Measured (medians over rounds): seconds per epoch on 1 and 2 ranks of 1 thread and on one process
-of 2 threads (the same split of every batch without MPI), the speed-ups, the bytes each step sums
+Measured (medians over rounds): seconds per epoch on 1 and 2 ranks of 1 thread, on one process
+of 2 threads (the same split of every batch without MPI) and on 2 processes that train alone on
+their halves of the samples and of every batch (the compute of 2 ranks without any exchange: the
+slower of the two; what 2 ranks can reach at most), the speed-ups, the bytes each step sums
 over the ranks (every weight's gradient as float32, `fused_bytes_per_step`); and W2's floor, its
 matrix products alone for one rank's epoch and for 2 ranks' shards at once (the slower of the two),
 which bounds what any exchange can reach.
@@ -39,25 +41,28 @@ def main(path):
     machine = next(r for r in rows if r.get("peer") == "machine")
     print(f"CPU: {machine['cpu']} ({machine['cores']} cores); {path}")
     print()
-    print("| workload | 1 rank s/epoch | 2 ranks s/epoch | speed-up | target | 1 process, 2 threads | its speed-up | steps/epoch "
-          "| bytes allreduced/step | exchange cost/step on 2 ranks |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| workload | 1 rank s/epoch | 2 ranks s/epoch | speed-up | target | 1 process, 2 threads | its speed-up "
+          "| 2 ranks, no exchange | its speed-up | steps/epoch | bytes allreduced/step | exchange cost/step on 2 ranks |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     models = []
     for workload in ["w2", "w4"]:
         runs = [r for r in rows if r.get("workload") == workload and "epoch_s_median" in r]
         if not runs:
             continue
         one = statistics.median(r["epoch_s_median"] for r in runs if r["ranks"] == 1 and r["threads"] == 1)
-        two = statistics.median(r["epoch_s_median"] for r in runs if r["ranks"] == 2)
+        two = statistics.median(r["epoch_s_median"] for r in runs if r["ranks"] == 2 and not r.get("no_exchange"))
+        alone = [r["epoch_s_median"] for r in runs if r["ranks"] == 2 and r.get("no_exchange")]
+        ceiling = f"{statistics.median(alone):.3f} | {one / statistics.median(alone):.2f}x" if alone else "- | -"
         threads = [r["epoch_s_median"] for r in runs if r["ranks"] == 1 and r["threads"] == 2]
         threaded = f"{statistics.median(threads):.3f} | {one / statistics.median(threads):.2f}x" if threads else "- | -"
         sample = runs[0]
         steps = math.ceil(sample["n_train"] / sample["batch"])
         nbytes = sample["fused_bytes_per_step"]
-        # What 2 ranks spend per step beyond half of one rank's step: the exchange, on this machine.
-        exchange = two / steps - one / steps / 2
+        # What 2 ranks spend per step beyond their compute alone (or, unmeasured, half of one rank's
+        # step): the exchange, on this machine.
+        exchange = (two - statistics.median(alone)) / steps if alone else two / steps - one / steps / 2
         print(f"| {workload} | {one:.3f} | {two:.3f} | {one / two:.2f}x | >= 1.7x: {'yes' if one / two >= 1.7 else 'NO'} | "
-              f"{threaded} | {steps} | {nbytes / 1e6:.2f} MB | {exchange * 1e6:.0f} us |")
+              f"{threaded} | {ceiling} | {steps} | {nbytes / 1e6:.2f} MB | {exchange * 1e6:.0f} us |")
         models.append((workload, one / steps, nbytes))
     floors = [r for r in rows if r.get("workload") == "sgemm_floor_w2"]
     if floors:

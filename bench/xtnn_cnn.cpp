@@ -77,6 +77,8 @@ int main(int argc, char** argv) {
     std::string reduction = "ring";
     args.option("--reduction", reduction, "under mpirun: how the ranks' gradients are summed").one_of({"ring", "allreduce", "fixed_order"});
     args.option("--latency-calls", latency_calls);
+    bool no_exchange = false;
+    args.flag("--no-exchange", no_exchange, "under mpirun: each rank trains alone on its share of the samples and of every batch");
     args.option("--lat-warmup", latency_warmup);
     args.option("--thr-batches", throughput_batches);
     if (auto exit_code = args.parse(argc, argv)) return *exit_code;
@@ -103,18 +105,26 @@ int main(int argc, char** argv) {
         } else {
             model.compile("sparse_categorical_crossentropy", xtnn::Adam{.learning_rate = 1e-3, .epsilon = 1e-7});
         }
+        const std::size_t n_train = train.x.shape()[0];
+        if (no_exchange) {
+            train.x = bench::own_share(train.x, session);
+            train.y = bench::own_share(train.y, session);
+        }
+        const std::size_t rows_per_step = no_exchange ? 64 / std::size_t(session.size()) : 64;
         auto timer = std::make_shared<bench::EpochTimer>();
         const xtnn::History history =
-            model.fit(train.x, train.y, {.batch_size = 64, .epochs = epochs, .verbose = 0, .callbacks = {timer}, .distributed = session});
-        if (!session.is_chief()) return 0;
+            no_exchange ? model.fit(train.x, train.y, {.batch_size = rows_per_step, .epochs = epochs, .verbose = 0, .callbacks = {timer}})
+                        : model.fit(train.x, train.y, {.batch_size = 64, .epochs = epochs, .verbose = 0, .callbacks = {timer}, .distributed = session});
+        if (!session.is_chief() && !no_exchange) return 0;
         const double test_accuracy = bench::accuracy(model.predict(test.x, 1000), test.y);
         const auto& times = timer->times;
         const std::vector<double> timed = times.size() < 2 ? times : std::vector<double>(times.begin() + 1, times.end());
         std::cout << nlohmann::json{{"peer", "xtnn"}, {"version", "0.1.0"}, {"workload", workload}, {"data", data},
                                     {"threads", threads}, {"threads_used", xtnn::ops::num_threads()}, {"ranks", session.size()}, {"reduction", reduction},
+                                    {"no_exchange", no_exchange}, {"rows_per_step", rows_per_step},
             // What each step sums over the ranks: every weight's gradient (or moving statistic), as floats.
             {"fused_bytes_per_step", model.count_params() * sizeof(float)}, {"seed", seed}, {"batch", 64},
-                                    {"n_train", train.x.shape()[0]},
+                                    {"n_train", n_train},
                                     {"n_params", model.count_params()}, {"epochs", epochs}, {"epoch_times", times},
                                     {"epoch_s_median", bench::median(timed)},
                                     {"epoch_s_min", *std::min_element(timed.begin(), timed.end())},
@@ -122,6 +132,7 @@ int main(int argc, char** argv) {
                                     {"train_loss", history.history.at("loss")}, {"test_acc", test_accuracy}}
                          .dump()
                   << std::endl;
+        if (no_exchange) return 0;
 
         const std::size_t n_test = test.x.shape()[0];
         auto batch_at = [&](std::size_t first, std::size_t count) {

@@ -46,6 +46,8 @@ int main(int argc, char** argv) {
     std::string reduction = "ring";
     args.option("--reduction", reduction, "under mpirun: how the ranks' gradients are summed").one_of({"ring", "allreduce", "fixed_order"});
     args.option("--latency-calls", latency_calls);
+    bool no_exchange = false;
+    args.flag("--no-exchange", no_exchange, "under mpirun: each rank trains alone on its share of the samples and of every batch");
     if (auto exit_code = args.parse(argc, argv)) return *exit_code;
 
     // One rank unless started by mpirun: then every rank trains its share of each batch and
@@ -59,9 +61,15 @@ int main(int argc, char** argv) {
         // layer scales them to [0, 1], giving the same floats as the peers' x / 255.
         auto [train, test] = data == "fashion" ? xtnn::datasets::load_fashion_mnist_bytes()
                                                : xtnn::datasets::load_mnist_bytes(XTNN_SOURCE_DIR "/datasets/mnist-10k");
-        const xt::xarray<std::uint8_t> x_train = flattened(std::move(train.x)), x_test = flattened(std::move(test.x));
+        xt::xarray<std::uint8_t> x_train = flattened(std::move(train.x));
+        const xt::xarray<std::uint8_t> x_test = flattened(std::move(test.x));
         const std::string trained = workload == "w1" ? "w1" : "w2";
         const std::size_t batch = trained == "w1" ? 32 : 128;
+        if (no_exchange) {
+            x_train = bench::own_share(x_train, session);
+            train.y = bench::own_share(train.y, session);
+        }
+        const std::size_t rows_per_step = no_exchange ? batch / std::size_t(session.size()) : batch;
 
         xtnn::Sequential model;
         model.add(xtnn::Rescaling(1.0 / 255, 0.0, {784}));
@@ -80,8 +88,9 @@ int main(int argc, char** argv) {
         }
         auto timer = std::make_shared<bench::EpochTimer>();
         const xtnn::History history =
-            model.fit(x_train, train.y, {.batch_size = batch, .epochs = epochs, .verbose = 0, .callbacks = {timer}, .distributed = session});
-        if (!session.is_chief()) return 0;
+            no_exchange ? model.fit(x_train, train.y, {.batch_size = rows_per_step, .epochs = epochs, .verbose = 0, .callbacks = {timer}})
+                        : model.fit(x_train, train.y, {.batch_size = batch, .epochs = epochs, .verbose = 0, .callbacks = {timer}, .distributed = session});
+        if (!session.is_chief() && !no_exchange) return 0;
         const double test_accuracy = bench::accuracy(model.predict(x_test, 1000), test.y);
 
         const auto& times = timer->times;
@@ -91,14 +100,15 @@ int main(int argc, char** argv) {
         nlohmann::json result = {
             {"peer", "xtnn"}, {"version", "0.1.0"}, {"workload", trained}, {"data", data}, {"threads", threads},
             {"threads_used", xtnn::ops::num_threads()}, {"ranks", session.size()}, {"reduction", reduction},
+            {"no_exchange", no_exchange}, {"rows_per_step", rows_per_step},
             // What each step sums over the ranks: every weight's gradient (or moving statistic), as floats.
             {"fused_bytes_per_step", model.count_params() * sizeof(float)},
-            {"batch", batch}, {"n_train", x_train.shape()[0]}, {"epochs", epochs}, {"epoch_times", times},
+            {"batch", batch}, {"n_train", x_train.shape()[0] * (no_exchange ? std::size_t(session.size()) : 1)}, {"epochs", epochs}, {"epoch_times", times},
             {"epoch_s_median", median(timed)}, {"epoch_s_min", *std::min_element(timed.begin(), timed.end())},
             {"epoch_s_max", *std::max_element(timed.begin(), timed.end())}, {"train_loss", history.history.at("loss")},
             {"test_acc", test_accuracy}};
         std::cout << result.dump() << std::endl;
-        if (trained != "w2") return 0;
+        if (trained != "w2" || no_exchange) return 0;
 
         const std::size_t n_test = x_test.shape()[0];
         std::vector<xt::xarray<std::uint8_t>> batches;
