@@ -78,10 +78,10 @@ struct Session::SharedWindow {
         return true;
     }
 
-    // Rank `rank`'s buffer of the current use.
+    // Rank `rank`'s buffer of the current use, from byte `offset`.
     template <class T>
-    T* buffer(int rank) const {
-        return reinterpret_cast<T*>(segments[std::size_t(rank)] + (uses % 2) * capacity);
+    T* buffer(int rank, std::size_t offset = 0) const {
+        return reinterpret_cast<T*>(segments[std::size_t(rank)] + (uses % 2) * capacity + offset);
     }
 
     // After this, every rank sees what every rank wrote into its buffer of the current use.
@@ -221,6 +221,12 @@ std::vector<std::pair<std::size_t, std::size_t>> Session::sum_scatter(std::span<
     return scatter(parts);
 }
 
+std::vector<std::pair<std::size_t, std::size_t>> Session::sum_scatter(std::span<const std::span<float>> parts,
+                                                                      std::span<const double> message,
+                                                                      std::vector<double>& messages) const {
+    return scatter(parts, message, &messages);
+}
+
 void Session::allgather_owned(std::span<const std::span<float>> parts) const { gather(parts); }
 
 template <class T>
@@ -238,8 +244,11 @@ void Session::sum([[maybe_unused]] std::span<T> values) const {
 }
 
 template <class T>
-std::vector<std::pair<std::size_t, std::size_t>> Session::scatter(std::span<const std::span<T>> arrays) const {
+std::vector<std::pair<std::size_t, std::size_t>> Session::scatter(std::span<const std::span<T>> arrays,
+                                                                  std::span<const double> message,
+                                                                  std::vector<double>* messages) const {
     const Parts<T> parts(arrays);
+    if (messages) messages->assign(message.begin(), message.end());
 #ifdef XTNN_WITH_MPI
     if (size_ > 1) {
         if (parts.size() < std::size_t(size_)) {
@@ -253,7 +262,10 @@ std::vector<std::pair<std::size_t, std::size_t>> Session::scatter(std::span<cons
             owned.emplace_back(first + begin, first + end);
         }
         std::vector<T> partial;
-        if (!uses_shared_memory() || !shared_->reserve(largest<T>(buckets) * sizeof(T))) {
+        // The message goes after the first bucket's values, at the first barrier.
+        const std::size_t message_at = (largest<T>(buckets) * sizeof(T) + alignof(double) - 1) / alignof(double) * alignof(double);
+        if (!uses_shared_memory() || !shared_->reserve(message_at + message.size_bytes())) {
+            if (messages) *messages = allgather(message);
             const std::span<T> packed = staged<T>(staging_, parts.size());
             parts.copy_out(0, parts.size(), packed.data());
             for (const auto& [first, last] : buckets) ring.reduce_scatter(packed.subspan(first, last - first), partial);
@@ -267,7 +279,15 @@ std::vector<std::pair<std::size_t, std::size_t>> Session::scatter(std::span<cons
             T* mine = shared_->buffer<T>(rank_);
             parts.copy_out(first, begin, mine);
             parts.copy_out(end, last, mine + (end - first));
+            if (b == 0 && messages) std::copy(message.begin(), message.end(), shared_->buffer<double>(rank_, message_at));
             shared_->publish();
+            if (b == 0 && messages) {
+                messages->resize(message.size() * std::size_t(size_));
+                for (int r = 0; r < size_; ++r) {
+                    const double* theirs = shared_->buffer<double>(r, message_at);
+                    std::copy(theirs, theirs + message.size(), messages->begin() + std::ptrdiff_t(std::size_t(r) * message.size()));
+                }
+            }
             // The ring's order: from the rank after this one around to this one, added last.
             const T* sum = shared_->buffer<T>((rank_ + 1) % size_) + (begin - first);
             if (size_ > 2) {

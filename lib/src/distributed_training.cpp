@@ -35,19 +35,21 @@ void Model::exchange_step(Peers& peers, std::size_t rows, std::vector<BatchSlice
         for (std::size_t k = 0; k < count && !reached; ++k) reached = slice_gradient(w, k) != nullptr;
         message.push_back(reached ? 1.0 : 0.0);
     }
-    const std::vector<double> all = session.allgather(message);
+    // Every rank's message: the step's figures, and the weights that some rank's slices reached.
+    std::vector<double> all;
     std::vector<bool> has_gradient(weights.size(), false);
-    for (std::size_t w = 0; w < weights.size(); ++w) {
-        for (std::size_t r = 0; r < ranks && !has_gradient[w]; ++r) has_gradient[w] = all[r * message.size() + figure_count + w] != 0.0;
-    }
-    for (std::size_t r = 0; r < ranks; ++r) totals.add_sums({all.data() + r * message.size(), figure_count});
+    const auto read_messages = [&] {
+        for (std::size_t w = 0; w < weights.size(); ++w) {
+            for (std::size_t r = 0; r < ranks && !has_gradient[w]; ++r) has_gradient[w] = all[r * message.size() + figure_count + w] != 0.0;
+        }
+        for (std::size_t r = 0; r < ranks; ++r) totals.add_sums({all.data() + r * message.size(), figure_count});
+    };
 
     if (session.options().reduction == distributed::Reduction::ring) {
         // The sums are made where the gradients are, in slice 0's (the weights' own; zeros where
         // no slice arrived) after this rank's other slices are added to them in slice order, as
         // one process sums its threads' slices; the state to average is summed in place.
         std::vector<std::span<float>> summed;
-        std::vector<const float*> gradients(weights.size(), nullptr);
         for (const std::size_t w : peers.trained) {
             xt::xarray<float>& gradient = grad_buffer(*weights[w].node());
             for (std::size_t k = 1; k < count; ++k) {
@@ -57,7 +59,6 @@ void Model::exchange_step(Peers& peers, std::size_t rows, std::vector<BatchSlice
                 float* sum = gradient.data();
                 for (std::size_t j = 0; j < gradient.size(); ++j) sum[j] += other[j];
             }
-            if (has_gradient[w]) gradients[w] = gradient.data();
             summed.emplace_back(gradient.data(), gradient.size());
         }
         std::vector<std::span<float>> values;
@@ -68,7 +69,12 @@ void Model::exchange_step(Peers& peers, std::size_t rows, std::vector<BatchSlice
         }
         // Each rank updates the values whose sums it holds, then all take every rank's: one
         // optimizer update per weight element in the whole job, not one per rank.
-        const auto owned = session.sum_scatter(summed);
+        const auto owned = session.sum_scatter(summed, message, all);
+        read_messages();
+        std::vector<const float*> gradients(weights.size(), nullptr);
+        for (const std::size_t w : peers.trained) {
+            if (has_gradient[w]) gradients[w] = weights[w].node()->grad.data();
+        }
         std::vector<Optimizer::Segment> segments;
         std::size_t offset = 0;
         for (std::size_t i = 0; i < summed.size(); ++i) {
@@ -87,6 +93,8 @@ void Model::exchange_step(Peers& peers, std::size_t rows, std::vector<BatchSlice
         optimizer_->apply_segments(weights, gradients, segments);
         session.allgather_owned(values);
     } else {
+        all = session.allgather(message);
+        read_messages();
         // One buffer for MPI: every trained weight's gradient, summed over this rank's slices in
         // slice order (zeros where none arrived), then the state to average.
         peers.fused.resize(peers.fused_length(weights));

@@ -82,8 +82,16 @@ int main(int argc, char** argv) {
                 for (std::size_t first = 0, length = 0; first < n; first += length++) {
                     parts.push_back(std::span<float>(values).subspan(first, std::min(length, n - first)));
                 }
-                for (const auto& [first, last] : session.sum_scatter(std::span<const std::span<float>>(parts))) {
+                // With every rank's message gathered on the way, as allgather gives them.
+                const std::vector<double> message = {double(session.rank()), double(n) + 0.5};
+                std::vector<double> messages;
+                for (const auto& [first, last] : session.sum_scatter(std::span<const std::span<float>>(parts), message, messages)) {
                     for (std::size_t i = first; i < last; ++i) values[i] = values[i] * 2;
+                }
+                if (messages != session.allgather(message)) {
+                    std::fprintf(stderr, "%s: sum_scatter of %zu values: the messages differ from allgather's\n",
+                                 session.describe(session.rank()).c_str(), n);
+                    ++failures;
                 }
                 session.allgather_owned(std::span<const std::span<float>>(parts));
                 for (float& value : values) value = value / 2;

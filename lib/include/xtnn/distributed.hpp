@@ -108,6 +108,12 @@ public:
     /// The same over several arrays taken as one buffer in their order (the same cut, the same
     /// bits): a fit sums its gradients and shares its weights where they are, without packing.
     std::vector<std::pair<std::size_t, std::size_t>> sum_scatter(std::span<const std::span<float>> parts) const;
+    /// And every rank's `message` (the same count on every rank) into `messages`, in rank order,
+    /// as allgather gives them: through shared memory, at the same barrier as the sums (a fit's
+    /// step waits for the other ranks once less).
+    std::vector<std::pair<std::size_t, std::size_t>> sum_scatter(std::span<const std::span<float>> parts,
+                                                                 std::span<const double> message,
+                                                                 std::vector<double>& messages) const;
     void allgather_owned(std::span<const std::span<float>> parts) const;
     /// True on every rank when `flag` is true on any.
     bool any(bool flag) const;
@@ -131,7 +137,9 @@ private:
     template <class T>
     void sum(std::span<T> values) const;
     template <class T>
-    std::vector<std::pair<std::size_t, std::size_t>> scatter(std::span<const std::span<T>> parts) const;
+    std::vector<std::pair<std::size_t, std::size_t>> scatter(std::span<const std::span<T>> parts,
+                                                             std::span<const double> message = {},
+                                                             std::vector<double>* messages = nullptr) const;
     template <class T>
     void gather(std::span<const std::span<T>> parts) const;
 
