@@ -1,6 +1,8 @@
 // The floor of an MLP workload: the time OpenBLAS's cblas_sgemm alone needs for one training
 // epoch's matrix products, 60,000 samples with the last partial batch: per step three forward
-// products, three weight gradients and two input gradients, into preallocated buffers.
+// products, three weight gradients and two input gradients, into preallocated buffers, each
+// zero-filled with std::fill and then accumulated (beta = 1), as xtnn does: faster than
+// OpenBLAS's own beta = 0 pass (bench/gemm_zero_fill), so still a floor.
 //   W2: 784-256-128-10, batch 128        W1: 784-32-32-10, batch 32
 // Prints {"workload": "sgemm_floor_w2", "epoch_s_median": ...} over 5 epochs.
 // With a shard count S: the products of one rank of S in data-parallel training (batch/S rows per
@@ -60,24 +62,27 @@ int main(int argc, char** argv) {
         activations.emplace_back(std::size_t(batch) * widths[l], 0.5f);
         activation_grads.emplace_back(std::size_t(batch) * widths[l], 0.1f);
     }
+    const auto product = [](bool transpose_a, bool transpose_b, int m, int n, int k, const float* a, int lda, const float* b,
+                            int ldb, float* c) {
+        std::fill(c, c + std::size_t(m) * n, 0.0f);
+        cblas_sgemm(CblasRowMajor, transpose_a ? CblasTrans : CblasNoTrans, transpose_b ? CblasTrans : CblasNoTrans, m, n, k,
+                    1.0f, a, lda, b, ldb, 1.0f, c, n);
+    };
     std::vector<double> times;
     for (int epoch = 0; epoch < 5; ++epoch) {
         const auto start = std::chrono::steady_clock::now();
         for (int begin = 0; begin < samples; begin += batch) {
             const int rows = std::min(batch, samples - begin);
             for (int l = 0; l < 3; ++l) {
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, widths[l + 1], widths[l], 1.0f,
-                            activations[l].data(), widths[l], weights[l].data(), widths[l + 1], 0.0f,
-                            activations[l + 1].data(), widths[l + 1]);
+                product(false, false, rows, widths[l + 1], widths[l], activations[l].data(), widths[l], weights[l].data(),
+                        widths[l + 1], activations[l + 1].data());
             }
             for (int l = 2; l >= 0; --l) {
-                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, widths[l], widths[l + 1], rows, 1.0f,
-                            activations[l].data(), widths[l], activation_grads[l + 1].data(), widths[l + 1], 0.0f,
-                            weight_grads[l].data(), widths[l + 1]);
+                product(true, false, widths[l], widths[l + 1], rows, activations[l].data(), widths[l],
+                        activation_grads[l + 1].data(), widths[l + 1], weight_grads[l].data());
                 if (l > 0) {
-                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, widths[l], widths[l + 1], 1.0f,
-                                activation_grads[l + 1].data(), widths[l + 1], weights[l].data(), widths[l + 1], 0.0f,
-                                activation_grads[l].data(), widths[l]);
+                    product(false, true, rows, widths[l], widths[l + 1], activation_grads[l + 1].data(), widths[l + 1],
+                            weights[l].data(), widths[l + 1], activation_grads[l].data());
                 }
             }
         }
