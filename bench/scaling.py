@@ -51,8 +51,9 @@ def main(path):
             continue
         one = statistics.median(r["epoch_s_median"] for r in runs if r["ranks"] == 1 and r["threads"] == 1)
         two = statistics.median(r["epoch_s_median"] for r in runs if r["ranks"] == 2 and not r.get("no_exchange"))
-        alone = [r["epoch_s_median"] for r in runs if r["ranks"] == 2 and r.get("no_exchange")]
-        ceiling = f"{statistics.median(alone):.3f} | {one / statistics.median(alone):.2f}x" if alone else "- | -"
+        alone_runs = [r["epoch_s_median"] for r in runs if r["ranks"] == 2 and r.get("no_exchange")]
+        alone = statistics.median(alone_runs) if alone_runs else None
+        ceiling = f"{alone:.3f} | {one / alone:.2f}x" if alone else "- | -"
         threads = [r["epoch_s_median"] for r in runs if r["ranks"] == 1 and r["threads"] == 2]
         threaded = f"{statistics.median(threads):.3f} | {one / statistics.median(threads):.2f}x" if threads else "- | -"
         sample = runs[0]
@@ -60,7 +61,7 @@ def main(path):
         nbytes = sample["fused_bytes_per_step"]
         # What 2 ranks spend per step beyond their compute alone (or, unmeasured, half of one rank's
         # step): the exchange, on this machine.
-        exchange = (two - statistics.median(alone)) / steps if alone else two / steps - one / steps / 2
+        exchange = (two - alone) / steps if alone else two / steps - one / steps / 2
         print(f"| {workload} | {one:.3f} | {two:.3f} | {one / two:.2f}x | >= 1.7x: {'yes' if one / two >= 1.7 else 'NO'} | "
               f"{threaded} | {ceiling} | {steps} | {nbytes / 1e6:.2f} MB | {exchange * 1e6:.0f} us |")
         models.append((workload, one / steps, nbytes))

@@ -12,6 +12,7 @@
 //
 //   build/bench/xtnn_cnn --workload w4 --threads 1 --data mnist10k
 
+#include <functional>
 #include <iostream>
 #include <memory>
 
@@ -112,9 +113,9 @@ int main(int argc, char** argv) {
         }
         const std::size_t rows_per_step = no_exchange ? 64 / std::size_t(session.size()) : 64;
         auto timer = std::make_shared<bench::EpochTimer>();
-        const xtnn::History history =
-            no_exchange ? model.fit(train.x, train.y, {.batch_size = rows_per_step, .epochs = epochs, .verbose = 0, .callbacks = {timer}})
-                        : model.fit(train.x, train.y, {.batch_size = 64, .epochs = epochs, .verbose = 0, .callbacks = {timer}, .distributed = session});
+        xtnn::FitOptions fit_options{.batch_size = rows_per_step, .epochs = epochs, .verbose = 0, .callbacks = {timer}};
+        if (!no_exchange) fit_options.distributed = std::cref(session);
+        const xtnn::History history = model.fit(train.x, train.y, fit_options);
         if (!session.is_chief() && !no_exchange) return 0;
         const double test_accuracy = bench::accuracy(model.predict(test.x, 1000), test.y);
         const auto& times = timer->times;

@@ -9,6 +9,7 @@
 //   build/bench/xtnn_mlp --workload w2 --threads 1 --data fashion --epochs 5
 
 #include <algorithm>
+#include <functional>
 #include <iostream>
 
 #include <nlohmann/json.hpp>
@@ -65,6 +66,7 @@ int main(int argc, char** argv) {
         const xt::xarray<std::uint8_t> x_test = flattened(std::move(test.x));
         const std::string trained = workload == "w1" ? "w1" : "w2";
         const std::size_t batch = trained == "w1" ? 32 : 128;
+        const std::size_t n_train = x_train.shape()[0];
         if (no_exchange) {
             x_train = bench::own_share(x_train, session);
             train.y = bench::own_share(train.y, session);
@@ -87,9 +89,9 @@ int main(int argc, char** argv) {
             model.compile("sparse_categorical_crossentropy", xtnn::SGD{.learning_rate = 0.05, .momentum = 0.9});
         }
         auto timer = std::make_shared<bench::EpochTimer>();
-        const xtnn::History history =
-            no_exchange ? model.fit(x_train, train.y, {.batch_size = rows_per_step, .epochs = epochs, .verbose = 0, .callbacks = {timer}})
-                        : model.fit(x_train, train.y, {.batch_size = batch, .epochs = epochs, .verbose = 0, .callbacks = {timer}, .distributed = session});
+        xtnn::FitOptions fit_options{.batch_size = rows_per_step, .epochs = epochs, .verbose = 0, .callbacks = {timer}};
+        if (!no_exchange) fit_options.distributed = std::cref(session);
+        const xtnn::History history = model.fit(x_train, train.y, fit_options);
         if (!session.is_chief() && !no_exchange) return 0;
         const double test_accuracy = bench::accuracy(model.predict(x_test, 1000), test.y);
 
@@ -103,7 +105,7 @@ int main(int argc, char** argv) {
             {"no_exchange", no_exchange}, {"rows_per_step", rows_per_step},
             // What each step sums over the ranks: every weight's gradient (or moving statistic), as floats.
             {"fused_bytes_per_step", model.count_params() * sizeof(float)},
-            {"batch", batch}, {"n_train", x_train.shape()[0] * (no_exchange ? std::size_t(session.size()) : 1)}, {"epochs", epochs}, {"epoch_times", times},
+            {"batch", batch}, {"n_train", n_train}, {"epochs", epochs}, {"epoch_times", times},
             {"epoch_s_median", median(timed)}, {"epoch_s_min", *std::min_element(timed.begin(), timed.end())},
             {"epoch_s_max", *std::max_element(timed.begin(), timed.end())}, {"train_loss", history.history.at("loss")},
             {"test_acc", test_accuracy}};
