@@ -473,6 +473,37 @@ TEST_CASE("conv2d: values match the definition; gradients for strides 1 and 2, b
     CHECK_THROWS_AS(ops::padding_from_name("full"), ValueError);
 }
 
+TEST_CASE("conv2d with few filters or channels (the direct kernel): values and gradients as by the definition") {
+    // 4, 8 and 16 channels and filters fill one or two SIMD registers of float or double on AVX2
+    // and AVX-512; widths 23 and 30 leave every length of a row's last pixel block.
+    for (std::size_t filters : {std::size_t(4), std::size_t(8), std::size_t(16)}) {
+        for (std::size_t channels : {std::size_t(1), std::size_t(8), std::size_t(16)}) {
+            for (auto padding : {ops::Padding::valid, ops::Padding::same}) {
+                for (std::size_t width : {std::size_t(23), std::size_t(30)}) {
+                    INFO("filters " << filters << ", channels " << channels << ", padding " << ops::padding_name(padding)
+                                    << ", width " << width);
+                    const auto x = uniform({2, 6, width, channels}, 41);
+                    const auto k = uniform({3, 2, channels, filters}, 42);
+                    const auto expected = naive_conv2d(x, k, {1, 1}, padding);
+                    CHECK(xt::allclose(ops::conv2d(TensorD::constant(x), TensorD::constant(k), {1, 1}, padding).value(),
+                                       expected, 1e-12, 1e-12));
+                    const xt::xarray<float> y = ops::conv2d(Tensor::constant(xt::xarray<float>(x)),
+                                                            Tensor::constant(xt::xarray<float>(k)), {1, 1}, padding).value();
+                    CHECK(xt::allclose(xt::xarray<double>(y), expected, 1e-5, 1e-5));
+                }
+            }
+        }
+    }
+    for (auto padding : {ops::Padding::valid, ops::Padding::same}) {
+        INFO("padding " << ops::padding_name(padding));
+        // The input also feeds a second op, as a residual block's does: the direct input gradient
+        // must add to what is there.
+        require_gradients("conv2d", [=](const Inputs& in) {
+            return ops::add(ops::sum(ops::conv2d(in[0], in[1], {1, 1}, padding)), ops::sum(ops::mul(in[0], in[0])));
+        }, {uniform({2, 4, 5, 8}, 43), uniform({3, 3, 8, 8}, 44)}, strict);
+    }
+}
+
 TEST_CASE("max and average pooling: values, gradients, ties and padding") {
     const auto x = distinct_values({2, 5, 6, 3}, 21);
     for (auto padding : {ops::Padding::valid, ops::Padding::same}) {

@@ -1,7 +1,9 @@
 // Convolution and pooling on channels-last images (N, H, W, C), as Keras lays them out.
 // conv2d lowers the batch, a few samples at a time, to matrix products: im2col gathers every
 // output position's receptive field into a row, and cblas_sgemm multiplies by the
-// (kh * kw * C, F) kernel.
+// (kh * kw * C, F) kernel. With stride 1 and few filters (conv_direct.hpp) the forward pass skips
+// im2col and convolves directly; so does the input gradient with few input channels, as the
+// convolution of the output gradient with the flipped kernel.
 
 #include <algorithm>
 #include <cstdint>
@@ -10,11 +12,13 @@
 #include <string>
 #include <tuple>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include <xtensor/xbuilder.hpp>
 #include <xtensor/xtensor.hpp>
 
+#include "conv_direct.hpp"
 #include "gemm.hpp"
 #include "xtnn/array_pool.hpp"
 #include "xtnn/autodiff.hpp"
@@ -214,6 +218,77 @@ void col2im_add(const T* patches, const ImageShape& s, const WindowAxis& rows, c
 // Size of the patch matrix conv2d works on at a time.
 constexpr std::size_t patch_buffer_bytes = std::size_t(2) << 20;
 
+// Zeros around an image for the direct kernel, which only computes valid convolutions.
+struct Border {
+    std::size_t top, bottom, left, right;
+    bool none() const { return top == 0 && bottom == 0 && left == 0 && right == 0; }
+};
+
+// The padding of a stride-1 window axis: before, and after (what the last window reaches beyond).
+std::pair<std::size_t, std::size_t> padding_of(const WindowAxis& axis) {
+    return {axis.pad_before, axis.out - 1 + axis.window - axis.in - axis.pad_before};
+}
+
+// Sample `n` of `images` (height, width, channels each) as the direct kernel reads it: in place
+// when there is no border, else copied inside a zero border in `bordered`. Returns the image and
+// its row stride.
+template <class T>
+std::pair<const T*, std::size_t> with_border(const T* images, std::size_t n, std::size_t height, std::size_t width,
+                                             std::size_t channels, const Border& border, std::vector<T>& bordered) {
+    const T* image = images + n * height * width * channels;
+    if (border.none()) return {image, width * channels};
+    const std::size_t row = (border.left + width + border.right) * channels;
+    bordered.assign((border.top + height + border.bottom) * row, T(0));
+    for (std::size_t y = 0; y < height; ++y) {
+        std::copy_n(image + y * width * channels, width * channels,
+                    bordered.data() + (border.top + y) * row + border.left * channels);
+    }
+    return {bordered.data(), row};
+}
+
+// y = conv2d(x, kernel) with stride 1, one sample at a time (needs direct_conv_fits(filters)).
+template <class T>
+void direct_forward(const T* x, const ImageShape& s, const WindowAxis& rows, const WindowAxis& cols, const T* kernel,
+                    std::size_t filters, T* y) {
+    const auto [top, bottom] = padding_of(rows);
+    const auto [left, right] = padding_of(cols);
+    const Border border{top, bottom, left, right};
+    std::vector<T> bordered;
+    const std::size_t out_size = rows.out * cols.out * filters;
+    for (std::size_t n = 0; n < s.batch; ++n) {
+        const auto [image, row_stride] = with_border(x, n, s.height, s.width, s.channels, border, bordered);
+        detail::direct_conv(image, kernel, y + n * out_size,
+                            {rows.out, cols.out, s.channels, filters, rows.window, cols.window, row_stride}, false);
+    }
+}
+
+// dx += the input gradient of a stride-1 conv2d, as a valid convolution of dy (bordered so that
+// every input position sees every tap that read it) with the kernel flipped in both axes and its
+// channel axes swapped (needs direct_conv_fits(channels)).
+template <class T>
+void direct_input_gradient(const T* dy, const ImageShape& s, const WindowAxis& rows, const WindowAxis& cols,
+                           const T* kernel, std::size_t filters, T* dx) {
+    const auto [top, bottom] = padding_of(rows);
+    const auto [left, right] = padding_of(cols);
+    const Border border{rows.window - 1 - top, rows.window - 1 - bottom, cols.window - 1 - left, cols.window - 1 - right};
+    const std::size_t C = s.channels, taps = rows.window * cols.window;
+    std::vector<T> flipped(taps * C * filters);
+    for (std::size_t tap = 0; tap < taps; ++tap) {
+        const T* from = kernel + (taps - 1 - tap) * C * filters;
+        T* to = flipped.data() + tap * filters * C;
+        for (std::size_t c = 0; c < C; ++c) {
+            for (std::size_t f = 0; f < filters; ++f) to[f * C + c] = from[c * filters + f];
+        }
+    }
+    std::vector<T> bordered;
+    const std::size_t image_size = s.height * s.width * C;
+    for (std::size_t n = 0; n < s.batch; ++n) {
+        const auto [image, row_stride] = with_border(dy, n, rows.out, cols.out, filters, border, bordered);
+        detail::direct_conv(image, flipped.data(), dx + n * image_size,
+                            {s.height, s.width, filters, C, rows.window, cols.window, row_stride}, true);
+    }
+}
+
 }  // namespace
 
 Padding padding_from_name(const std::string& name) {
@@ -252,8 +327,14 @@ BasicTensor<T> conv2d(const BasicTensor<T>& x, const BasicTensor<T>& kernel, Win
     // stays in cache (the whole batch's patches would be 660 MB for the book's CNN at batch 1000).
     const std::size_t chunk = std::max<std::size_t>(1, patch_buffer_bytes / std::max<std::size_t>(1, positions * patch * sizeof(T)));
 
+    const bool unit_strides = strides == Window2D{1, 1};
+    const bool direct = unit_strides && detail::direct_conv_fits<T>(filters);
+    const bool direct_input_grad = unit_strides && detail::direct_conv_fits<T>(s.channels);
+
     xt::xarray<T> y = pooled_empty<T>({s.batch, rows.out, cols.out, filters});
-    if (s.batch > 0 && positions > 0 && filters > 0) {
+    if (direct && positions > 0) {
+        direct_forward(x.value().data(), s, rows, cols, kernel.value().data(), filters, y.data());
+    } else if (s.batch > 0 && positions > 0 && filters > 0) {
         // Pooled and not zero-filled: im2col writes every element (zeros in the padding).
         PooledArray<T> patches(pooled_empty<T>({std::min(chunk, s.batch) * positions * patch}));
         for (std::size_t first = 0; first < s.batch; first += chunk) {
@@ -280,7 +361,8 @@ BasicTensor<T> conv2d(const BasicTensor<T>& x, const BasicTensor<T>& kernel, Win
         // cheap next to the products, and the working set stays in cache.
         const std::size_t patch_values = std::min(chunk, s.batch) * positions * patch;
         PooledArray<T> patches(pooled_empty<T>({weights.requires_grad ? patch_values : 0}));
-        PooledArray<T> patch_grads(pooled_empty<T>({input.requires_grad ? patch_values : 0}));
+        const bool patch_gradients = input.requires_grad && !direct_input_grad;
+        PooledArray<T> patch_grads(pooled_empty<T>({patch_gradients ? patch_values : 0}));
         T* kernel_grad = nullptr;
         T kernel_beta = T(1);  // the first chunk may overwrite a fresh kernel gradient, the rest add
         if (weights.requires_grad) std::tie(kernel_grad, kernel_beta) = grad_destination(weights);
@@ -301,10 +383,13 @@ BasicTensor<T> conv2d(const BasicTensor<T>& x, const BasicTensor<T>& kernel, Win
                 }
                 kernel_beta = T(1);
             }
-            if (input.requires_grad) {
+            if (patch_gradients) {
                 detail::gemm<T>(false, true, m, patch, filters, T(1), dy, filters, weights.value.data(), filters, T(0),
                                 patch_grads.values.data(), patch);
                 col2im_add(patch_grads.values.data(), part, rows, cols, grad_buffer(input).data() + first * image_size);
+            } else if (input.requires_grad) {
+                direct_input_gradient(dy, part, rows, cols, weights.value.data(), filters,
+                                      grad_buffer(input).data() + first * image_size);
             }
         }
     });

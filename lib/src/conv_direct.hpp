@@ -1,0 +1,120 @@
+#pragma once
+// A stride-1 convolution computed in place, without im2col, for layers with few filters (one or
+// two SIMD registers of output channels). im2col writes every receptive field out (9x the image
+// for a 3x3 kernel) and OpenBLAS copies those patches once more into its packed layout; with 8 or
+// 16 filters the product is too narrow to pay for both, and the two copies took as long as the
+// multiplications themselves (W6's batch-1 latency: im2col 15%, sgemm_oncopy 15%, the sgemm
+// kernel 34%). Here a block of output pixels of one row keeps all its filters in registers while
+// the kernel's taps and channels stream past: each input value is broadcast once per block, each
+// kernel row of weights loaded once per block.
+//
+// Every output value is the sum over (ky, kx, c), in that order, of fused multiply-adds starting
+// from zero: the same for any SIMD width, block size and compiler, so results stay bit-identical
+// across the g++ and clang builds.
+
+#include <algorithm>
+#include <cstddef>
+
+#include <xsimd/xsimd.hpp>
+
+namespace xtnn::detail {
+
+// A valid convolution of one image with a (kh, kw, C, F) kernel, stride 1; the image rows are
+// `row_stride` values apart (so a zero-bordered copy can stand in for padding).
+struct DirectConvShape {
+    std::size_t out_height, out_width, channels, filters, kernel_height, kernel_width, row_stride;
+};
+
+template <class T>
+constexpr std::size_t simd_width = xsimd::batch<T>::size;
+
+// Registers of output channels per pixel the direct kernel handles: beyond two, the pixel block
+// gets too short and the product is wide enough for sgemm.
+template <class T>
+constexpr bool direct_conv_fits(std::size_t filters) {
+    return filters > 0 && filters % simd_width<T> == 0 && filters / simd_width<T> <= 2;
+}
+
+// Output pixels per block: as many as the accumulators, the weights of one tap and channel and
+// one broadcast value leave room for in the vector registers (16 with AVX2, 32 with AVX-512).
+template <std::size_t Vectors>
+constexpr std::size_t pixel_block() {
+    constexpr std::size_t registers = XSIMD_WITH_AVX512F ? 32 : 16;
+    return std::min<std::size_t>(16, (registers - 1) / Vectors - 1);
+}
+
+// `Pixels` consecutive outputs of one row: out[p][f] = sum over (ky, kx, c) of
+// image[ky][p + kx][c] * kernel[ky][kx][c][f]. `Add` adds the sums onto what `out` holds.
+template <class T, std::size_t Vectors, std::size_t Pixels, bool Add>
+void direct_conv_block(const T* image, const T* kernel, T* out, const DirectConvShape& s) {
+    using Batch = xsimd::batch<T>;
+    constexpr std::size_t width = Batch::size;
+    const std::size_t C = s.channels;
+    Batch sums[Pixels][Vectors];
+    for (auto& pixel : sums) {
+        for (auto& sum : pixel) sum = Batch(T(0));
+    }
+    for (std::size_t ky = 0; ky < s.kernel_height; ++ky) {
+        for (std::size_t kx = 0; kx < s.kernel_width; ++kx) {
+            const T* taps = image + ky * s.row_stride + kx * C;
+            const T* weights = kernel + (ky * s.kernel_width + kx) * C * s.filters;
+            for (std::size_t c = 0; c < C; ++c, weights += s.filters) {
+                Batch w[Vectors];
+                for (std::size_t v = 0; v < Vectors; ++v) w[v] = Batch::load_unaligned(weights + v * width);
+                for (std::size_t p = 0; p < Pixels; ++p) {
+                    const Batch x(taps[p * C + c]);
+                    for (std::size_t v = 0; v < Vectors; ++v) sums[p][v] = xsimd::fma(x, w[v], sums[p][v]);
+                }
+            }
+        }
+    }
+    for (std::size_t p = 0; p < Pixels; ++p) {
+        for (std::size_t v = 0; v < Vectors; ++v) {
+            T* target = out + p * s.filters + v * width;
+            if constexpr (Add) {
+                (Batch::load_unaligned(target) + sums[p][v]).store_unaligned(target);
+            } else {
+                sums[p][v].store_unaligned(target);
+            }
+        }
+    }
+}
+
+// The last `count` (< the block) pixels of a row: one instantiation per count.
+template <class T, std::size_t Vectors, bool Add, std::size_t Pixels = pixel_block<Vectors>() - 1>
+void direct_conv_tail(std::size_t count, const T* image, const T* kernel, T* out, const DirectConvShape& s) {
+    if constexpr (Pixels > 0) {
+        if (count == Pixels) return direct_conv_block<T, Vectors, Pixels, Add>(image, kernel, out, s);
+        direct_conv_tail<T, Vectors, Add, Pixels - 1>(count, image, kernel, out, s);
+    }
+}
+
+template <class T, std::size_t Vectors, bool Add>
+void direct_conv_rows(const T* image, const T* kernel, T* out, const DirectConvShape& s) {
+    constexpr std::size_t block = pixel_block<Vectors>();
+    for (std::size_t oy = 0; oy < s.out_height; ++oy) {
+        const T* row = image + oy * s.row_stride;
+        T* out_row = out + oy * s.out_width * s.filters;
+        std::size_t ox = 0;
+        for (; ox + block <= s.out_width; ox += block) {
+            direct_conv_block<T, Vectors, block, Add>(row + ox * s.channels, kernel, out_row + ox * s.filters, s);
+        }
+        if (ox < s.out_width) {
+            direct_conv_tail<T, Vectors, Add>(s.out_width - ox, row + ox * s.channels, kernel, out_row + ox * s.filters, s);
+        }
+    }
+}
+
+/// out (out_height, out_width, filters) = (or += with `add`) the valid convolution of `image`;
+/// direct_conv_fits(s.filters) must hold.
+template <class T>
+void direct_conv(const T* image, const T* kernel, T* out, const DirectConvShape& s, bool add) {
+    const bool two = s.filters == 2 * simd_width<T>;
+    if (add) {
+        two ? direct_conv_rows<T, 2, true>(image, kernel, out, s) : direct_conv_rows<T, 1, true>(image, kernel, out, s);
+    } else {
+        two ? direct_conv_rows<T, 2, false>(image, kernel, out, s) : direct_conv_rows<T, 1, false>(image, kernel, out, s);
+    }
+}
+
+}  // namespace xtnn::detail
