@@ -494,13 +494,16 @@ TEST_CASE("conv2d with few filters or channels (the direct kernel): values and g
             }
         }
     }
-    for (auto padding : {ops::Padding::valid, ops::Padding::same}) {
-        INFO("padding " << ops::padding_name(padding));
-        // The input also feeds a second op, as a residual block's does: the direct input gradient
-        // must add to what is there.
-        require_gradients("conv2d", [=](const Inputs& in) {
-            return ops::add(ops::sum(ops::conv2d(in[0], in[1], {1, 1}, padding)), ops::sum(ops::mul(in[0], in[0])));
-        }, {uniform({2, 4, 5, 8}, 43), uniform({3, 3, 8, 8}, 44)}, strict);
+    for (std::size_t channels : {std::size_t(1), std::size_t(8)}) {
+        for (auto padding : {ops::Padding::valid, ops::Padding::same}) {
+            INFO("channels " << channels << ", padding " << ops::padding_name(padding));
+            // The input also feeds a second op, as a residual block's does: the direct input
+            // gradient must add to what is there. A 3x2 kernel leaves a partial block of the
+            // kernel gradient.
+            require_gradients("conv2d", [=](const Inputs& in) {
+                return ops::add(ops::sum(ops::conv2d(in[0], in[1], {1, 1}, padding)), ops::sum(ops::mul(in[0], in[0])));
+            }, {uniform({2, 4, 5, channels}, 43), uniform({3, 2, channels, 8}, 44)}, strict);
+        }
     }
 }
 
@@ -534,11 +537,12 @@ TEST_CASE("max and average pooling: values, gradients, ties and padding") {
 TEST_CASE("conv2d over a batch larger than one patch chunk equals sample-by-sample results") {
     // 40x40x8 images with a 3x3 kernel make 0.9 MB of double patches per sample, 120x120x1 images
     // 1 MB: the batch of 3 is processed in more than one 2 MB chunk.
-    for (Shape image : {Shape{40, 40, 8}, Shape{120, 120, 1}}) {
-        INFO("image " << shape_to_string(image));
+    // 8 filters take the direct kernel, whose kernel gradient also adds up chunk after chunk.
+    for (auto [image, filters] : {std::pair{Shape{40, 40, 8}, 2}, std::pair{Shape{120, 120, 1}, 2}, std::pair{Shape{40, 40, 8}, 8}}) {
+        INFO("image " << shape_to_string(image) << ", filters " << filters);
         const auto x = uniform({3, image[0], image[1], image[2]}, 31);
-        const auto k = uniform({3, 3, image[2], 2}, 32);
-        const auto weights = uniform({3, image[0], image[1], 2}, 33);
+        const auto k = uniform({3, 3, image[2], std::size_t(filters)}, 32);
+        const auto weights = uniform({3, image[0], image[1], std::size_t(filters)}, 33);
         TensorD batch_x = TensorD::parameter(x), batch_k = TensorD::parameter(k);
         TensorD y = ops::conv2d(batch_x, batch_k, {1, 1}, ops::Padding::same);
         CHECK(xt::allclose(y.value(), naive_conv2d(x, k, {1, 1}, ops::Padding::same), 1e-12, 1e-12));

@@ -35,10 +35,11 @@ constexpr bool direct_conv_fits(std::size_t filters) {
     return filters > 0 && filters % simd_width<T> == 0 && filters / simd_width<T> <= 2;
 }
 
-// Output pixels per block: as many as the accumulators, the weights of one tap and channel and
-// one broadcast value leave room for in the vector registers (16 with AVX2, 32 with AVX-512).
+// Output pixels (or input channels) per block: as many as the accumulators, the vectors loaded
+// for one step and one broadcast value leave room for in the vector registers (16 with AVX2, 32
+// with AVX-512).
 template <std::size_t Vectors>
-constexpr std::size_t pixel_block() {
+constexpr std::size_t register_block() {
     constexpr std::size_t registers = XSIMD_WITH_AVX512F ? 32 : 16;
     return std::min<std::size_t>(16, (registers - 1) / Vectors - 1);
 }
@@ -54,17 +55,18 @@ void direct_conv_block(const T* image, const T* kernel, T* out, const DirectConv
     for (auto& pixel : sums) {
         for (auto& sum : pixel) sum = Batch(T(0));
     }
+    // A kernel row's taps read one contiguous run of kw * C values of an image row, and their
+    // weights are contiguous too: (kx, c) is one index j = kx * C + c.
+    const std::size_t run = s.kernel_width * C;
     for (std::size_t ky = 0; ky < s.kernel_height; ++ky) {
-        for (std::size_t kx = 0; kx < s.kernel_width; ++kx) {
-            const T* taps = image + ky * s.row_stride + kx * C;
-            const T* weights = kernel + (ky * s.kernel_width + kx) * C * s.filters;
-            for (std::size_t c = 0; c < C; ++c, weights += s.filters) {
-                Batch w[Vectors];
-                for (std::size_t v = 0; v < Vectors; ++v) w[v] = Batch::load_unaligned(weights + v * width);
-                for (std::size_t p = 0; p < Pixels; ++p) {
-                    const Batch x(taps[p * C + c]);
-                    for (std::size_t v = 0; v < Vectors; ++v) sums[p][v] = xsimd::fma(x, w[v], sums[p][v]);
-                }
+        const T* taps = image + ky * s.row_stride;
+        const T* weights = kernel + ky * run * s.filters;
+        for (std::size_t j = 0; j < run; ++j, weights += s.filters) {
+            Batch w[Vectors];
+            for (std::size_t v = 0; v < Vectors; ++v) w[v] = Batch::load_unaligned(weights + v * width);
+            for (std::size_t p = 0; p < Pixels; ++p) {
+                const Batch x(taps[p * C + j]);
+                for (std::size_t v = 0; v < Vectors; ++v) sums[p][v] = xsimd::fma(x, w[v], sums[p][v]);
             }
         }
     }
@@ -81,7 +83,7 @@ void direct_conv_block(const T* image, const T* kernel, T* out, const DirectConv
 }
 
 // The last `count` (< the block) pixels of a row: one instantiation per count.
-template <class T, std::size_t Vectors, bool Add, std::size_t Pixels = pixel_block<Vectors>() - 1>
+template <class T, std::size_t Vectors, bool Add, std::size_t Pixels = register_block<Vectors>() - 1>
 void direct_conv_tail(std::size_t count, const T* image, const T* kernel, T* out, const DirectConvShape& s) {
     if constexpr (Pixels > 0) {
         if (count == Pixels) return direct_conv_block<T, Vectors, Pixels, Add>(image, kernel, out, s);
@@ -91,7 +93,7 @@ void direct_conv_tail(std::size_t count, const T* image, const T* kernel, T* out
 
 template <class T, std::size_t Vectors, bool Add>
 void direct_conv_rows(const T* image, const T* kernel, T* out, const DirectConvShape& s) {
-    constexpr std::size_t block = pixel_block<Vectors>();
+    constexpr std::size_t block = register_block<Vectors>();
     for (std::size_t oy = 0; oy < s.out_height; ++oy) {
         const T* row = image + oy * s.row_stride;
         T* out_row = out + oy * s.out_width * s.filters;
@@ -115,6 +117,63 @@ void direct_conv(const T* image, const T* kernel, T* out, const DirectConvShape&
     } else {
         two ? direct_conv_rows<T, 2, false>(image, kernel, out, s) : direct_conv_rows<T, 1, false>(image, kernel, out, s);
     }
+}
+
+// The kernel gradient of `Channels` consecutive (kx, c) of one kernel row (see direct_conv_block):
+// grad[j][f] += sum over the output pixels p, in row-major order, of image[p][j] * dy[p][f], where
+// `image` starts at the kernel row and the block's first j, and `grad` at that j's row.
+template <class T, std::size_t Vectors, std::size_t Channels>
+void kernel_gradient_block(const T* image, const T* dy, T* grad, const DirectConvShape& s) {
+    using Batch = xsimd::batch<T>;
+    constexpr std::size_t width = Batch::size;
+    Batch sums[Channels][Vectors];
+    for (std::size_t c = 0; c < Channels; ++c) {
+        for (std::size_t v = 0; v < Vectors; ++v) sums[c][v] = Batch::load_unaligned(grad + c * s.filters + v * width);
+    }
+    for (std::size_t oy = 0; oy < s.out_height; ++oy) {
+        const T* row = image + oy * s.row_stride;
+        const T* dy_row = dy + oy * s.out_width * s.filters;
+        for (std::size_t ox = 0; ox < s.out_width; ++ox) {
+            Batch d[Vectors];
+            for (std::size_t v = 0; v < Vectors; ++v) d[v] = Batch::load_unaligned(dy_row + ox * s.filters + v * width);
+            for (std::size_t c = 0; c < Channels; ++c) {
+                const Batch x(row[ox * s.channels + c]);
+                for (std::size_t v = 0; v < Vectors; ++v) sums[c][v] = xsimd::fma(x, d[v], sums[c][v]);
+            }
+        }
+    }
+    for (std::size_t c = 0; c < Channels; ++c) {
+        for (std::size_t v = 0; v < Vectors; ++v) sums[c][v].store_unaligned(grad + c * s.filters + v * width);
+    }
+}
+
+template <class T, std::size_t Vectors, std::size_t Channels = register_block<Vectors>() - 1>
+void kernel_gradient_tail(std::size_t count, const T* image, const T* dy, T* grad, const DirectConvShape& s) {
+    if constexpr (Channels > 0) {
+        if (count == Channels) return kernel_gradient_block<T, Vectors, Channels>(image, dy, grad, s);
+        kernel_gradient_tail<T, Vectors, Channels - 1>(count, image, dy, grad, s);
+    }
+}
+
+template <class T, std::size_t Vectors>
+void kernel_gradient_taps(const T* image, const T* dy, T* grad, const DirectConvShape& s) {
+    constexpr std::size_t block = register_block<Vectors>();
+    const std::size_t run = s.kernel_width * s.channels;
+    for (std::size_t ky = 0; ky < s.kernel_height; ++ky) {
+        const T* row_image = image + ky * s.row_stride;
+        T* row_grad = grad + ky * run * s.filters;
+        std::size_t j = 0;
+        for (; j + block <= run; j += block) kernel_gradient_block<T, Vectors, block>(row_image + j, dy, row_grad + j * s.filters, s);
+        if (j < run) kernel_gradient_tail<T, Vectors>(run - j, row_image + j, dy, row_grad + j * s.filters, s);
+    }
+}
+
+/// grad (kh, kw, C, F) += the kernel gradient of the valid convolution of `image` whose output
+/// gradient is dy (out_height, out_width, filters); direct_conv_fits(s.filters) must hold. Each
+/// value adds its terms in the output's row-major order, onto what `grad` holds.
+template <class T>
+void direct_kernel_gradient(const T* image, const T* dy, T* grad, const DirectConvShape& s) {
+    s.filters == 2 * simd_width<T> ? kernel_gradient_taps<T, 2>(image, dy, grad, s) : kernel_gradient_taps<T, 1>(image, dy, grad, s);
 }
 
 }  // namespace xtnn::detail

@@ -262,6 +262,24 @@ void direct_forward(const T* x, const ImageShape& s, const WindowAxis& rows, con
     }
 }
 
+// kernel_grad (+)= the kernel gradient of a stride-1 conv2d over the batch, sample after sample
+// (needs direct_conv_fits(filters)); `beta` 0 overwrites what kernel_grad holds.
+template <class T>
+void direct_kernel_gradient(const T* x, const ImageShape& s, const WindowAxis& rows, const WindowAxis& cols, const T* dy,
+                            std::size_t filters, T beta, T* kernel_grad) {
+    const auto [top, bottom] = padding_of(rows);
+    const auto [left, right] = padding_of(cols);
+    const Border border{top, bottom, left, right};
+    if (beta == T(0)) std::fill_n(kernel_grad, rows.window * cols.window * s.channels * filters, T(0));
+    std::vector<T> bordered;
+    const std::size_t out_size = rows.out * cols.out * filters;
+    for (std::size_t n = 0; n < s.batch; ++n) {
+        const auto [image, row_stride] = with_border(x, n, s.height, s.width, s.channels, border, bordered);
+        detail::direct_kernel_gradient(image, dy + n * out_size, kernel_grad,
+                                       {rows.out, cols.out, s.channels, filters, rows.window, cols.window, row_stride});
+    }
+}
+
 // dx += the input gradient of a stride-1 conv2d, as a valid convolution of dy (bordered so that
 // every input position sees every tap that read it) with the kernel flipped in both axes and its
 // channel axes swapped (needs direct_conv_fits(channels)).
@@ -360,7 +378,8 @@ BasicTensor<T> conv2d(const BasicTensor<T>& x, const BasicTensor<T>& kernel, Win
         // The patches are rebuilt chunk by chunk rather than kept from the forward pass: im2col is
         // cheap next to the products, and the working set stays in cache.
         const std::size_t patch_values = std::min(chunk, s.batch) * positions * patch;
-        PooledArray<T> patches(pooled_empty<T>({weights.requires_grad ? patch_values : 0}));
+        const bool patch_kernel_gradient = weights.requires_grad && !direct;
+        PooledArray<T> patches(pooled_empty<T>({patch_kernel_gradient ? patch_values : 0}));
         const bool patch_gradients = input.requires_grad && !direct_input_grad;
         PooledArray<T> patch_grads(pooled_empty<T>({patch_gradients ? patch_values : 0}));
         T* kernel_grad = nullptr;
@@ -370,7 +389,11 @@ BasicTensor<T> conv2d(const BasicTensor<T>& x, const BasicTensor<T>& kernel, Win
             const ImageShape part{std::min(chunk, s.batch - first), s.height, s.width, s.channels};
             const std::size_t m = part.batch * positions;
             const T* dy = out.grad.data() + first * positions * filters;
-            if (weights.requires_grad) {
+            if (weights.requires_grad && direct) {
+                direct_kernel_gradient(input.value.data() + first * image_size, part, rows, cols, dy, filters,
+                                       kernel_beta, kernel_grad);
+                kernel_beta = T(1);
+            } else if (weights.requires_grad) {
                 const T* image = input.value.data() + first * image_size;
                 if (s.channels == 1) {
                     im2col_transposed_single_channel(image, part, rows, cols, patches.values.data());
