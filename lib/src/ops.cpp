@@ -3,11 +3,13 @@
 #include "xtnn/ops.hpp"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdint>
 #include <limits>
 #include <string>
 #include <type_traits>
+#include <vector>
 
 #include <xtensor/xbuilder.hpp>
 
@@ -186,6 +188,36 @@ Rows bias_rows(const char* op, const BasicTensor<T>& x, const BasicTensor<T>& bi
     return rows;
 }
 
+// Calls f(width) with the row width as a compile-time constant for the widths of small layers
+// (a conv's 8 to 32 filters, W1's 32 units), so that f's loops over a row unroll into a few SIMD
+// operations; other widths get it as a plain size_t.
+template <class F>
+void with_row_width(std::size_t width, F&& f) {
+    switch (width) {
+    case 8: return f(std::integral_constant<std::size_t, 8>{});
+    case 16: return f(std::integral_constant<std::size_t, 16>{});
+    case 32: return f(std::integral_constant<std::size_t, 32>{});
+    default: return f(width);
+    }
+}
+
+// Per-channel values of one row: an array on the stack for a compile-time width, else a vector.
+template <class T, class Width>
+struct LocalRow {
+    explicit LocalRow(std::size_t) {}
+    T* data() { return values.data(); }
+    T& operator[](std::size_t c) { return values[c]; }
+    std::array<T, Width::value> values{};
+};
+
+template <class T>
+struct LocalRow<T, std::size_t> {
+    explicit LocalRow(std::size_t width) : values(width) {}
+    T* data() { return values.data(); }
+    T& operator[](std::size_t c) { return values[c]; }
+    std::vector<T> values;
+};
+
 // x + bias over the last axis, then relu when `with_relu`: bias_add and bias_relu.
 template <bool with_relu, class T>
 BasicTensor<T> biased(const char* name, const BasicTensor<T>& x, const BasicTensor<T>& bias) {
@@ -194,12 +226,14 @@ BasicTensor<T> biased(const char* name, const BasicTensor<T>& x, const BasicTens
     const T* in = x.value().data();
     const T* b = bias.value().data();
     T* out_values = y.data();
-    for (std::size_t r = 0; r < rows.count; ++r) {
-        for (std::size_t c = 0; c < rows.width; ++c) {
-            const T z = in[r * rows.width + c] + b[c];
-            out_values[r * rows.width + c] = with_relu && z <= T(0) ? T(0) : z;
+    with_row_width(rows.width, [&](auto width) {
+        for (std::size_t r = 0; r < rows.count; ++r) {
+            for (std::size_t c = 0; c < width; ++c) {
+                const T z = in[r * width + c] + b[c];
+                out_values[r * width + c] = with_relu && z <= T(0) ? T(0) : z;
+            }
         }
-    }
+    });
     return make_op<T>(name, std::move(y), {x, bias}, [rows](NodeT<T>& out) {
         NodeT<T>& input = *out.inputs[0];
         NodeT<T>& b = *out.inputs[1];
@@ -216,17 +250,23 @@ BasicTensor<T> biased(const char* name, const BasicTensor<T>& x, const BasicTens
         const T dx_beta = destination.second;
         T* db = b.requires_grad ? grad_buffer(b).data() : nullptr;
         // One loop per case, chosen at compile time, so that each vectorizes with nothing to test
-        // per element.
+        // per element. The bias gradient adds up in a local copy, which a narrow row keeps in
+        // registers: added in place, each row waited for the previous row's stores.
         auto accumulate = [&](auto write_dx, auto add_dx, auto add_db) {
-            for (std::size_t r = 0; r < rows.count; ++r) {
-                const std::size_t row = r * rows.width;
-                for (std::size_t c = 0; c < rows.width; ++c) {
-                    const T g = passed(row + c);
-                    if constexpr (decltype(write_dx)::value) dx[row + c] = g;
-                    if constexpr (decltype(add_dx)::value) dx[row + c] += g;
-                    if constexpr (decltype(add_db)::value) db[c] += g;
+            with_row_width(rows.width, [&](auto width) {
+                LocalRow<T, decltype(width)> db_sums(width);
+                if constexpr (decltype(add_db)::value) std::copy_n(db, std::size_t(width), db_sums.data());
+                for (std::size_t r = 0; r < rows.count; ++r) {
+                    const std::size_t row = r * width;
+                    for (std::size_t c = 0; c < width; ++c) {
+                        const T g = passed(row + c);
+                        if constexpr (decltype(write_dx)::value) dx[row + c] = g;
+                        if constexpr (decltype(add_dx)::value) dx[row + c] += g;
+                        if constexpr (decltype(add_db)::value) db_sums[c] += g;
+                    }
                 }
-            }
+                if constexpr (decltype(add_db)::value) std::copy_n(db_sums.data(), std::size_t(width), db);
+            });
         };
         const bool fresh = dx_beta == T(0);
         using yes = std::true_type;
