@@ -99,15 +99,26 @@ TEST_CASE("gradient checks: bias_add on rank 1, 2 and 3") {
 }
 
 TEST_CASE("gradient checks: bias_relu, and it equals relu(bias_add) exactly") {
-    for (Shape shape : {Shape{7}, Shape{3, 7}, Shape{2, 3, 7}}) {
-        INFO("shape " << shape_to_string(shape));
-        const xt::xarray<double> bias = uniform({7}, 12);
-        // x + bias keeps away from relu's kink, where finite differences would straddle it.
-        const xt::xarray<double> x = away_from(uniform(shape, 13, -2.0, 2.0)) - bias;
-        require_gradients("bias_relu", [](const Inputs& in) { return ops::bias_relu(in[0], in[1]); }, {x, bias}, strict);
+    // Rows of 8, 16 and 32 take the SIMD loops, 7 the general ones.
+    for (std::size_t width : {std::size_t(7), std::size_t(8), std::size_t(16), std::size_t(32)}) {
+        for (Shape shape : {Shape{width}, Shape{3, width}, Shape{2, 3, width}}) {
+            INFO("shape " << shape_to_string(shape));
+            const xt::xarray<double> bias = uniform({width}, 12);
+            // x + bias keeps away from relu's kink, where finite differences would straddle it.
+            const xt::xarray<double> x = away_from(uniform(shape, 13, -2.0, 2.0)) - bias;
+            require_gradients("bias_relu", [](const Inputs& in) { return ops::bias_relu(in[0], in[1]); }, {x, bias}, strict);
+            // x feeding a second op: its gradient is added to, not written.
+            require_gradients("bias_relu", [](const Inputs& in) {
+                return ops::add(ops::sum(ops::bias_relu(in[0], in[1])), ops::sum(ops::mul(in[0], in[0])));
+            }, {x, bias}, strict);
+            require_gradients("bias_add", [](const Inputs& in) { return ops::bias_add(in[0], in[1]); }, {x, bias}, strict);
 
-        const auto fused = ops::bias_relu(TensorD::constant(x), TensorD::constant(bias)).value();
-        CHECK(fused == ops::relu(ops::bias_add(TensorD::constant(x), TensorD::constant(bias))).value());
+            const auto fused = ops::bias_relu(TensorD::constant(x), TensorD::constant(bias)).value();
+            CHECK(fused == ops::relu(ops::bias_add(TensorD::constant(x), TensorD::constant(bias))).value());
+            const auto fused_float = ops::bias_relu(Tensor::constant(xt::xarray<float>(x)), Tensor::constant(xt::xarray<float>(bias))).value();
+            CHECK(fused_float == ops::relu(ops::bias_add(Tensor::constant(xt::xarray<float>(x)),
+                                                         Tensor::constant(xt::xarray<float>(bias)))).value());
+        }
     }
     CHECK_THROWS_WITH_AS(ops::bias_relu(Tensor::constant(xt::zeros<float>({2, 3})), Tensor::constant(xt::zeros<float>({4}))),
                          doctest::Contains("bias_relu"), ShapeError);

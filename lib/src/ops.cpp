@@ -3,7 +3,6 @@
 #include "xtnn/ops.hpp"
 
 #include <algorithm>
-#include <array>
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -189,8 +188,7 @@ Rows bias_rows(const char* op, const BasicTensor<T>& x, const BasicTensor<T>& bi
 }
 
 // Calls f(width) with the row width as a compile-time constant for the widths of small layers
-// (a conv's 8 to 32 filters, W1's 32 units), so that f's loops over a row unroll into a few SIMD
-// operations; other widths get it as a plain size_t.
+// (a conv's 8 to 32 filters, W1's 32 units), else as a plain size_t.
 template <class F>
 void with_row_width(std::size_t width, F&& f) {
     switch (width) {
@@ -201,22 +199,15 @@ void with_row_width(std::size_t width, F&& f) {
     }
 }
 
-// Per-channel values of one row: an array on the stack for a compile-time width, else a vector.
+// Whether a row of `Width` (from with_row_width) is a whole number of SIMD batches of T.
 template <class T, class Width>
-struct LocalRow {
-    explicit LocalRow(std::size_t) {}
-    T* data() { return values.data(); }
-    T& operator[](std::size_t c) { return values[c]; }
-    std::array<T, Width::value> values{};
-};
-
-template <class T>
-struct LocalRow<T, std::size_t> {
-    explicit LocalRow(std::size_t width) : values(width) {}
-    T* data() { return values.data(); }
-    T& operator[](std::size_t c) { return values[c]; }
-    std::vector<T> values;
-};
+constexpr bool whole_batches() {
+    if constexpr (std::is_same_v<Width, std::size_t>) {
+        return false;
+    } else {
+        return Width::value % xsimd::batch<T>::size == 0;
+    }
+}
 
 // x + bias over the last axis, then relu when `with_relu`: bias_add and bias_relu.
 template <bool with_relu, class T>
@@ -227,10 +218,25 @@ BasicTensor<T> biased(const char* name, const BasicTensor<T>& x, const BasicTens
     const T* b = bias.value().data();
     T* out_values = y.data();
     with_row_width(rows.width, [&](auto width) {
-        for (std::size_t r = 0; r < rows.count; ++r) {
-            for (std::size_t c = 0; c < width; ++c) {
-                const T z = in[r * width + c] + b[c];
-                out_values[r * width + c] = with_relu && z <= T(0) ? T(0) : z;
+        if constexpr (whole_batches<T, decltype(width)>()) {
+            using Batch = xsimd::batch<T>;
+            constexpr std::size_t vectors = decltype(width)::value / Batch::size;
+            Batch bias_values[vectors];
+            for (std::size_t v = 0; v < vectors; ++v) bias_values[v] = Batch::load_unaligned(b + v * Batch::size);
+            for (std::size_t r = 0; r < rows.count; ++r) {
+                for (std::size_t v = 0; v < vectors; ++v) {
+                    const std::size_t i = r * width + v * Batch::size;
+                    Batch z = Batch::load_unaligned(in + i) + bias_values[v];
+                    if constexpr (with_relu) z = xsimd::select(z <= Batch(T(0)), Batch(T(0)), z);
+                    z.store_unaligned(out_values + i);
+                }
+            }
+        } else {
+            for (std::size_t r = 0; r < rows.count; ++r) {
+                for (std::size_t c = 0; c < width; ++c) {
+                    const T z = in[r * width + c] + b[c];
+                    out_values[r * width + c] = with_relu && z <= T(0) ? T(0) : z;
+                }
             }
         }
     });
@@ -250,22 +256,43 @@ BasicTensor<T> biased(const char* name, const BasicTensor<T>& x, const BasicTens
         const T dx_beta = destination.second;
         T* db = b.requires_grad ? grad_buffer(b).data() : nullptr;
         // One loop per case, chosen at compile time, so that each vectorizes with nothing to test
-        // per element. The bias gradient adds up in a local copy, which a narrow row keeps in
-        // registers: added in place, each row waited for the previous row's stores.
+        // per element. The bias gradient adds up row after row in registers (or a local row):
+        // added in place, each row waited for the previous row's stores.
         auto accumulate = [&](auto write_dx, auto add_dx, auto add_db) {
+            constexpr bool writes = decltype(write_dx)::value, adds = decltype(add_dx)::value, sums = decltype(add_db)::value;
             with_row_width(rows.width, [&](auto width) {
-                LocalRow<T, decltype(width)> db_sums(width);
-                if constexpr (decltype(add_db)::value) std::copy_n(db, std::size_t(width), db_sums.data());
-                for (std::size_t r = 0; r < rows.count; ++r) {
-                    const std::size_t row = r * width;
-                    for (std::size_t c = 0; c < width; ++c) {
-                        const T g = passed(row + c);
-                        if constexpr (decltype(write_dx)::value) dx[row + c] = g;
-                        if constexpr (decltype(add_dx)::value) dx[row + c] += g;
-                        if constexpr (decltype(add_db)::value) db_sums[c] += g;
+                if constexpr (whole_batches<T, decltype(width)>()) {
+                    using Batch = xsimd::batch<T>;
+                    constexpr std::size_t vectors = decltype(width)::value / Batch::size;
+                    Batch db_sums[vectors];
+                    for (std::size_t v = 0; v < vectors; ++v) db_sums[v] = sums ? Batch::load_unaligned(db + v * Batch::size) : Batch(T(0));
+                    for (std::size_t r = 0; r < rows.count; ++r) {
+                        for (std::size_t v = 0; v < vectors; ++v) {
+                            const std::size_t i = r * width + v * Batch::size;
+                            Batch g = Batch::load_unaligned(dy + i);
+                            if constexpr (with_relu) g = xsimd::select(Batch::load_unaligned(y + i) <= Batch(T(0)), Batch(T(0)), g);
+                            if constexpr (writes) g.store_unaligned(dx + i);
+                            if constexpr (adds) (Batch::load_unaligned(dx + i) + g).store_unaligned(dx + i);
+                            if constexpr (sums) db_sums[v] += g;
+                        }
                     }
+                    if constexpr (sums) {
+                        for (std::size_t v = 0; v < vectors; ++v) db_sums[v].store_unaligned(db + v * Batch::size);
+                    }
+                } else {
+                    std::vector<T> db_sums(sums ? std::size_t(width) : 0);
+                    if constexpr (sums) std::copy_n(db, std::size_t(width), db_sums.data());
+                    for (std::size_t r = 0; r < rows.count; ++r) {
+                        const std::size_t row = r * width;
+                        for (std::size_t c = 0; c < width; ++c) {
+                            const T g = passed(row + c);
+                            if constexpr (writes) dx[row + c] = g;
+                            if constexpr (adds) dx[row + c] += g;
+                            if constexpr (sums) db_sums[c] += g;
+                        }
+                    }
+                    if constexpr (sums) std::copy_n(db_sums.data(), std::size_t(width), db);
                 }
-                if constexpr (decltype(add_db)::value) std::copy_n(db_sums.data(), std::size_t(width), db);
             });
         };
         const bool fresh = dx_beta == T(0);
