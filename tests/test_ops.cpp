@@ -545,6 +545,30 @@ TEST_CASE("max and average pooling: values, gradients, ties and padding") {
     CHECK(ties.grad() == image_of({1, 0, 0, 0}, 2, 2));  // the first of the equal maxima
 }
 
+TEST_CASE("max_pool2d in float over 8 or 16 channels (the SIMD loops) picks what the double loops pick") {
+    for (std::size_t channels : {std::size_t(8), std::size_t(16)}) {
+        INFO("channels " << channels);
+        // Integers in a small range: many ties, resolved to the first tap in both; and NaNs.
+        xt::xarray<double> x = xt::floor(uniform({2, 6, 7, channels}, 51, 0.0, 4.0));
+        for (std::size_t i = 0; i < x.size(); i += 37) x.data()[i] = std::numeric_limits<double>::quiet_NaN();
+        const auto seed = uniform({2, 3, 3, channels}, 52);
+        TensorD reference = TensorD::parameter(x);
+        const auto expected = ops::max_pool2d(reference, {2, 2}, {2, 2});
+        expected.backward(seed);
+        Tensor simd = Tensor::parameter(xt::xarray<float>(x));
+        const auto pooled = ops::max_pool2d(simd, {2, 2}, {2, 2});
+        pooled.backward(xt::xarray<float>(seed));
+        std::size_t different_values = 0, different_gradients = 0;
+        for (std::size_t i = 0; i < expected.size(); ++i) {
+            const double got = pooled.value().data()[i], want = expected.value().data()[i];
+            different_values += !(got == want || (std::isnan(got) && std::isnan(want)));
+        }
+        for (std::size_t i = 0; i < x.size(); ++i) different_gradients += simd.grad().data()[i] != float(reference.grad().data()[i]);
+        CHECK(different_values == 0);
+        CHECK(different_gradients == 0);
+    }
+}
+
 TEST_CASE("conv2d over a batch larger than one patch chunk equals sample-by-sample results") {
     // 40x40x8 images with a 3x3 kernel make 0.9 MB of double patches per sample, 120x120x1 images
     // 1 MB: the batch of 3 is processed in more than one 2 MB chunk.

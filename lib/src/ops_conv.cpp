@@ -6,9 +6,11 @@
 // convolution of the output gradient with the flipped kernel.
 
 #include <algorithm>
+#include <array>
 #include <cstdint>
 #include <limits>
 #include <memory>
+#include <numeric>
 #include <string>
 #include <tuple>
 #include <type_traits>
@@ -20,11 +22,15 @@
 
 #include "conv_direct.hpp"
 #include "gemm.hpp"
+#include "ops_internal.hpp"
 #include "xtnn/array_pool.hpp"
 #include "xtnn/autodiff.hpp"
 #include "xtnn/ops.hpp"
 
 namespace xtnn::ops {
+
+using internal::whole_batches;
+using internal::with_row_width;
 
 namespace {
 
@@ -486,12 +492,58 @@ BasicTensor<T> max_pool2d(const BasicTensor<T>& x, Window2D pool, Window2D strid
             }
         }
     };
-    const bool inside = inside_image(rows) && inside_image(cols) && s.channels > 0;
-    if (recording) {
-        inside ? take_maxima_inside(std::true_type{}) : take_maxima(std::true_type{});
-    } else {
-        inside ? take_maxima_inside(std::false_type{}) : take_maxima(std::false_type{});
-    }
+    // The same with a whole number of float batches of channels: a batch of channels at a time,
+    // the winners' indices carried as bit patterns through the same selects as the values.
+    auto take_maxima_inside_batches = [&](auto track, auto width) {
+        constexpr bool tracking = decltype(track)::value;
+        using Batch = xsimd::batch<float>;
+        using Indices = xsimd::batch<std::uint32_t>;
+        constexpr std::size_t lanes = Batch::size, vectors = decltype(width)::value / lanes;
+        std::array<std::uint32_t, lanes> lane_numbers;
+        std::iota(lane_numbers.begin(), lane_numbers.end(), 0u);
+        const Indices lane_offsets = Indices::load_unaligned(lane_numbers.data());
+        auto indices_at = [&](std::size_t input) { return Indices(static_cast<std::uint32_t>(input)) + lane_offsets; };
+        T* best_out = y.data();
+        std::uint32_t* index_out = chosen.get();
+        for (std::size_t n = 0; n < s.batch; ++n) {
+            for (std::size_t oy = 0; oy < rows.out; ++oy) {
+                for (std::size_t ox = 0; ox < cols.out; ++ox, best_out += width) {
+                    const std::size_t corner = ((n * s.height + oy * rows.stride) * s.width + ox * cols.stride) * width;
+                    for (std::size_t v = 0; v < vectors; ++v) {
+                        Batch best = Batch::load_unaligned(in + corner + v * lanes);
+                        Indices index = indices_at(corner + v * lanes);
+                        for (std::size_t ky = 0; ky < rows.window; ++ky) {
+                            for (std::size_t kx = ky == 0 ? 1 : 0; kx < cols.window; ++kx) {
+                                const std::size_t input = corner + (ky * s.width + kx) * width + v * lanes;
+                                const Batch candidate = Batch::load_unaligned(in + input);
+                                // xsimd::isnan, not candidate != candidate: xsimd compares ordered.
+                                const auto larger = (candidate > best) | xsimd::isnan(candidate);
+                                best = xsimd::select(larger, candidate, best);
+                                if constexpr (tracking) {
+                                    index = xsimd::bitwise_cast<Indices>(xsimd::select(
+                                        larger, xsimd::bitwise_cast<Batch>(indices_at(input)), xsimd::bitwise_cast<Batch>(index)));
+                                }
+                            }
+                        }
+                        best.store_unaligned(best_out + v * lanes);
+                        if constexpr (tracking) index.store_unaligned(index_out + v * lanes);
+                    }
+                    if constexpr (tracking) index_out += width;
+                }
+            }
+        }
+    };
+    auto take = [&](auto track) {
+        if (!(inside_image(rows) && inside_image(cols) && s.channels > 0)) return take_maxima(track);
+        with_row_width(s.channels, [&](auto width) {
+            if constexpr (std::is_same_v<T, float> && whole_batches<float, decltype(width)>()) {
+                take_maxima_inside_batches(track, width);
+            } else {
+                take_maxima_inside(track);
+            }
+        });
+    };
+    recording ? take(std::true_type{}) : take(std::false_type{});
     return make_op<T>("max_pool2d", std::move(y), {x}, [chosen, chosen_count](Node<T>& out) {
         Node<T>& input = *out.inputs[0];
         if (!input.requires_grad) return;

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <array>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include <xsimd/xsimd.hpp>
@@ -16,9 +17,30 @@
 
 namespace xtnn::ops::internal {
 
-
 template <class T>
 using NodeT = Node<T>;
+
+// Calls f(width) with the row width as a compile-time constant for the widths of small layers
+// (a conv's 8 to 32 filters, W1's 32 units), else as a plain size_t.
+template <class F>
+void with_row_width(std::size_t width, F&& f) {
+    switch (width) {
+    case 8: return f(std::integral_constant<std::size_t, 8>{});
+    case 16: return f(std::integral_constant<std::size_t, 16>{});
+    case 32: return f(std::integral_constant<std::size_t, 32>{});
+    default: return f(width);
+    }
+}
+
+// Whether a row of `Width` (from with_row_width) is a whole number of SIMD batches of T.
+template <class T, class Width>
+constexpr bool whole_batches() {
+    if constexpr (std::is_same_v<Width, std::size_t>) {
+        return false;
+    } else {
+        return Width::value % xsimd::batch<T>::size == 0;
+    }
+}
 
 inline std::string describe(const char* op, const std::string& problem) { return std::string(op) + ": " + problem; }
 
