@@ -634,17 +634,19 @@ TEST_CASE("NaN propagates through relu, bias_relu, max pooling and every activat
 }
 
 TEST_CASE("gradient checks: batch_norm with batch statistics and with given statistics, rank 2 and 4") {
-    for (Shape shape : {Shape{5, 3}, Shape{2, 3, 4, 3}}) {
+    // 3 channels take the loops over a run-time width, 8 and 16 those over a compile-time one.
+    for (Shape shape : {Shape{5, 3}, Shape{2, 3, 4, 3}, Shape{5, 8}, Shape{2, 3, 2, 16}}) {
         INFO("shape " << shape_to_string(shape));
+        const std::size_t channels = shape.back();
         const auto x = uniform(shape, 21, -2.0, 2.0);
-        const auto gamma = uniform({3}, 22, 0.5, 1.5), beta = uniform({3}, 23);
+        const auto gamma = uniform({channels}, 22, 0.5, 1.5), beta = uniform({channels}, 23);
         require_gradients("batch_norm",
                           [](const Inputs& in) {
                               xt::xarray<double> mean, variance;
                               return ops::batch_norm(in[0], in[1], in[2], 1e-3, mean, variance);
                           },
                           {x, gamma, beta}, strict);
-        const auto moving_mean = uniform({3}, 24), moving_variance = uniform({3}, 25, 0.5, 2.0);
+        const auto moving_mean = uniform({channels}, 24), moving_variance = uniform({channels}, 25, 0.5, 2.0);
         require_gradients("batch_norm_inference",
                           [&](const Inputs& in) {
                               return ops::batch_norm_inference(in[0], moving_mean, moving_variance, in[1], in[2], 1e-3);

@@ -42,6 +42,19 @@ constexpr bool whole_batches() {
     }
 }
 
+// Per-channel values of a row of `width` (from with_row_width), all `initial`: a std::array for a
+// compile-time width, which the compiler keeps in registers across the rows, else a std::vector.
+template <class V, class Width>
+auto per_channel(Width width, V initial) {
+    if constexpr (std::is_same_v<Width, std::size_t>) {
+        return std::vector<V>(width, initial);
+    } else {
+        std::array<V, Width::value> values;
+        values.fill(initial);
+        return values;
+    }
+}
+
 inline std::string describe(const char* op, const std::string& problem) { return std::string(op) + ": " + problem; }
 
 template <class S1, class S2>

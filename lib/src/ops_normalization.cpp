@@ -3,6 +3,7 @@
 // normalization with each row's own statistics. Per-channel sums
 // are accumulated in double, so float results do not depend on how many rows a batch has.
 
+#include <algorithm>
 #include <cmath>
 #include <initializer_list>
 #include <utility>
@@ -12,8 +13,12 @@
 
 #include "xtnn/autodiff.hpp"
 #include "xtnn/ops.hpp"
+#include "ops_internal.hpp"
 
 namespace xtnn::ops {
+
+using internal::per_channel;
+using internal::with_row_width;
 
 namespace {
 
@@ -21,6 +26,14 @@ struct Channels {
     std::size_t rows;
     std::size_t width;
 };
+
+// The first `width` values of `values` (a vector or a 1-D array) as per_channel's local row.
+template <class Values, class Width>
+auto copy_of(const Values& values, Width width) {
+    auto local = per_channel(width, typename Values::value_type(0));
+    std::copy_n(values.begin(), std::size_t(width), local.begin());
+    return local;
+}
 
 template <class T>
 Channels channels_of(const char* op, const BasicTensor<T>& x, std::initializer_list<const xt::xarray<T>*> per_channel) {
@@ -53,14 +66,20 @@ struct Normalization {
     std::pair<std::vector<double>, std::vector<double>> parameter_grads(Node<T>& node) const {
         const T* x = node.inputs[0]->value.data();
         const T* dy = node.grad.data();
-        std::vector<double> dgamma(channels.width, 0.0), dbeta(channels.width, 0.0);
-        for (std::size_t r = 0; r < channels.rows; ++r) {
-            for (std::size_t c = 0; c < channels.width; ++c) {
-                const std::size_t i = r * channels.width + c;
-                dgamma[c] += double(dy[i]) * double(normalized(x, i, c));
-                dbeta[c] += double(dy[i]);
+        std::vector<double> dgamma(channels.width), dbeta(channels.width);
+        with_row_width(channels.width, [&](auto width) {
+            auto gamma_sums = per_channel(width, 0.0), beta_sums = per_channel(width, 0.0);
+            const auto centres = copy_of(centre, width), inverse_stds = copy_of(inverse_std, width);
+            for (std::size_t r = 0; r < channels.rows; ++r) {
+                for (std::size_t c = 0; c < width; ++c) {
+                    const std::size_t i = r * width + c;
+                    gamma_sums[c] += double(dy[i]) * double((x[i] - centres[c]) * inverse_stds[c]);
+                    beta_sums[c] += double(dy[i]);
+                }
             }
-        }
+            std::copy_n(gamma_sums.begin(), std::size_t(width), dgamma.begin());
+            std::copy_n(beta_sums.begin(), std::size_t(width), dbeta.begin());
+        });
         for (auto [input, sums] : {std::pair{node.inputs[1].get(), &dgamma}, std::pair{node.inputs[2].get(), &dbeta}}) {
             if (!input->requires_grad) continue;
             T* grad = grad_buffer(*input).data();
@@ -77,36 +96,38 @@ BasicTensor<T> batch_norm(const BasicTensor<T>& x, const BasicTensor<T>& gamma, 
                           xt::xarray<T>& batch_mean, xt::xarray<T>& batch_variance) {
     const Channels channels = channels_of("batch_norm", x, {&gamma.value(), &beta.value()});
     const T* in = x.value().data();
-    std::vector<double> mean(channels.width, 0.0), variance(channels.width, 0.0);
-    for (std::size_t r = 0; r < channels.rows; ++r) {
-        for (std::size_t c = 0; c < channels.width; ++c) mean[c] += double(in[r * channels.width + c]);
-    }
-    for (auto& m : mean) m /= double(channels.rows);
-    for (std::size_t r = 0; r < channels.rows; ++r) {
-        for (std::size_t c = 0; c < channels.width; ++c) {
-            const double centered = double(in[r * channels.width + c]) - mean[c];
-            variance[c] += centered * centered;
-        }
-    }
     batch_mean = xt::empty<T>({channels.width});
     batch_variance = xt::empty<T>({channels.width});
     Normalization<T> kept{channels, std::vector<T>(channels.width), std::vector<T>(channels.width)};
-    for (std::size_t c = 0; c < channels.width; ++c) {
-        variance[c] /= double(channels.rows);
-        batch_mean(c) = kept.centre[c] = T(mean[c]);
-        batch_variance(c) = T(variance[c]);
-        kept.inverse_std[c] = T(1.0 / std::sqrt(variance[c] + double(epsilon)));
-    }
-    const T* g = gamma.value().data();
-    const T* b = beta.value().data();
     xt::xarray<T> y = pooled_empty<T>(x.shape());
     T* out = y.data();
-    for (std::size_t r = 0; r < channels.rows; ++r) {
-        for (std::size_t c = 0; c < channels.width; ++c) {
-            const std::size_t i = r * channels.width + c;
-            out[i] = g[c] * kept.normalized(in, i, c) + b[c];
+    with_row_width(channels.width, [&](auto width) {
+        auto mean = per_channel(width, 0.0), variance = per_channel(width, 0.0);
+        for (std::size_t r = 0; r < channels.rows; ++r) {
+            for (std::size_t c = 0; c < width; ++c) mean[c] += double(in[r * width + c]);
         }
-    }
+        for (auto& m : mean) m /= double(channels.rows);
+        for (std::size_t r = 0; r < channels.rows; ++r) {
+            for (std::size_t c = 0; c < width; ++c) {
+                const double centered = double(in[r * width + c]) - mean[c];
+                variance[c] += centered * centered;
+            }
+        }
+        for (std::size_t c = 0; c < width; ++c) {
+            variance[c] /= double(channels.rows);
+            batch_mean(c) = kept.centre[c] = T(mean[c]);
+            batch_variance(c) = T(variance[c]);
+            kept.inverse_std[c] = T(1.0 / std::sqrt(variance[c] + double(epsilon)));
+        }
+        const auto g = copy_of(gamma.value(), width), b = copy_of(beta.value(), width);
+        const auto centres = copy_of(kept.centre, width), inverse_stds = copy_of(kept.inverse_std, width);
+        for (std::size_t r = 0; r < channels.rows; ++r) {
+            for (std::size_t c = 0; c < width; ++c) {
+                const std::size_t i = r * width + c;
+                out[i] = g[c] * ((in[i] - centres[c]) * inverse_stds[c]) + b[c];
+            }
+        }
+    });
     return make_op<T>("batch_norm", std::move(y), {x, gamma, beta}, [kept](Node<T>& node) {
         const auto [dgamma, dbeta] = kept.parameter_grads(node);
         Node<T>& input = *node.inputs[0];
@@ -118,13 +139,24 @@ BasicTensor<T> batch_norm(const BasicTensor<T>& x, const BasicTensor<T>& gamma, 
         T* dx = grad_buffer(input).data();
         const Channels channels = kept.channels;
         const double n = double(channels.rows);
-        for (std::size_t r = 0; r < channels.rows; ++r) {
-            for (std::size_t c = 0; c < channels.width; ++c) {
-                const std::size_t i = r * channels.width + c;
-                const double centred_grad = double(dy[i]) - dbeta[c] / n - double(kept.normalized(value, i, c)) * dgamma[c] / n;
-                dx[i] += T(double(g[c]) * double(kept.inverse_std[c]) * centred_grad);
+        with_row_width(channels.width, [&](auto width) {
+            // Per channel: mean(dy), mean(dy * normalized) and gamma / std.
+            auto mean_dy = per_channel(width, 0.0), mean_dy_normalized = per_channel(width, 0.0), scale = per_channel(width, 0.0);
+            for (std::size_t c = 0; c < width; ++c) {
+                mean_dy[c] = dbeta[c] / n;
+                mean_dy_normalized[c] = dgamma[c] / n;
+                scale[c] = double(g[c]) * double(kept.inverse_std[c]);
             }
-        }
+            const auto centres = copy_of(kept.centre, width), inverse_stds = copy_of(kept.inverse_std, width);
+            for (std::size_t r = 0; r < channels.rows; ++r) {
+                for (std::size_t c = 0; c < width; ++c) {
+                    const std::size_t i = r * width + c;
+                    const double normalized = double((value[i] - centres[c]) * inverse_stds[c]);
+                    const double centred_grad = double(dy[i]) - mean_dy[c] - normalized * mean_dy_normalized[c];
+                    dx[i] += T(scale[c] * centred_grad);
+                }
+            }
+        });
     });
 }
 
@@ -140,15 +172,17 @@ BasicTensor<T> batch_norm_inference(const BasicTensor<T>& x, const xt::xarray<T>
         scale[c] = gamma.value()(c) * kept.inverse_std[c];
     }
     const T* in = x.value().data();
-    const T* b = beta.value().data();
     xt::xarray<T> y = pooled_empty<T>(x.shape());
     T* out = y.data();
-    for (std::size_t r = 0; r < channels.rows; ++r) {
-        for (std::size_t c = 0; c < channels.width; ++c) {
-            const std::size_t i = r * channels.width + c;
-            out[i] = (in[i] - kept.centre[c]) * scale[c] + b[c];
+    with_row_width(channels.width, [&](auto width) {
+        const auto centres = copy_of(kept.centre, width), scales = copy_of(scale, width), b = copy_of(beta.value(), width);
+        for (std::size_t r = 0; r < channels.rows; ++r) {
+            for (std::size_t c = 0; c < width; ++c) {
+                const std::size_t i = r * width + c;
+                out[i] = (in[i] - centres[c]) * scales[c] + b[c];
+            }
         }
-    }
+    });
     return make_op<T>("batch_norm_inference", std::move(y), {x, gamma, beta}, [kept, scale](Node<T>& node) {
         kept.parameter_grads(node);
         Node<T>& input = *node.inputs[0];
@@ -156,9 +190,12 @@ BasicTensor<T> batch_norm_inference(const BasicTensor<T>& x, const xt::xarray<T>
         const T* dy = node.grad.data();
         T* dx = grad_buffer(input).data();
         const Channels channels = kept.channels;
-        for (std::size_t r = 0; r < channels.rows; ++r) {
-            for (std::size_t c = 0; c < channels.width; ++c) dx[r * channels.width + c] += dy[r * channels.width + c] * scale[c];
-        }
+        with_row_width(channels.width, [&](auto width) {
+            const auto scales = copy_of(scale, width);
+            for (std::size_t r = 0; r < channels.rows; ++r) {
+                for (std::size_t c = 0; c < width; ++c) dx[r * width + c] += dy[r * width + c] * scales[c];
+            }
+        });
     });
 }
 
