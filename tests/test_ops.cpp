@@ -160,6 +160,9 @@ TEST_CASE("gradient checks: exp, log and the activations") {
     require_gradients("sigmoid", [](const Inputs& in) { return ops::sigmoid(in[0]); }, {x}, strict);
     require_gradients("tanh", [](const Inputs& in) { return ops::tanh(in[0]); }, {x}, strict);
     require_gradients("relu", [](const Inputs& in) { return ops::relu(in[0]); }, {kinked});
+    // x feeding a second op: relu's gradient is added to what is there, not written.
+    require_gradients("relu", [](const Inputs& in) { return ops::add(ops::sum(ops::relu(in[0])), ops::sum(ops::mul(in[0], in[0]))); },
+                      {kinked});
     require_gradients("elu", [](const Inputs& in) { return ops::elu(in[0], 1.0); }, {kinked});
     require_gradients("leaky_relu", [](const Inputs& in) { return ops::leaky_relu(in[0], 0.2); }, {kinked});
     require_gradients("softplus", [](const Inputs& in) { return ops::softplus(in[0]); }, {x}, strict);
@@ -644,6 +647,14 @@ TEST_CASE("gradient checks: batch_norm with batch statistics and with given stat
                           [](const Inputs& in) {
                               xt::xarray<double> mean, variance;
                               return ops::batch_norm(in[0], in[1], in[2], 1e-3, mean, variance);
+                          },
+                          {x, gamma, beta}, strict);
+        // x feeding a second op: batch_norm's dx is added to what is there, not written.
+        require_gradients("batch_norm",
+                          [](const Inputs& in) {
+                              xt::xarray<double> mean, variance;
+                              return ops::add(ops::sum(ops::mul(ops::batch_norm(in[0], in[1], in[2], 1e-3, mean, variance), in[0])),
+                                              ops::sum(ops::mul(in[0], in[0])));
                           },
                           {x, gamma, beta}, strict);
         const auto moving_mean = uniform({channels}, 24), moving_variance = uniform({channels}, 25, 0.5, 2.0);

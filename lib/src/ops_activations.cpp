@@ -37,8 +37,14 @@ BasicTensor<T> relu(const BasicTensor<T>& x) {
         if (!input.requires_grad) return;
         const T* value = input.value.data();
         const T* dy = node.grad.data();
-        T* dx = grad_buffer(input).data();
-        for (std::size_t i = 0; i < input.value.size(); ++i) dx[i] += value[i] <= T(0) ? T(0) : dy[i];
+        // A fresh gradient is written, not zero-filled and added to.
+        const auto [dx, beta] = grad_destination(input);
+        const std::size_t n = input.value.size();
+        if (beta == T(0)) {
+            for (std::size_t i = 0; i < n; ++i) dx[i] = value[i] <= T(0) ? T(0) : dy[i];
+        } else {
+            for (std::size_t i = 0; i < n; ++i) dx[i] += value[i] <= T(0) ? T(0) : dy[i];
+        }
     });
 }
 

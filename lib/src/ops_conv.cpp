@@ -244,11 +244,17 @@ std::pair<const T*, std::size_t> with_border(const T* images, std::size_t n, std
     const T* image = images + n * height * width * channels;
     if (border.none()) return {image, width * channels};
     const std::size_t row = (border.left + width + border.right) * channels;
-    bordered.assign((border.top + height + border.bottom) * row, T(0));
-    for (std::size_t y = 0; y < height; ++y) {
-        std::copy_n(image + y * width * channels, width * channels,
-                    bordered.data() + (border.top + y) * row + border.left * channels);
+    bordered.resize((border.top + height + border.bottom) * row);
+    // Only the border is zeroed: the image overwrites the rest.
+    T* out = bordered.data();
+    std::fill_n(out, border.top * row, T(0));
+    out += border.top * row;
+    for (std::size_t y = 0; y < height; ++y, out += row) {
+        std::fill_n(out, border.left * channels, T(0));
+        std::copy_n(image + y * width * channels, width * channels, out + border.left * channels);
+        std::fill_n(out + (border.left + width) * channels, border.right * channels, T(0));
     }
+    std::fill_n(out, border.bottom * row, T(0));
     return {bordered.data(), row};
 }
 
@@ -286,12 +292,12 @@ void direct_kernel_gradient(const T* x, const ImageShape& s, const WindowAxis& r
     }
 }
 
-// dx += the input gradient of a stride-1 conv2d, as a valid convolution of dy (bordered so that
+// dx (+)= the input gradient of a stride-1 conv2d, as a valid convolution of dy (bordered so that
 // every input position sees every tap that read it) with the kernel flipped in both axes and its
-// channel axes swapped (needs direct_conv_fits(channels)).
+// channel axes swapped (needs direct_conv_fits(channels)); `beta` 0 overwrites dx.
 template <class T>
 void direct_input_gradient(const T* dy, const ImageShape& s, const WindowAxis& rows, const WindowAxis& cols,
-                           const T* kernel, std::size_t filters, T* dx) {
+                           const T* kernel, std::size_t filters, T beta, T* dx) {
     const auto [top, bottom] = padding_of(rows);
     const auto [left, right] = padding_of(cols);
     const Border border{rows.window - 1 - top, rows.window - 1 - bottom, cols.window - 1 - left, cols.window - 1 - right};
@@ -309,7 +315,7 @@ void direct_input_gradient(const T* dy, const ImageShape& s, const WindowAxis& r
     for (std::size_t n = 0; n < s.batch; ++n) {
         const auto [image, row_stride] = with_border(dy, n, rows.out, cols.out, filters, border, bordered);
         detail::direct_conv(image, flipped.data(), dx + n * image_size,
-                            {s.height, s.width, filters, C, rows.window, cols.window, row_stride}, true);
+                            {s.height, s.width, filters, C, rows.window, cols.window, row_stride}, beta != T(0));
     }
 }
 
@@ -391,6 +397,9 @@ BasicTensor<T> conv2d(const BasicTensor<T>& x, const BasicTensor<T>& kernel, Win
         T* kernel_grad = nullptr;
         T kernel_beta = T(1);  // the first chunk may overwrite a fresh kernel gradient, the rest add
         if (weights.requires_grad) std::tie(kernel_grad, kernel_beta) = grad_destination(weights);
+        T* input_grad = nullptr;
+        T input_beta = T(1);
+        if (input.requires_grad && !patch_gradients) std::tie(input_grad, input_beta) = grad_destination(input);
         for (std::size_t first = 0; first < s.batch; first += chunk) {
             const ImageShape part{std::min(chunk, s.batch - first), s.height, s.width, s.channels};
             const std::size_t m = part.batch * positions;
@@ -417,8 +426,9 @@ BasicTensor<T> conv2d(const BasicTensor<T>& x, const BasicTensor<T>& kernel, Win
                                 patch_grads.values.data(), patch);
                 col2im_add(patch_grads.values.data(), part, rows, cols, grad_buffer(input).data() + first * image_size);
             } else if (input.requires_grad) {
-                direct_input_gradient(dy, part, rows, cols, weights.value.data(), filters,
-                                      grad_buffer(input).data() + first * image_size);
+                // Each chunk has its own part of dx: a fresh gradient is written in every chunk.
+                direct_input_gradient(dy, part, rows, cols, weights.value.data(), filters, input_beta,
+                                      input_grad + first * image_size);
             }
         }
     });

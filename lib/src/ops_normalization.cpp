@@ -136,7 +136,9 @@ BasicTensor<T> batch_norm(const BasicTensor<T>& x, const BasicTensor<T>& gamma, 
         const T* value = input.value.data();
         const T* dy = node.grad.data();
         const T* g = node.inputs[1]->value.data();
-        T* dx = grad_buffer(input).data();
+        // A fresh gradient is written, not zero-filled and added to.
+        const auto [dx, dx_beta] = grad_destination(input);
+        const bool fresh = dx_beta == T(0);
         const Channels channels = kept.channels;
         const double n = double(channels.rows);
         with_row_width(channels.width, [&](auto width) {
@@ -153,7 +155,7 @@ BasicTensor<T> batch_norm(const BasicTensor<T>& x, const BasicTensor<T>& gamma, 
                     const std::size_t i = r * width + c;
                     const double normalized = double((value[i] - centres[c]) * inverse_stds[c]);
                     const double centred_grad = double(dy[i]) - mean_dy[c] - normalized * mean_dy_normalized[c];
-                    dx[i] += T(scale[c] * centred_grad);
+                    dx[i] = (fresh ? T(0) : dx[i]) + T(scale[c] * centred_grad);
                 }
             }
         });
