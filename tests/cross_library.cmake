@@ -1,7 +1,8 @@
 # A run saved by one build resumes exactly in the other: the g++/libstdc++ build and the
 # clang/libc++ build train the same seed bit for bit alike, and the random generator's state is
 # stored in xtnn's own form, so
-#  - both builds write byte-identical model files for the same run;
+#  - both builds write byte-identical model files for the same run, of the book's model and of a
+#    small CNN with BatchNormalization;
 #  - 2 epochs in one build, then 2 more in the other (LoadOptions::restore_random_state) give
 #    the same file and History as 4 epochs straight, in both directions.
 # Arguments: -DTRAIN_RUN=<this build's tool> -DPEER_TRAIN_RUN=<the other build's tool>
@@ -16,6 +17,13 @@ train_with("${TRAIN_RUN}" own_half --seed 42 --epochs 2)
 train_with("${PEER_TRAIN_RUN}" peer_half --seed 42 --epochs 2)
 expect_same_file(own_half.xtnn peer_half.xtnn "the same run in both builds: model files")
 expect_same_file(own_half.txt peer_half.txt "the same run in both builds: History")
+
+# A small CNN with BatchNormalization: the direct convolution kernels, and the SIMD loops of
+# batch normalization, pooling and bias, give the same bits in both builds too.
+train_with("${TRAIN_RUN}" own_cnn --cnn --seed 42 --epochs 2)
+train_with("${PEER_TRAIN_RUN}" peer_cnn --cnn --seed 42 --epochs 2)
+expect_same_file(own_cnn.xtnn peer_cnn.xtnn "a CNN in both builds: model files")
+expect_same_file(own_cnn.txt peer_cnn.txt "a CNN in both builds: History")
 
 train_with("${TRAIN_RUN}" own_straight --seed 42 --epochs 4)
 train_with("${PEER_TRAIN_RUN}" peer_straight --seed 42 --epochs 4)

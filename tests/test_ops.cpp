@@ -576,7 +576,10 @@ TEST_CASE("conv2d over a batch larger than one patch chunk equals sample-by-samp
     // 40x40x8 images with a 3x3 kernel make 0.9 MB of double patches per sample, 120x120x1 images
     // 1 MB: the batch of 3 is processed in more than one 2 MB chunk.
     // 8 filters take the direct kernel, whose kernel gradient also adds up chunk after chunk.
-    for (auto [image, filters] : {std::pair{Shape{40, 40, 8}, 2}, std::pair{Shape{120, 120, 1}, 2}, std::pair{Shape{40, 40, 8}, 8}}) {
+    for (const auto& image_and_filters : {std::pair{Shape{40, 40, 8}, 2}, std::pair{Shape{120, 120, 1}, 2}, std::pair{Shape{40, 40, 8}, 8}}) {
+        // Not a structured binding: INFO captures it in a lambda, which clang 14 cannot.
+        const Shape& image = image_and_filters.first;
+        const int filters = image_and_filters.second;
         INFO("image " << shape_to_string(image) << ", filters " << filters);
         const auto x = uniform({3, image[0], image[1], image[2]}, 31);
         const auto k = uniform({3, 3, image[2], std::size_t(filters)}, 32);

@@ -129,7 +129,10 @@ BasicTensor<T> batch_norm(const BasicTensor<T>& x, const BasicTensor<T>& gamma, 
         }
     });
     return make_op<T>("batch_norm", std::move(y), {x, gamma, beta}, [kept](Node<T>& node) {
-        const auto [dgamma, dbeta] = kept.parameter_grads(node);
+        // Named pairs, not structured bindings: the lambda below uses them (clang 14 cannot).
+        const auto parameter_sums = kept.parameter_grads(node);
+        const std::vector<double>& dgamma = parameter_sums.first;
+        const std::vector<double>& dbeta = parameter_sums.second;
         Node<T>& input = *node.inputs[0];
         if (!input.requires_grad) return;
         // dx = gamma / std * (dy - mean(dy) - normalized * mean(dy * normalized)), per channel.
@@ -137,8 +140,9 @@ BasicTensor<T> batch_norm(const BasicTensor<T>& x, const BasicTensor<T>& gamma, 
         const T* dy = node.grad.data();
         const T* g = node.inputs[1]->value.data();
         // A fresh gradient is written, not zero-filled and added to.
-        const auto [dx, dx_beta] = grad_destination(input);
-        const bool fresh = dx_beta == T(0);
+        const std::pair<T*, T> destination = grad_destination(input);
+        T* const dx = destination.first;
+        const bool fresh = destination.second == T(0);
         const Channels channels = kept.channels;
         const double n = double(channels.rows);
         with_row_width(channels.width, [&](auto width) {

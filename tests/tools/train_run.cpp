@@ -3,7 +3,7 @@
 // process, and runs on several MPI ranks. Writes the model file and the History as exact (hex)
 // doubles, one epoch a line; under MPI, ranks other than 0 add ".rank<r>" to both names.
 //
-//   xtnn_train_run --data DIR --seed 42 --epochs 4 --save run.xtnn --history run.txt [--resume half.xtnn]
+//   xtnn_train_run --data DIR --seed 42 --epochs 4 --save run.xtnn --history run.txt [--resume half.xtnn] [--cnn]
 //   mpirun -np 2 xtnn_train_run --distributed --threads 1 ... [--fail-rank 1 | --kill-rank 1 | --mismatch-rank 1 | --broken-rank 1]
 
 #include <csignal>
@@ -55,6 +55,8 @@ int main(int argc, char** argv) {
     args.option("--reduction", reduction, "how the ranks' gradients are summed").one_of({"ring", "allreduce", "fixed_order"});
     args.flag("--messages", messages, "the ring over MPI messages even where the ranks share memory");
     args.flag("--batch-norm", batch_norm, "a BatchNormalization layer after the first Dense");
+    bool cnn = false;
+    args.flag("--cnn", cnn, "a small convolutional network with BatchNormalization instead of the book's model");
     args.option("--checkpoint", checkpoint, "save the model here after every epoch (ModelCheckpoint)");
     args.option("--fail-rank", fail_rank, "this rank throws during the second epoch");
     args.option("--kill-rank", kill_rank, "this rank kills itself (SIGKILL) during the second epoch");
@@ -88,15 +90,32 @@ int main(int argc, char** argv) {
     try {
         xtnn::set_random_seed(seed);
         auto [train, test] = xtnn::datasets::load_mnist(data);
-        const xt::xarray<float> x = xt::view(train.x, xt::range(0, 1000));
+        xt::xarray<float> x = xt::view(train.x, xt::range(0, 1000));
         const std::size_t labelled = rank == broken_rank ? 999 : 1000;
         const xt::xarray<float> y = xtnn::to_categorical(xt::view(train.y, xt::range(0, labelled)), 10);
-        const xtnn::ValidationData validation{xt::view(test.x, xt::range(0, 500)),
-                                              xtnn::to_categorical(xt::view(test.y, xt::range(0, 500)), 10)};
+        xt::xarray<float> validation_x = xt::view(test.x, xt::range(0, 500));
+        if (cnn) {
+            x.reshape({x.shape()[0], std::size_t(28), std::size_t(28), std::size_t(1)});
+            validation_x.reshape({validation_x.shape()[0], std::size_t(28), std::size_t(28), std::size_t(1)});
+        }
+        const xtnn::ValidationData validation{validation_x, xtnn::to_categorical(xt::view(test.y, xt::range(0, 500)), 10)};
 
         xtnn::Sequential model;
         int initial_epoch = 0;
-        if (resume.empty()) {
+        if (resume.empty() && cnn) {
+            // 8 and 16 filters and channels: the direct convolution, and the SIMD loops of
+            // batch normalization, pooling and bias (see cross_library.cmake).
+            model.add(xtnn::Conv2D(8, 3, 1, "same", "relu", {28, 28, 1}));
+            model.add(xtnn::BatchNormalization());
+            model.add(xtnn::MaxPooling2D(2));
+            model.add(xtnn::Conv2D(16, 3, 1, "valid"));
+            model.add(xtnn::BatchNormalization());
+            model.add(xtnn::Activation("relu"));
+            model.add(xtnn::MaxPooling2D(2));
+            model.add(xtnn::Flatten());
+            model.add(xtnn::Dense(10, "softmax"));
+            model.compile("categorical_crossentropy", "adam", {"accuracy"});
+        } else if (resume.empty()) {
             model.add(xtnn::Dense(32, "relu", {28, 28}));
             if (batch_norm) model.add(xtnn::BatchNormalization());
             model.add(xtnn::Dropout(0.1));
