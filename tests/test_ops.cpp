@@ -488,9 +488,9 @@ TEST_CASE("conv2d: values match the definition; gradients for strides 1 and 2, b
 }
 
 TEST_CASE("conv2d with few filters or channels (the direct kernel): values and gradients as by the definition") {
-    // 4, 8 and 16 channels and filters fill one or two SIMD registers of float or double on AVX2
+    // 4 to 32 channels and filters fill one to four SIMD registers of float or double on AVX2
     // and AVX-512; widths 23 and 30 leave every length of a row's last pixel block.
-    for (std::size_t filters : {std::size_t(4), std::size_t(8), std::size_t(16)}) {
+    for (std::size_t filters : {std::size_t(4), std::size_t(8), std::size_t(12), std::size_t(16), std::size_t(24), std::size_t(32)}) {
         for (std::size_t channels : {std::size_t(1), std::size_t(8), std::size_t(16)}) {
             for (auto padding : {ops::Padding::valid, ops::Padding::same}) {
                 for (std::size_t width : {std::size_t(23), std::size_t(30)}) {
@@ -508,7 +508,7 @@ TEST_CASE("conv2d with few filters or channels (the direct kernel): values and g
             }
         }
     }
-    for (std::size_t channels : {std::size_t(1), std::size_t(8)}) {
+    for (std::size_t channels : {std::size_t(1), std::size_t(8), std::size_t(12)}) {
         for (auto padding : {ops::Padding::valid, ops::Padding::same}) {
             INFO("channels " << channels << ", padding " << ops::padding_name(padding));
             // The input also feeds a second op, as a residual block's does: the direct input
@@ -516,7 +516,7 @@ TEST_CASE("conv2d with few filters or channels (the direct kernel): values and g
             // kernel gradient.
             require_gradients("conv2d", [=](const Inputs& in) {
                 return ops::add(ops::sum(ops::conv2d(in[0], in[1], {1, 1}, padding)), ops::sum(ops::mul(in[0], in[0])));
-            }, {uniform({2, 4, 5, channels}, 43), uniform({3, 2, channels, 8}, 44)}, strict);
+            }, {uniform({2, 4, 5, channels}, 43), uniform({3, 2, channels, channels == 12 ? 12 : 8}, 44)}, strict);
         }
     }
 }

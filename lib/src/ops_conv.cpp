@@ -258,7 +258,7 @@ std::pair<const T*, std::size_t> with_border(const T* images, std::size_t n, std
     return {bordered.data(), row};
 }
 
-// y = conv2d(x, kernel) with stride 1, one sample at a time (needs direct_conv_fits(filters)).
+// y = conv2d(x, kernel) with stride 1, one sample at a time (needs direct_conv_fits(filters, ...)).
 template <class T>
 void direct_forward(const T* x, const ImageShape& s, const WindowAxis& rows, const WindowAxis& cols, const T* kernel,
                     std::size_t filters, T* y) {
@@ -275,7 +275,7 @@ void direct_forward(const T* x, const ImageShape& s, const WindowAxis& rows, con
 }
 
 // kernel_grad (+)= the kernel gradient of a stride-1 conv2d over the batch, sample after sample
-// (needs direct_conv_fits(filters)); `beta` 0 overwrites what kernel_grad holds.
+// (needs direct_conv_fits(filters, ...)); `beta` 0 overwrites what kernel_grad holds.
 template <class T>
 void direct_kernel_gradient(const T* x, const ImageShape& s, const WindowAxis& rows, const WindowAxis& cols, const T* dy,
                             std::size_t filters, T beta, T* kernel_grad) {
@@ -294,7 +294,7 @@ void direct_kernel_gradient(const T* x, const ImageShape& s, const WindowAxis& r
 
 // dx (+)= the input gradient of a stride-1 conv2d, as a valid convolution of dy (bordered so that
 // every input position sees every tap that read it) with the kernel flipped in both axes and its
-// channel axes swapped (needs direct_conv_fits(channels)); `beta` 0 overwrites dx.
+// channel axes swapped (needs direct_conv_fits(channels, ...)); `beta` 0 overwrites dx.
 template <class T>
 void direct_input_gradient(const T* dy, const ImageShape& s, const WindowAxis& rows, const WindowAxis& cols,
                            const T* kernel, std::size_t filters, T beta, T* dx) {
@@ -358,8 +358,9 @@ BasicTensor<T> conv2d(const BasicTensor<T>& x, const BasicTensor<T>& kernel, Win
     const std::size_t chunk = std::max<std::size_t>(1, patch_buffer_bytes / std::max<std::size_t>(1, positions * patch * sizeof(T)));
 
     const bool unit_strides = strides == Window2D{1, 1};
-    const bool direct = unit_strides && detail::direct_conv_fits<T>(filters);
-    const bool direct_input_grad = unit_strides && detail::direct_conv_fits<T>(s.channels);
+    const std::size_t kernel_values = kernel.size();
+    const bool direct = unit_strides && detail::direct_conv_fits<T>(filters, kernel_values);
+    const bool direct_input_grad = unit_strides && detail::direct_conv_fits<T>(s.channels, kernel_values);
 
     xt::xarray<T> y = pooled_empty<T>({s.batch, rows.out, cols.out, filters});
     if (direct && positions > 0) {
