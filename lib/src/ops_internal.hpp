@@ -21,13 +21,15 @@ template <class T>
 using NodeT = Node<T>;
 
 // Calls f(width) with the row width as a compile-time constant for the widths of small layers
-// (a conv's 8 to 32 filters, W1's 32 units), else as a plain size_t.
+// (a conv's 8 to 64 filters, a Dense layer's 32 to 128 units), else as a plain size_t.
 template <class F>
 void with_row_width(std::size_t width, F&& f) {
     switch (width) {
     case 8: return f(std::integral_constant<std::size_t, 8>{});
     case 16: return f(std::integral_constant<std::size_t, 16>{});
     case 32: return f(std::integral_constant<std::size_t, 32>{});
+    case 64: return f(std::integral_constant<std::size_t, 64>{});
+    case 128: return f(std::integral_constant<std::size_t, 128>{});
     default: return f(width);
     }
 }
