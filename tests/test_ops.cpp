@@ -516,7 +516,7 @@ TEST_CASE("conv2d with few filters or channels (the direct kernel): values and g
             // kernel gradient.
             require_gradients("conv2d", [=](const Inputs& in) {
                 return ops::add(ops::sum(ops::conv2d(in[0], in[1], {1, 1}, padding)), ops::sum(ops::mul(in[0], in[0])));
-            }, {uniform({2, 4, 5, channels}, 43), uniform({3, 2, channels, channels == 12 ? 12 : 8}, 44)}, strict);
+            }, {uniform({2, 4, 5, channels}, 43), uniform({3, 2, channels, channels == 12 ? std::size_t(12) : std::size_t(8)}, 44)}, strict);
         }
     }
 }

@@ -1,12 +1,13 @@
 #pragma once
-// A stride-1 convolution computed in place, without im2col, for layers with few filters (one or
-// two SIMD registers of output channels). im2col writes every receptive field out (9x the image
-// for a 3x3 kernel) and OpenBLAS copies those patches once more into its packed layout; with 8 or
-// 16 filters the product is too narrow to pay for both, and the two copies took as long as the
-// multiplications themselves (W6's batch-1 latency: im2col 15%, sgemm_oncopy 15%, the sgemm
-// kernel 34%). Here a block of output pixels of one row keeps all its filters in registers while
-// the kernel's taps and channels stream past: each input value is broadcast once per block, each
-// kernel row of weights loaded once per block.
+// A stride-1 convolution read straight from the image, without im2col, for layers with few
+// filters (one to four SIMD registers of output channels), and its kernel gradient. im2col writes
+// every receptive field out (9x the image for a 3x3 kernel) and OpenBLAS copies those patches once
+// more into its packed layout; with 8 or 16 filters the product is too narrow to pay for both, and
+// the two copies took as long as the multiplications themselves (W6's batch-1 latency: im2col 15%,
+// sgemm_oncopy 15%, the sgemm kernel 34%). Here a block of output pixels of one row keeps all its
+// filters in registers while the kernel's taps and channels stream past: each input value is
+// broadcast once per block, each kernel row of weights loaded once per block. conv2d's input
+// gradient is this convolution too, of the output gradient with the kernel flipped.
 //
 // Every output value is the sum over (ky, kx, c), in that order, of fused multiply-adds starting
 // from zero: the same for any SIMD width, block size and compiler, so results stay bit-identical
