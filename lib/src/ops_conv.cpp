@@ -230,9 +230,11 @@ struct Border {
     bool none() const { return top == 0 && bottom == 0 && left == 0 && right == 0; }
 };
 
-// The padding of a stride-1 window axis: before, and after (what the last window reaches beyond).
-std::pair<std::size_t, std::size_t> padding_of(const WindowAxis& axis) {
-    return {axis.pad_before, axis.out - 1 + axis.window - axis.in - axis.pad_before};
+// The padding of a stride-1 convolution as a border: before each axis, and after it (what the
+// last window reaches beyond the image).
+Border padding_border(const WindowAxis& rows, const WindowAxis& cols) {
+    auto after = [](const WindowAxis& axis) { return axis.out - 1 + axis.window - axis.in - axis.pad_before; };
+    return {rows.pad_before, after(rows), cols.pad_before, after(cols)};
 }
 
 // Sample `n` of `images` (height, width, channels each) as the direct kernel reads it: in place
@@ -262,9 +264,7 @@ std::pair<const T*, std::size_t> with_border(const T* images, std::size_t n, std
 template <class T>
 void direct_forward(const T* x, const ImageShape& s, const WindowAxis& rows, const WindowAxis& cols, const T* kernel,
                     std::size_t filters, T* y) {
-    const auto [top, bottom] = padding_of(rows);
-    const auto [left, right] = padding_of(cols);
-    const Border border{top, bottom, left, right};
+    const Border border = padding_border(rows, cols);
     std::vector<T> bordered;
     const std::size_t out_size = rows.out * cols.out * filters;
     for (std::size_t n = 0; n < s.batch; ++n) {
@@ -279,9 +279,7 @@ void direct_forward(const T* x, const ImageShape& s, const WindowAxis& rows, con
 template <class T>
 void direct_kernel_gradient(const T* x, const ImageShape& s, const WindowAxis& rows, const WindowAxis& cols, const T* dy,
                             std::size_t filters, T beta, T* kernel_grad) {
-    const auto [top, bottom] = padding_of(rows);
-    const auto [left, right] = padding_of(cols);
-    const Border border{top, bottom, left, right};
+    const Border border = padding_border(rows, cols);
     if (beta == T(0)) std::fill_n(kernel_grad, rows.window * cols.window * s.channels * filters, T(0));
     std::vector<T> bordered;
     const std::size_t out_size = rows.out * cols.out * filters;
@@ -298,9 +296,9 @@ void direct_kernel_gradient(const T* x, const ImageShape& s, const WindowAxis& r
 template <class T>
 void direct_input_gradient(const T* dy, const ImageShape& s, const WindowAxis& rows, const WindowAxis& cols,
                            const T* kernel, std::size_t filters, T beta, T* dx) {
-    const auto [top, bottom] = padding_of(rows);
-    const auto [left, right] = padding_of(cols);
-    const Border border{rows.window - 1 - top, rows.window - 1 - bottom, cols.window - 1 - left, cols.window - 1 - right};
+    const Border padding = padding_border(rows, cols);
+    const Border border{rows.window - 1 - padding.top, rows.window - 1 - padding.bottom, cols.window - 1 - padding.left,
+                        cols.window - 1 - padding.right};
     const std::size_t C = s.channels, taps = rows.window * cols.window;
     std::vector<T> flipped(taps * C * filters);
     for (std::size_t tap = 0; tap < taps; ++tap) {
