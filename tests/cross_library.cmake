@@ -18,8 +18,8 @@ train_with("${PEER_TRAIN_RUN}" peer_half --seed 42 --epochs 2)
 expect_same_file(own_half.xtnn peer_half.xtnn "the same run in both builds: model files")
 expect_same_file(own_half.txt peer_half.txt "the same run in both builds: History")
 
-# A small CNN with BatchNormalization: the direct convolution kernels, and the SIMD loops of
-# batch normalization, pooling and bias, give the same bits in both builds too.
+# A small CNN with BatchNormalization: the direct and Winograd convolution kernels, and the SIMD
+# loops of batch normalization, pooling and bias, give the same bits in both builds too.
 train_with("${TRAIN_RUN}" own_cnn --cnn --seed 42 --epochs 2)
 train_with("${PEER_TRAIN_RUN}" peer_cnn --cnn --seed 42 --epochs 2)
 expect_same_file(own_cnn.xtnn peer_cnn.xtnn "a CNN in both builds: model files")

@@ -521,6 +521,35 @@ TEST_CASE("conv2d with few filters or channels (the direct kernel): values and g
     }
 }
 
+TEST_CASE("conv2d 3x3 with many filters (Winograd F(2x2, 3x3)): values and gradients as by the definition") {
+    // 64 filters take Winograd in float and double with AVX2 and AVX-512 (too many for the direct
+    // kernel); so does the input gradient of 32 channels. Heights 5 and 7 make odd output sizes
+    // (a last tile half outside), widths 6 and 9 even and odd ones.
+    for (std::size_t channels : {std::size_t(16), std::size_t(32)}) {
+        for (auto padding : {ops::Padding::valid, ops::Padding::same}) {
+            for (const auto& [height, width] : {std::pair<std::size_t, std::size_t>{7, 6}, {6, 9}, {5, 8}}) {
+                INFO("channels " << channels << ", padding " << ops::padding_name(padding) << ", image " << height << "x" << width);
+                const auto x = uniform({2, height, width, channels}, 61);
+                const auto k = uniform({3, 3, channels, 64}, 62);
+                const auto expected = naive_conv2d(x, k, {1, 1}, padding);
+                CHECK(xt::allclose(ops::conv2d(TensorD::constant(x), TensorD::constant(k), {1, 1}, padding).value(),
+                                   expected, 1e-12, 1e-12));
+                const xt::xarray<float> y = ops::conv2d(Tensor::constant(xt::xarray<float>(x)),
+                                                        Tensor::constant(xt::xarray<float>(k)), {1, 1}, padding).value();
+                CHECK(xt::allclose(xt::xarray<double>(y), expected, 1e-5, 1e-4));
+            }
+        }
+    }
+    for (auto padding : {ops::Padding::valid, ops::Padding::same}) {
+        INFO("padding " << ops::padding_name(padding));
+        // A second consumer of the input: the input gradient must add to what is there. 32 -> 16
+        // in double: Winograd's input gradient with AVX2 and AVX-512, its forward pass with AVX2.
+        require_gradients("conv2d", [=](const Inputs& in) {
+            return ops::add(ops::sum(ops::conv2d(in[0], in[1], {1, 1}, padding)), ops::sum(ops::mul(in[0], in[0])));
+        }, {uniform({1, 5, 6, 32}, 63), uniform({3, 3, 32, 16}, 64)}, strict);
+    }
+}
+
 TEST_CASE("max and average pooling: values, gradients, ties and padding") {
     const auto x = distinct_values({2, 5, 6, 3}, 21);
     for (auto padding : {ops::Padding::valid, ops::Padding::same}) {

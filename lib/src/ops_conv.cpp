@@ -21,6 +21,7 @@
 #include <xtensor/xtensor.hpp>
 
 #include "conv_direct.hpp"
+#include "conv_winograd.hpp"
 #include "gemm.hpp"
 #include "ops_internal.hpp"
 #include "xtnn/array_pool.hpp"
@@ -290,30 +291,77 @@ void direct_kernel_gradient(const T* x, const ImageShape& s, const WindowAxis& r
     }
 }
 
-// dx (+)= the input gradient of a stride-1 conv2d, as a valid convolution of dy (bordered so that
-// every input position sees every tap that read it) with the kernel flipped in both axes and its
-// channel axes swapped (needs direct_conv_fits(channels, ...)); `beta` 0 overwrites dx.
+// The input gradient of a stride-1 conv2d is a valid convolution of dy, bordered so that every
+// input position sees every tap that read it, with the kernel flipped in both axes and its channel
+// axes swapped. This is that border.
+Border input_gradient_border(const WindowAxis& rows, const WindowAxis& cols) {
+    const Border padding = padding_border(rows, cols);
+    return {rows.window - 1 - padding.top, rows.window - 1 - padding.bottom, cols.window - 1 - padding.left,
+            cols.window - 1 - padding.right};
+}
+
+// ... and this that kernel: (kh, kw, F, C) from (kh, kw, C, F).
+template <class T>
+std::vector<T> flipped_kernel(const T* kernel, std::size_t taps, std::size_t channels, std::size_t filters) {
+    std::vector<T> flipped(taps * channels * filters);
+    for (std::size_t tap = 0; tap < taps; ++tap) {
+        const T* from = kernel + (taps - 1 - tap) * channels * filters;
+        T* to = flipped.data() + tap * filters * channels;
+        for (std::size_t c = 0; c < channels; ++c) {
+            for (std::size_t f = 0; f < filters; ++f) to[f * channels + c] = from[c * filters + f];
+        }
+    }
+    return flipped;
+}
+
+// dx (+)= the input gradient of a stride-1 conv2d by the direct kernel (needs
+// direct_conv_fits(channels, ...)); `beta` 0 overwrites dx.
 template <class T>
 void direct_input_gradient(const T* dy, const ImageShape& s, const WindowAxis& rows, const WindowAxis& cols,
                            const T* kernel, std::size_t filters, T beta, T* dx) {
-    const Border padding = padding_border(rows, cols);
-    const Border border{rows.window - 1 - padding.top, rows.window - 1 - padding.bottom, cols.window - 1 - padding.left,
-                        cols.window - 1 - padding.right};
-    const std::size_t C = s.channels, taps = rows.window * cols.window;
-    std::vector<T> flipped(taps * C * filters);
-    for (std::size_t tap = 0; tap < taps; ++tap) {
-        const T* from = kernel + (taps - 1 - tap) * C * filters;
-        T* to = flipped.data() + tap * filters * C;
-        for (std::size_t c = 0; c < C; ++c) {
-            for (std::size_t f = 0; f < filters; ++f) to[f * C + c] = from[c * filters + f];
-        }
-    }
+    const Border border = input_gradient_border(rows, cols);
+    const std::vector<T> flipped = flipped_kernel(kernel, rows.window * cols.window, s.channels, filters);
     std::vector<T> bordered;
-    const std::size_t image_size = s.height * s.width * C;
+    const std::size_t image_size = s.height * s.width * s.channels;
     for (std::size_t n = 0; n < s.batch; ++n) {
         const auto [image, row_stride] = with_border(dy, n, rows.out, cols.out, filters, border, bordered);
         detail::direct_conv(image, flipped.data(), dx + n * image_size,
-                            {s.height, s.width, filters, C, rows.window, cols.window, row_stride}, beta != T(0));
+                            {s.height, s.width, filters, s.channels, rows.window, cols.window, row_stride}, beta != T(0));
+    }
+}
+
+// F(2x2, 3x3) reads whole 4x4 tiles: an odd output size needs one more zero row or column.
+Border winograd_border(Border border, std::size_t out_height, std::size_t out_width) {
+    border.bottom += out_height % 2;
+    border.right += out_width % 2;
+    return border;
+}
+
+// A (3, 3, channels, filters) kernel as F(2x2, 3x3) multiplies by it.
+template <class T>
+xt::xarray<T> winograd_kernel(const T* kernel, std::size_t channels, std::size_t filters) {
+    xt::xarray<T> transformed = pooled_empty<T>({16 * channels * filters});
+    detail::winograd_kernel(kernel, channels, filters, transformed.data());
+    return transformed;
+}
+
+// out = (or += with `add`) the valid 3x3 convolution of each of `batch` images (height, width,
+// channels; inside `border`) with a kernel from winograd_kernel, by F(2x2, 3x3).
+template <class T>
+void winograd_images(const T* images, std::size_t batch, std::size_t height, std::size_t width, std::size_t channels,
+                     Border border, const T* transformed, std::size_t filters, bool add, T* out) {
+    const std::size_t out_height = border.top + height + border.bottom - 2;
+    const std::size_t out_width = border.left + width + border.right - 2;
+    border = winograd_border(border, out_height, out_width);
+    const auto bands = detail::WinogradBands::of<T>(out_height, out_width, channels, filters);
+    PooledArray<T> inputs(pooled_empty<T>({bands.input_values()}));
+    PooledArray<T> products(pooled_empty<T>({bands.product_values()}));
+    std::vector<T> bordered;
+    for (std::size_t n = 0; n < batch; ++n) {
+        const auto [image, row_stride] = with_border(images, n, height, width, channels, border, bordered);
+        detail::winograd_conv(image, transformed, out + n * out_height * out_width * filters,
+                              {out_height, out_width, channels, filters, row_stride}, add, bands, inputs.values.data(),
+                              products.values.data());
     }
 }
 
@@ -359,10 +407,19 @@ BasicTensor<T> conv2d(const BasicTensor<T>& x, const BasicTensor<T>& kernel, Win
     const std::size_t kernel_values = kernel.size();
     const bool direct = unit_strides && detail::direct_conv_fits<T>(filters, kernel_values);
     const bool direct_input_grad = unit_strides && detail::direct_conv_fits<T>(s.channels, kernel_values);
+    // Winograd where the direct kernel does not fit: many filters (or input channels, for the
+    // input gradient, a convolution with the two swapped).
+    const bool winograd = unit_strides && !direct && detail::winograd_fits<T>(rows.window, cols.window, s.channels, filters);
+    const bool winograd_input_grad =
+        unit_strides && !direct_input_grad && detail::winograd_fits<T>(rows.window, cols.window, filters, s.channels);
 
     xt::xarray<T> y = pooled_empty<T>({s.batch, rows.out, cols.out, filters});
     if (direct && positions > 0) {
         direct_forward(x.value().data(), s, rows, cols, kernel.value().data(), filters, y.data());
+    } else if (winograd && positions > 0) {
+        const PooledArray<T> transformed(winograd_kernel(kernel.value().data(), s.channels, filters));
+        winograd_images(x.value().data(), s.batch, s.height, s.width, s.channels, padding_border(rows, cols),
+                        transformed.values.data(), filters, false, y.data());
     } else if (s.batch > 0 && positions > 0 && filters > 0) {
         // Pooled and not zero-filled: im2col writes every element (zeros in the padding).
         PooledArray<T> patches(pooled_empty<T>({std::min(chunk, s.batch) * positions * patch}));
@@ -391,7 +448,7 @@ BasicTensor<T> conv2d(const BasicTensor<T>& x, const BasicTensor<T>& kernel, Win
         const std::size_t patch_values = std::min(chunk, s.batch) * positions * patch;
         const bool patch_kernel_gradient = weights.requires_grad && !direct;
         PooledArray<T> patches(pooled_empty<T>({patch_kernel_gradient ? patch_values : 0}));
-        const bool patch_gradients = input.requires_grad && !direct_input_grad;
+        const bool patch_gradients = input.requires_grad && !direct_input_grad && !winograd_input_grad;
         PooledArray<T> patch_grads(pooled_empty<T>({patch_gradients ? patch_values : 0}));
         T* kernel_grad = nullptr;
         T kernel_beta = T(1);  // the first chunk may overwrite a fresh kernel gradient, the rest add
@@ -399,6 +456,11 @@ BasicTensor<T> conv2d(const BasicTensor<T>& x, const BasicTensor<T>& kernel, Win
         T* input_grad = nullptr;
         T input_beta = T(1);
         if (input.requires_grad && !patch_gradients) std::tie(input_grad, input_beta) = grad_destination(input);
+        PooledArray<T> flipped_transformed(pooled_empty<T>({0}));
+        if (input.requires_grad && winograd_input_grad) {
+            const std::vector<T> flipped = flipped_kernel(weights.value.data(), rows.window * cols.window, s.channels, filters);
+            flipped_transformed.values = winograd_kernel(flipped.data(), filters, s.channels);
+        }
         for (std::size_t first = 0; first < s.batch; first += chunk) {
             const ImageShape part{std::min(chunk, s.batch - first), s.height, s.width, s.channels};
             const std::size_t m = part.batch * positions;
@@ -424,8 +486,12 @@ BasicTensor<T> conv2d(const BasicTensor<T>& x, const BasicTensor<T>& kernel, Win
                 detail::gemm<T>(false, true, m, patch, filters, T(1), dy, filters, weights.value.data(), filters, T(0),
                                 patch_grads.values.data(), patch);
                 col2im_add(patch_grads.values.data(), part, rows, cols, grad_buffer(input).data() + first * image_size);
+            } else if (input.requires_grad && winograd_input_grad) {
+                // Each chunk has its own part of dx (a fresh gradient is written in every chunk).
+                winograd_images(dy, part.batch, rows.out, cols.out, filters, input_gradient_border(rows, cols),
+                                flipped_transformed.values.data(), s.channels, input_beta != T(0),
+                                input_grad + first * image_size);
             } else if (input.requires_grad) {
-                // Each chunk has its own part of dx: a fresh gradient is written in every chunk.
                 direct_input_gradient(dy, part, rows, cols, weights.value.data(), filters, input_beta,
                                       input_grad + first * image_size);
             }

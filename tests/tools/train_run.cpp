@@ -103,14 +103,16 @@ int main(int argc, char** argv) {
         xtnn::Sequential model;
         int initial_epoch = 0;
         if (resume.empty() && cnn) {
-            // 8 and 16 filters and channels: the direct convolution, and the SIMD loops of
-            // batch normalization, pooling and bias (see cross_library.cmake).
+            // 8 and 32 filters: the direct convolution; 32 -> 64: Winograd, forward and (with
+            // AVX2) its input gradient; and the SIMD loops of batch normalization, pooling and
+            // bias (see cross_library.cmake).
             model.add(xtnn::Conv2D(8, 3, 1, "same", "relu", {28, 28, 1}));
             model.add(xtnn::BatchNormalization());
             model.add(xtnn::MaxPooling2D(2));
-            model.add(xtnn::Conv2D(16, 3, 1, "valid"));
+            model.add(xtnn::Conv2D(32, 3, 1, "valid"));
             model.add(xtnn::BatchNormalization());
             model.add(xtnn::Activation("relu"));
+            model.add(xtnn::Conv2D(64, 3, 1, "same", "relu"));
             model.add(xtnn::MaxPooling2D(2));
             model.add(xtnn::Flatten());
             model.add(xtnn::Dense(10, "softmax"));
