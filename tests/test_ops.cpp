@@ -449,6 +449,29 @@ xt::xarray<double> naive_conv2d(const xt::xarray<double>& x, const xt::xarray<do
     return y;
 }
 
+// The gradients of sum(conv2d(x, k) * dy) (stride 1) by their definition: dx[n][iy][ix][c] and
+// dk[ky][kx][c][f] sum x, k and dy over the window positions that pair them.
+std::pair<xt::xarray<double>, xt::xarray<double>> naive_conv2d_gradients(const xt::xarray<double>& x, const xt::xarray<double>& k,
+                                                                          const xt::xarray<double>& dy, ops::Padding padding) {
+    const auto top = padding == ops::Padding::same ? std::ptrdiff_t(k.shape()[0] - 1) / 2 : 0;
+    const auto left = padding == ops::Padding::same ? std::ptrdiff_t(k.shape()[1] - 1) / 2 : 0;
+    xt::xarray<double> dx = xt::zeros<double>(x.shape()), dk = xt::zeros<double>(k.shape());
+    for (std::size_t n = 0; n < dy.shape()[0]; ++n)
+        for (std::size_t oy = 0; oy < dy.shape()[1]; ++oy)
+            for (std::size_t ox = 0; ox < dy.shape()[2]; ++ox)
+                for (std::size_t ky = 0; ky < k.shape()[0]; ++ky)
+                    for (std::size_t kx = 0; kx < k.shape()[1]; ++kx) {
+                        const auto iy = std::ptrdiff_t(oy + ky) - top, ix = std::ptrdiff_t(ox + kx) - left;
+                        if (iy < 0 || ix < 0 || iy >= std::ptrdiff_t(x.shape()[1]) || ix >= std::ptrdiff_t(x.shape()[2])) continue;
+                        for (std::size_t c = 0; c < x.shape()[3]; ++c)
+                            for (std::size_t f = 0; f < k.shape()[3]; ++f) {
+                                dx(n, iy, ix, c) += dy(n, oy, ox, f) * k(ky, kx, c, f);
+                                dk(ky, kx, c, f) += dy(n, oy, ox, f) * x(n, iy, ix, c);
+                            }
+                    }
+    return {dx, dk};
+}
+
 // Distinct values far apart (0.1 steps, shuffled), so finite differences never change a maximum.
 xt::xarray<double> distinct_values(const std::vector<std::size_t>& shape, std::uint64_t seed) {
     xt::xarray<double> values = xt::empty<double>(shape);
@@ -523,27 +546,42 @@ TEST_CASE("conv2d with few filters or channels (the direct kernel): values and g
 
 TEST_CASE("conv2d 3x3 with many filters (Winograd F(2x2, 3x3)): values and gradients as by the definition") {
     // 64 filters take Winograd in float and double with AVX2 and AVX-512 (too many for the direct
-    // kernel); so does the input gradient of 32 channels. Heights 5 and 7 make odd output sizes
-    // (a last tile half outside), widths 6 and 9 even and odd ones.
+    // kernel), forward and for the kernel gradient; so does the input gradient of 32 channels.
+    // Heights 5 and 7 make odd output sizes (a last tile half outside), widths 6 and 9 even and
+    // odd ones.
     for (std::size_t channels : {std::size_t(16), std::size_t(32)}) {
         for (auto padding : {ops::Padding::valid, ops::Padding::same}) {
-            for (const auto& [height, width] : {std::pair<std::size_t, std::size_t>{7, 6}, {6, 9}, {5, 8}}) {
+            for (const auto& image : {std::pair<std::size_t, std::size_t>{7, 6}, {6, 9}, {5, 8}}) {
+                // Not a structured binding: INFO captures it in a lambda, which clang 14 cannot.
+                const std::size_t height = image.first, width = image.second;
                 INFO("channels " << channels << ", padding " << ops::padding_name(padding) << ", image " << height << "x" << width);
                 const auto x = uniform({2, height, width, channels}, 61);
                 const auto k = uniform({3, 3, channels, 64}, 62);
                 const auto expected = naive_conv2d(x, k, {1, 1}, padding);
-                CHECK(xt::allclose(ops::conv2d(TensorD::constant(x), TensorD::constant(k), {1, 1}, padding).value(),
-                                   expected, 1e-12, 1e-12));
-                const xt::xarray<float> y = ops::conv2d(Tensor::constant(xt::xarray<float>(x)),
-                                                        Tensor::constant(xt::xarray<float>(k)), {1, 1}, padding).value();
-                CHECK(xt::allclose(xt::xarray<double>(y), expected, 1e-5, 1e-4));
+                const auto dy = uniform({2, expected.shape()[1], expected.shape()[2], 64}, 65);
+                const auto expected_gradients = naive_conv2d_gradients(x, k, dy, padding);
+                const xt::xarray<double>& expected_dx = expected_gradients.first;
+                const xt::xarray<double>& expected_dk = expected_gradients.second;
+                TensorD x_double = TensorD::parameter(x), k_double = TensorD::parameter(k);
+                const TensorD y_double = ops::conv2d(x_double, k_double, {1, 1}, padding);
+                y_double.backward(dy);
+                CHECK(xt::allclose(y_double.value(), expected, 1e-12, 1e-12));
+                CHECK(xt::allclose(x_double.grad(), expected_dx, 1e-12, 1e-12));
+                CHECK(xt::allclose(k_double.grad(), expected_dk, 1e-12, 1e-12));
+                Tensor x_float = Tensor::parameter(xt::xarray<float>(x)), k_float = Tensor::parameter(xt::xarray<float>(k));
+                const Tensor y_float = ops::conv2d(x_float, k_float, {1, 1}, padding);
+                y_float.backward(xt::xarray<float>(dy));
+                CHECK(xt::allclose(xt::xarray<double>(y_float.value()), expected, 1e-5, 1e-4));
+                CHECK(xt::allclose(xt::xarray<double>(x_float.grad()), expected_dx, 1e-5, 1e-4));
+                CHECK(xt::allclose(xt::xarray<double>(k_float.grad()), expected_dk, 1e-5, 1e-4));
             }
         }
     }
     for (auto padding : {ops::Padding::valid, ops::Padding::same}) {
         INFO("padding " << ops::padding_name(padding));
         // A second consumer of the input: the input gradient must add to what is there. 32 -> 16
-        // in double: Winograd's input gradient with AVX2 and AVX-512, its forward pass with AVX2.
+        // in double: Winograd's input gradient with AVX2 and AVX-512, its forward pass and kernel
+        // gradient with AVX2.
         require_gradients("conv2d", [=](const Inputs& in) {
             return ops::add(ops::sum(ops::conv2d(in[0], in[1], {1, 1}, padding)), ops::sum(ops::mul(in[0], in[0])));
         }, {uniform({1, 5, 6, 32}, 63), uniform({3, 3, 32, 16}, 64)}, strict);

@@ -365,6 +365,31 @@ void winograd_images(const T* images, std::size_t batch, std::size_t height, std
     }
 }
 
+// kernel_grad = (or += with `add`) the kernel gradient, by F(2x2, 3x3), of the valid 3x3
+// convolution of each of `batch` images (height, width, channels; inside `border`) whose output
+// gradient is `dy`.
+template <class T>
+void winograd_kernel_gradient(const T* images, std::size_t batch, std::size_t height, std::size_t width,
+                              std::size_t channels, Border border, const T* dy, std::size_t filters, bool add,
+                              T* kernel_grad) {
+    const std::size_t out_height = border.top + height + border.bottom - 2;
+    const std::size_t out_width = border.left + width + border.right - 2;
+    border = winograd_border(border, out_height, out_width);
+    const auto bands = detail::WinogradBands::of<T>(out_height, out_width, channels, filters);
+    PooledArray<T> inputs(pooled_empty<T>({bands.input_values()}));
+    PooledArray<T> products(pooled_empty<T>({bands.product_values()}));
+    PooledArray<T> transformed_grad(pooled_zeros<T>({16 * channels * filters}));
+    std::vector<T> bordered;
+    for (std::size_t n = 0; n < batch; ++n) {
+        const auto [image, row_stride] = with_border(images, n, height, width, channels, border, bordered);
+        detail::winograd_transformed_gradient(image, dy + n * out_height * out_width * filters,
+                                              transformed_grad.values.data(),
+                                              {out_height, out_width, channels, filters, row_stride}, bands,
+                                              inputs.values.data(), products.values.data());
+    }
+    detail::winograd_kernel_gradient(transformed_grad.values.data(), channels, filters, add, kernel_grad);
+}
+
 }  // namespace
 
 Padding padding_from_name(const std::string& name) {
@@ -446,13 +471,18 @@ BasicTensor<T> conv2d(const BasicTensor<T>& x, const BasicTensor<T>& kernel, Win
         // The patches are rebuilt chunk by chunk rather than kept from the forward pass: im2col is
         // cheap next to the products, and the working set stays in cache.
         const std::size_t patch_values = std::min(chunk, s.batch) * positions * patch;
-        const bool patch_kernel_gradient = weights.requires_grad && !direct;
+        const bool patch_kernel_gradient = weights.requires_grad && !direct && !winograd;
         PooledArray<T> patches(pooled_empty<T>({patch_kernel_gradient ? patch_values : 0}));
         const bool patch_gradients = input.requires_grad && !direct_input_grad && !winograd_input_grad;
         PooledArray<T> patch_grads(pooled_empty<T>({patch_gradients ? patch_values : 0}));
         T* kernel_grad = nullptr;
         T kernel_beta = T(1);  // the first chunk may overwrite a fresh kernel gradient, the rest add
         if (weights.requires_grad) std::tie(kernel_grad, kernel_beta) = grad_destination(weights);
+        // Winograd's kernel gradient sums over the whole batch in the transformed domain first.
+        if (weights.requires_grad && winograd) {
+            winograd_kernel_gradient(input.value.data(), s.batch, s.height, s.width, s.channels, padding_border(rows, cols),
+                                     out.grad.data(), filters, kernel_beta != T(0), kernel_grad);
+        }
         T* input_grad = nullptr;
         T input_beta = T(1);
         if (input.requires_grad && !patch_gradients) std::tie(input_grad, input_beta) = grad_destination(input);
@@ -469,7 +499,7 @@ BasicTensor<T> conv2d(const BasicTensor<T>& x, const BasicTensor<T>& kernel, Win
                 direct_kernel_gradient(input.value.data() + first * image_size, part, rows, cols, dy, filters,
                                        kernel_beta, kernel_grad);
                 kernel_beta = T(1);
-            } else if (weights.requires_grad) {
+            } else if (patch_kernel_gradient) {
                 const T* image = input.value.data() + first * image_size;
                 if (s.channels == 1) {
                     im2col_transposed_single_channel(image, part, rows, cols, patches.values.data());
