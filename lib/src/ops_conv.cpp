@@ -276,11 +276,12 @@ xt::xarray<T> winograd_kernel(const T* kernel, std::size_t channels, std::size_t
     return transformed;
 }
 
-// out = (or += with `add`) the valid 3x3 convolution of each of `batch` images (height, width,
-// channels; inside `border`) with a kernel from winograd_kernel, by F(2x2, 3x3).
-template <class T>
-void winograd_images(const T* images, std::size_t batch, std::size_t height, std::size_t width, std::size_t channels,
-                     Border border, const T* transformed, std::size_t filters, bool add, T* out) {
+// Calls step(n, image, shape, bands, inputs, products) for each of `batch` images (height, width,
+// channels) inside `border`, plus the zero row or column F(2x2, 3x3) needs past an odd output
+// size: what winograd_conv and winograd_transformed_gradient take after their own arguments.
+template <class T, class Step>
+void for_each_winograd_image(const T* images, std::size_t batch, std::size_t height, std::size_t width,
+                             std::size_t channels, Border border, std::size_t filters, Step&& step) {
     const std::size_t out_height = border.top + height + border.bottom - 2;
     const std::size_t out_width = border.left + width + border.right - 2;
     border = winograd_border(border, out_height, out_width);
@@ -290,10 +291,21 @@ void winograd_images(const T* images, std::size_t batch, std::size_t height, std
     std::vector<T> bordered;
     for (std::size_t n = 0; n < batch; ++n) {
         const auto [image, row_stride] = with_border(images, n, height, width, channels, border, bordered);
-        detail::winograd_conv(image, transformed, out + n * out_height * out_width * filters,
-                              {out_height, out_width, channels, filters, row_stride}, add, bands, inputs.values.data(),
-                              products.values.data());
+        step(n, image, detail::WinogradShape{out_height, out_width, channels, filters, row_stride}, bands,
+             inputs.values.data(), products.values.data());
     }
+}
+
+// out = (or += with `add`) the valid 3x3 convolution of each of `batch` images (height, width,
+// channels; inside `border`) with a kernel from winograd_kernel, by F(2x2, 3x3).
+template <class T>
+void winograd_images(const T* images, std::size_t batch, std::size_t height, std::size_t width, std::size_t channels,
+                     Border border, const T* transformed, std::size_t filters, bool add, T* out) {
+    for_each_winograd_image(images, batch, height, width, channels, border, filters,
+                            [&](std::size_t n, const T* image, const detail::WinogradShape& shape, const auto&... work) {
+                                const std::size_t out_size = shape.out_height * shape.out_width * filters;
+                                detail::winograd_conv(image, transformed, out + n * out_size, shape, add, work...);
+                            });
 }
 
 // kernel_grad = (or += with `add`) the kernel gradient, by F(2x2, 3x3), of the valid 3x3
@@ -303,21 +315,13 @@ template <class T>
 void winograd_kernel_gradient(const T* images, std::size_t batch, std::size_t height, std::size_t width,
                               std::size_t channels, Border border, const T* dy, std::size_t filters, bool add,
                               T* kernel_grad) {
-    const std::size_t out_height = border.top + height + border.bottom - 2;
-    const std::size_t out_width = border.left + width + border.right - 2;
-    border = winograd_border(border, out_height, out_width);
-    const auto bands = detail::WinogradBands::of<T>(out_height, out_width, channels, filters);
-    PooledArray<T> inputs(pooled_empty<T>({bands.input_values()}));
-    PooledArray<T> products(pooled_empty<T>({bands.product_values()}));
     PooledArray<T> transformed_grad(pooled_zeros<T>({16 * channels * filters}));
-    std::vector<T> bordered;
-    for (std::size_t n = 0; n < batch; ++n) {
-        const auto [image, row_stride] = with_border(images, n, height, width, channels, border, bordered);
-        detail::winograd_transformed_gradient(image, dy + n * out_height * out_width * filters,
-                                              transformed_grad.values.data(),
-                                              {out_height, out_width, channels, filters, row_stride}, bands,
-                                              inputs.values.data(), products.values.data());
-    }
+    for_each_winograd_image(images, batch, height, width, channels, border, filters,
+                            [&](std::size_t n, const T* image, const detail::WinogradShape& shape, const auto&... work) {
+                                const std::size_t out_size = shape.out_height * shape.out_width * filters;
+                                detail::winograd_transformed_gradient(image, dy + n * out_size,
+                                                                      transformed_grad.values.data(), shape, work...);
+                            });
     detail::winograd_kernel_gradient(transformed_grad.values.data(), channels, filters, add, kernel_grad);
 }
 
@@ -409,18 +413,20 @@ BasicTensor<T> conv2d(const BasicTensor<T>& x, const BasicTensor<T>& kernel, Win
         T* kernel_grad = nullptr;
         T kernel_beta = T(1);  // the first chunk may overwrite a fresh kernel gradient, the rest add
         if (weights.requires_grad) std::tie(kernel_grad, kernel_beta) = grad_destination(weights);
-        // Winograd's kernel gradient sums over the whole batch in the transformed domain first.
+        T* input_grad = nullptr;
+        T input_beta = T(1);
+        if (input.requires_grad && !patch_gradients) std::tie(input_grad, input_beta) = grad_destination(input);
+        // Winograd works sample by sample over the whole batch (no patch matrix to keep small);
+        // its kernel gradient sums in the transformed domain first.
         if (weights.requires_grad && winograd) {
             winograd_kernel_gradient(input.value.data(), s.batch, s.height, s.width, s.channels, padding_border(rows, cols),
                                      out.grad.data(), filters, kernel_beta != T(0), kernel_grad);
         }
-        T* input_grad = nullptr;
-        T input_beta = T(1);
-        if (input.requires_grad && !patch_gradients) std::tie(input_grad, input_beta) = grad_destination(input);
-        PooledArray<T> flipped_transformed(pooled_empty<T>({0}));
         if (input.requires_grad && winograd_input_grad) {
             const std::vector<T> flipped = flipped_kernel(weights.value.data(), rows.window * cols.window, s.channels, filters);
-            flipped_transformed.values = winograd_kernel(flipped.data(), filters, s.channels);
+            const PooledArray<T> transformed(winograd_kernel(flipped.data(), filters, s.channels));
+            winograd_images(out.grad.data(), s.batch, rows.out, cols.out, filters, input_gradient_border(rows, cols),
+                            transformed.values.data(), s.channels, input_beta != T(0), input_grad);
         }
         for (std::size_t first = 0; first < s.batch; first += chunk) {
             const ImageShape part{std::min(chunk, s.batch - first), s.height, s.width, s.channels};
@@ -447,12 +453,8 @@ BasicTensor<T> conv2d(const BasicTensor<T>& x, const BasicTensor<T>& kernel, Win
                 detail::gemm<T>(false, true, m, patch, filters, T(1), dy, filters, weights.value.data(), filters, T(0),
                                 patch_grads.values.data(), patch);
                 col2im_add(patch_grads.values.data(), part, rows, cols, grad_buffer(input).data() + first * image_size);
-            } else if (input.requires_grad && winograd_input_grad) {
+            } else if (input.requires_grad && !winograd_input_grad) {
                 // Each chunk has its own part of dx (a fresh gradient is written in every chunk).
-                winograd_images(dy, part.batch, rows.out, cols.out, filters, input_gradient_border(rows, cols),
-                                flipped_transformed.values.data(), s.channels, input_beta != T(0),
-                                input_grad + first * image_size);
-            } else if (input.requires_grad) {
                 direct_input_gradient(dy, part, rows, cols, weights.value.data(), filters, input_beta,
                                       input_grad + first * image_size);
             }
