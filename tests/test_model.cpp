@@ -178,6 +178,30 @@ TEST_CASE("an optimizer's update in parts, as fit's threads run it, equals the w
     }
 }
 
+TEST_CASE("Adam's update follows Keras's rule, in SIMD registers and in the scalar tail alike") {
+    const Adam config{.learning_rate = 0.05, .beta_1 = 0.8, .beta_2 = 0.95, .epsilon = 1e-3};
+    auto adam = OptimizerSpec(config).make();
+    const xt::xarray<double> start = testing::uniform({37}, 4);  // 37: whole registers and a tail on every ISA
+    std::vector<Tensor> weights{Tensor::parameter(xt::cast<float>(start))};
+    std::vector<double> w(start.begin(), start.end()), m(w.size(), 0.0), v(w.size(), 0.0);
+    for (int step = 1; step <= 4; ++step) {
+        weights[0].zero_grad();
+        ops::sum(ops::mul(weights[0], weights[0])).backward();
+        adam->apply(weights);
+        const double rate = config.learning_rate * std::sqrt(1 - std::pow(config.beta_2, step)) / (1 - std::pow(config.beta_1, step));
+        for (std::size_t j = 0; j < w.size(); ++j) {
+            const double g = weights[0].grad().data()[j];
+            m[j] += (g - m[j]) * (1 - config.beta_1);
+            v[j] += (g * g - v[j]) * (1 - config.beta_2);
+            w[j] -= rate * m[j] / (std::sqrt(v[j]) + config.epsilon);
+        }
+        for (std::size_t j = 0; j < w.size(); ++j) {
+            INFO("step " << step << ", element " << j);
+            CHECK(weights[0].value().data()[j] == doctest::Approx(w[j]).epsilon(1e-5));
+        }
+    }
+}
+
 TEST_CASE("fit separates three blobs with softmax, with every optimizer") {
     auto [x, labels] = clusters(30);
     for (OptimizerSpec optimizer : {OptimizerSpec(SGD{.learning_rate = 0.1}),

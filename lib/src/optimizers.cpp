@@ -2,8 +2,10 @@
 
 #include <cctype>
 #include <cmath>
+#include <array>
 #include <functional>
 
+#include <xsimd/xsimd.hpp>
 #include <xtensor/xbuilder.hpp>
 
 #include "xtnn/json.hpp"
@@ -157,10 +159,30 @@ public:
         const float lr = rate_;
         float* m = slots[0].data();
         float* v = slots[1].data();
-        for (std::size_t j = begin; j < end; ++j) {
-            m[j] += (g[j] - m[j]) * one_minus_beta_1;
-            v[j] += (g[j] * g[j] - v[j]) * one_minus_beta_2;
-            w[j] -= lr * m[j] / (std::sqrt(v[j]) + epsilon);
+        // One formula for whole SIMD registers and the scalar tail, its fused multiply-adds spelled out,
+        // so that an element's bits do not depend on where a part of the update begins (std::sqrt's
+        // errno path had also kept the compiler from vectorizing the loop).
+        const auto step = [&](auto gradient, auto momentum, auto velocity, auto weight) {
+            using xsimd::fma, xsimd::sqrt;
+            momentum = fma(gradient - momentum, decltype(gradient)(one_minus_beta_1), momentum);
+            velocity = fma(fma(gradient, gradient, -velocity), decltype(gradient)(one_minus_beta_2), velocity);
+            weight = weight - (decltype(gradient)(lr) * momentum) / (sqrt(velocity) + decltype(gradient)(epsilon));
+            return std::array{momentum, velocity, weight};
+        };
+        using Batch = xsimd::batch<float>;
+        std::size_t j = begin;
+        for (; j + Batch::size <= end; j += Batch::size) {
+            const auto [momentum, velocity, weight] = step(Batch::load_unaligned(g + j), Batch::load_unaligned(m + j),
+                                                           Batch::load_unaligned(v + j), Batch::load_unaligned(w + j));
+            momentum.store_unaligned(m + j);
+            velocity.store_unaligned(v + j);
+            weight.store_unaligned(w + j);
+        }
+        for (; j < end; ++j) {
+            const auto [momentum, velocity, weight] = step(g[j], m[j], v[j], w[j]);
+            m[j] = momentum;
+            v[j] = velocity;
+            w[j] = weight;
         }
     }
 
