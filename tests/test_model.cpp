@@ -202,6 +202,32 @@ TEST_CASE("Adam's update follows Keras's rule, in SIMD registers and in the scal
     }
 }
 
+TEST_CASE("RMSprop's update follows Keras's rule, with and without momentum") {
+    for (const double momentum : {0.0, 0.7}) {
+        const RMSprop config{.learning_rate = 0.01, .rho = 0.8, .momentum = momentum, .epsilon = 1e-3};
+        INFO("momentum " << momentum);
+        auto rmsprop = OptimizerSpec(config).make();
+        const xt::xarray<double> start = testing::uniform({37}, 5);
+        std::vector<Tensor> weights{Tensor::parameter(xt::cast<float>(start))};
+        std::vector<double> w(start.begin(), start.end()), mean_square(w.size(), 0.0), velocity(w.size(), 0.0);
+        for (int step = 1; step <= 4; ++step) {
+            weights[0].zero_grad();
+            ops::sum(ops::mul(weights[0], weights[0])).backward();
+            rmsprop->apply(weights);
+            for (std::size_t j = 0; j < w.size(); ++j) {
+                const double g = weights[0].grad().data()[j];
+                mean_square[j] = config.rho * mean_square[j] + (1 - config.rho) * g * g;
+                velocity[j] = momentum * velocity[j] + config.learning_rate * g / std::sqrt(mean_square[j] + config.epsilon);
+                w[j] -= velocity[j];
+            }
+            for (std::size_t j = 0; j < w.size(); ++j) {
+                INFO("step " << step << ", element " << j);
+                CHECK(weights[0].value().data()[j] == doctest::Approx(w[j]).epsilon(1e-5));
+            }
+        }
+    }
+}
+
 TEST_CASE("fit separates three blobs with softmax, with every optimizer") {
     auto [x, labels] = clusters(30);
     for (OptimizerSpec optimizer : {OptimizerSpec(SGD{.learning_rate = 0.1}),

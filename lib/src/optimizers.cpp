@@ -91,6 +91,37 @@ void require_fraction(const char* optimizer, const char* field, double value) {
     }
 }
 
+// Runs step(j, Value{}) over [begin, end): Value is a SIMD register of floats for whole registers,
+// then float for the tail. A step that spells out its fused multiply-adds gives an element the same
+// bits either way, so they do not depend on where a part of an update begins (fit's threads and
+// ranks split updates anywhere). Written out because std::sqrt's errno path keeps compilers from
+// vectorizing such loops.
+template <class Step>
+void for_each_element(std::size_t begin, std::size_t end, Step&& step) {
+    using Batch = xsimd::batch<float>;
+    std::size_t j = begin;
+    for (; j + Batch::size <= end; j += Batch::size) step(j, Batch{});
+    for (; j < end; ++j) step(j, 0.0f);
+}
+
+template <class Value>
+Value read(const float* source) {
+    if constexpr (std::is_same_v<Value, float>) {
+        return *source;
+    } else {
+        return Value::load_unaligned(source);
+    }
+}
+
+template <class Value>
+void write(float* destination, Value value) {
+    if constexpr (std::is_same_v<Value, float>) {
+        *destination = value;
+    } else {
+        value.store_unaligned(destination);
+    }
+}
+
 class SgdOptimizer : public Optimizer {
 public:
     explicit SgdOptimizer(SGD config) : config_(config) {
@@ -159,31 +190,16 @@ public:
         const float lr = rate_;
         float* m = slots[0].data();
         float* v = slots[1].data();
-        // One formula for whole SIMD registers and the scalar tail, its fused multiply-adds spelled out,
-        // so that an element's bits do not depend on where a part of the update begins (std::sqrt's
-        // errno path had also kept the compiler from vectorizing the loop).
-        const auto step = [&](auto gradient, auto momentum, auto velocity, auto weight) {
+        for_each_element(begin, end, [&](std::size_t j, auto kind) {
+            using Value = decltype(kind);
             using xsimd::fma, xsimd::sqrt;
-            momentum = fma(gradient - momentum, decltype(gradient)(one_minus_beta_1), momentum);
-            velocity = fma(fma(gradient, gradient, -velocity), decltype(gradient)(one_minus_beta_2), velocity);
-            weight = weight - (decltype(gradient)(lr) * momentum) / (sqrt(velocity) + decltype(gradient)(epsilon));
-            return std::array{momentum, velocity, weight};
-        };
-        using Batch = xsimd::batch<float>;
-        std::size_t j = begin;
-        for (; j + Batch::size <= end; j += Batch::size) {
-            const auto [momentum, velocity, weight] = step(Batch::load_unaligned(g + j), Batch::load_unaligned(m + j),
-                                                           Batch::load_unaligned(v + j), Batch::load_unaligned(w + j));
-            momentum.store_unaligned(m + j);
-            velocity.store_unaligned(v + j);
-            weight.store_unaligned(w + j);
-        }
-        for (; j < end; ++j) {
-            const auto [momentum, velocity, weight] = step(g[j], m[j], v[j], w[j]);
-            m[j] = momentum;
-            v[j] = velocity;
-            w[j] = weight;
-        }
+            const auto gradient = read<Value>(g + j);
+            const auto momentum = fma(gradient - read<Value>(m + j), Value(one_minus_beta_1), read<Value>(m + j));
+            const auto velocity = fma(fma(gradient, gradient, -read<Value>(v + j)), Value(one_minus_beta_2), read<Value>(v + j));
+            write(m + j, momentum);
+            write(v + j, velocity);
+            write(w + j, read<Value>(w + j) - (Value(lr) * momentum) / (sqrt(velocity) + Value(epsilon)));
+        });
     }
 
 private:
@@ -218,17 +234,20 @@ public:
         const auto momentum = static_cast<float>(config_.momentum);
         const auto epsilon = static_cast<float>(config_.epsilon);
         float* average = slots[0].data();
-        for (std::size_t j = begin; j < end; ++j) {
-            average[j] = rho * average[j] + (1.0f - rho) * g[j] * g[j];
-            const float increment = lr * g[j] / std::sqrt(average[j] + epsilon);
-            if (momentum > 0.0f) {
-                float& velocity = slots[1].data()[j];
-                velocity = momentum * velocity + increment;
-                w[j] -= velocity;
-            } else {
-                w[j] -= increment;
+        float* velocity = momentum > 0.0f ? slots[1].data() : nullptr;
+        for_each_element(begin, end, [&](std::size_t j, auto kind) {
+            using Value = decltype(kind);
+            using xsimd::fma, xsimd::sqrt;
+            const auto gradient = read<Value>(g + j);
+            const auto mean_square = fma(Value(rho), read<Value>(average + j), Value(1.0f - rho) * gradient * gradient);
+            write(average + j, mean_square);
+            auto increment = Value(lr) * gradient / sqrt(mean_square + Value(epsilon));
+            if (velocity) {
+                increment = fma(Value(momentum), read<Value>(velocity + j), increment);
+                write(velocity + j, increment);
             }
-        }
+            write(w + j, read<Value>(w + j) - increment);
+        });
     }
 
 private:
