@@ -669,6 +669,64 @@ TEST_CASE("conv2d over a batch larger than one patch chunk equals sample-by-samp
     }
 }
 
+TEST_CASE("conv2d_bias and conv2d_bias_relu: the bits of bias_add and bias_relu after conv2d, gradients included") {
+    struct Case {
+        Shape x, kernel;
+        ops::Window2D strides;
+        std::string path;
+    };
+    // Each of conv2d's paths, the im2col one over two chunks of the batch (5 samples of 460 KB of
+    // float patches).
+    const std::vector<Case> cases{{{2, 6, 9, 8}, {3, 3, 8, 16}, {1, 1}, "direct"},
+                                  {{2, 7, 6, 16}, {3, 3, 16, 64}, {1, 1}, "Winograd"},
+                                  {{2, 6, 9, 3}, {3, 2, 3, 4}, {2, 1}, "im2col"},
+                                  {{2, 6, 9, 1}, {3, 3, 1, 4}, {2, 2}, "im2col, one channel"},
+                                  {{5, 40, 40, 8}, {3, 3, 8, 2}, {1, 1}, "im2col in chunks"}};
+    for (const Case& c : cases) {
+        for (auto padding : {ops::Padding::valid, ops::Padding::same}) {
+            for (bool relu : {false, true}) {
+                const std::string activation = relu ? ", relu" : "";
+                INFO(c.path << ", padding " << ops::padding_name(padding) << activation);
+                const xt::xarray<float> x = uniform(c.x, 71), k = uniform(c.kernel, 72), b = uniform({c.kernel[3]}, 73);
+                auto run = [&](bool fused) {
+                    std::vector<Tensor> in{Tensor::parameter(x), Tensor::parameter(k), Tensor::parameter(b)};
+                    Tensor y = fused ? (relu ? ops::conv2d_bias_relu(in[0], in[1], in[2], c.strides, padding)
+                                             : ops::conv2d_bias(in[0], in[1], in[2], c.strides, padding))
+                                     : (relu ? ops::bias_relu(ops::conv2d(in[0], in[1], c.strides, padding), in[2])
+                                             : ops::bias_add(ops::conv2d(in[0], in[1], c.strides, padding), in[2]));
+                    const Tensor weights = Tensor::constant(xt::xarray<float>(uniform(Shape(y.shape().begin(), y.shape().end()), 74)));
+                    // x also feeds a second op: its gradient from the convolution is added.
+                    ops::add(ops::sum(ops::mul(y, weights)), ops::sum(ops::mul(in[0], in[0]))).backward();
+                    in.push_back(y);
+                    return in;
+                };
+                const auto fused = run(true), separate = run(false);
+                CHECK(testing::bitwise_equal(fused[3].value(), separate[3].value()));
+                for (std::size_t i = 0; i < 3; ++i) CHECK(testing::bitwise_equal(fused[i].grad(), separate[i].grad()));
+            }
+        }
+    }
+    for (std::size_t channels : {std::size_t(1), std::size_t(3), std::size_t(8)}) {
+        for (auto padding : {ops::Padding::valid, ops::Padding::same}) {
+            INFO("channels " << channels << ", padding " << ops::padding_name(padding));
+            const auto x = uniform({2, 4, 5, channels}, 75);
+            // Small weights and biases of +-(1 to 2) keep x * k + b away from relu's kink, where
+            // finite differences would straddle it.
+            const auto k = xt::xarray<double>(0.02 * uniform({3, 2, channels, 8}, 76));
+            const auto b = xt::xarray<double>(uniform({8}, 77, 1.0, 2.0) * xt::xarray<double>{1, -1, 1, -1, 1, -1, 1, -1});
+            require_gradients("conv2d_bias", [=](const Inputs& in) {
+                return ops::add(ops::sum(ops::conv2d_bias(in[0], in[1], in[2], {1, 1}, padding)), ops::sum(ops::mul(in[0], in[0])));
+            }, {x, k, b}, strict);
+            require_gradients("conv2d_bias_relu", [=](const Inputs& in) {
+                return ops::conv2d_bias_relu(in[0], in[1], in[2], channels == 3 ? ops::Window2D{2, 1} : ops::Window2D{1, 1}, padding);
+            }, {x, k, b}, strict);
+        }
+    }
+    CHECK_THROWS_WITH_AS(ops::conv2d_bias(Tensor::constant(xt::zeros<float>({1, 4, 4, 2})), Tensor::constant(xt::zeros<float>({3, 3, 2, 4})),
+                                          Tensor::constant(xt::zeros<float>({3}))),
+                         doctest::Contains("conv2d_bias: the bias must have shape (4,)"), ShapeError);
+}
+
 TEST_CASE("NaN propagates through relu, bias_relu, max pooling and every activation, forward and backward") {
     const float nan = std::numeric_limits<float>::quiet_NaN();
     Tensor x = Tensor::parameter(xt::xarray<float>{{-1.0f, nan, 2.0f}});

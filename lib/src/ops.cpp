@@ -192,97 +192,22 @@ template <bool with_relu, class T>
 BasicTensor<T> biased(const char* name, const BasicTensor<T>& x, const BasicTensor<T>& bias) {
     const Rows rows = bias_rows(name, x, bias);
     xt::xarray<T> y = pooled_empty<T>(x.shape());
-    const T* in = x.value().data();
-    const T* b = bias.value().data();
-    T* out_values = y.data();
-    with_row_width(rows.width, [&](auto width) {
-        if constexpr (whole_batches<T, decltype(width)>()) {
-            using Batch = xsimd::batch<T>;
-            constexpr std::size_t vectors = decltype(width)::value / Batch::size;
-            Batch bias_values[vectors];
-            for (std::size_t v = 0; v < vectors; ++v) bias_values[v] = Batch::load_unaligned(b + v * Batch::size);
-            for (std::size_t r = 0; r < rows.count; ++r) {
-                for (std::size_t v = 0; v < vectors; ++v) {
-                    const std::size_t i = r * width + v * Batch::size;
-                    Batch z = Batch::load_unaligned(in + i) + bias_values[v];
-                    if constexpr (with_relu) z = xsimd::select(z <= Batch(T(0)), Batch(T(0)), z);
-                    z.store_unaligned(out_values + i);
-                }
-            }
-        } else {
-            for (std::size_t r = 0; r < rows.count; ++r) {
-                for (std::size_t c = 0; c < width; ++c) {
-                    const T z = in[r * width + c] + b[c];
-                    out_values[r * width + c] = with_relu && z <= T(0) ? T(0) : z;
-                }
-            }
-        }
-    });
+    add_bias<with_relu>(x.value().data(), bias.value().data(), y.data(), rows);
     return make_op<T>(name, std::move(y), {x, bias}, [rows](NodeT<T>& out) {
         NodeT<T>& input = *out.inputs[0];
         NodeT<T>& b = *out.inputs[1];
-        const T* y = out.value.data();
-        const T* dy = out.grad.data();
-        // relu's derivative from its output: y > 0 exactly where x + bias > 0; a NaN passes its
-        // gradient on, as in PyTorch, so it reaches the loss instead of hiding in the weights.
-        auto passed = [&](std::size_t i) { return with_relu && y[i] <= T(0) ? T(0) : dy[i]; };
         if (!with_relu && input.requires_grad) accumulate_grad(input, out.grad);
-        // One pass for both gradients: with relu, each passed value goes to x and to the bias.
-        // A fresh x gradient is written, not zero-filled and added to.
-        const std::pair<T*, T> destination = with_relu && input.requires_grad ? grad_destination(input) : std::pair<T*, T>{nullptr, T(0)};
-        T* const dx = destination.first;
-        const T dx_beta = destination.second;
-        T* db = b.requires_grad ? grad_buffer(b).data() : nullptr;
-        // One loop per case, chosen at compile time, so that each vectorizes with nothing to test
-        // per element. The bias gradient adds up row after row in registers (or a local row):
-        // added in place, each row waited for the previous row's stores.
-        auto accumulate = [&](auto write_dx, auto add_dx, auto add_db) {
-            constexpr bool writes = decltype(write_dx)::value, adds = decltype(add_dx)::value, sums = decltype(add_db)::value;
-            with_row_width(rows.width, [&](auto width) {
-                if constexpr (whole_batches<T, decltype(width)>()) {
-                    using Batch = xsimd::batch<T>;
-                    constexpr std::size_t vectors = decltype(width)::value / Batch::size;
-                    Batch db_sums[vectors];
-                    for (std::size_t v = 0; v < vectors; ++v) db_sums[v] = sums ? Batch::load_unaligned(db + v * Batch::size) : Batch(T(0));
-                    for (std::size_t r = 0; r < rows.count; ++r) {
-                        for (std::size_t v = 0; v < vectors; ++v) {
-                            const std::size_t i = r * width + v * Batch::size;
-                            Batch g = Batch::load_unaligned(dy + i);
-                            if constexpr (with_relu) g = xsimd::select(Batch::load_unaligned(y + i) <= Batch(T(0)), Batch(T(0)), g);
-                            if constexpr (writes) g.store_unaligned(dx + i);
-                            if constexpr (adds) (Batch::load_unaligned(dx + i) + g).store_unaligned(dx + i);
-                            if constexpr (sums) db_sums[v] += g;
-                        }
-                    }
-                    if constexpr (sums) {
-                        for (std::size_t v = 0; v < vectors; ++v) db_sums[v].store_unaligned(db + v * Batch::size);
-                    }
-                } else {
-                    std::vector<T> db_sums(sums ? std::size_t(width) : 0);
-                    if constexpr (sums) std::copy_n(db, std::size_t(width), db_sums.data());
-                    for (std::size_t r = 0; r < rows.count; ++r) {
-                        const std::size_t row = r * width;
-                        for (std::size_t c = 0; c < width; ++c) {
-                            const T g = passed(row + c);
-                            if constexpr (writes) dx[row + c] = g;
-                            if constexpr (adds) dx[row + c] += g;
-                            if constexpr (sums) db_sums[c] += g;
-                        }
-                    }
-                    if constexpr (sums) std::copy_n(db_sums.data(), std::size_t(width), db);
-                }
-            });
-        };
-        const bool fresh = dx_beta == T(0);
-        using yes = std::true_type;
-        using no = std::false_type;
-        if (dx && db) {
-            fresh ? accumulate(yes{}, no{}, yes{}) : accumulate(no{}, yes{}, yes{});
-        } else if (dx) {
-            fresh ? accumulate(yes{}, no{}, no{}) : accumulate(no{}, yes{}, no{});
-        } else if (db) {
-            accumulate(no{}, no{}, yes{});
+        // With relu, each passed value goes to x and to the bias in one pass; a fresh x gradient
+        // is written, not zero-filled and added to.
+        T* dx = nullptr;
+        BiasGradientTo to_dx = BiasGradientTo::none;
+        if (with_relu && input.requires_grad) {
+            const auto [destination, beta] = grad_destination(input);
+            dx = destination;
+            to_dx = beta == T(0) ? BiasGradientTo::write : BiasGradientTo::add;
         }
+        T* db = b.requires_grad ? grad_buffer(b).data() : nullptr;
+        bias_backward<with_relu>(out.value.data(), out.grad.data(), dx, to_dx, db, rows);
     });
 }
 

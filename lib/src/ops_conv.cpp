@@ -192,10 +192,11 @@ std::pair<const T*, std::size_t> with_border(const T* images, std::size_t n, std
     return {bordered.data(), row};
 }
 
-// y = conv2d(x, kernel) with stride 1, one sample at a time (needs direct_conv_fits(filters, ...)).
-template <class T>
+// y = conv2d(x, kernel) with stride 1, one sample at a time (needs direct_conv_fits(filters, ...)),
+// calling finish(n, 1) once sample n's output is written.
+template <class T, class Finish>
 void direct_forward(const T* x, const ImageShape& s, const WindowAxis& rows, const WindowAxis& cols, const T* kernel,
-                    std::size_t filters, T* y) {
+                    std::size_t filters, T* y, Finish&& finish) {
     const Border border = padding_border(rows, cols);
     std::vector<T> bordered;
     const std::size_t out_size = rows.out * cols.out * filters;
@@ -203,6 +204,7 @@ void direct_forward(const T* x, const ImageShape& s, const WindowAxis& rows, con
         const auto [image, row_stride] = with_border(x, n, s.height, s.width, s.channels, border, bordered);
         detail::direct_conv(image, kernel, y + n * out_size,
                             {rows.out, cols.out, s.channels, filters, rows.window, cols.window, row_stride}, false);
+        finish(n, std::size_t(1));
     }
 }
 
@@ -297,16 +299,21 @@ void for_each_winograd_image(const T* images, std::size_t batch, std::size_t hei
 }
 
 // out = (or += with `add`) the valid 3x3 convolution of each of `batch` images (height, width,
-// channels; inside `border`) with a kernel from winograd_kernel, by F(2x2, 3x3).
-template <class T>
+// channels; inside `border`) with a kernel from winograd_kernel, by F(2x2, 3x3), calling
+// finish(n, 1) once image n's output is written.
+template <class T, class Finish>
 void winograd_images(const T* images, std::size_t batch, std::size_t height, std::size_t width, std::size_t channels,
-                     Border border, const T* transformed, std::size_t filters, bool add, T* out) {
+                     Border border, const T* transformed, std::size_t filters, bool add, T* out, Finish&& finish) {
     for_each_winograd_image(images, batch, height, width, channels, border, filters,
                             [&](std::size_t n, const T* image, const detail::WinogradShape& shape, const auto&... work) {
                                 const std::size_t out_size = shape.out_height * shape.out_width * filters;
                                 detail::winograd_conv(image, transformed, out + n * out_size, shape, add, work...);
+                                finish(n, std::size_t(1));
                             });
 }
+
+// The finish of a convolution with no epilogue.
+constexpr auto nothing_more = [](std::size_t, std::size_t) {};
 
 // kernel_grad = (or += with `add`) the kernel gradient, by F(2x2, 3x3), of the valid 3x3
 // convolution of each of `batch` images (height, width, channels; inside `border`) whose output
@@ -346,16 +353,29 @@ Shape conv_output_shape(const Shape& input, std::size_t filters, Window2D kernel
     return {rows.out, cols.out, filters == 0 ? input[2] : filters};
 }
 
+namespace {
+
+// What follows the convolution inside the op.
+enum class Epilogue { none, bias, bias_relu };
+
+// conv2d, then the bias (and relu) of `epilogue` on each sample's (or chunk's) output as soon as it
+// is written: add_bias's bits, while the output is in cache. The backward pass hands the
+// convolution dy itself (bias) or dy masked by relu, in one pass that also sums the bias gradient.
 template <class T>
-BasicTensor<T> conv2d(const BasicTensor<T>& x, const BasicTensor<T>& kernel, Window2D strides, Padding padding) {
-    const ImageShape s = image_shape("conv2d", x);
+BasicTensor<T> convolve(const char* name, const BasicTensor<T>& x, const BasicTensor<T>& kernel, const BasicTensor<T>* bias,
+                        Epilogue epilogue, Window2D strides, Padding padding) {
+    const ImageShape s = image_shape(name, x);
     if (kernel.dimension() != 4 || kernel.shape()[2] != s.channels) {
-        throw ShapeError("conv2d: the kernel must have shape (height, width, " + std::to_string(s.channels) +
+        throw ShapeError(std::string(name) + ": the kernel must have shape (height, width, " + std::to_string(s.channels) +
                          ", filters) for input " + shape_to_string(x.shape()) + ", got " + shape_to_string(kernel.shape()));
     }
-    const WindowAxis rows = plan_axis("conv2d", "height", s.height, kernel.shape()[0], strides.height, padding);
-    const WindowAxis cols = plan_axis("conv2d", "width", s.width, kernel.shape()[1], strides.width, padding);
+    const WindowAxis rows = plan_axis(name, "height", s.height, kernel.shape()[0], strides.height, padding);
+    const WindowAxis cols = plan_axis(name, "width", s.width, kernel.shape()[1], strides.width, padding);
     const std::size_t filters = kernel.shape()[3];
+    if (bias && (bias->dimension() != 1 || bias->shape()[0] != filters)) {
+        throw ShapeError(std::string(name) + ": the bias must have shape (" + std::to_string(filters) + ",) for a kernel of shape " +
+                         shape_to_string(kernel.shape()) + ", got " + shape_to_string(bias->shape()));
+    }
     const std::size_t patch = rows.window * cols.window * s.channels;
     const std::size_t positions = rows.out * cols.out;  // per sample
     const std::size_t image_size = s.height * s.width * s.channels;
@@ -374,12 +394,18 @@ BasicTensor<T> conv2d(const BasicTensor<T>& x, const BasicTensor<T>& kernel, Win
         unit_strides && !direct_input_grad && detail::winograd_fits<T>(rows.window, cols.window, filters, s.channels);
 
     xt::xarray<T> y = pooled_empty<T>({s.batch, rows.out, cols.out, filters});
+    const auto finish = [&](std::size_t first, std::size_t count) {
+        T* out = y.data() + first * positions * filters;
+        const internal::Rows values{count * positions, filters};
+        if (epilogue == Epilogue::bias) internal::add_bias<false>(out, bias->value().data(), out, values);
+        if (epilogue == Epilogue::bias_relu) internal::add_bias<true>(out, bias->value().data(), out, values);
+    };
     if (direct && positions > 0) {
-        direct_forward(x.value().data(), s, rows, cols, kernel.value().data(), filters, y.data());
+        direct_forward(x.value().data(), s, rows, cols, kernel.value().data(), filters, y.data(), finish);
     } else if (winograd && positions > 0) {
         const PooledArray<T> transformed(winograd_kernel(kernel.value().data(), s.channels, filters));
         winograd_images(x.value().data(), s.batch, s.height, s.width, s.channels, padding_border(rows, cols),
-                        transformed.values.data(), filters, false, y.data());
+                        transformed.values.data(), filters, false, y.data(), finish);
     } else if (s.batch > 0 && positions > 0 && filters > 0) {
         // Pooled and not zero-filled: im2col writes every element (zeros in the padding).
         PooledArray<T> patches(pooled_empty<T>({std::min(chunk, s.batch) * positions * patch}));
@@ -397,11 +423,32 @@ BasicTensor<T> conv2d(const BasicTensor<T>& x, const BasicTensor<T>& kernel, Win
                 detail::gemm<T>(false, false, m, filters, patch, T(1), patches.values.data(), patch, kernel.value().data(),
                                 filters, T(0), out, filters);
             }
+            finish(first, part.batch);
         }
     }
-    return make_op<T>("conv2d", std::move(y), {x, kernel}, [=](Node<T>& out) {
+    auto inputs = bias ? std::vector<BasicTensor<T>>{x, kernel, *bias} : std::vector<BasicTensor<T>>{x, kernel};
+    return make_op<T>(name, std::move(y), std::move(inputs), [=](Node<T>& out) {
         Node<T>& input = *out.inputs[0];
         Node<T>& weights = *out.inputs[1];
+        const T* output_grad = out.grad.data();
+        PooledArray<T> passed(pooled_empty<T>({0}));
+        if (epilogue != Epilogue::none) {
+            Node<T>& b = *out.inputs[2];
+            T* db = b.requires_grad ? grad_buffer(b).data() : nullptr;
+            const internal::Rows values{s.batch * positions, filters};
+            if (epilogue == Epilogue::bias_relu && (input.requires_grad || weights.requires_grad)) {
+                passed.values = pooled_empty<T>(out.grad.shape());
+                internal::bias_backward<true>(out.value.data(), out.grad.data(), passed.values.data(),
+                                              internal::BiasGradientTo::write, db, values);
+                output_grad = passed.values.data();
+            } else if (epilogue == Epilogue::bias_relu && db) {
+                internal::bias_backward<true>(out.value.data(), out.grad.data(), static_cast<T*>(nullptr),
+                                              internal::BiasGradientTo::none, db, values);
+            } else if (db) {
+                internal::bias_backward<false>(static_cast<const T*>(nullptr), out.grad.data(), static_cast<T*>(nullptr),
+                                               internal::BiasGradientTo::none, db, values);
+            }
+        }
         if (s.batch == 0 || positions == 0 || filters == 0) return;
         // The patches are rebuilt chunk by chunk rather than kept from the forward pass: im2col is
         // cheap next to the products, and the working set stays in cache.
@@ -420,18 +467,18 @@ BasicTensor<T> conv2d(const BasicTensor<T>& x, const BasicTensor<T>& kernel, Win
         // its kernel gradient sums in the transformed domain first.
         if (weights.requires_grad && winograd) {
             winograd_kernel_gradient(input.value.data(), s.batch, s.height, s.width, s.channels, padding_border(rows, cols),
-                                     out.grad.data(), filters, kernel_beta != T(0), kernel_grad);
+                                     output_grad, filters, kernel_beta != T(0), kernel_grad);
         }
         if (input.requires_grad && winograd_input_grad) {
             const std::vector<T> flipped = flipped_kernel(weights.value.data(), rows.window * cols.window, s.channels, filters);
             const PooledArray<T> transformed(winograd_kernel(flipped.data(), filters, s.channels));
-            winograd_images(out.grad.data(), s.batch, rows.out, cols.out, filters, input_gradient_border(rows, cols),
-                            transformed.values.data(), s.channels, input_beta != T(0), input_grad);
+            winograd_images(output_grad, s.batch, rows.out, cols.out, filters, input_gradient_border(rows, cols),
+                            transformed.values.data(), s.channels, input_beta != T(0), input_grad, nothing_more);
         }
         for (std::size_t first = 0; first < s.batch; first += chunk) {
             const ImageShape part{std::min(chunk, s.batch - first), s.height, s.width, s.channels};
             const std::size_t m = part.batch * positions;
-            const T* dy = out.grad.data() + first * positions * filters;
+            const T* dy = output_grad + first * positions * filters;
             if (weights.requires_grad && direct) {
                 direct_kernel_gradient(input.value.data() + first * image_size, part, rows, cols, dy, filters,
                                        kernel_beta, kernel_grad);
@@ -462,7 +509,31 @@ BasicTensor<T> conv2d(const BasicTensor<T>& x, const BasicTensor<T>& kernel, Win
     });
 }
 
-template BasicTensor<float> conv2d(const BasicTensor<float>&, const BasicTensor<float>&, Window2D, Padding);
-template BasicTensor<double> conv2d(const BasicTensor<double>&, const BasicTensor<double>&, Window2D, Padding);
+}  // namespace
+
+template <class T>
+BasicTensor<T> conv2d(const BasicTensor<T>& x, const BasicTensor<T>& kernel, Window2D strides, Padding padding) {
+    return convolve<T>("conv2d", x, kernel, nullptr, Epilogue::none, strides, padding);
+}
+
+template <class T>
+BasicTensor<T> conv2d_bias(const BasicTensor<T>& x, const BasicTensor<T>& kernel, const BasicTensor<T>& bias,
+                           Window2D strides, Padding padding) {
+    return convolve<T>("conv2d_bias", x, kernel, &bias, Epilogue::bias, strides, padding);
+}
+
+template <class T>
+BasicTensor<T> conv2d_bias_relu(const BasicTensor<T>& x, const BasicTensor<T>& kernel, const BasicTensor<T>& bias,
+                                Window2D strides, Padding padding) {
+    return convolve<T>("conv2d_bias_relu", x, kernel, &bias, Epilogue::bias_relu, strides, padding);
+}
+
+#define XTNN_INSTANTIATE_CONV2D(T)                                                                                              \
+    template BasicTensor<T> conv2d(const BasicTensor<T>&, const BasicTensor<T>&, Window2D, Padding);                          \
+    template BasicTensor<T> conv2d_bias(const BasicTensor<T>&, const BasicTensor<T>&, const BasicTensor<T>&, Window2D, Padding); \
+    template BasicTensor<T> conv2d_bias_relu(const BasicTensor<T>&, const BasicTensor<T>&, const BasicTensor<T>&, Window2D, Padding);
+XTNN_INSTANTIATE_CONV2D(float)
+XTNN_INSTANTIATE_CONV2D(double)
+#undef XTNN_INSTANTIATE_CONV2D
 
 }  // namespace xtnn::ops

@@ -174,6 +174,97 @@ Rows as_rows(const char* op, const BasicTensor<T>& x) {
     return {x.size() / x.shape().back(), x.shape().back()};
 }
 
+// out = in + bias over rows of `rows.width` (in place when out == in), then relu when
+// `with_relu`: bias_add's and bias_relu's pass, and conv2d's epilogue with a bias.
+template <bool with_relu, class T>
+void add_bias(const T* in, const T* bias, T* out, Rows rows) {
+    // Captured by value: SIMD stores may alias anything, so values behind references would be
+    // reloaded from the closure on every iteration.
+    with_row_width(rows.width, [=](auto width) {
+        if constexpr (whole_batches<T, decltype(width)>()) {
+            using Batch = xsimd::batch<T>;
+            constexpr std::size_t vectors = decltype(width)::value / Batch::size;
+            Batch bias_values[vectors];
+            for (std::size_t v = 0; v < vectors; ++v) bias_values[v] = Batch::load_unaligned(bias + v * Batch::size);
+            for (std::size_t r = 0; r < rows.count; ++r) {
+                for (std::size_t v = 0; v < vectors; ++v) {
+                    const std::size_t i = r * width + v * Batch::size;
+                    Batch z = Batch::load_unaligned(in + i) + bias_values[v];
+                    if constexpr (with_relu) z = xsimd::select(z <= Batch(T(0)), Batch(T(0)), z);
+                    z.store_unaligned(out + i);
+                }
+            }
+        } else {
+            for (std::size_t r = 0; r < rows.count; ++r) {
+                for (std::size_t c = 0; c < width; ++c) {
+                    const T z = in[r * width + c] + bias[c];
+                    out[r * width + c] = with_relu && z <= T(0) ? T(0) : z;
+                }
+            }
+        }
+    });
+}
+
+// What bias_backward does with the gradient it passes on to the biased input.
+enum class BiasGradientTo { none, write, add };
+
+// The backward pass of add_bias<with_relu> (output y, its gradient dy): the passed gradient g (dy,
+// with relu 0 where y <= 0; a NaN passes, as in PyTorch, so it reaches the loss instead of hiding
+// in the weights) is written to or added to dx as `to_dx` says, and summed into db unless db is
+// null. One loop per case, chosen at compile time, so that each vectorizes with nothing to test per
+// element; db's sums add up row after row in registers (added in place, each row would wait for
+// the previous row's stores).
+template <bool with_relu, class T>
+void bias_backward(const T* y, const T* dy, T* dx, BiasGradientTo to_dx, T* db, Rows rows) {
+    auto pass = [=](auto write_dx, auto add_dx, auto add_db) {
+        constexpr bool writes = decltype(write_dx)::value, adds = decltype(add_dx)::value, sums = decltype(add_db)::value;
+        with_row_width(rows.width, [=](auto width) {
+            if constexpr (whole_batches<T, decltype(width)>()) {
+                using Batch = xsimd::batch<T>;
+                constexpr std::size_t vectors = decltype(width)::value / Batch::size;
+                Batch db_sums[vectors];
+                for (std::size_t v = 0; v < vectors; ++v) db_sums[v] = sums ? Batch::load_unaligned(db + v * Batch::size) : Batch(T(0));
+                for (std::size_t r = 0; r < rows.count; ++r) {
+                    for (std::size_t v = 0; v < vectors; ++v) {
+                        const std::size_t i = r * width + v * Batch::size;
+                        Batch g = Batch::load_unaligned(dy + i);
+                        if constexpr (with_relu) g = xsimd::select(Batch::load_unaligned(y + i) <= Batch(T(0)), Batch(T(0)), g);
+                        if constexpr (writes) g.store_unaligned(dx + i);
+                        if constexpr (adds) (Batch::load_unaligned(dx + i) + g).store_unaligned(dx + i);
+                        if constexpr (sums) db_sums[v] += g;
+                    }
+                }
+                if constexpr (sums) {
+                    for (std::size_t v = 0; v < vectors; ++v) db_sums[v].store_unaligned(db + v * Batch::size);
+                }
+            } else {
+                std::vector<T> db_sums(sums ? std::size_t(width) : 0);
+                if constexpr (sums) std::copy_n(db, std::size_t(width), db_sums.data());
+                for (std::size_t r = 0; r < rows.count; ++r) {
+                    const std::size_t row = r * width;
+                    for (std::size_t c = 0; c < width; ++c) {
+                        const T g = with_relu && y[row + c] <= T(0) ? T(0) : dy[row + c];
+                        if constexpr (writes) dx[row + c] = g;
+                        if constexpr (adds) dx[row + c] += g;
+                        if constexpr (sums) db_sums[c] += g;
+                    }
+                }
+                if constexpr (sums) std::copy_n(db_sums.data(), std::size_t(width), db);
+            }
+        });
+    };
+    using yes = std::true_type;
+    using no = std::false_type;
+    const bool writes = dx && to_dx == BiasGradientTo::write, adds = dx && to_dx == BiasGradientTo::add;
+    if (db) {
+        writes ? pass(yes{}, no{}, yes{}) : adds ? pass(no{}, yes{}, yes{}) : pass(no{}, no{}, yes{});
+    } else if (writes) {
+        pass(yes{}, no{}, no{});
+    } else if (adds) {
+        pass(no{}, yes{}, no{});
+    }
+}
+
 template <class T>
 void require_same_shape(const char* op, const BasicTensor<T>& x, const xt::xarray<T>& target,
                         const char* target_name) {

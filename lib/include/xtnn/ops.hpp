@@ -129,6 +129,15 @@ Shape conv_output_shape(const Shape& input, std::size_t filters, Window2D window
 template <class T>
 BasicTensor<T> conv2d(const BasicTensor<T>& x, const BasicTensor<T>& kernel, Window2D strides = {},
                       Padding padding = Padding::valid);
+/// conv2d plus bias (F) over the filters as one op, with the bits of bias_add(conv2d(...)): the bias
+/// goes onto each sample's output while it is in cache, and dy reaches the convolution uncopied.
+template <class T>
+BasicTensor<T> conv2d_bias(const BasicTensor<T>& x, const BasicTensor<T>& kernel, const BasicTensor<T>& bias,
+                           Window2D strides = {}, Padding padding = Padding::valid);
+/// relu(conv2d(x, kernel) + bias) as one op, with the bits of bias_relu(conv2d(...)).
+template <class T>
+BasicTensor<T> conv2d_bias_relu(const BasicTensor<T>& x, const BasicTensor<T>& kernel, const BasicTensor<T>& bias,
+                                Window2D strides = {}, Padding padding = Padding::valid);
 /// The maximum of each window, per channel. Of equal values the first in row-major window order
 /// is taken and receives the gradient; padding never wins.
 template <class T>

@@ -45,6 +45,12 @@ Tensor Conv2D::apply_kernel(const Tensor& x) {
     return ops::conv2d(x, kernel_, options_.strides, padding_);
 }
 
+Tensor Conv2D::apply_kernel_and_bias(const Tensor& x, bool relu) {
+    check_input(x);
+    return relu ? ops::conv2d_bias_relu(x, kernel_, bias_, options_.strides, padding_)
+                : ops::conv2d_bias(x, kernel_, bias_, options_.strides, padding_);
+}
+
 nlohmann::json Conv2D::config() const {
     nlohmann::json config = kernel_config();
     config["filters"] = options_.filters;

@@ -24,9 +24,13 @@ void KernelLayer<Options>::build_weights(const Shape& input_shape, Generator& ge
 }
 
 template <class Options>
+Tensor KernelLayer<Options>::apply_kernel_and_bias(const Tensor& x, bool relu) {
+    return relu ? ops::bias_relu(apply_kernel(x), bias_) : ops::bias_add(apply_kernel(x), bias_);
+}
+
+template <class Options>
 Tensor KernelLayer<Options>::before_activation(const Tensor& x) {
-    Tensor product = apply_kernel(x);
-    return options_.use_bias ? ops::bias_add(product, bias_) : product;
+    return options_.use_bias ? apply_kernel_and_bias(x, false) : apply_kernel(x);
 }
 
 template <class Options>
@@ -37,7 +41,7 @@ SplitOutput KernelLayer<Options>::call_split(const std::vector<Tensor>& inputs, 
 
 template <class Options>
 Tensor KernelLayer<Options>::call(const Tensor& x, bool) {
-    if (options_.use_bias && options_.activation == "relu") return ops::bias_relu(apply_kernel(x), bias_);
+    if (options_.use_bias && options_.activation == "relu") return apply_kernel_and_bias(x, true);
     return get_activation(options_.activation)(before_activation(x));
 }
 

@@ -42,6 +42,7 @@ public:
 
 protected:
     Tensor apply_kernel(const Tensor& x) override;
+    Tensor apply_kernel_and_bias(const Tensor& x, bool relu) override;
 
 private:
     ops::Padding padding_;

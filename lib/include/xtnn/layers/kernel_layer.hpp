@@ -14,7 +14,7 @@ namespace xtnn {
 template <class Options>
 class KernelLayer : public Layer {
 public:
-    /// relu after a bias runs as one fused op (one pass, one buffer), the rest as
+    /// relu after a bias runs fused with it (apply_kernel_and_bias), the rest as
     /// activation(kernel product + bias).
     Tensor call(const Tensor& x, bool training) override;
     /// Exposes the result before the activation, for losses that fuse it.
@@ -29,6 +29,9 @@ protected:
     void build_weights(const Shape& input_shape, Generator& generator) override;
     /// The layer's product of x with the kernel, before bias and activation; checks x's shape.
     virtual Tensor apply_kernel(const Tensor& x) = 0;
+    /// The product plus the bias, then relu when `relu`: bias_add or bias_relu of apply_kernel, or
+    /// one op that adds them itself (Conv2D's).
+    virtual Tensor apply_kernel_and_bias(const Tensor& x, bool relu);
     Tensor before_activation(const Tensor& x);
     /// Layer::config() with the activation, use_bias and the initializers.
     nlohmann::json kernel_config() const;
