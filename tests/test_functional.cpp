@@ -3,6 +3,8 @@
 
 #include <doctest/doctest.h>
 
+#include <set>
+
 #include <filesystem>
 
 #include <unistd.h>
@@ -48,6 +50,59 @@ Model tiny_resnet() {
 }
 
 }  // namespace
+
+TEST_CASE("a relu Activation that alone reads a BatchNormalization runs inside it, with the same bits") {
+    // Built twice from one seed: in `separate` a linear Activation between the two keeps the relu
+    // on its own. The second BatchNormalization's output is read twice, so its relu stays apart.
+    auto build = [](bool separate) {
+        set_random_seed(9);
+        auto image = Input({8, 8, 1}, "image");
+        auto y = BatchNormalization()(Conv2D(8, 3, 1, "same")(image));
+        if (separate) y = Activation("linear")(y);
+        auto z = BatchNormalization()(Conv2D(8, 3, 1, "same")(Activation("relu")(y)));
+        auto outputs = Dense(1, "sigmoid")(GlobalAveragePooling2D()(Add()({Activation("relu")(z), z})));
+        Model model(image, outputs);
+        model.compile("binary_crossentropy", Adam{.learning_rate = 0.05}, {"accuracy"});
+        return model;
+    };
+    Model folded = build(false), separate = build(true);
+    // The ops the graph of one call ran, by name.
+    auto ops_run = [](Model& model, bool training) {
+        std::multiset<std::string> names;
+        const Tensor output = model.call(Tensor::constant(bars(4, 1).images), training);
+        std::vector<const Node<float>*> pending{output.node().get()};
+        std::set<const Node<float>*> seen;
+        while (!pending.empty()) {
+            const Node<float>* node = pending.back();
+            pending.pop_back();
+            if (!seen.insert(node).second) continue;
+            names.insert(node->op);
+            for (const auto& input : node->inputs) pending.push_back(input.get());
+        }
+        return names;
+    };
+    for (bool training : {false, true}) {
+        INFO("training " << training);
+        const auto folded_ops = ops_run(folded, training), separate_ops = ops_run(separate, training);
+        const std::string fused_op = training ? "batch_norm_relu" : "batch_norm_inference_relu";
+        const std::string plain_op = training ? "batch_norm" : "batch_norm_inference";
+        CHECK(folded_ops.count(fused_op) == 1);
+        CHECK(folded_ops.count(plain_op) == 1);
+        CHECK(folded_ops.count("relu") == 1);
+        CHECK(separate_ops.count(fused_op) == 0);
+        CHECK(separate_ops.count("relu") == 2);
+    }
+    const Bars data = bars(64, 6);
+    for (std::size_t i = 0; i < folded.weights().size(); ++i) CHECK(bitwise_equal(folded.weights()[i].value(), separate.weights()[i].value()));
+    set_random_seed(10);
+    const History a = folded.fit(data.images, data.labels, {.batch_size = 16, .epochs = 3, .verbose = 0});
+    set_random_seed(10);
+    const History b = separate.fit(data.images, data.labels, {.batch_size = 16, .epochs = 3, .verbose = 0});
+    CHECK(a.history.at("loss") == b.history.at("loss"));
+    REQUIRE(folded.weights().size() == separate.weights().size());
+    for (std::size_t i = 0; i < folded.weights().size(); ++i) CHECK(bitwise_equal(folded.weights()[i].value(), separate.weights()[i].value()));
+    CHECK(bitwise_equal(folded.predict(data.images), separate.predict(data.images)));
+}
 
 TEST_CASE("a residual CNN with BatchNormalization: graph, summary, training") {
     set_random_seed(5);

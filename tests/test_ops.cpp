@@ -794,6 +794,60 @@ TEST_CASE("gradient checks: batch_norm with batch statistics and with given stat
     }
 }
 
+TEST_CASE("batch_norm_relu and batch_norm_inference_relu: the bits of relu after batch_norm, gradients included") {
+    // 3 channels take the loops over a run-time width, 8 and 16 those over a compile-time one.
+    for (Shape shape : {Shape{5, 3}, Shape{2, 3, 4, 3}, Shape{4, 5, 8}, Shape{2, 3, 2, 16}}) {
+        INFO("shape " << shape_to_string(shape));
+        const std::size_t channels = shape.back();
+        const xt::xarray<float> x = uniform(shape, 81, -2.0, 2.0), gamma = uniform({channels}, 82, 0.5, 1.5),
+                                beta = uniform({channels}, 83), moving_mean = uniform({channels}, 84),
+                                moving_variance = uniform({channels}, 85, 0.5, 2.0);
+        for (bool training : {true, false}) {
+            INFO("training " << training);
+            auto run = [&](bool fused) {
+                std::vector<Tensor> in{Tensor::parameter(x), Tensor::parameter(gamma), Tensor::parameter(beta)};
+                xt::xarray<float> mean, variance;
+                Tensor y;
+                if (training) {
+                    y = fused ? ops::batch_norm_relu(in[0], in[1], in[2], 1e-3f, mean, variance)
+                              : ops::relu(ops::batch_norm(in[0], in[1], in[2], 1e-3f, mean, variance));
+                } else {
+                    y = fused ? ops::batch_norm_inference_relu(in[0], moving_mean, moving_variance, in[1], in[2], 1e-3f)
+                              : ops::relu(ops::batch_norm_inference(in[0], moving_mean, moving_variance, in[1], in[2], 1e-3f));
+                }
+                const Tensor weights = Tensor::constant(xt::xarray<float>(uniform(shape, 86)));
+                // x also feeds a second op: batch_norm's dx is added to what is there.
+                ops::add(ops::sum(ops::mul(y, weights)), ops::sum(ops::mul(in[0], in[0]))).backward();
+                in.push_back(y);
+                return std::pair{in, mean};
+            };
+            const auto fused = run(true), separate = run(false);
+            CHECK(fused.first[3].op_name() == std::string(training ? "batch_norm_relu" : "batch_norm_inference_relu"));
+            CHECK(testing::bitwise_equal(fused.first[3].value(), separate.first[3].value()));
+            CHECK(xt::sum(xt::equal(fused.first[3].value(), 0.0f))() > 0);  // relu cut something
+            for (std::size_t i = 0; i < 3; ++i) CHECK(testing::bitwise_equal(fused.first[i].grad(), separate.first[i].grad()));
+            if (training) CHECK(testing::bitwise_equal(fused.second, separate.second));
+        }
+        // gamma * normalized stays within +-1 and beta is +-(1.2 to 2), away from relu's kink.
+        const xt::xarray<double> signs = xt::where(xt::arange<double>(double(channels)) < double(channels) / 2, 1.0, -1.0);
+        const xt::xarray<double> small_gamma = uniform({channels}, 87, 0.2, 0.4), far_beta = uniform({channels}, 88, 1.2, 2.0) * signs;
+        const auto xd = uniform(shape, 89, -2.0, 2.0);
+        require_gradients("batch_norm_relu",
+                          [](const Inputs& in) {
+                              xt::xarray<double> mean, variance;
+                              return ops::batch_norm_relu(in[0], in[1], in[2], 1e-3, mean, variance);
+                          },
+                          {xd, small_gamma, far_beta}, strict);
+        const xt::xarray<double> mean_d = xt::mean(xt::reshape_view(xd, {xd.size() / channels, channels}), {0}),
+                                 variance_d = uniform({channels}, 90, 0.5, 2.0);
+        require_gradients("batch_norm_inference_relu",
+                          [&](const Inputs& in) {
+                              return ops::batch_norm_inference_relu(in[0], mean_d, variance_d, in[1], in[2], 1e-3);
+                          },
+                          {xd, small_gamma, far_beta}, strict);
+    }
+}
+
 TEST_CASE("batch_norm matches its definition; the statistics it reports are the batch's") {
     const auto x = uniform({6, 2}, 26, -3.0, 3.0);
     xt::xarray<double> mean, variance;

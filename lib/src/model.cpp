@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <map>
+#include <optional>
 #include <set>
 
 #include <fmt/format.h>
@@ -46,6 +47,33 @@ Model::Model(const std::vector<SymbolicTensor>& inputs, const std::vector<Symbol
 Model::Model(Model&&) noexcept = default;
 Model& Model::operator=(Model&&) noexcept = default;
 Model::~Model() = default;
+
+void Model::Plan::fold_relu_activations() {
+    std::vector<std::size_t> readers(slot_count, 0);
+    std::vector<std::optional<std::size_t>> producer(slot_count);
+    for (std::size_t i = 0; i < steps.size(); ++i) {
+        for (auto slot : steps[i].inputs) ++readers[slot];
+        producer[steps[i].output] = i;
+    }
+    std::vector<bool> folded(steps.size(), false);
+    for (std::size_t i = 0; i < steps.size(); ++i) {
+        const auto* activation = dynamic_cast<const Activation*>(steps[i].layer);
+        if (!activation || activation->activation() != "relu" || steps[i].inputs.size() != 1) continue;
+        const std::size_t input = steps[i].inputs[0];
+        if (!producer[input] || readers[input] != 1 || is_output[input] || is_output[steps[i].output]) continue;
+        Step& source = steps[*producer[input]];
+        if (!source.layer->fuses_relu() || source.then_relu || source.inputs.size() != 1) continue;
+        source.then_relu = true;
+        source.output = steps[i].output;
+        producer[source.output] = *producer[input];
+        folded[i] = true;
+    }
+    std::vector<Step> kept;
+    for (std::size_t i = 0; i < steps.size(); ++i) {
+        if (!folded[i]) kept.push_back(std::move(steps[i]));
+    }
+    steps = std::move(kept);
+}
 
 void Model::set_graph(const std::vector<SymbolicTensor>& inputs, const std::vector<SymbolicTensor>& outputs) {
     const std::string where = "Model '" + name_ + "'";
@@ -131,22 +159,23 @@ void Model::set_graph(const std::vector<SymbolicTensor>& inputs, const std::vect
     std::map<const LayerCall*, std::size_t> slot_of;
     for (std::size_t i = 0; i < calls.size(); ++i) slot_of[calls[i].get()] = i;
     for (const auto& input : inputs) plan->input_slots.push_back(slot_of.at(&input.producer()));
-    std::vector<std::size_t> last_reader(calls.size(), 0);
     for (std::size_t i = inputs.size(); i < calls.size(); ++i) {
-        Plan::Step step{calls[i]->layer.get(), {}, i, {}};
-        for (const auto& input : calls[i]->inputs) {
-            step.inputs.push_back(slot_of.at(&input.producer()));
-            last_reader[step.inputs.back()] = plan->steps.size();
-        }
+        Plan::Step step{calls[i]->layer.get(), {}, i};
+        for (const auto& input : calls[i]->inputs) step.inputs.push_back(slot_of.at(&input.producer()));
         plan->steps.push_back(step);
     }
     for (const auto& output : outputs) plan->output_slots.push_back(slot_of.at(&output.producer()));
-    plan->read.assign(calls.size(), false);
-    for (const auto& step : plan->steps) {
-        for (auto slot : step.inputs) plan->read[slot] = true;
-    }
     plan->is_output.assign(calls.size(), false);
     for (auto slot : plan->output_slots) plan->is_output[slot] = true;
+    plan->fold_relu_activations();
+    std::vector<std::size_t> last_reader(calls.size(), 0);
+    plan->read.assign(calls.size(), false);
+    for (std::size_t i = 0; i < plan->steps.size(); ++i) {
+        for (auto slot : plan->steps[i].inputs) {
+            plan->read[slot] = true;
+            last_reader[slot] = i;
+        }
+    }
     // A value is released after the last step that reads it, unless it is an output.
     for (std::size_t slot = 0; slot < calls.size(); ++slot) {
         if (plan->read[slot] && !plan->is_output[slot]) plan->steps[last_reader[slot]].release.push_back(slot);
@@ -177,6 +206,8 @@ std::vector<SplitOutput> Model::run(const std::vector<Tensor>& inputs, bool trai
             // An output that other layers read too is passed on activated.
             if (plan.read[step.output]) slots[step.output] = result.activated();
             split_outputs[step.output] = std::move(result);
+        } else if (step.then_relu) {
+            slots[step.output] = step.layer->call_then_relu(arguments[0], training);
         } else {
             slots[step.output] = step.layer->call_inputs(arguments, training);
         }

@@ -23,6 +23,9 @@ struct Model::Plan {
         Layer* layer;
         std::vector<std::size_t> inputs;
         std::size_t output;
+        /// The step runs layer->call_then_relu: a relu Activation, the only reader of the
+        /// layer's output, folded into it (the Activation's own step is gone).
+        bool then_relu = false;
         /// Slots no later step reads: freed after this step, so inference keeps little alive.
         std::vector<std::size_t> release;
     };
@@ -34,6 +37,10 @@ struct Model::Plan {
     /// Whether some step reads the slot, and whether it is one of the model's outputs.
     std::vector<bool> read;
     std::vector<bool> is_output;
+
+    /// Folds each relu Activation whose input only it reads, and that a layer which fuses_relu()
+    /// produces, into that layer's step; the model's outputs stay as they are.
+    void fold_relu_activations();
 };
 
 /// One output's training settings: its loss, the weight of that loss in the total, its metrics.

@@ -52,6 +52,18 @@ Channels channels_of(const char* op, const BasicTensor<T>& x, std::initializer_l
     return channels;
 }
 
+// relu(z) as the relu op computes it: NaN <= 0 is false, so a NaN stays NaN.
+template <bool Relu, class T>
+T relu_if(T z) {
+    return Relu && z <= T(0) ? T(0) : z;
+}
+
+// The gradient relu passes back from its output y: none where y <= 0 (exactly where its input was).
+template <bool Relu, class T>
+T relu_gradient(T y, T dy) {
+    return Relu && y <= T(0) ? T(0) : dy;
+}
+
 // What both ops keep for their backward pass, y = gamma * normalized + beta with
 // normalized = (x - centre) * inverse_std per channel.
 template <class T>
@@ -62,10 +74,13 @@ struct Normalization {
     T normalized(const T* x, std::size_t i, std::size_t c) const { return (x[i] - centre[c]) * inverse_std[c]; }
 
     // Adds dgamma and dbeta to gamma's and beta's gradients (inputs 1 and 2 of `node`) and
-    // returns them as per-channel sums, which batch_norm's dx needs too.
+    // returns them as per-channel sums, which batch_norm's dx needs too. With `Relu`, the node's
+    // output went through relu and dy is passed only where that output is positive.
+    template <bool Relu>
     std::pair<std::vector<double>, std::vector<double>> parameter_grads(Node<T>& node) const {
         const T* x = node.inputs[0]->value.data();
         const T* dy = node.grad.data();
+        const T* y = node.value.data();
         std::vector<double> dgamma(channels.width), dbeta(channels.width);
         with_row_width(channels.width, [&](auto width) {
             auto gamma_sums = per_channel(width, 0.0), beta_sums = per_channel(width, 0.0);
@@ -73,8 +88,9 @@ struct Normalization {
             for (std::size_t r = 0; r < channels.rows; ++r) {
                 for (std::size_t c = 0; c < width; ++c) {
                     const std::size_t i = r * width + c;
-                    gamma_sums[c] += double(dy[i]) * double((x[i] - centres[c]) * inverse_stds[c]);
-                    beta_sums[c] += double(dy[i]);
+                    const T passed = relu_gradient<Relu>(y[i], dy[i]);
+                    gamma_sums[c] += double(passed) * double((x[i] - centres[c]) * inverse_stds[c]);
+                    beta_sums[c] += double(passed);
                 }
             }
             std::copy_n(gamma_sums.begin(), std::size_t(width), dgamma.begin());
@@ -91,10 +107,14 @@ struct Normalization {
 
 }  // namespace
 
-template <class T>
-BasicTensor<T> batch_norm(const BasicTensor<T>& x, const BasicTensor<T>& gamma, const BasicTensor<T>& beta, T epsilon,
-                          xt::xarray<T>& batch_mean, xt::xarray<T>& batch_variance) {
-    const Channels channels = channels_of("batch_norm", x, {&gamma.value(), &beta.value()});
+namespace {
+
+// batch_norm, then relu with `Relu`: one pass forward, and backward the relu's mask applied as dy
+// is read, with the bits of relu(batch_norm(...)).
+template <bool Relu, class T>
+BasicTensor<T> normalize_batch(const char* op, const BasicTensor<T>& x, const BasicTensor<T>& gamma, const BasicTensor<T>& beta,
+                               T epsilon, xt::xarray<T>& batch_mean, xt::xarray<T>& batch_variance) {
+    const Channels channels = channels_of(op, x, {&gamma.value(), &beta.value()});
     const T* in = x.value().data();
     batch_mean = xt::empty<T>({channels.width});
     batch_variance = xt::empty<T>({channels.width});
@@ -124,13 +144,13 @@ BasicTensor<T> batch_norm(const BasicTensor<T>& x, const BasicTensor<T>& gamma, 
         for (std::size_t r = 0; r < channels.rows; ++r) {
             for (std::size_t c = 0; c < width; ++c) {
                 const std::size_t i = r * width + c;
-                out[i] = g[c] * ((in[i] - centres[c]) * inverse_stds[c]) + b[c];
+                out[i] = relu_if<Relu>(T(g[c] * ((in[i] - centres[c]) * inverse_stds[c]) + b[c]));
             }
         }
     });
-    return make_op<T>("batch_norm", std::move(y), {x, gamma, beta}, [kept](Node<T>& node) {
+    return make_op<T>(op, std::move(y), {x, gamma, beta}, [kept](Node<T>& node) {
         // Named pairs, not structured bindings: the lambda below uses them (clang 14 cannot).
-        const auto parameter_sums = kept.parameter_grads(node);
+        const auto parameter_sums = kept.template parameter_grads<Relu>(node);
         const std::vector<double>& dgamma = parameter_sums.first;
         const std::vector<double>& dbeta = parameter_sums.second;
         Node<T>& input = *node.inputs[0];
@@ -138,6 +158,7 @@ BasicTensor<T> batch_norm(const BasicTensor<T>& x, const BasicTensor<T>& gamma, 
         // dx = gamma / std * (dy - mean(dy) - normalized * mean(dy * normalized)), per channel.
         const T* value = input.value.data();
         const T* dy = node.grad.data();
+        const T* y = node.value.data();
         const T* g = node.inputs[1]->value.data();
         // A fresh gradient is written, not zero-filled and added to.
         const std::pair<T*, T> destination = grad_destination(input);
@@ -158,7 +179,7 @@ BasicTensor<T> batch_norm(const BasicTensor<T>& x, const BasicTensor<T>& gamma, 
                 for (std::size_t c = 0; c < width; ++c) {
                     const std::size_t i = r * width + c;
                     const double normalized = double((value[i] - centres[c]) * inverse_stds[c]);
-                    const double centred_grad = double(dy[i]) - mean_dy[c] - normalized * mean_dy_normalized[c];
+                    const double centred_grad = double(relu_gradient<Relu>(y[i], dy[i])) - mean_dy[c] - normalized * mean_dy_normalized[c];
                     dx[i] = (fresh ? T(0) : dx[i]) + T(scale[c] * centred_grad);
                 }
             }
@@ -166,10 +187,11 @@ BasicTensor<T> batch_norm(const BasicTensor<T>& x, const BasicTensor<T>& gamma, 
     });
 }
 
-template <class T>
-BasicTensor<T> batch_norm_inference(const BasicTensor<T>& x, const xt::xarray<T>& mean, const xt::xarray<T>& variance,
-                                    const BasicTensor<T>& gamma, const BasicTensor<T>& beta, T epsilon) {
-    const Channels channels = channels_of("batch_norm_inference", x, {&mean, &variance, &gamma.value(), &beta.value()});
+// batch_norm_inference, then relu with `Relu`, as normalize_batch.
+template <bool Relu, class T>
+BasicTensor<T> normalize_with(const char* op, const BasicTensor<T>& x, const xt::xarray<T>& mean, const xt::xarray<T>& variance,
+                              const BasicTensor<T>& gamma, const BasicTensor<T>& beta, T epsilon) {
+    const Channels channels = channels_of(op, x, {&mean, &variance, &gamma.value(), &beta.value()});
     Normalization<T> kept{channels, std::vector<T>(channels.width), std::vector<T>(channels.width)};
     std::vector<T> scale(channels.width);
     for (std::size_t c = 0; c < channels.width; ++c) {
@@ -185,24 +207,54 @@ BasicTensor<T> batch_norm_inference(const BasicTensor<T>& x, const xt::xarray<T>
         for (std::size_t r = 0; r < channels.rows; ++r) {
             for (std::size_t c = 0; c < width; ++c) {
                 const std::size_t i = r * width + c;
-                out[i] = (in[i] - centres[c]) * scales[c] + b[c];
+                out[i] = relu_if<Relu>(T((in[i] - centres[c]) * scales[c] + b[c]));
             }
         }
     });
-    return make_op<T>("batch_norm_inference", std::move(y), {x, gamma, beta}, [kept, scale](Node<T>& node) {
-        kept.parameter_grads(node);
+    return make_op<T>(op, std::move(y), {x, gamma, beta}, [kept, scale](Node<T>& node) {
+        kept.template parameter_grads<Relu>(node);
         Node<T>& input = *node.inputs[0];
         if (!input.requires_grad) return;
         const T* dy = node.grad.data();
+        const T* y = node.value.data();
         T* dx = grad_buffer(input).data();
         const Channels channels = kept.channels;
         with_row_width(channels.width, [&](auto width) {
             const auto scales = copy_of(scale, width);
             for (std::size_t r = 0; r < channels.rows; ++r) {
-                for (std::size_t c = 0; c < width; ++c) dx[r * width + c] += dy[r * width + c] * scales[c];
+                for (std::size_t c = 0; c < width; ++c) {
+                    const std::size_t i = r * width + c;
+                    dx[i] += relu_gradient<Relu>(y[i], dy[i]) * scales[c];
+                }
             }
         });
     });
+}
+
+}  // namespace
+
+template <class T>
+BasicTensor<T> batch_norm(const BasicTensor<T>& x, const BasicTensor<T>& gamma, const BasicTensor<T>& beta, T epsilon,
+                          xt::xarray<T>& batch_mean, xt::xarray<T>& batch_variance) {
+    return normalize_batch<false>("batch_norm", x, gamma, beta, epsilon, batch_mean, batch_variance);
+}
+
+template <class T>
+BasicTensor<T> batch_norm_relu(const BasicTensor<T>& x, const BasicTensor<T>& gamma, const BasicTensor<T>& beta, T epsilon,
+                               xt::xarray<T>& batch_mean, xt::xarray<T>& batch_variance) {
+    return normalize_batch<true>("batch_norm_relu", x, gamma, beta, epsilon, batch_mean, batch_variance);
+}
+
+template <class T>
+BasicTensor<T> batch_norm_inference(const BasicTensor<T>& x, const xt::xarray<T>& mean, const xt::xarray<T>& variance,
+                                    const BasicTensor<T>& gamma, const BasicTensor<T>& beta, T epsilon) {
+    return normalize_with<false>("batch_norm_inference", x, mean, variance, gamma, beta, epsilon);
+}
+
+template <class T>
+BasicTensor<T> batch_norm_inference_relu(const BasicTensor<T>& x, const xt::xarray<T>& mean, const xt::xarray<T>& variance,
+                                         const BasicTensor<T>& gamma, const BasicTensor<T>& beta, T epsilon) {
+    return normalize_with<true>("batch_norm_inference_relu", x, mean, variance, gamma, beta, epsilon);
 }
 
 template <class T>
@@ -273,8 +325,12 @@ BasicTensor<T> layer_norm(const BasicTensor<T>& x, const BasicTensor<T>& gamma, 
 #define XTNN_INSTANTIATE_NORMALIZATION_OPS(T)                                                                        \
     template BasicTensor<T> batch_norm(const BasicTensor<T>&, const BasicTensor<T>&, const BasicTensor<T>&, T,        \
                                        xt::xarray<T>&, xt::xarray<T>&);                                              \
+    template BasicTensor<T> batch_norm_relu(const BasicTensor<T>&, const BasicTensor<T>&, const BasicTensor<T>&, T,   \
+                                            xt::xarray<T>&, xt::xarray<T>&);                                         \
     template BasicTensor<T> batch_norm_inference(const BasicTensor<T>&, const xt::xarray<T>&, const xt::xarray<T>&,   \
-                                                 const BasicTensor<T>&, const BasicTensor<T>&, T);    \
+                                                 const BasicTensor<T>&, const BasicTensor<T>&, T);                   \
+    template BasicTensor<T> batch_norm_inference_relu(const BasicTensor<T>&, const xt::xarray<T>&, const xt::xarray<T>&, \
+                                                      const BasicTensor<T>&, const BasicTensor<T>&, T);              \
     template BasicTensor<T> layer_norm(const BasicTensor<T>&, const BasicTensor<T>&, const BasicTensor<T>&, T);
 
 XTNN_INSTANTIATE_NORMALIZATION_OPS(float)

@@ -159,6 +159,15 @@ BasicTensor<T> batch_norm(const BasicTensor<T>& x, const BasicTensor<T>& gamma, 
 template <class T>
 BasicTensor<T> batch_norm_inference(const BasicTensor<T>& x, const xt::xarray<T>& mean, const xt::xarray<T>& variance,
                                     const BasicTensor<T>& gamma, const BasicTensor<T>& beta, T epsilon);
+/// relu(batch_norm(...)) as one op (one pass forward, relu's mask applied as dy is read), with the
+/// same bits: what a Model runs for a BatchNormalization whose only reader is a relu Activation.
+template <class T>
+BasicTensor<T> batch_norm_relu(const BasicTensor<T>& x, const BasicTensor<T>& gamma, const BasicTensor<T>& beta, T epsilon,
+                               xt::xarray<T>& batch_mean, xt::xarray<T>& batch_variance);
+/// relu(batch_norm_inference(...)) as one op, with the same bits.
+template <class T>
+BasicTensor<T> batch_norm_inference_relu(const BasicTensor<T>& x, const xt::xarray<T>& mean, const xt::xarray<T>& variance,
+                                         const BasicTensor<T>& gamma, const BasicTensor<T>& beta, T epsilon);
 /// Layer normalization: each row (every axis but the last fixed) normalized by its own mean and
 /// biased variance, then gamma * normalized + beta per feature.
 template <class T>

@@ -56,14 +56,22 @@ void BatchNormalization::build_weights(const Shape& input_shape, Generator& gene
         add_weight("moving_variance", initialize(options_.moving_variance_initializer, channels, generator), false);
 }
 
-Tensor BatchNormalization::call(const Tensor& x, bool training) {
+Tensor BatchNormalization::call(const Tensor& x, bool training) { return normalize(x, training, false); }
+
+Tensor BatchNormalization::call_then_relu(const Tensor& x, bool training) { return normalize(x, training, true); }
+
+Tensor BatchNormalization::normalize(const Tensor& x, bool training, bool relu) {
     check_input(x);
     const auto epsilon = static_cast<float>(options_.epsilon);
     if (!training || !trainable) {
-        return ops::batch_norm_inference(x, moving_mean_.value(), moving_variance_.value(), gamma_, beta_, epsilon);
+        const auto& mean = moving_mean_.value();
+        const auto& variance = moving_variance_.value();
+        return relu ? ops::batch_norm_inference_relu(x, mean, variance, gamma_, beta_, epsilon)
+                    : ops::batch_norm_inference(x, mean, variance, gamma_, beta_, epsilon);
     }
     xt::xarray<float> batch_mean, batch_variance;
-    Tensor y = ops::batch_norm(x, gamma_, beta_, epsilon, batch_mean, batch_variance);
+    Tensor y = relu ? ops::batch_norm_relu(x, gamma_, beta_, epsilon, batch_mean, batch_variance)
+                    : ops::batch_norm(x, gamma_, beta_, epsilon, batch_mean, batch_variance);
     const auto momentum = static_cast<float>(options_.momentum);
     float* mean = moving_mean_.mutable_value().data();
     float* variance = moving_variance_.mutable_value().data();

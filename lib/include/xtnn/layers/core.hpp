@@ -118,6 +118,7 @@ public:
     explicit Activation(std::string activation, Shape input_shape = {});
 
     std::string class_name() const override { return "Activation"; }
+    const std::string& activation() const { return activation_; }
     Shape output_shape(const Shape& input_shape) const override { return input_shape; }
     Tensor call(const Tensor& x, bool training) override;
     SplitOutput call_split(const std::vector<Tensor>& inputs, bool training) override;

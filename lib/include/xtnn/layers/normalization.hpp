@@ -37,6 +37,8 @@ public:
     Shape output_shape(const Shape& input_shape) const override { return input_shape; }
     std::vector<Shape> weight_shapes(const Shape& input_shape) const override;
     Tensor call(const Tensor& x, bool training) override;
+    bool fuses_relu() const override { return true; }
+    Tensor call_then_relu(const Tensor& x, bool training) override;
     /// No: its statistics are the whole batch's, and training updates the moving ones.
     bool trains_on_batch_slices() const override { return false; }
     nlohmann::json config() const override;
@@ -48,6 +50,9 @@ protected:
     void build_weights(const Shape& input_shape, Generator& generator) override;
 
 private:
+    /// The call, then relu with `relu` (in the same op).
+    Tensor normalize(const Tensor& x, bool training, bool relu);
+
     BatchNormalizationOptions options_;
     Tensor gamma_, beta_;
     Tensor moving_mean_, moving_variance_;
