@@ -51,16 +51,18 @@ Model tiny_resnet() {
 
 }  // namespace
 
-TEST_CASE("a relu Activation that alone reads a BatchNormalization runs inside it, with the same bits") {
-    // Built twice from one seed: in `separate` a linear Activation between the two keeps the relu
-    // on its own. The second BatchNormalization's output is read twice, so its relu stays apart.
+TEST_CASE("a relu Activation that alone reads a BatchNormalization or an Add runs inside it, with the same bits") {
+    // Built twice from one seed: in `separate` linear Activations keep the relus on their own. The
+    // second BatchNormalization's output is read twice, so its relu stays apart in both.
     auto build = [](bool separate) {
         set_random_seed(9);
         auto image = Input({8, 8, 1}, "image");
         auto y = BatchNormalization()(Conv2D(8, 3, 1, "same")(image));
         if (separate) y = Activation("linear")(y);
         auto z = BatchNormalization()(Conv2D(8, 3, 1, "same")(Activation("relu")(y)));
-        auto outputs = Dense(1, "sigmoid")(GlobalAveragePooling2D()(Add()({Activation("relu")(z), z})));
+        auto sum = Add()({Activation("relu")(z), z});
+        if (separate) sum = Activation("linear")(sum);
+        auto outputs = Dense(1, "sigmoid")(GlobalAveragePooling2D()(Activation("relu")(sum)));
         Model model(image, outputs);
         model.compile("binary_crossentropy", Adam{.learning_rate = 0.05}, {"accuracy"});
         return model;
@@ -89,8 +91,10 @@ TEST_CASE("a relu Activation that alone reads a BatchNormalization runs inside i
         CHECK(folded_ops.count(fused_op) == 1);
         CHECK(folded_ops.count(plain_op) == 1);
         CHECK(folded_ops.count("relu") == 1);
+        CHECK(folded_ops.count("add_relu") == 1);
         CHECK(separate_ops.count(fused_op) == 0);
-        CHECK(separate_ops.count("relu") == 2);
+        CHECK(separate_ops.count("add_relu") == 0);
+        CHECK(separate_ops.count("relu") == 3);
     }
     const Bars data = bars(64, 6);
     for (std::size_t i = 0; i < folded.weights().size(); ++i) CHECK(bitwise_equal(folded.weights()[i].value(), separate.weights()[i].value()));

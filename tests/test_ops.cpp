@@ -124,6 +124,33 @@ TEST_CASE("gradient checks: bias_relu, and it equals relu(bias_add) exactly") {
                          doctest::Contains("bias_relu"), ShapeError);
 }
 
+TEST_CASE("add_relu: the bits of relu after add, gradients included; gradient checks") {
+    for (Shape shape : {Shape{7}, Shape{3, 8}, Shape{2, 3, 16}}) {
+        INFO("shape " << shape_to_string(shape));
+        xt::xarray<float> a = uniform(shape, 91), b = uniform(shape, 92);
+        a(0) = std::numeric_limits<float>::quiet_NaN();
+        for (bool same_input : {false, true}) {
+            auto run = [&](bool fused) {
+                std::vector<Tensor> in{Tensor::parameter(a), Tensor::parameter(b)};
+                const Tensor& second = same_input ? in[0] : in[1];
+                Tensor y = fused ? ops::add_relu(in[0], second) : ops::relu(ops::add(in[0], second));
+                const Tensor weights = Tensor::constant(xt::xarray<float>(uniform(shape, 93)));
+                ops::add(ops::sum(ops::mul(y, weights)), ops::sum(ops::mul(in[1], in[1]))).backward();
+                in.push_back(y);
+                return in;
+            };
+            const auto fused = run(true), separate = run(false);
+            CHECK(testing::bitwise_equal(fused[2].value(), separate[2].value()));
+            CHECK(std::isnan(fused[2].value()(0)));
+            for (std::size_t i = 0; i < 2; ++i) CHECK(testing::bitwise_equal(fused[i].grad(), separate[i].grad()));
+        }
+        const auto x = away_from(uniform(shape, 94, -2.0, 2.0)), y = uniform(shape, 95, -0.01, 0.01);
+        require_gradients("add_relu", [](const Inputs& in) { return ops::add_relu(in[0], in[1]); }, {x, y}, strict);
+    }
+    CHECK_THROWS_WITH_AS(ops::add_relu(Tensor::constant(xt::zeros<float>({2, 3})), Tensor::constant(xt::zeros<float>({3}))),
+                         doctest::Contains("add_relu: the inputs must have one shape"), ShapeError);
+}
+
 TEST_CASE("bias gradient is the column sum, with the bias's shape") {
     Tensor x = Tensor::constant(xt::xarray<float>{{1, 2, 3}, {4, 5, 6}});
     Tensor b = Tensor::parameter(xt::xarray<float>{0, 0, 0});

@@ -62,7 +62,7 @@ void Model::Plan::fold_relu_activations() {
         const std::size_t input = steps[i].inputs[0];
         if (!producer[input] || readers[input] != 1 || is_output[input] || is_output[steps[i].output]) continue;
         Step& source = steps[*producer[input]];
-        if (!source.layer->fuses_relu() || source.then_relu || source.inputs.size() != 1) continue;
+        if (!source.layer->fuses_relu() || source.then_relu) continue;
         source.then_relu = true;
         source.output = steps[i].output;
         producer[source.output] = *producer[input];
@@ -207,7 +207,7 @@ std::vector<SplitOutput> Model::run(const std::vector<Tensor>& inputs, bool trai
             if (plan.read[step.output]) slots[step.output] = result.activated();
             split_outputs[step.output] = std::move(result);
         } else if (step.then_relu) {
-            slots[step.output] = step.layer->call_then_relu(arguments[0], training);
+            slots[step.output] = step.layer->call_then_relu(arguments, training);
         } else {
             slots[step.output] = step.layer->call_inputs(arguments, training);
         }

@@ -8,6 +8,7 @@
 #include <limits>
 #include <string>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include <xtensor/xbuilder.hpp>
@@ -71,6 +72,35 @@ BasicTensor<T> add(const BasicTensor<T>& a, const BasicTensor<T>& b) {
         for (auto& in : out.inputs) {
             if (in->requires_grad) accumulate_grad(*in, reduce_to_shape(out.grad, in->value.shape()));
         }
+    });
+}
+
+template <class T>
+BasicTensor<T> add_relu(const BasicTensor<T>& a, const BasicTensor<T>& b) {
+    if (a.shape() != b.shape()) {
+        throw ShapeError(describe("add_relu", "the inputs must have one shape, got " + shape_to_string(a.shape()) + " and " +
+                                                  shape_to_string(b.shape())));
+    }
+    xt::xarray<T> y = pooled_empty<T>(a.shape());
+    const T* first = a.value().data();
+    const T* second = b.value().data();
+    T* out = y.data();
+    for (std::size_t i = 0; i < y.size(); ++i) {
+        const T z = first[i] + second[i];
+        out[i] = z <= T(0) ? T(0) : z;  // NaN <= 0 is false: a NaN stays NaN, as in relu
+    }
+    return make_op<T>("add_relu", std::move(y), {a, b}, [](NodeT<T>& out) {
+        NodeT<T>& lhs = *out.inputs[0];
+        NodeT<T>& rhs = *out.inputs[1];
+        if (!lhs.requires_grad && !rhs.requires_grad) return;
+        xt::xarray<T> passed = pooled_empty<T>(out.value.shape());
+        const T* y = out.value.data();
+        const T* dy = out.grad.data();
+        T* g = passed.data();
+        for (std::size_t i = 0; i < passed.size(); ++i) g[i] = y[i] <= T(0) ? T(0) : dy[i];
+        // The last input takes the buffer itself.
+        if (lhs.requires_grad && rhs.requires_grad) accumulate_grad(lhs, std::as_const(passed));
+        accumulate_grad(rhs.requires_grad ? rhs : lhs, std::move(passed));
     });
 }
 
@@ -433,6 +463,7 @@ BasicTensor<T> dropout(const BasicTensor<T>& x, double rate, bool training, Gene
 
 #define XTNN_INSTANTIATE_OPS(T) \
     template BasicTensor<T> add(const BasicTensor<T>&, const BasicTensor<T>&);                  \
+    template BasicTensor<T> add_relu(const BasicTensor<T>&, const BasicTensor<T>&);             \
     template BasicTensor<T> sub(const BasicTensor<T>&, const BasicTensor<T>&);                  \
     template BasicTensor<T> mul(const BasicTensor<T>&, const BasicTensor<T>&);                  \
     template BasicTensor<T> div(const BasicTensor<T>&, const BasicTensor<T>&);                  \

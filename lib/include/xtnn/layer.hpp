@@ -95,11 +95,11 @@ public:
     /// so must a custom layer that keeps state between calls.
     virtual bool trains_on_batch_slices() const { return true; }
 
-    /// Whether call_then_relu computes relu(call(x)) in fewer passes than the two ops: a Model
-    /// then runs a relu Activation that alone reads this layer's output as part of this layer.
+    /// Whether call_then_relu computes relu(call_inputs(...)) in fewer passes than the two ops: a
+    /// Model then runs a relu Activation that alone reads this layer's output as part of this layer.
     virtual bool fuses_relu() const { return false; }
-    /// relu(call(x, training)), with the same bits.
-    virtual Tensor call_then_relu(const Tensor& x, bool training);
+    /// relu(call_inputs(inputs, training)), with the same bits.
+    virtual Tensor call_then_relu(const std::vector<Tensor>& inputs, bool training);
 
     /// Records a call of this layer in a functional graph and returns its result. A temporary
     /// (`Dense(10)(x)`) moves into the graph; a layer owned by a std::shared_ptr is shared, so

@@ -19,6 +19,9 @@ namespace xtnn::ops {
 
 // Elementwise arithmetic with NumPy broadcasting; gradients are summed back to each input's shape.
 template <class T> BasicTensor<T> add(const BasicTensor<T>& a, const BasicTensor<T>& b);
+/// relu(a + b) for a and b of one shape, in one pass and one buffer (the join of a residual block),
+/// with the bits of relu(add(a, b)).
+template <class T> BasicTensor<T> add_relu(const BasicTensor<T>& a, const BasicTensor<T>& b);
 template <class T> BasicTensor<T> sub(const BasicTensor<T>& a, const BasicTensor<T>& b);
 template <class T> BasicTensor<T> mul(const BasicTensor<T>& a, const BasicTensor<T>& b);
 template <class T> BasicTensor<T> div(const BasicTensor<T>& a, const BasicTensor<T>& b);

@@ -71,7 +71,9 @@ Shape Layer::compute_output_shape(const std::vector<Shape>& input_shapes) const 
     return output_shape(input_shapes[0]);
 }
 
-Tensor Layer::call_then_relu(const Tensor& x, bool training) { return ops::relu(call(x, training)); }
+Tensor Layer::call_then_relu(const std::vector<Tensor>& inputs, bool training) {
+    return ops::relu(call_inputs(inputs, training));
+}
 
 Tensor Layer::call_inputs(const std::vector<Tensor>& inputs, bool training) {
     if (inputs.size() != 1) throw ValueError(describe() + " takes one input, got " + std::to_string(inputs.size()));

@@ -65,7 +65,9 @@ Shape Merge::merged_shape(const std::vector<Shape>& input_shapes) const {
     return merged;
 }
 
-Tensor Merge::call_inputs(const std::vector<Tensor>& inputs, bool) {
+Tensor Merge::call_inputs(const std::vector<Tensor>& inputs, bool) { return merge(aligned(inputs)); }
+
+std::vector<Tensor> Merge::aligned(const std::vector<Tensor>& inputs) const {
     std::vector<Shape> shapes;
     for (const auto& input : inputs) {
         if (input.dimension() == 0) throw ShapeError(describe() + ": an input has no batch axis");
@@ -84,23 +86,29 @@ Tensor Merge::call_inputs(const std::vector<Tensor>& inputs, bool) {
         rank = std::max(rank, input.dimension());
     }
     // An input of fewer axes gains axes of 1 after the batch axis, as Keras's expand_dims(x, 1).
-    std::vector<Tensor> aligned;
+    std::vector<Tensor> terms;
     for (const auto& input : inputs) {
         if (input.dimension() == rank) {
-            aligned.push_back(input);
+            terms.push_back(input);
             continue;
         }
         std::vector<std::ptrdiff_t> shape(input.shape().begin(), input.shape().end());
         shape.insert(shape.begin() + 1, rank - input.dimension(), 1);
-        aligned.push_back(ops::reshape(input, shape));
+        terms.push_back(ops::reshape(input, shape));
     }
-    return merge(aligned);
+    return terms;
 }
 
 Tensor Add::merge(const std::vector<Tensor>& inputs) const {
     Tensor sum = inputs[0];
     for (std::size_t i = 1; i < inputs.size(); ++i) sum = sum + inputs[i];
     return sum;
+}
+
+Tensor Add::call_then_relu(const std::vector<Tensor>& inputs, bool) {
+    const std::vector<Tensor> terms = aligned(inputs);
+    if (terms.size() == 2 && terms[0].shape() == terms[1].shape()) return ops::add_relu(terms[0], terms[1]);
+    return ops::relu(merge(terms));
 }
 
 std::unique_ptr<Layer> Add::from_config(const nlohmann::json& c) { return plain_merge_from_config<Add>(c); }

@@ -58,7 +58,10 @@ void BatchNormalization::build_weights(const Shape& input_shape, Generator& gene
 
 Tensor BatchNormalization::call(const Tensor& x, bool training) { return normalize(x, training, false); }
 
-Tensor BatchNormalization::call_then_relu(const Tensor& x, bool training) { return normalize(x, training, true); }
+Tensor BatchNormalization::call_then_relu(const std::vector<Tensor>& inputs, bool training) {
+    if (inputs.size() != 1) throw ValueError(describe() + " takes one input, got " + std::to_string(inputs.size()));
+    return normalize(inputs[0], training, true);
+}
 
 Tensor BatchNormalization::normalize(const Tensor& x, bool training, bool relu) {
     check_input(x);

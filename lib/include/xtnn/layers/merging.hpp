@@ -27,6 +27,9 @@ protected:
     /// The inputs' merged shape; a ShapeError naming the layer and every shape when they do not
     /// broadcast together.
     virtual Shape merged_shape(const std::vector<Shape>& input_shapes) const;
+    /// The inputs, checked against each other and the layer's shapes, with axes of 1 after the
+    /// batch axis where one has fewer axes than another.
+    std::vector<Tensor> aligned(const std::vector<Tensor>& inputs) const;
     virtual Tensor merge(const std::vector<Tensor>& inputs) const = 0;
     /// The fewest inputs the layer takes (Subtract: exactly 2).
     virtual std::size_t min_inputs() const { return 2; }
@@ -37,6 +40,9 @@ protected:
 class Add : public Merge {
 public:
     std::string class_name() const override { return "Add"; }
+    /// Two inputs of one shape: relu(a + b) as one op (add_relu).
+    bool fuses_relu() const override { return true; }
+    Tensor call_then_relu(const std::vector<Tensor>& inputs, bool training) override;
     static std::unique_ptr<Layer> from_config(const nlohmann::json& config);
     std::shared_ptr<Layer> move_to_shared() && override { return move_layer_to_shared(*this); }
 

@@ -38,7 +38,7 @@ public:
     std::vector<Shape> weight_shapes(const Shape& input_shape) const override;
     Tensor call(const Tensor& x, bool training) override;
     bool fuses_relu() const override { return true; }
-    Tensor call_then_relu(const Tensor& x, bool training) override;
+    Tensor call_then_relu(const std::vector<Tensor>& inputs, bool training) override;
     /// No: its statistics are the whole batch's, and training updates the moving ones.
     bool trains_on_batch_slices() const override { return false; }
     nlohmann::json config() const override;
