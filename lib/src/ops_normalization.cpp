@@ -64,6 +64,28 @@ T relu_gradient(T y, T dy) {
     return Relu && y <= T(0) ? T(0) : dy;
 }
 
+// Row `r` of dy as a backward pass reads it: dy itself, or with `Relu` relu's mask applied in
+// `row` (per_channel storage) first, in SIMD registers where the width allows: inside the loops'
+// float-to-double sums the select kept g++ from vectorizing them, and a row written one value at a
+// time and read back whole stalls on store forwarding.
+template <bool Relu, class T, class Width, class Row>
+const T* passed_row(const T* y, const T* dy, std::size_t r, Width width, Row& row) {
+    if constexpr (!Relu) {
+        return dy + r * width;
+    } else if constexpr (internal::whole_batches<T, Width>()) {
+        using Batch = xsimd::batch<T>;
+        for (std::size_t c = 0; c < Width::value; c += Batch::size) {
+            const std::size_t i = r * width + c;
+            xsimd::select(Batch::load_unaligned(y + i) <= Batch(T(0)), Batch(T(0)), Batch::load_unaligned(dy + i))
+                .store_unaligned(row.data() + c);
+        }
+        return row.data();
+    } else {
+        for (std::size_t c = 0; c < width; ++c) row[c] = relu_gradient<true>(y[r * width + c], dy[r * width + c]);
+        return row.data();
+    }
+}
+
 // What both ops keep for their backward pass, y = gamma * normalized + beta with
 // normalized = (x - centre) * inverse_std per channel.
 template <class T>
@@ -85,12 +107,13 @@ struct Normalization {
         with_row_width(channels.width, [&](auto width) {
             auto gamma_sums = per_channel(width, 0.0), beta_sums = per_channel(width, 0.0);
             const auto centres = copy_of(centre, width), inverse_stds = copy_of(inverse_std, width);
+            auto row = per_channel(width, T(0));
             for (std::size_t r = 0; r < channels.rows; ++r) {
+                const T* passed = passed_row<Relu>(y, dy, r, width, row);
                 for (std::size_t c = 0; c < width; ++c) {
                     const std::size_t i = r * width + c;
-                    const T passed = relu_gradient<Relu>(y[i], dy[i]);
-                    gamma_sums[c] += double(passed) * double((x[i] - centres[c]) * inverse_stds[c]);
-                    beta_sums[c] += double(passed);
+                    gamma_sums[c] += double(passed[c]) * double((x[i] - centres[c]) * inverse_stds[c]);
+                    beta_sums[c] += double(passed[c]);
                 }
             }
             std::copy_n(gamma_sums.begin(), std::size_t(width), dgamma.begin());
@@ -175,11 +198,13 @@ BasicTensor<T> normalize_batch(const char* op, const BasicTensor<T>& x, const Ba
                 scale[c] = double(g[c]) * double(kept.inverse_std[c]);
             }
             const auto centres = copy_of(kept.centre, width), inverse_stds = copy_of(kept.inverse_std, width);
+            auto row = per_channel(width, T(0));
             for (std::size_t r = 0; r < channels.rows; ++r) {
+                const T* passed = passed_row<Relu>(y, dy, r, width, row);
                 for (std::size_t c = 0; c < width; ++c) {
                     const std::size_t i = r * width + c;
                     const double normalized = double((value[i] - centres[c]) * inverse_stds[c]);
-                    const double centred_grad = double(relu_gradient<Relu>(y[i], dy[i])) - mean_dy[c] - normalized * mean_dy_normalized[c];
+                    const double centred_grad = double(passed[c]) - mean_dy[c] - normalized * mean_dy_normalized[c];
                     dx[i] = (fresh ? T(0) : dx[i]) + T(scale[c] * centred_grad);
                 }
             }
@@ -221,11 +246,10 @@ BasicTensor<T> normalize_with(const char* op, const BasicTensor<T>& x, const xt:
         const Channels channels = kept.channels;
         with_row_width(channels.width, [&](auto width) {
             const auto scales = copy_of(scale, width);
+            auto row = per_channel(width, T(0));
             for (std::size_t r = 0; r < channels.rows; ++r) {
-                for (std::size_t c = 0; c < width; ++c) {
-                    const std::size_t i = r * width + c;
-                    dx[i] += relu_gradient<Relu>(y[i], dy[i]) * scales[c];
-                }
+                const T* passed = passed_row<Relu>(y, dy, r, width, row);
+                for (std::size_t c = 0; c < width; ++c) dx[r * width + c] += passed[c] * scales[c];
             }
         });
     });
