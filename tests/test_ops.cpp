@@ -696,6 +696,37 @@ TEST_CASE("conv2d over a batch larger than one patch chunk equals sample-by-samp
     }
 }
 
+TEST_CASE("conv2d over a batch of several kernel-gradient groups: values and gradients as by the definition, every path") {
+    // 37 samples: two whole groups of 16 and a partial one, each summed on its own, then in order.
+    // The kernel also convolves a second input, so its gradient adds onto what the first left.
+    struct Case {
+        Shape x, kernel;
+        std::string path;
+    };
+    const std::vector<Case> cases{{{37, 5, 6, 4}, {3, 3, 4, 8}, "direct"},
+                                  {{37, 5, 6, 16}, {3, 3, 16, 64}, "Winograd"},
+                                  {{37, 5, 6, 3}, {3, 2, 3, 5}, "im2col"}};
+    for (const Case& c : cases) {
+        for (auto padding : {ops::Padding::valid, ops::Padding::same}) {
+            INFO(c.path << ", padding " << ops::padding_name(padding));
+            const auto x = uniform(c.x, 81), other = uniform(c.x, 82), k = uniform(c.kernel, 83);
+            const auto expected = naive_conv2d(x, k, {1, 1}, padding);
+            const auto dy = uniform(Shape(expected.shape().begin(), expected.shape().end()), 84);
+            const auto dy_other = uniform(Shape(expected.shape().begin(), expected.shape().end()), 85);
+            const auto expected_gradients = naive_conv2d_gradients(x, k, dy, padding);
+            const auto expected_dk_other = naive_conv2d_gradients(other, k, dy_other, padding).second;
+            TensorD x_double = TensorD::parameter(x), k_double = TensorD::parameter(k);
+            const TensorD y = ops::conv2d(x_double, k_double, {1, 1}, padding);
+            ops::add(ops::sum(ops::mul(y, TensorD::constant(dy))),
+                     ops::sum(ops::mul(ops::conv2d(TensorD::constant(other), k_double, {1, 1}, padding), TensorD::constant(dy_other))))
+                .backward();
+            CHECK(xt::allclose(y.value(), expected, 1e-12, 1e-12));
+            CHECK(xt::allclose(x_double.grad(), expected_gradients.first, 1e-12, 1e-12));
+            CHECK(xt::allclose(k_double.grad(), expected_gradients.second + expected_dk_other, 1e-12, 1e-12));
+        }
+    }
+}
+
 TEST_CASE("conv2d_bias and conv2d_bias_relu: the bits of bias_add and bias_relu after conv2d, gradients included") {
     struct Case {
         Shape x, kernel;

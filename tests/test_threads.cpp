@@ -126,6 +126,38 @@ TEST_CASE("a model with BatchNormalization trains in one piece, whatever the thr
     for (std::size_t w = 0; w < one.size(); ++w) CHECK(bitwise_equal(one[w], two[w]));
 }
 
+TEST_CASE("a convolution spreads its samples over the threads with the bits of one thread") {
+    // 37 samples of 16x16 images (over 40 MFLOP a call on every path, several tasks' worth): the
+    // samples' outputs and input gradients are cut into one range per thread, the kernel gradient
+    // sums groups of 16 samples whatever the cut.
+    struct Case {
+        Shape x, kernel;
+        ops::Window2D strides;
+        std::string path;
+    };
+    const std::vector<Case> cases{{{37, 16, 16, 8}, {3, 3, 8, 16}, {1, 1}, "direct"},
+                                  {{37, 16, 16, 16}, {3, 3, 16, 64}, {1, 1}, "Winograd"},
+                                  {{37, 16, 16, 8}, {5, 5, 8, 24}, {2, 1}, "im2col"}};
+    for (const Case& c : cases) {
+        INFO(c.path);
+        const xt::xarray<float> x = testing::uniform(c.x, 91), k = testing::uniform(c.kernel, 92), b = testing::uniform({c.kernel[3]}, 93);
+        auto run = [&](int thread_count) {
+            const ThreadCount threads(thread_count);
+            std::vector<Tensor> in{Tensor::parameter(x), Tensor::parameter(k), Tensor::parameter(b)};
+            const Tensor y = ops::conv2d_bias_relu(in[0], in[1], in[2], c.strides, ops::Padding::same);
+            const xt::xarray<float> weights = testing::uniform(Shape(y.shape().begin(), y.shape().end()), 94);
+            ops::sum(ops::mul(y, Tensor::constant(weights))).backward();
+            return std::vector<xt::xarray<float>>{y.value(), in[0].grad(), in[1].grad(), in[2].grad()};
+        };
+        const auto one = run(1);
+        for (int thread_count : {2, 3}) {
+            INFO(thread_count << " threads");
+            const auto many = run(thread_count);
+            for (std::size_t i = 0; i < one.size(); ++i) CHECK(bitwise_equal(one[i], many[i]));
+        }
+    }
+}
+
 TEST_CASE("predict and evaluate give the same bits on one and two threads") {
     digits();
     set_random_seed(8);

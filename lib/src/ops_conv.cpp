@@ -21,6 +21,7 @@
 #include <xtensor/xtensor.hpp>
 
 #include "conv_direct.hpp"
+#include "conv_im2col.hpp"
 #include "conv_winograd.hpp"
 #include "gemm.hpp"
 #include "ops_internal.hpp"
@@ -31,130 +32,25 @@
 
 namespace xtnn::ops {
 
+using internal::col2im_add;
+using internal::im2col;
+using internal::im2col_transposed_single_channel;
 using internal::image_shape;
 using internal::ImageShape;
-using internal::inside_image;
 using internal::plan_axis;
-using internal::source;
 using internal::WindowAxis;
 
 namespace {
 
-// Calls copy(patch_offset, image_offset, length) for every window (n, oy, ox), in that order, and
-// every kernel row ky: the part of the window's row inside the image is one contiguous run of the
-// image and of the window's patch, (kw * C) values at most. pad(patch_offset, length) gets the
-// parts of the patch that fall in the padding. Runs, not single taps: the work per call is a
-// vector loop, not a few values behind index arithmetic.
-template <class Copy, class Pad>
-void for_each_window_run(const ImageShape& s, const WindowAxis& rows, const WindowAxis& cols, Copy&& copy, Pad&& pad) {
-    const std::size_t run = cols.window * s.channels;
-    const std::size_t patch = rows.window * run;
-    std::size_t patch_offset = 0;
-    for (std::size_t n = 0; n < s.batch; ++n) {
-        for (std::size_t oy = 0; oy < rows.out; ++oy) {
-            for (std::size_t ox = 0; ox < cols.out; ++ox, patch_offset += patch) {
-                const auto first_column = static_cast<std::ptrdiff_t>(ox * cols.stride) - static_cast<std::ptrdiff_t>(cols.pad_before);
-                const auto kx_begin = static_cast<std::size_t>(std::clamp<std::ptrdiff_t>(-first_column, 0, std::ptrdiff_t(cols.window)));
-                const auto kx_end = static_cast<std::size_t>(std::clamp<std::ptrdiff_t>(std::ptrdiff_t(s.width) - first_column,
-                                                                                        std::ptrdiff_t(kx_begin), std::ptrdiff_t(cols.window)));
-                for (std::size_t ky = 0; ky < rows.window; ++ky) {
-                    const std::size_t row_offset = patch_offset + ky * run;
-                    const std::ptrdiff_t iy = source(rows, oy, ky);
-                    if (iy < 0) {
-                        pad(row_offset, run);
-                        continue;
-                    }
-                    if (kx_begin > 0) pad(row_offset, kx_begin * s.channels);
-                    const std::size_t image_offset =
-                        ((n * s.height + std::size_t(iy)) * s.width + std::size_t(first_column + std::ptrdiff_t(kx_begin))) * s.channels;
-                    copy(row_offset + kx_begin * s.channels, image_offset, (kx_end - kx_begin) * s.channels);
-                    if (kx_end < cols.window) pad(row_offset + kx_end * s.channels, (cols.window - kx_end) * s.channels);
-                }
-            }
-        }
-    }
-}
-
-// Rows (n, oy, ox) of (kh, kw, C) receptive-field values, zeros in the padding.
-template <class T>
-void im2col(const T* x, const ImageShape& s, const WindowAxis& rows, const WindowAxis& cols, T* patches) {
-    const std::size_t patch = rows.window * cols.window * s.channels;
-    const std::size_t run = cols.window * s.channels;  // one kernel row: contiguous in the image
-    if (inside_image(rows) && inside_image(cols)) {
-        // No padding to test for: each kernel row of each window is one copy. With one channel
-        // (a first layer) the copies are a few values each and the tests would dominate.
-        for (std::size_t n = 0; n < s.batch; ++n) {
-            for (std::size_t oy = 0; oy < rows.out; ++oy) {
-                T* window_row = patches + (n * rows.out + oy) * cols.out * patch;
-                for (std::size_t ky = 0; ky < rows.window; ++ky) {
-                    const T* image_row = x + (n * s.height + oy * rows.stride + ky) * s.width * s.channels;
-                    for (std::size_t ox = 0; ox < cols.out; ++ox) {
-                        const T* in = image_row + ox * cols.stride * s.channels;
-                        T* out = window_row + ox * patch + ky * run;
-                        for (std::size_t i = 0; i < run; ++i) out[i] = in[i];
-                    }
-                }
-            }
-        }
-        return;
-    }
-    for_each_window_run(
-        s, rows, cols,
-        [&](std::size_t patch_offset, std::size_t image_offset, std::size_t length) {
-            // A loop, not memcpy: with one or a few channels a call would cost more than the copy.
-            for (std::size_t i = 0; i < length; ++i) patches[patch_offset + i] = x[image_offset + i];
-        },
-        [&](std::size_t patch_offset, std::size_t length) { std::fill_n(patches + patch_offset, length, T(0)); });
-}
-
-// With one channel (a first layer), the patches transposed: (kh * kw) rows of one value per output
-// position, row `tap` holding that tap of every window. im2col's rows would be a few values copied
-// at a time; here each image row gives one contiguous run. gemm multiplies it transposed.
-template <class T>
-void im2col_transposed_single_channel(const T* x, const ImageShape& s, const WindowAxis& rows, const WindowAxis& cols,
-                                      T* patches) {
-    const std::size_t positions = s.batch * rows.out * cols.out;
-    for (std::size_t ky = 0; ky < rows.window; ++ky) {
-        for (std::size_t kx = 0; kx < cols.window; ++kx) {
-            T* tap_row = patches + (ky * cols.window + kx) * positions;
-            // The output columns whose tap lies inside the image: [ox_begin, ox_end).
-            std::size_t ox_begin = 0;
-            while (ox_begin < cols.out && source(cols, ox_begin, kx) < 0) ++ox_begin;
-            std::size_t ox_end = cols.out;
-            while (ox_end > ox_begin && source(cols, ox_end - 1, kx) < 0) --ox_end;
-            for (std::size_t n = 0; n < s.batch; ++n) {
-                for (std::size_t oy = 0; oy < rows.out; ++oy) {
-                    T* out = tap_row + (n * rows.out + oy) * cols.out;
-                    const std::ptrdiff_t iy = source(rows, oy, ky);
-                    if (iy < 0 || ox_begin == ox_end) {
-                        std::fill_n(out, cols.out, T(0));
-                        continue;
-                    }
-                    const T* image_row = x + (n * s.height + std::size_t(iy)) * s.width;
-                    // Column of output ox: ox * stride + shift (shift < 0 with padding before).
-                    const std::ptrdiff_t shift = source(cols, ox_begin, kx) - std::ptrdiff_t(ox_begin * cols.stride);
-                    std::fill_n(out, ox_begin, T(0));
-                    for (std::size_t ox = ox_begin; ox < ox_end; ++ox) out[ox] = image_row[std::ptrdiff_t(ox * cols.stride) + shift];
-                    std::fill_n(out + ox_end, cols.out - ox_end, T(0));
-                }
-            }
-        }
-    }
-}
-
-// The adjoint of im2col: adds each patch value back onto the input element it came from.
-template <class T>
-void col2im_add(const T* patches, const ImageShape& s, const WindowAxis& rows, const WindowAxis& cols, T* dx) {
-    for_each_window_run(
-        s, rows, cols,
-        [&](std::size_t patch_offset, std::size_t image_offset, std::size_t length) {
-            for (std::size_t i = 0; i < length; ++i) dx[image_offset + i] += patches[patch_offset + i];
-        },
-        [](std::size_t, std::size_t) {});
-}
-
 // Size of the patch matrix conv2d works on at a time.
 constexpr std::size_t patch_buffer_bytes = std::size_t(2) << 20;
+
+// Work worth handing to another thread: about 40-80 us, against a few to hand it over.
+constexpr double min_flops_per_task = double(1 << 22);
+
+// The kernel gradient sums the batch in groups of this many samples, the groups' sums then added
+// in order, so that the threads can take whole groups and the bits stay those of one thread.
+constexpr std::size_t samples_per_kernel_gradient_sum = 16;
 
 // Zeros around an image for the direct kernel, which only computes valid convolutions.
 struct Border {
@@ -247,18 +143,17 @@ std::vector<T> flipped_kernel(const T* kernel, std::size_t taps, std::size_t cha
     return flipped;
 }
 
-// dx (+)= the input gradient of a stride-1 conv2d by the direct kernel (needs
-// direct_conv_fits(channels, ...)); `beta` 0 overwrites dx.
+// dx (+)= the input gradient of a stride-1 conv2d by the direct kernel, from the kernel flipped by
+// flipped_kernel (needs direct_conv_fits(channels, ...)); `beta` 0 overwrites dx.
 template <class T>
 void direct_input_gradient(const T* dy, const ImageShape& s, const WindowAxis& rows, const WindowAxis& cols,
-                           const T* kernel, std::size_t filters, T beta, T* dx) {
+                           const T* flipped, std::size_t filters, T beta, T* dx) {
     const Border border = input_gradient_border(rows, cols);
-    const std::vector<T> flipped = flipped_kernel(kernel, rows.window * cols.window, s.channels, filters);
     std::vector<T> bordered;
     const std::size_t image_size = s.height * s.width * s.channels;
     for (std::size_t n = 0; n < s.batch; ++n) {
         const auto [image, row_stride] = with_border(dy, n, rows.out, cols.out, filters, border, bordered);
-        detail::direct_conv(image, flipped.data(), dx + n * image_size,
+        detail::direct_conv(image, flipped, dx + n * image_size,
                             {s.height, s.width, filters, s.channels, rows.window, cols.window, row_stride}, beta != T(0));
     }
 }
@@ -400,32 +295,54 @@ BasicTensor<T> convolve(const char* name, const BasicTensor<T>& x, const BasicTe
         if (epilogue == Epilogue::bias) internal::add_bias<false>(out, bias->value().data(), out, values);
         if (epilogue == Epilogue::bias_relu) internal::add_bias<true>(out, bias->value().data(), out, values);
     };
-    if (direct && positions > 0) {
-        direct_forward(x.value().data(), s, rows, cols, kernel.value().data(), filters, y.data(), finish);
-    } else if (winograd && positions > 0) {
-        const PooledArray<T> transformed(winograd_kernel(kernel.value().data(), s.channels, filters));
-        winograd_images(x.value().data(), s.batch, s.height, s.width, s.channels, padding_border(rows, cols),
-                        transformed.values.data(), filters, false, y.data(), finish);
-    } else if (s.batch > 0 && positions > 0 && filters > 0) {
-        // Pooled and not zero-filled: im2col writes every element (zeros in the padding).
-        PooledArray<T> patches(pooled_empty<T>({std::min(chunk, s.batch) * positions * patch}));
-        for (std::size_t first = 0; first < s.batch; first += chunk) {
-            const ImageShape part{std::min(chunk, s.batch - first), s.height, s.width, s.channels};
-            const std::size_t m = part.batch * positions;
-            const T* image = x.value().data() + first * image_size;
-            T* out = y.data() + first * positions * filters;
-            if (s.channels == 1) {
-                im2col_transposed_single_channel(image, part, rows, cols, patches.values.data());
-                detail::gemm<T>(true, false, m, filters, patch, T(1), patches.values.data(), m, kernel.value().data(),
-                                filters, T(0), out, filters);
-            } else {
-                im2col(image, part, rows, cols, patches.values.data());
-                detail::gemm<T>(false, false, m, filters, patch, T(1), patches.values.data(), patch, kernel.value().data(),
-                                filters, T(0), out, filters);
+    const double flops_per_sample = 2.0 * double(positions) * double(patch) * double(filters);
+    const std::size_t min_samples_per_task = std::size_t(min_flops_per_task / std::max(1.0, flops_per_sample)) + 1;
+    const PooledArray<T> transformed(winograd ? winograd_kernel(kernel.value().data(), s.channels, filters) : pooled_empty<T>({0}));
+    // Samples [first, last): each output sample depends on its input sample alone, so the threads'
+    // ranges give the same bits as one pass.
+    const auto forward = [&](std::size_t first, std::size_t last) {
+        const ImageShape part{last - first, s.height, s.width, s.channels};
+        const T* images = x.value().data() + first * image_size;
+        T* out = y.data() + first * positions * filters;
+        const auto finish_part = [&](std::size_t n, std::size_t count) { finish(first + n, count); };
+        if (direct) {
+            direct_forward(images, part, rows, cols, kernel.value().data(), filters, out, finish_part);
+        } else if (winograd) {
+            winograd_images(images, part.batch, s.height, s.width, s.channels, padding_border(rows, cols),
+                            transformed.values.data(), filters, false, out, finish_part);
+        } else {
+            // Pooled and not zero-filled: im2col writes every element (zeros in the padding).
+            PooledArray<T> patches(pooled_empty<T>({std::min(chunk, part.batch) * positions * patch}));
+            for (std::size_t n = 0; n < part.batch; n += chunk) {
+                const ImageShape piece{std::min(chunk, part.batch - n), s.height, s.width, s.channels};
+                const std::size_t m = piece.batch * positions;
+                const T* image = images + n * image_size;
+                T* piece_out = out + n * positions * filters;
+                if (s.channels == 1) {
+                    im2col_transposed_single_channel(image, piece, rows, cols, patches.values.data());
+                    detail::gemm<T>(true, false, m, filters, patch, T(1), patches.values.data(), m, kernel.value().data(),
+                                    filters, T(0), piece_out, filters);
+                } else {
+                    im2col(image, piece, rows, cols, patches.values.data());
+                    detail::gemm<T>(false, false, m, filters, patch, T(1), patches.values.data(), patch,
+                                    kernel.value().data(), filters, T(0), piece_out, filters);
+                }
+                finish_part(n, piece.batch);
             }
-            finish(first, part.batch);
+        }
+    };
+    if (s.batch > 0 && positions > 0 && filters > 0) {
+        if (direct || winograd) {
+            detail::run_ranges(s.batch, min_samples_per_task, forward);
+        } else {
+            // Whole chunks: a product's last bits can depend on its number of rows.
+            const std::size_t chunks = (s.batch + chunk - 1) / chunk;
+            detail::run_ranges(chunks, min_samples_per_task / chunk + 1, [&](std::size_t first, std::size_t last) {
+                forward(first * chunk, std::min(s.batch, last * chunk));
+            });
         }
     }
+
     auto inputs = bias ? std::vector<BasicTensor<T>>{x, kernel, *bias} : std::vector<BasicTensor<T>>{x, kernel};
     return make_op<T>(name, std::move(y), std::move(inputs), [=](Node<T>& out) {
         Node<T>& input = *out.inputs[0];
@@ -450,60 +367,94 @@ BasicTensor<T> convolve(const char* name, const BasicTensor<T>& x, const BasicTe
             }
         }
         if (s.batch == 0 || positions == 0 || filters == 0) return;
-        // The patches are rebuilt chunk by chunk rather than kept from the forward pass: im2col is
-        // cheap next to the products, and the working set stays in cache.
-        const std::size_t patch_values = std::min(chunk, s.batch) * positions * patch;
         const bool patch_kernel_gradient = weights.requires_grad && !direct && !winograd;
-        PooledArray<T> patches(pooled_empty<T>({patch_kernel_gradient ? patch_values : 0}));
         const bool patch_gradients = input.requires_grad && !direct_input_grad && !winograd_input_grad;
-        PooledArray<T> patch_grads(pooled_empty<T>({patch_gradients ? patch_values : 0}));
         T* kernel_grad = nullptr;
-        T kernel_beta = T(1);  // the first chunk may overwrite a fresh kernel gradient, the rest add
+        T kernel_beta = T(1);
         if (weights.requires_grad) std::tie(kernel_grad, kernel_beta) = grad_destination(weights);
         T* input_grad = nullptr;
         T input_beta = T(1);
+        if (patch_gradients) input_grad = grad_buffer(input).data();
         if (input.requires_grad && !patch_gradients) std::tie(input_grad, input_beta) = grad_destination(input);
-        // Winograd works sample by sample over the whole batch (no patch matrix to keep small);
-        // its kernel gradient sums in the transformed domain first.
-        if (weights.requires_grad && winograd) {
-            winograd_kernel_gradient(input.value.data(), s.batch, s.height, s.width, s.channels, padding_border(rows, cols),
-                                     output_grad, filters, kernel_beta != T(0), kernel_grad);
+        // The input gradient convolves dy with the kernel flipped (and, for Winograd, transformed).
+        std::vector<T> flipped;
+        if (input.requires_grad && (direct_input_grad || winograd_input_grad)) {
+            flipped = flipped_kernel(weights.value.data(), rows.window * cols.window, s.channels, filters);
         }
-        if (input.requires_grad && winograd_input_grad) {
-            const std::vector<T> flipped = flipped_kernel(weights.value.data(), rows.window * cols.window, s.channels, filters);
-            const PooledArray<T> transformed(winograd_kernel(flipped.data(), filters, s.channels));
-            winograd_images(output_grad, s.batch, rows.out, cols.out, filters, input_gradient_border(rows, cols),
-                            transformed.values.data(), s.channels, input_beta != T(0), input_grad, nothing_more);
-        }
-        for (std::size_t first = 0; first < s.batch; first += chunk) {
-            const ImageShape part{std::min(chunk, s.batch - first), s.height, s.width, s.channels};
-            const std::size_t m = part.batch * positions;
+        const PooledArray<T> transformed_flipped(winograd_input_grad && input.requires_grad
+                                                     ? winograd_kernel(flipped.data(), filters, s.channels)
+                                                     : pooled_empty<T>({0}));
+        // The kernel gradient sums over the batch in fixed groups of samples, each group's sum
+        // then added in group order: the threads take whole groups, so the bits do not depend on
+        // how many there are.
+        const std::size_t groups = (s.batch + samples_per_kernel_gradient_sum - 1) / samples_per_kernel_gradient_sum;
+        PooledArray<T> group_sums(pooled_empty<T>({weights.requires_grad && groups > 1 ? groups * kernel_values : 0}));
+        // Samples [first, last), their kernel gradient written to (or, with beta 1, added onto) `sum`.
+        const auto backward = [&](std::size_t first, std::size_t last, T* sum, T beta) {
+            const ImageShape part{last - first, s.height, s.width, s.channels};
+            const T* images = input.value.data() + first * image_size;
             const T* dy = output_grad + first * positions * filters;
             if (weights.requires_grad && direct) {
-                direct_kernel_gradient(input.value.data() + first * image_size, part, rows, cols, dy, filters,
-                                       kernel_beta, kernel_grad);
-                kernel_beta = T(1);
-            } else if (patch_kernel_gradient) {
-                const T* image = input.value.data() + first * image_size;
-                if (s.channels == 1) {
-                    im2col_transposed_single_channel(image, part, rows, cols, patches.values.data());
-                    detail::gemm<T>(false, false, patch, filters, m, T(1), patches.values.data(), m, dy, filters,
-                                    kernel_beta, kernel_grad, filters);
-                } else {
-                    im2col(image, part, rows, cols, patches.values.data());
-                    detail::gemm<T>(true, false, patch, filters, m, T(1), patches.values.data(), patch, dy, filters,
-                                    kernel_beta, kernel_grad, filters);
-                }
-                kernel_beta = T(1);
+                direct_kernel_gradient(images, part, rows, cols, dy, filters, beta, sum);
+            } else if (weights.requires_grad && winograd) {
+                winograd_kernel_gradient(images, part.batch, s.height, s.width, s.channels, padding_border(rows, cols), dy,
+                                         filters, beta != T(0), sum);
             }
-            if (patch_gradients) {
-                detail::gemm<T>(false, true, m, patch, filters, T(1), dy, filters, weights.value.data(), filters, T(0),
-                                patch_grads.values.data(), patch);
-                col2im_add(patch_grads.values.data(), part, rows, cols, grad_buffer(input).data() + first * image_size);
-            } else if (input.requires_grad && !winograd_input_grad) {
-                // Each chunk has its own part of dx (a fresh gradient is written in every chunk).
-                direct_input_gradient(dy, part, rows, cols, weights.value.data(), filters, input_beta,
-                                      input_grad + first * image_size);
+            if (input.requires_grad && direct_input_grad) {
+                direct_input_gradient(dy, part, rows, cols, flipped.data(), filters, input_beta, input_grad + first * image_size);
+            } else if (input.requires_grad && winograd_input_grad) {
+                winograd_images(dy, part.batch, rows.out, cols.out, filters, input_gradient_border(rows, cols),
+                                transformed_flipped.values.data(), s.channels, input_beta != T(0),
+                                input_grad + first * image_size, nothing_more);
+            }
+            if (!patch_kernel_gradient && !patch_gradients) return;
+            // The patches are rebuilt chunk by chunk rather than kept from the forward pass:
+            // im2col is cheap next to the products, and the working set stays in cache.
+            const std::size_t patch_values = std::min(chunk, part.batch) * positions * patch;
+            PooledArray<T> patches(pooled_empty<T>({patch_kernel_gradient ? patch_values : 0}));
+            PooledArray<T> patch_grads(pooled_empty<T>({patch_gradients ? patch_values : 0}));
+            for (std::size_t n = 0; n < part.batch; n += chunk) {
+                const ImageShape piece{std::min(chunk, part.batch - n), s.height, s.width, s.channels};
+                const std::size_t m = piece.batch * positions;
+                const T* image = images + n * image_size;
+                const T* piece_dy = dy + n * positions * filters;
+                if (patch_kernel_gradient && s.channels == 1) {
+                    im2col_transposed_single_channel(image, piece, rows, cols, patches.values.data());
+                    detail::gemm<T>(false, false, patch, filters, m, T(1), patches.values.data(), m, piece_dy, filters, beta,
+                                    sum, filters);
+                } else if (patch_kernel_gradient) {
+                    im2col(image, piece, rows, cols, patches.values.data());
+                    detail::gemm<T>(true, false, patch, filters, m, T(1), patches.values.data(), patch, piece_dy, filters,
+                                    beta, sum, filters);
+                }
+                beta = T(1);
+                if (patch_gradients) {
+                    detail::gemm<T>(false, true, m, patch, filters, T(1), piece_dy, filters, weights.value.data(), filters,
+                                    T(0), patch_grads.values.data(), patch);
+                    col2im_add(patch_grads.values.data(), piece, rows, cols, input_grad + (first + n) * image_size);
+                }
+            }
+        };
+        const std::size_t min_groups_per_task =
+            std::size_t(min_flops_per_task / (2.0 * flops_per_sample * double(samples_per_kernel_gradient_sum))) + 1;
+        detail::run_ranges(groups, min_groups_per_task, [&](std::size_t first_group, std::size_t last_group) {
+            for (std::size_t group = first_group; group < last_group; ++group) {
+                const std::size_t first = group * samples_per_kernel_gradient_sum;
+                const std::size_t last = std::min(s.batch, first + samples_per_kernel_gradient_sum);
+                if (groups == 1) {
+                    backward(first, last, kernel_grad, kernel_beta);
+                } else {
+                    backward(first, last, weights.requires_grad ? group_sums.values.data() + group * kernel_values : nullptr, T(0));
+                }
+            }
+        });
+        if (!weights.requires_grad || groups == 1) return;
+        for (std::size_t group = 0; group < groups; ++group) {
+            const T* group_sum = group_sums.values.data() + group * kernel_values;
+            if (group == 0 && kernel_beta == T(0)) {
+                std::copy_n(group_sum, kernel_values, kernel_grad);
+            } else {
+                for (std::size_t i = 0; i < kernel_values; ++i) kernel_grad[i] += group_sum[i];
             }
         }
     });

@@ -157,6 +157,17 @@ void run_indices(std::size_t count, const std::function<void(std::size_t)>& body
     });
 }
 
+void run_ranges(std::size_t count, std::size_t min_per_range, const std::function<void(std::size_t, std::size_t)>& body) {
+    if (count == 0) return;
+    const std::size_t ranges =
+        in_task ? 1 : std::clamp<std::size_t>(count / std::max<std::size_t>(1, min_per_range), 1, std::size_t(ops::num_threads()));
+    if (ranges == 1) {
+        body(0, count);
+        return;
+    }
+    run_tasks(ranges, [&](std::size_t k) { body(k * count / ranges, (k + 1) * count / ranges); });
+}
+
 }  // namespace xtnn::detail
 
 namespace xtnn::ops {

@@ -18,6 +18,13 @@ void run_tasks(std::size_t count, const std::function<void(std::size_t)>& task);
 /// takes k, k + threads, ...), returning when all are done. The same caveats as run_tasks.
 void run_indices(std::size_t count, const std::function<void(std::size_t)>& body);
 
+/// Cuts [0, count) into consecutive ranges, one per thread but none of fewer than `min_per_range`
+/// items (one range when count is smaller, or when the caller is itself a task), and runs
+/// body(begin, end) for each as run_tasks does. Where the cuts fall depends on the thread count:
+/// the caller makes its result independent of them (each item computed on its own, or sums over
+/// fixed groups of items).
+void run_ranges(std::size_t count, std::size_t min_per_range, const std::function<void(std::size_t, std::size_t)>& body);
+
 /// Makes OpenBLAS single-threaded, once, remembering its thread count as xtnn's default.
 void claim_blas_threads();
 

@@ -434,8 +434,8 @@ History Model::train(const std::vector<InputRows>& x, const std::vector<xt::xarr
         for (const auto& callback : callbacks) callback->on_epoch_end(epoch, logs);
         agree_to_stop();
     }
-    // The steps' buffers go back to the system, from every thread that ran slices.
-    detail::run_tasks(slices.size(), [](std::size_t) { detail::release_pooled_arrays<float>(); });
+    // The steps' buffers go back to the system, from every thread that ran slices or an op's share.
+    detail::run_tasks(std::size_t(ops::num_threads()), [](std::size_t) { detail::release_pooled_arrays<float>(); });
     for (const auto& callback : callbacks) callback->on_train_end({});
     return history;
 }
