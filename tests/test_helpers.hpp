@@ -64,8 +64,9 @@ inline Sequential book_model() {
 }
 
 /// Same shape and the same bits in every element.
-inline bool bitwise_equal(const xt::xarray<float>& a, const xt::xarray<float>& b) {
-    return a.shape() == b.shape() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+template <class T>
+bool bitwise_equal(const xt::xarray<T>& a, const xt::xarray<T>& b) {
+    return a.shape() == b.shape() && std::memcmp(a.data(), b.data(), a.size() * sizeof(T)) == 0;
 }
 
 /// The message of the `E` that `action` throws, or "(no error)".

@@ -929,6 +929,43 @@ TEST_CASE("batch_norm matches its definition; the statistics it reports are the 
                          doctest::Contains("batch_norm_inference: a per-channel parameter of shape (4,)"), ShapeError);
 }
 
+TEST_CASE("batch_norm over several groups of rows: values, statistics and gradients as by the definition") {
+    // 10001 rows: sums over groups of 4096 rows, added in order.
+    const std::size_t rows = 10001;
+    const auto x = uniform({rows, 3}, 27, -3.0, 3.0), dy = uniform({rows, 3}, 28);
+    const xt::xarray<double> gamma{2.0, 0.5, -1.0}, beta{0.1, -0.2, 0.3};
+    xt::xarray<double> mean, variance;
+    TensorD input = TensorD::parameter(x), g = TensorD::parameter(gamma), b = TensorD::parameter(beta);
+    const TensorD y = ops::batch_norm(input, g, b, 1e-3, mean, variance);
+    y.backward(dy);
+    for (std::size_t c = 0; c < 3; ++c) {
+        double m = 0, v = 0;
+        for (std::size_t r = 0; r < rows; ++r) m += x(r, c);
+        m /= double(rows);
+        for (std::size_t r = 0; r < rows; ++r) v += (x(r, c) - m) * (x(r, c) - m);
+        v /= double(rows);
+        const double inverse_std = 1.0 / std::sqrt(v + 1e-3);
+        CHECK(mean(c) == doctest::Approx(m).epsilon(1e-13));
+        CHECK(variance(c) == doctest::Approx(v).epsilon(1e-13));
+        double dgamma = 0, dbeta = 0;
+        for (std::size_t r = 0; r < rows; ++r) {
+            dgamma += dy(r, c) * (x(r, c) - m) * inverse_std;
+            dbeta += dy(r, c);
+        }
+        CHECK(g.grad()(c) == doctest::Approx(dgamma).epsilon(1e-11));
+        CHECK(b.grad()(c) == doctest::Approx(dbeta).epsilon(1e-11));
+        std::size_t wrong = 0;
+        for (std::size_t r = 0; r < rows; ++r) {
+            const double normalized = (x(r, c) - m) * inverse_std;
+            const double expected_y = gamma(c) * normalized + beta(c);
+            const double expected_dx =
+                gamma(c) * inverse_std * (dy(r, c) - dbeta / double(rows) - normalized * dgamma / double(rows));
+            wrong += std::abs(y.value()(r, c) - expected_y) > 1e-12 || std::abs(input.grad()(r, c) - expected_dx) > 1e-11;
+        }
+        CHECK(wrong == 0);
+    }
+}
+
 TEST_CASE("gradient checks: layer_norm, maximum, minimum, concatenate") {
     for (Shape shape : {Shape{5, 4}, Shape{2, 3, 4}}) {
         INFO("shape " << shape_to_string(shape));

@@ -158,6 +158,34 @@ TEST_CASE("a convolution spreads its samples over the threads with the bits of o
     }
 }
 
+TEST_CASE("batch normalization spreads its rows over the threads with the bits of one thread") {
+    // 8100 rows of 16 channels: two groups of the per-channel sums, several tasks' worth of values.
+    // In double, where a sum taken in another order would show in the results' last bits (in float
+    // the double sums' last bits vanish when rounded).
+    const xt::xarray<double> x = testing::uniform({9, 30, 30, 16}, 95, -2.0, 2.0);
+    const xt::xarray<double> gamma = testing::uniform({16}, 96, 0.5, 1.5), beta = testing::uniform({16}, 97);
+    const xt::xarray<double> moving_mean = testing::uniform({16}, 98), moving_variance = testing::uniform({16}, 99, 0.5, 2.0);
+    const xt::xarray<double> weights = testing::uniform({9, 30, 30, 16}, 100);
+    auto run = [&](int thread_count, bool training) {
+        const ThreadCount threads(thread_count);
+        TensorD in = TensorD::parameter(x), g = TensorD::parameter(gamma), b = TensorD::parameter(beta);
+        xt::xarray<double> mean, variance;
+        const TensorD y = training ? ops::batch_norm_relu(in, g, b, 1e-3, mean, variance)
+                                   : ops::batch_norm_inference_relu(in, moving_mean, moving_variance, g, b, 1e-3);
+        ops::sum(ops::mul(y, TensorD::constant(weights))).backward();
+        return std::vector<xt::xarray<double>>{y.value(), in.grad(), g.grad(), b.grad()};
+    };
+    for (bool training : {true, false}) {
+        INFO((training ? "batch statistics" : "moving statistics"));
+        const auto one = run(1, training);
+        for (int thread_count : {2, 3}) {
+            INFO(thread_count << " threads");
+            const auto many = run(thread_count, training);
+            for (std::size_t i = 0; i < one.size(); ++i) CHECK(bitwise_equal(one[i], many[i]));
+        }
+    }
+}
+
 TEST_CASE("predict and evaluate give the same bits on one and two threads") {
     digits();
     set_random_seed(8);

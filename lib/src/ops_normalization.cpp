@@ -1,9 +1,12 @@
 // Normalization ops over the last axis (channels-last): batch normalization with the batch's own
 // statistics while training, and with given (moving) statistics at inference; layer
 // normalization with each row's own statistics. Per-channel sums
-// are accumulated in double, so float results do not depend on how many rows a batch has.
+// are accumulated in double, so float results do not depend on how many rows a batch has. The
+// passes over the rows are spread over the threads, the sums by fixed groups of rows, so the bits
+// do not depend on the thread count.
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <initializer_list>
 #include <utility>
@@ -14,6 +17,7 @@
 #include "xtnn/autodiff.hpp"
 #include "xtnn/ops.hpp"
 #include "ops_internal.hpp"
+#include "parallel.hpp"
 
 namespace xtnn::ops {
 
@@ -26,6 +30,49 @@ struct Channels {
     std::size_t rows;
     std::size_t width;
 };
+
+// Rows a group of the per-channel sums adds up from zero; the groups' sums are then added in
+// order, so the threads can take whole groups and the bits stay those of one thread.
+constexpr std::size_t rows_per_sum_group = 4096;
+
+// Values a thread's share of a pass holds at least: some tens of microseconds of work, against a
+// few to hand it over.
+constexpr std::size_t min_values_per_task = std::size_t(1) << 16;
+
+// Runs pass(first, last) over the rows [0, rows) of `width` values, cut over the threads.
+template <class Pass>
+void over_rows(std::size_t rows, std::size_t width, Pass&& pass) {
+    detail::run_ranges(rows, std::max<std::size_t>(1, min_values_per_task / std::max<std::size_t>(1, width)), pass);
+}
+
+// `Count` per-channel sums over the rows: add_rows(first, last, sums) adds the terms of rows
+// [first, last) onto sums[k][c], for each group of rows_per_sum_group rows, the threads taking
+// whole groups; the groups' sums are added in group order.
+template <std::size_t Count, class Width, class AddRows>
+auto sum_over_rows(std::size_t rows, Width width, AddRows&& add_rows) {
+    using Sums = std::array<decltype(per_channel(width, 0.0)), Count>;
+    const auto zeros = [&] {
+        Sums sums;
+        for (auto& sum : sums) sum = per_channel(width, 0.0);
+        return sums;
+    };
+    const std::size_t groups = std::max<std::size_t>(1, (rows + rows_per_sum_group - 1) / rows_per_sum_group);
+    std::vector<Sums> group_sums(groups, zeros());
+    const std::size_t min_groups_per_task =
+        std::max<std::size_t>(1, min_values_per_task / (rows_per_sum_group * std::max<std::size_t>(1, width)));
+    detail::run_ranges(groups, min_groups_per_task, [&](std::size_t first_group, std::size_t last_group) {
+        for (std::size_t group = first_group; group < last_group; ++group) {
+            add_rows(group * rows_per_sum_group, std::min(rows, (group + 1) * rows_per_sum_group), group_sums[group]);
+        }
+    });
+    Sums total = group_sums[0];
+    for (std::size_t group = 1; group < groups; ++group) {
+        for (std::size_t k = 0; k < Count; ++k) {
+            for (std::size_t c = 0; c < width; ++c) total[k][c] += group_sums[group][k][c];
+        }
+    }
+    return total;
+}
 
 // The first `width` values of `values` (a vector or a 1-D array) as per_channel's local row.
 template <class Values, class Width>
@@ -105,19 +152,22 @@ struct Normalization {
         const T* y = node.value.data();
         std::vector<double> dgamma(channels.width), dbeta(channels.width);
         with_row_width(channels.width, [&](auto width) {
-            auto gamma_sums = per_channel(width, 0.0), beta_sums = per_channel(width, 0.0);
             const auto centres = copy_of(centre, width), inverse_stds = copy_of(inverse_std, width);
-            auto row = per_channel(width, T(0));
-            for (std::size_t r = 0; r < channels.rows; ++r) {
-                const T* passed = passed_row<Relu>(y, dy, r, width, row);
-                for (std::size_t c = 0; c < width; ++c) {
-                    const std::size_t i = r * width + c;
-                    gamma_sums[c] += double(passed[c]) * double((x[i] - centres[c]) * inverse_stds[c]);
-                    beta_sums[c] += double(passed[c]);
+            const auto sums = sum_over_rows<2>(channels.rows, width, [&](std::size_t first, std::size_t last, auto& group) {
+                auto gamma_sums = group[0], beta_sums = group[1];
+                auto row = per_channel(width, T(0));
+                for (std::size_t r = first; r < last; ++r) {
+                    const T* passed = passed_row<Relu>(y, dy, r, width, row);
+                    for (std::size_t c = 0; c < width; ++c) {
+                        const std::size_t i = r * width + c;
+                        gamma_sums[c] += double(passed[c]) * double((x[i] - centres[c]) * inverse_stds[c]);
+                        beta_sums[c] += double(passed[c]);
+                    }
                 }
-            }
-            std::copy_n(gamma_sums.begin(), std::size_t(width), dgamma.begin());
-            std::copy_n(beta_sums.begin(), std::size_t(width), dbeta.begin());
+                group = {gamma_sums, beta_sums};
+            });
+            std::copy_n(sums[0].begin(), std::size_t(width), dgamma.begin());
+            std::copy_n(sums[1].begin(), std::size_t(width), dbeta.begin());
         });
         for (auto [input, sums] : {std::pair{node.inputs[1].get(), &dgamma}, std::pair{node.inputs[2].get(), &dbeta}}) {
             if (!input->requires_grad) continue;
@@ -145,17 +195,24 @@ BasicTensor<T> normalize_batch(const char* op, const BasicTensor<T>& x, const Ba
     xt::xarray<T> y = pooled_empty<T>(x.shape());
     T* out = y.data();
     with_row_width(channels.width, [&](auto width) {
-        auto mean = per_channel(width, 0.0), variance = per_channel(width, 0.0);
-        for (std::size_t r = 0; r < channels.rows; ++r) {
-            for (std::size_t c = 0; c < width; ++c) mean[c] += double(in[r * width + c]);
-        }
-        for (auto& m : mean) m /= double(channels.rows);
-        for (std::size_t r = 0; r < channels.rows; ++r) {
-            for (std::size_t c = 0; c < width; ++c) {
-                const double centered = double(in[r * width + c]) - mean[c];
-                variance[c] += centered * centered;
+        auto mean = sum_over_rows<1>(channels.rows, width, [&](std::size_t first, std::size_t last, auto& group) {
+            auto sums = group[0];
+            for (std::size_t r = first; r < last; ++r) {
+                for (std::size_t c = 0; c < width; ++c) sums[c] += double(in[r * width + c]);
             }
-        }
+            group[0] = sums;
+        })[0];
+        for (auto& m : mean) m /= double(channels.rows);
+        auto variance = sum_over_rows<1>(channels.rows, width, [&](std::size_t first, std::size_t last, auto& group) {
+            auto sums = group[0];
+            for (std::size_t r = first; r < last; ++r) {
+                for (std::size_t c = 0; c < width; ++c) {
+                    const double centered = double(in[r * width + c]) - mean[c];
+                    sums[c] += centered * centered;
+                }
+            }
+            group[0] = sums;
+        })[0];
         for (std::size_t c = 0; c < width; ++c) {
             variance[c] /= double(channels.rows);
             batch_mean(c) = kept.centre[c] = T(mean[c]);
@@ -164,12 +221,14 @@ BasicTensor<T> normalize_batch(const char* op, const BasicTensor<T>& x, const Ba
         }
         const auto g = copy_of(gamma.value(), width), b = copy_of(beta.value(), width);
         const auto centres = copy_of(kept.centre, width), inverse_stds = copy_of(kept.inverse_std, width);
-        for (std::size_t r = 0; r < channels.rows; ++r) {
-            for (std::size_t c = 0; c < width; ++c) {
-                const std::size_t i = r * width + c;
-                out[i] = relu_if<Relu>(T(g[c] * ((in[i] - centres[c]) * inverse_stds[c]) + b[c]));
+        over_rows(channels.rows, width, [&](std::size_t first, std::size_t last) {
+            for (std::size_t r = first; r < last; ++r) {
+                for (std::size_t c = 0; c < width; ++c) {
+                    const std::size_t i = r * width + c;
+                    out[i] = relu_if<Relu>(T(g[c] * ((in[i] - centres[c]) * inverse_stds[c]) + b[c]));
+                }
             }
-        }
+        });
     });
     return make_op<T>(op, std::move(y), {x, gamma, beta}, [kept](Node<T>& node) {
         // Named pairs, not structured bindings: the lambda below uses them (clang 14 cannot).
@@ -198,16 +257,18 @@ BasicTensor<T> normalize_batch(const char* op, const BasicTensor<T>& x, const Ba
                 scale[c] = double(g[c]) * double(kept.inverse_std[c]);
             }
             const auto centres = copy_of(kept.centre, width), inverse_stds = copy_of(kept.inverse_std, width);
-            auto row = per_channel(width, T(0));
-            for (std::size_t r = 0; r < channels.rows; ++r) {
-                const T* passed = passed_row<Relu>(y, dy, r, width, row);
-                for (std::size_t c = 0; c < width; ++c) {
-                    const std::size_t i = r * width + c;
-                    const double normalized = double((value[i] - centres[c]) * inverse_stds[c]);
-                    const double centred_grad = double(passed[c]) - mean_dy[c] - normalized * mean_dy_normalized[c];
-                    dx[i] = (fresh ? T(0) : dx[i]) + T(scale[c] * centred_grad);
+            over_rows(channels.rows, width, [&](std::size_t first, std::size_t last) {
+                auto row = per_channel(width, T(0));
+                for (std::size_t r = first; r < last; ++r) {
+                    const T* passed = passed_row<Relu>(y, dy, r, width, row);
+                    for (std::size_t c = 0; c < width; ++c) {
+                        const std::size_t i = r * width + c;
+                        const double normalized = double((value[i] - centres[c]) * inverse_stds[c]);
+                        const double centred_grad = double(passed[c]) - mean_dy[c] - normalized * mean_dy_normalized[c];
+                        dx[i] = (fresh ? T(0) : dx[i]) + T(scale[c] * centred_grad);
+                    }
                 }
-            }
+            });
         });
     });
 }
@@ -229,12 +290,14 @@ BasicTensor<T> normalize_with(const char* op, const BasicTensor<T>& x, const xt:
     T* out = y.data();
     with_row_width(channels.width, [&](auto width) {
         const auto centres = copy_of(kept.centre, width), scales = copy_of(scale, width), b = copy_of(beta.value(), width);
-        for (std::size_t r = 0; r < channels.rows; ++r) {
-            for (std::size_t c = 0; c < width; ++c) {
-                const std::size_t i = r * width + c;
-                out[i] = relu_if<Relu>(T((in[i] - centres[c]) * scales[c] + b[c]));
+        over_rows(channels.rows, width, [&](std::size_t first, std::size_t last) {
+            for (std::size_t r = first; r < last; ++r) {
+                for (std::size_t c = 0; c < width; ++c) {
+                    const std::size_t i = r * width + c;
+                    out[i] = relu_if<Relu>(T((in[i] - centres[c]) * scales[c] + b[c]));
+                }
             }
-        }
+        });
     });
     return make_op<T>(op, std::move(y), {x, gamma, beta}, [kept, scale](Node<T>& node) {
         kept.template parameter_grads<Relu>(node);
@@ -246,11 +309,13 @@ BasicTensor<T> normalize_with(const char* op, const BasicTensor<T>& x, const xt:
         const Channels channels = kept.channels;
         with_row_width(channels.width, [&](auto width) {
             const auto scales = copy_of(scale, width);
-            auto row = per_channel(width, T(0));
-            for (std::size_t r = 0; r < channels.rows; ++r) {
-                const T* passed = passed_row<Relu>(y, dy, r, width, row);
-                for (std::size_t c = 0; c < width; ++c) dx[r * width + c] += passed[c] * scales[c];
-            }
+            over_rows(channels.rows, width, [&](std::size_t first, std::size_t last) {
+                auto row = per_channel(width, T(0));
+                for (std::size_t r = first; r < last; ++r) {
+                    const T* passed = passed_row<Relu>(y, dy, r, width, row);
+                    for (std::size_t c = 0; c < width; ++c) dx[r * width + c] += passed[c] * scales[c];
+                }
+            });
         });
     });
 }
