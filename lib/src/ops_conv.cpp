@@ -26,6 +26,7 @@
 #include "gemm.hpp"
 #include "ops_internal.hpp"
 #include "ops_window.hpp"
+#include "parallel.hpp"
 #include "xtnn/array_pool.hpp"
 #include "xtnn/autodiff.hpp"
 #include "xtnn/ops.hpp"
