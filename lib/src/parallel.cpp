@@ -82,7 +82,10 @@ public:
         task_ = &task;
         count_ = count;
         errors_.assign(count, nullptr);
-        pending_.store(count - 1, std::memory_order_relaxed);
+        // Every worker answers, those without a task too: none may still be reading count_ when
+        // the next call rewrites it (a worker that skipped one call would take the next call's
+        // count for this one's and run its task twice).
+        pending_.store(static_cast<std::uint32_t>(workers_.size()), std::memory_order_relaxed);
         generation_.fetch_add(1, std::memory_order_release);
         generation_.notify_all();
         try {
@@ -103,11 +106,12 @@ private:
         for (;;) {
             seen = wait_until(generation_, [seen](std::uint32_t generation) { return generation != seen; });
             if (stopping_) return;
-            if (index >= count_) continue;
-            try {
-                run_one(*task_, index);
-            } catch (...) {
-                errors_[index] = std::current_exception();
+            if (index < count_) {
+                try {
+                    run_one(*task_, index);
+                } catch (...) {
+                    errors_[index] = std::current_exception();
+                }
             }
             if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) pending_.notify_all();
         }
