@@ -2,7 +2,8 @@
 
 #include "xtnn/array_pool.hpp"
 
-#include <unordered_set>
+#include <atomic>
+#include <cstdint>
 
 #include <xtensor/xbuilder.hpp>
 
@@ -137,7 +138,6 @@ xt::xarray<T>& BasicTensor<T>::mutable_grad() {
 template <class T>
 void BasicTensor<T>::zero_grad() {
     node_->has_grad = false;
-    node_->grad = xt::xarray<T>();
 }
 
 template <class T>
@@ -152,19 +152,28 @@ void BasicTensor<T>::backward() const {
 
 namespace {
 
-// Nodes in an order where each comes after every node computed from it (reverse topological
-// order from the root). Iterative, so deep graphs cannot overflow the stack.
+// Each backward pass has its own number, to mark the nodes it has reached without a set.
+std::atomic<std::uint64_t> passes_started{0};
+
+// The nodes with a backward function, each after every node computed from it (reverse
+// topological order from the root). Leaves are left out and never marked: they have nothing to
+// pass on, and a model's weights are leaves that threads running slices of one batch reach at
+// once. Iterative, so deep graphs cannot overflow the stack.
 template <class T>
 std::vector<Node<T>*> reverse_topological_order(Node<T>* root) {
+    if (root->is_leaf()) return {};
+    const std::uint64_t pass = ++passes_started;
     std::vector<Node<T>*> post_order;
-    std::unordered_set<Node<T>*> visited;
     std::vector<std::pair<Node<T>*, std::size_t>> stack{{root, 0}};
-    visited.insert(root);
+    root->last_pass = pass;
     while (!stack.empty()) {
         auto& [node, next_input] = stack.back();
         if (next_input < node->inputs.size()) {
             Node<T>* input = node->inputs[next_input++].get();
-            if (input->requires_grad && visited.insert(input).second) stack.emplace_back(input, 0);
+            if (input->requires_grad && !input->is_leaf() && input->last_pass != pass) {
+                input->last_pass = pass;
+                stack.emplace_back(input, 0);
+            }
         } else {
             post_order.push_back(node);
             stack.pop_back();
@@ -189,10 +198,8 @@ void BasicTensor<T>::backward(const xt::xarray<T>& seed) const {
     auto order = reverse_topological_order(node_.get());
     // Gradients of intermediate results belong to one pass; leaves accumulate across passes.
     for (Node<T>* node : order) {
-        if (!node->is_leaf()) {
-            node->has_grad = false;
-            detail::recycle(node->grad);
-        }
+        node->has_grad = false;
+        detail::recycle(node->grad);
     }
     accumulate_grad(*node_, seed);
     for (Node<T>* node : order) {

@@ -72,6 +72,7 @@ struct Node {
     const char* op = "leaf";
     std::vector<std::shared_ptr<Node>> inputs;
     BackwardFn backward;         // reads this node's grad, accumulates into inputs' grads
+    std::uint64_t last_pass = 0;  // the backward pass that last reached this node (leaves: never set)
 
     bool is_leaf() const { return inputs.empty(); }
 
@@ -114,6 +115,7 @@ public:
     /// The accumulated gradient, zeros if nothing reached this tensor yet.
     const xt::xarray<T>& grad() const;
     xt::xarray<T>& mutable_grad();
+    /// Forgets the gradient; its buffer stays for the next backward pass to overwrite.
     void zero_grad();
 
     /// Reverse-mode pass from a one-element tensor (seed 1).
