@@ -449,6 +449,45 @@ TEST_CASE("bytes with a Rescaling layer train exactly as the same images scaled 
     }
 }
 
+TEST_CASE("a Rescaling that alone reads an input is applied as the batch is gathered, to the same floats") {
+    Generator g(5);
+    xt::xarray<float> x = xt::empty<float>({9, 4});
+    for (auto& v : x) v = float(g.below(1000)) * 0.37f - 150.0f;
+    xt::xarray<std::uint8_t> bytes = xt::empty<std::uint8_t>({9, 4});
+    for (auto& b : bytes) b = std::uint8_t(g.below(256));
+    // predict() gathers its batches (the Rescaling folded into the gather where the plan allows);
+    // call() runs every layer on the tensor it is given.
+    auto check_both_paths = [&](Model& model) {
+        set_random_seed(1);
+        const xt::xarray<float> from_values = model.predict(x, 4);
+        CHECK(from_values == model.call(Tensor::constant(x)).value());
+        const xt::xarray<float> from_bytes = model.predict(bytes, 4);
+        CHECK(from_bytes == model.call(Tensor::constant(xt::xarray<float>(xt::cast<float>(bytes)))).value());
+        CHECK_FALSE(from_values == from_bytes);
+    };
+    set_random_seed(3);
+    SUBCASE("the only reader of the input: folded") {
+        auto input = Input({4});
+        Model model(input, Dense(3)(Rescaling(0.3)(input)));
+        check_both_paths(model);
+    }
+    SUBCASE("with an offset: run as a layer") {
+        auto input = Input({4});
+        Model model(input, Dense(3)(Rescaling(0.3, -1.5)(input)));
+        check_both_paths(model);
+    }
+    SUBCASE("beside another reader of the same input: run as a layer") {
+        auto input = Input({4});
+        Model model(input, Dense(3)(Concatenate()({Rescaling(0.3)(input), input})));
+        check_both_paths(model);
+    }
+    SUBCASE("twice in a row: the first folded, the second a layer") {
+        auto input = Input({4});
+        Model model(input, Dense(3)(Rescaling(2.0)(Rescaling(0.3)(input))));
+        check_both_paths(model);
+    }
+}
+
 TEST_CASE("Rescaling: scale and offset, Keras config, summary and refused configs") {
     Rescaling layer(2.0, -1.0, {3});
     layer.build({3});

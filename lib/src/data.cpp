@@ -41,7 +41,7 @@ float pixel_to_unit(std::uint8_t b) { return float(b) * unit_per_byte; }
 
 template <class T>
 xt::xarray<float> copy_rows(const T* data, Shape shape, const std::vector<std::size_t>& indices, std::size_t begin,
-                         std::size_t end) {
+                         std::size_t end, float scale = 1.0f) {
     std::size_t row_size = 1;
     for (std::size_t axis = 1; axis < shape.size(); ++axis) row_size *= shape[axis];
     shape[0] = end - begin;
@@ -57,7 +57,12 @@ xt::xarray<float> copy_rows(const T* data, Shape shape, const std::vector<std::s
             }
         }
         const T* source = data + indices[i] * row_size;
-        std::copy(source, source + row_size, rows.data() + (i - begin) * row_size);
+        float* row = rows.data() + (i - begin) * row_size;
+        if (scale == 1.0f) {
+            std::copy(source, source + row_size, row);
+        } else {
+            for (std::size_t j = 0; j < row_size; ++j) row[j] = float(source[j]) * scale;
+        }
     }
     return rows;
 }
@@ -87,8 +92,12 @@ std::size_t InputRows::count() const {
     return values_ ? values_->shape()[0] : bytes_shape_[0];
 }
 
-xt::xarray<float> InputRows::gather(const std::vector<std::size_t>& indices, std::size_t begin, std::size_t end) const {
-    return values_ ? gather_rows(*values_, indices, begin, end) : copy_rows(bytes_, bytes_shape_, indices, begin, end);
+xt::xarray<float> InputRows::gather(const std::vector<std::size_t>& indices, std::size_t begin, std::size_t end,
+                                    float scale) const {
+    if (values_) {
+        return copy_rows(values_->data(), Shape(values_->shape().begin(), values_->shape().end()), indices, begin, end, scale);
+    }
+    return copy_rows(bytes_, bytes_shape_, indices, begin, end, scale);
 }
 
 IndexSplit random_split(std::size_t n, double validation_fraction, Generator& generator) {

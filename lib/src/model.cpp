@@ -75,6 +75,22 @@ void Model::Plan::fold_relu_activations() {
     steps = std::move(kept);
 }
 
+void Model::Plan::fold_input_rescaling() {
+    std::vector<std::size_t> readers(slot_count, 0);
+    for (const auto& step : steps) {
+        for (auto slot : step.inputs) ++readers[slot];
+    }
+    input_scales.assign(input_slots.size(), 1.0f);
+    for (auto& step : steps) {
+        const auto* rescaling = dynamic_cast<const Rescaling*>(step.layer);
+        if (!rescaling || rescaling->offset() != 0.0 || step.inputs.size() != 1 || step.then_relu) continue;
+        const auto input = std::find(input_slots.begin(), input_slots.end(), step.inputs[0]);
+        if (input == input_slots.end() || readers[*input] != 1 || is_output[*input] || is_output[step.output]) continue;
+        step.done_by_gather = true;
+        input_scales[std::size_t(input - input_slots.begin())] = static_cast<float>(rescaling->scale());
+    }
+}
+
 void Model::set_graph(const std::vector<SymbolicTensor>& inputs, const std::vector<SymbolicTensor>& outputs) {
     const std::string where = "Model '" + name_ + "'";
     if (inputs.empty() || outputs.empty()) throw ValueError(where + ": needs at least one input and one output");
@@ -168,6 +184,7 @@ void Model::set_graph(const std::vector<SymbolicTensor>& inputs, const std::vect
     plan->is_output.assign(calls.size(), false);
     for (auto slot : plan->output_slots) plan->is_output[slot] = true;
     plan->fold_relu_activations();
+    plan->fold_input_rescaling();
     std::vector<std::size_t> last_reader(calls.size(), 0);
     plan->read.assign(calls.size(), false);
     for (std::size_t i = 0; i < plan->steps.size(); ++i) {
@@ -191,7 +208,7 @@ void Model::set_graph(const std::vector<SymbolicTensor>& inputs, const std::vect
     if (compiled()) heads_ = make_heads(compile_options_);
 }
 
-std::vector<SplitOutput> Model::run(const std::vector<Tensor>& inputs, bool training, bool split) const {
+std::vector<SplitOutput> Model::run(const std::vector<Tensor>& inputs, bool training, bool split, bool gathered) const {
     const Plan& plan = *plan_;
     std::vector<std::optional<Tensor>> slots(plan.slot_count);
     for (std::size_t i = 0; i < inputs.size(); ++i) slots[plan.input_slots[i]] = inputs[i];
@@ -201,7 +218,9 @@ std::vector<SplitOutput> Model::run(const std::vector<Tensor>& inputs, bool trai
     for (const auto& step : plan.steps) {
         arguments.clear();
         for (auto slot : step.inputs) arguments.push_back(*slots[slot]);
-        if (split && plan.is_output[step.output]) {
+        if (gathered && step.done_by_gather) {
+            slots[step.output] = arguments[0];
+        } else if (split && plan.is_output[step.output]) {
             SplitOutput result = step.layer->call_split(arguments, training);
             // An output that other layers read too is passed on activated.
             if (plan.read[step.output]) slots[step.output] = result.activated();

@@ -26,6 +26,9 @@ struct Model::Plan {
         /// The step runs layer->call_then_relu: a relu Activation, the only reader of the
         /// layer's output, folded into it (the Activation's own step is gone).
         bool then_relu = false;
+        /// The step is a Rescaling of a model input that gathering a batch applies as it turns
+        /// the rows into floats (input_scales); run() skips it for inputs gathered that way.
+        bool done_by_gather = false;
         /// Slots no later step reads: freed after this step, so inference keeps little alive.
         std::vector<std::size_t> release;
     };
@@ -37,10 +40,17 @@ struct Model::Plan {
     /// Whether some step reads the slot, and whether it is one of the model's outputs.
     std::vector<bool> read;
     std::vector<bool> is_output;
+    /// Per model input, the factor gathering a batch scales its rows by: a Rescaling's (offset 0)
+    /// that is the input's only reader, 1 when there is none.
+    std::vector<float> input_scales;
 
     /// Folds each relu Activation whose input only it reads, and that a layer which fuses_relu()
     /// produces, into that layer's step; the model's outputs stay as they are.
     void fold_relu_activations();
+    /// Marks each Rescaling without offset that alone reads a model input as done_by_gather and
+    /// records its factor: a batch then goes from bytes to scaled floats in one pass, with the
+    /// same floats (one multiplication each).
+    void fold_input_rescaling();
 };
 
 /// One output's training settings: its loss, the weight of that loss in the total, its metrics.

@@ -62,14 +62,16 @@ std::vector<std::size_t> iota(std::size_t n) {
     return indices;
 }
 
-std::vector<Tensor> gather_batch(const std::vector<InputRows>& x, const std::vector<std::size_t>& order, std::size_t begin,
-                                 std::size_t end) {
+}  // namespace
+
+std::vector<Tensor> Model::gather_inputs(const std::vector<InputRows>& x, const std::vector<std::size_t>& order,
+                                         std::size_t begin, std::size_t end) const {
     std::vector<Tensor> batch;
-    for (const auto& rows : x) batch.push_back(Tensor::constant(rows.gather(order, begin, end)));
+    for (std::size_t i = 0; i < x.size(); ++i) {
+        batch.push_back(Tensor::constant(x[i].gather(order, begin, end, plan_->input_scales[i])));
+    }
     return batch;
 }
-
-}  // namespace
 
 void Model::require_ready(const char* method) const {
     if (layers_.empty()) throw ValueError(std::string(method) + ": model '" + name_ + "' has no layers");
@@ -169,7 +171,7 @@ std::map<std::string, double> Model::run_evaluation(const std::vector<InputRows>
         detail::run_indices(pieces.size(), [&](std::size_t i) {
             NoGradGuard no_grad;
             const auto [first, last] = pieces[i];
-            const auto outputs = run(gather_batch(x, order, first, last), false, true);
+            const auto outputs = run(gather_inputs(x, order, first, last), false, true, true);
             std::vector<xt::xarray<float>> chunk_targets;
             for (const auto& target : targets) chunk_targets.push_back(gather_rows(target, order, first, last));
             const auto losses = head_losses(outputs, chunk_targets);
@@ -239,7 +241,7 @@ void Model::train_step(const std::vector<InputRows>& x, const std::vector<xt::xa
         const std::size_t slice_rows = last - first;
         std::vector<xt::xarray<float>> slice_targets;
         for (const auto& target : targets) slice_targets.push_back(gather_rows(target, order, first, last));
-        const auto outputs = run(gather_batch(x, order, first, last), true, true);
+        const auto outputs = run(gather_inputs(x, order, first, last), true, true, true);
         const auto losses = head_losses(outputs, slice_targets);
         const Tensor total = Totals::weighted_total(heads_, losses);
         if (slice_rows == rows) {
@@ -490,7 +492,7 @@ std::vector<xt::xarray<float>> Model::predict(const std::vector<InputRows>& x, s
         detail::run_indices(pieces.size(), [&](std::size_t i) {
             NoGradGuard no_grad;
             const auto [first, last] = pieces[i];
-            const auto outputs = run(gather_batch(x, order, first, last), false, false);
+            const auto outputs = run(gather_inputs(x, order, first, last), false, false, true);
             for (std::size_t o = 0; o < outputs.size(); ++o) {
                 const auto& value = outputs[o].pre_activation.value();
                 std::copy(value.begin(), value.end(), results[o].data() + first * (results[o].size() / n));

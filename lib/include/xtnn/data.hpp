@@ -44,7 +44,9 @@ public:
     Shape shape() const;
     /// The number of samples (the first extent; 0 for a scalar).
     std::size_t count() const;
-    xt::xarray<float> gather(const std::vector<std::size_t>& indices, std::size_t begin, std::size_t end) const;
+    /// Rows indices[begin..end) as floats, each value times `scale`.
+    xt::xarray<float> gather(const std::vector<std::size_t>& indices, std::size_t begin, std::size_t end,
+                             float scale = 1.0f) const;
 
 private:
     const xt::xarray<float>* values_ = nullptr;

@@ -298,7 +298,11 @@ private:
     /// Each output's loss, weight and metrics from compile()'s settings, once the outputs are known.
     std::vector<std::unique_ptr<Head>> make_heads(const CompileOptions& options) const;
     /// Runs the plan; with `split`, each output stops before its activation (for the losses).
-    std::vector<SplitOutput> run(const std::vector<Tensor>& inputs, bool training, bool split) const;
+    /// `gathered`: the inputs come from gather_inputs(), scaled by the plan's input_scales.
+    std::vector<SplitOutput> run(const std::vector<Tensor>& inputs, bool training, bool split, bool gathered = false) const;
+    /// Rows [begin, end) of `order` of each input, as run() takes them with `gathered`.
+    std::vector<Tensor> gather_inputs(const std::vector<InputRows>& x, const std::vector<std::size_t>& order,
+                                      std::size_t begin, std::size_t end) const;
     /// The arrays of `named` in the order of `names`; a ValueError for a missing or unknown name.
     template <class Array>
     static std::vector<Array> by_name(const char* method, const Named<Array>& named,

@@ -93,6 +93,8 @@ public:
     nlohmann::json config() const override;
     static std::unique_ptr<Layer> from_config(const nlohmann::json& config);
     std::shared_ptr<Layer> move_to_shared() && override { return move_layer_to_shared(*this); }
+    double scale() const { return scale_; }
+    double offset() const { return offset_; }
 
 private:
     double scale_;
