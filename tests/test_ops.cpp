@@ -99,8 +99,9 @@ TEST_CASE("gradient checks: bias_add on rank 1, 2 and 3") {
 }
 
 TEST_CASE("gradient checks: bias_relu, and it equals relu(bias_add) exactly") {
-    // Rows of 8, 16 and 32 take the SIMD loops, 7 the general ones.
-    for (std::size_t width : {std::size_t(7), std::size_t(8), std::size_t(16), std::size_t(32)}) {
+    // Rows of 8, 16 and 32 take the loops made for their width; 7, 20 and 44 the general ones
+    // (SIMD batches of the row, then the values left one by one).
+    for (std::size_t width : {std::size_t(7), std::size_t(8), std::size_t(16), std::size_t(20), std::size_t(32), std::size_t(44)}) {
         for (Shape shape : {Shape{width}, Shape{3, width}, Shape{2, 3, width}}) {
             INFO("shape " << shape_to_string(shape));
             const xt::xarray<double> bias = uniform({width}, 12);
@@ -118,6 +119,21 @@ TEST_CASE("gradient checks: bias_relu, and it equals relu(bias_add) exactly") {
             const auto fused_float = ops::bias_relu(Tensor::constant(xt::xarray<float>(x)), Tensor::constant(xt::xarray<float>(bias))).value();
             CHECK(fused_float == ops::relu(ops::bias_add(Tensor::constant(xt::xarray<float>(x)),
                                                          Tensor::constant(xt::xarray<float>(bias)))).value());
+
+            // In float, the bits of the plain loops: dx = dy where the output is positive, db
+            // its sum over the rows in row order.
+            Tensor xf = Tensor::parameter(xt::xarray<float>(x)), bf = Tensor::parameter(xt::xarray<float>(bias));
+            const xt::xarray<float> dy = xt::xarray<float>(uniform(shape, 14));
+            const Tensor yf = ops::bias_relu(xf, bf);
+            yf.backward(dy);
+            xt::xarray<float> dx = xt::zeros<float>(shape), db = xt::zeros<float>({width});
+            for (std::size_t i = 0; i < dy.size(); ++i) {
+                const float g = yf.value().data()[i] > 0.0f ? dy.data()[i] : 0.0f;
+                dx.data()[i] = g;
+                db(i % width) += g;
+            }
+            CHECK(xf.grad() == dx);
+            CHECK(bf.grad() == db);
         }
     }
     CHECK_THROWS_WITH_AS(ops::bias_relu(Tensor::constant(xt::zeros<float>({2, 3})), Tensor::constant(xt::zeros<float>({4}))),

@@ -195,10 +195,19 @@ void add_bias(const T* in, const T* bias, T* out, Rows rows) {
                 }
             }
         } else {
+            // Any other width: the row's whole SIMD batches, then its last values one by one.
+            using Batch = xsimd::batch<T>;
+            const std::size_t vectorized = width / Batch::size * Batch::size;
             for (std::size_t r = 0; r < rows.count; ++r) {
-                for (std::size_t c = 0; c < width; ++c) {
-                    const T z = in[r * width + c] + bias[c];
-                    out[r * width + c] = with_relu && z <= T(0) ? T(0) : z;
+                const std::size_t row = r * width;
+                for (std::size_t c = 0; c < vectorized; c += Batch::size) {
+                    Batch z = Batch::load_unaligned(in + row + c) + Batch::load_unaligned(bias + c);
+                    if constexpr (with_relu) z = xsimd::select(z <= Batch(T(0)), Batch(T(0)), z);
+                    z.store_unaligned(out + row + c);
+                }
+                for (std::size_t c = vectorized; c < width; ++c) {
+                    const T z = in[row + c] + bias[c];
+                    out[row + c] = with_relu && z <= T(0) ? T(0) : z;
                 }
             }
         }
@@ -238,18 +247,31 @@ void bias_backward(const T* y, const T* dy, T* dx, BiasGradientTo to_dx, T* db, 
                     for (std::size_t v = 0; v < vectors; ++v) db_sums[v].store_unaligned(db + v * Batch::size);
                 }
             } else {
+                // Any other width: the row's whole SIMD batches, then its last values one by one.
+                // Too many sums for registers: they wait between rows in a buffer of their own
+                // (each is independent of the others, so the adds do not wait on each other).
+                using Batch = xsimd::batch<T>;
+                const std::size_t vectorized = width / Batch::size * Batch::size;
                 std::vector<T> db_sums(sums ? std::size_t(width) : 0);
-                if constexpr (sums) std::copy_n(db, std::size_t(width), db_sums.data());
+                T* sum = db_sums.data();
+                if constexpr (sums) std::copy_n(db, std::size_t(width), sum);
                 for (std::size_t r = 0; r < rows.count; ++r) {
                     const std::size_t row = r * width;
-                    for (std::size_t c = 0; c < width; ++c) {
+                    for (std::size_t c = 0; c < vectorized; c += Batch::size) {
+                        Batch g = Batch::load_unaligned(dy + row + c);
+                        if constexpr (with_relu) g = xsimd::select(Batch::load_unaligned(y + row + c) <= Batch(T(0)), Batch(T(0)), g);
+                        if constexpr (writes) g.store_unaligned(dx + row + c);
+                        if constexpr (adds) (Batch::load_unaligned(dx + row + c) + g).store_unaligned(dx + row + c);
+                        if constexpr (sums) (Batch::load_unaligned(sum + c) + g).store_unaligned(sum + c);
+                    }
+                    for (std::size_t c = vectorized; c < width; ++c) {
                         const T g = with_relu && y[row + c] <= T(0) ? T(0) : dy[row + c];
                         if constexpr (writes) dx[row + c] = g;
                         if constexpr (adds) dx[row + c] += g;
-                        if constexpr (sums) db_sums[c] += g;
+                        if constexpr (sums) sum[c] += g;
                     }
                 }
-                if constexpr (sums) std::copy_n(db_sums.data(), std::size_t(width), db);
+                if constexpr (sums) std::copy_n(sum, std::size_t(width), db);
             }
         });
     };
