@@ -92,16 +92,9 @@ template <class T>
 BasicTensor<T> softmax(const BasicTensor<T>& x) {
     const Rows rows = as_rows("softmax", x);
     xt::xarray<T> y = pooled_empty<T>(x.shape());
-    const T* in = x.value().data();
-    T* out_values = y.data();
+    const auto exps = row_exps(x.value().data(), rows, y.data());
     for (std::size_t r = 0; r < rows.count; ++r) {
-        const T* row = in + r * rows.width;
-        T* result = out_values + r * rows.width;
-        T max = row[0];
-        for (std::size_t c = 1; c < rows.width; ++c) max = std::max(max, row[c]);
-        T total = 0;
-        for (std::size_t c = 0; c < rows.width; ++c) total += result[c] = std::exp(row[c] - max);
-        for (std::size_t c = 0; c < rows.width; ++c) result[c] /= total;
+        for (std::size_t c = 0; c < rows.width; ++c) y.data()[r * rows.width + c] /= exps.sums[r];
     }
     return make_op<T>("softmax", std::move(y), {x}, [rows](NodeT<T>& out) {
         NodeT<T>& in_node = *out.inputs[0];
@@ -123,10 +116,10 @@ BasicTensor<T> log_softmax(const BasicTensor<T>& x) {
     const Rows rows = as_rows("log_softmax", x);
     xt::xarray<T> y = pooled_empty<T>(x.shape());
     const T* in = x.value().data();
+    const auto exps = row_exps(in, rows, y.data());
     for (std::size_t r = 0; r < rows.count; ++r) {
-        const T* row = in + r * rows.width;
-        auto [max, log_sum] = row_max_and_log_sum_exp(row, rows.width);
-        for (std::size_t c = 0; c < rows.width; ++c) y.data()[r * rows.width + c] = row[c] - max - log_sum;
+        const T max = exps.maxes[r], log_sum = std::log(exps.sums[r]);
+        for (std::size_t c = 0; c < rows.width; ++c) y.data()[r * rows.width + c] = in[r * rows.width + c] - max - log_sum;
     }
     return make_op<T>("log_softmax", std::move(y), {x}, [rows](NodeT<T>& out) {
         NodeT<T>& in_node = *out.inputs[0];

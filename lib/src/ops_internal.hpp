@@ -382,14 +382,31 @@ xt::xarray<T> total(const xt::xarray<T>& x) {
 }
 
 
-// (max, log(sum(exp(row - max)))): log-sum-exp that cannot overflow.
+// Each row's exps shifted by its largest value, exps[i] = exp(z[i] - max), and their sum per row
+// (added in column order): softmax's and log-softmax's first pass, which cannot overflow. The exps
+// are one SIMD pass over all the rows at once (map_values), so rows as short as ten classes
+// vectorize too.
 template <class T>
-std::pair<T, T> row_max_and_log_sum_exp(const T* row, std::size_t width) {
-    T max = row[0];
-    for (std::size_t c = 1; c < width; ++c) max = std::max(max, row[c]);
-    T total = 0;
-    for (std::size_t c = 0; c < width; ++c) total += std::exp(row[c] - max);
-    return {max, std::log(total)};
+struct RowExps {
+    std::vector<T> maxes;
+    std::vector<T> sums;
+};
+
+template <class T>
+RowExps<T> row_exps(const T* z, Rows rows, T* exps) {
+    RowExps<T> result{std::vector<T>(rows.count), std::vector<T>(rows.count, T(0))};
+    for (std::size_t r = 0; r < rows.count; ++r) {
+        const T* row = z + r * rows.width;
+        T max = row[0];
+        for (std::size_t c = 1; c < rows.width; ++c) max = std::max(max, row[c]);
+        for (std::size_t c = 0; c < rows.width; ++c) exps[r * rows.width + c] = row[c] - max;
+        result.maxes[r] = max;
+    }
+    map_values(exps, rows.count * rows.width, [](const auto& v) { return xsimd::exp(v); }, exps);
+    for (std::size_t r = 0; r < rows.count; ++r) {
+        for (std::size_t c = 0; c < rows.width; ++c) result.sums[r] += exps[r * rows.width + c];
+    }
+    return result;
 }
 
 }  // namespace xtnn::ops::internal

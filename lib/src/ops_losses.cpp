@@ -25,15 +25,16 @@ BasicTensor<T> fused_softmax_cross_entropy(const char* name, const BasicTensor<T
                                            TargetAt target_at) {
     auto probabilities = std::make_shared<PooledArray<T>>(pooled_empty<T>(logits.shape()));
     const T* z = logits.value().data();
+    T* p = probabilities->values.data();
+    const auto exps = row_exps(z, rows, p);
     double loss = 0;
     for (std::size_t r = 0; r < rows.count; ++r) {
-        const T* row = z + r * rows.width;
-        auto [max, log_sum] = row_max_and_log_sum_exp(row, rows.width);
+        const T max = exps.maxes[r], sum = exps.sums[r], log_sum = std::log(sum);
         for (std::size_t c = 0; c < rows.width; ++c) {
-            const T log_p = row[c] - max - log_sum;
-            probabilities->values.data()[r * rows.width + c] = std::exp(log_p);
+            const std::size_t i = r * rows.width + c;
+            p[i] /= sum;
             const T weight = target_at(r, c);
-            if (weight != T(0)) loss -= static_cast<double>(weight * log_p);
+            if (weight != T(0)) loss -= static_cast<double>(weight * (z[i] - max - log_sum));
         }
     }
     loss /= static_cast<double>(rows.count);
