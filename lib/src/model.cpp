@@ -176,9 +176,10 @@ void Model::set_graph(const std::vector<SymbolicTensor>& inputs, const std::vect
     for (std::size_t i = 0; i < calls.size(); ++i) slot_of[calls[i].get()] = i;
     for (const auto& input : inputs) plan->input_slots.push_back(slot_of.at(&input.producer()));
     for (std::size_t i = inputs.size(); i < calls.size(); ++i) {
-        Plan::Step step{calls[i]->layer.get(), {}, i};
+        Plan::Step& step = plan->steps.emplace_back();
+        step.layer = calls[i]->layer.get();
+        step.output = i;
         for (const auto& input : calls[i]->inputs) step.inputs.push_back(slot_of.at(&input.producer()));
-        plan->steps.push_back(step);
     }
     for (const auto& output : outputs) plan->output_slots.push_back(slot_of.at(&output.producer()));
     plan->is_output.assign(calls.size(), false);

@@ -20,9 +20,9 @@ inline constexpr std::size_t max_model_layers = 1024;
 /// first), in an order where each step comes after the steps it reads.
 struct Model::Plan {
     struct Step {
-        Layer* layer;
+        Layer* layer = nullptr;
         std::vector<std::size_t> inputs;
-        std::size_t output;
+        std::size_t output = 0;
         /// The step runs layer->call_then_relu: a relu Activation, the only reader of the
         /// layer's output, folded into it (the Activation's own step is gone).
         bool then_relu = false;
