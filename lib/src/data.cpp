@@ -94,9 +94,7 @@ std::size_t InputRows::count() const {
 
 xt::xarray<float> InputRows::gather(const std::vector<std::size_t>& indices, std::size_t begin, std::size_t end,
                                     float scale) const {
-    if (values_) {
-        return copy_rows(values_->data(), Shape(values_->shape().begin(), values_->shape().end()), indices, begin, end, scale);
-    }
+    if (values_) return copy_rows(values_->data(), shape(), indices, begin, end, scale);
     return copy_rows(bytes_, bytes_shape_, indices, begin, end, scale);
 }
 

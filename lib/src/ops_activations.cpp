@@ -92,10 +92,10 @@ template <class T>
 BasicTensor<T> softmax(const BasicTensor<T>& x) {
     const Rows rows = as_rows("softmax", x);
     xt::xarray<T> y = pooled_empty<T>(x.shape());
-    const auto exps = row_exps(x.value().data(), rows, y.data());
-    for (std::size_t r = 0; r < rows.count; ++r) {
-        for (std::size_t c = 0; c < rows.width; ++c) y.data()[r * rows.width + c] /= exps.sums[r];
-    }
+    T* p = y.data();
+    row_exps(x.value().data(), rows, p, [&](std::size_t r, T, T sum) {
+        for (std::size_t c = 0; c < rows.width; ++c) p[r * rows.width + c] /= sum;
+    });
     return make_op<T>("softmax", std::move(y), {x}, [rows](NodeT<T>& out) {
         NodeT<T>& in_node = *out.inputs[0];
         if (!in_node.requires_grad) return;
@@ -116,11 +116,11 @@ BasicTensor<T> log_softmax(const BasicTensor<T>& x) {
     const Rows rows = as_rows("log_softmax", x);
     xt::xarray<T> y = pooled_empty<T>(x.shape());
     const T* in = x.value().data();
-    const auto exps = row_exps(in, rows, y.data());
-    for (std::size_t r = 0; r < rows.count; ++r) {
-        const T max = exps.maxes[r], log_sum = std::log(exps.sums[r]);
-        for (std::size_t c = 0; c < rows.width; ++c) y.data()[r * rows.width + c] = in[r * rows.width + c] - max - log_sum;
-    }
+    T* log_p = y.data();
+    row_exps(in, rows, log_p, [&](std::size_t r, T max, T sum) {
+        const T log_sum = std::log(sum);
+        for (std::size_t c = 0; c < rows.width; ++c) log_p[r * rows.width + c] = in[r * rows.width + c] - max - log_sum;
+    });
     return make_op<T>("log_softmax", std::move(y), {x}, [rows](NodeT<T>& out) {
         NodeT<T>& in_node = *out.inputs[0];
         if (!in_node.requires_grad) return;

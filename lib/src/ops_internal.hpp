@@ -382,31 +382,33 @@ xt::xarray<T> total(const xt::xarray<T>& x) {
 }
 
 
-// Each row's exps shifted by its largest value, exps[i] = exp(z[i] - max), and their sum per row
-// (added in column order): softmax's and log-softmax's first pass, which cannot overflow. The exps
-// are one SIMD pass over all the rows at once (map_values), so rows as short as ten classes
-// vectorize too.
-template <class T>
-struct RowExps {
-    std::vector<T> maxes;
-    std::vector<T> sums;
-};
-
-template <class T>
-RowExps<T> row_exps(const T* z, Rows rows, T* exps) {
-    RowExps<T> result{std::vector<T>(rows.count), std::vector<T>(rows.count, T(0))};
-    for (std::size_t r = 0; r < rows.count; ++r) {
-        const T* row = z + r * rows.width;
-        T max = row[0];
-        for (std::size_t c = 1; c < rows.width; ++c) max = std::max(max, row[c]);
-        for (std::size_t c = 0; c < rows.width; ++c) exps[r * rows.width + c] = row[c] - max;
-        result.maxes[r] = max;
+// Each row's exps shifted by its largest value, exps[i] = exp(z[i] - max), then
+// row_done(r, max, sum) with the sum of row r's exps (added in column order): softmax's and
+// log-softmax's first pass, which cannot overflow. The exps of a block of rows are one SIMD pass
+// (map_values), so rows as short as ten classes vectorize too; the block's maxes and sums stay on
+// the stack.
+template <class T, class RowDone>
+void row_exps(const T* z, Rows rows, T* exps, RowDone&& row_done) {
+    constexpr std::size_t block = 64;
+    std::array<T, block> maxes;
+    for (std::size_t first = 0; first < rows.count; first += block) {
+        const std::size_t count = std::min(block, rows.count - first);
+        const T* block_z = z + first * rows.width;
+        T* block_exps = exps + first * rows.width;
+        for (std::size_t r = 0; r < count; ++r) {
+            const T* row = block_z + r * rows.width;
+            T max = row[0];
+            for (std::size_t c = 1; c < rows.width; ++c) max = std::max(max, row[c]);
+            for (std::size_t c = 0; c < rows.width; ++c) block_exps[r * rows.width + c] = row[c] - max;
+            maxes[r] = max;
+        }
+        map_values(block_exps, count * rows.width, [](const auto& v) { return xsimd::exp(v); }, block_exps);
+        for (std::size_t r = 0; r < count; ++r) {
+            T sum = 0;
+            for (std::size_t c = 0; c < rows.width; ++c) sum += block_exps[r * rows.width + c];
+            row_done(first + r, maxes[r], sum);
+        }
     }
-    map_values(exps, rows.count * rows.width, [](const auto& v) { return xsimd::exp(v); }, exps);
-    for (std::size_t r = 0; r < rows.count; ++r) {
-        for (std::size_t c = 0; c < rows.width; ++c) result.sums[r] += exps[r * rows.width + c];
-    }
-    return result;
 }
 
 }  // namespace xtnn::ops::internal

@@ -26,17 +26,16 @@ BasicTensor<T> fused_softmax_cross_entropy(const char* name, const BasicTensor<T
     auto probabilities = std::make_shared<PooledArray<T>>(pooled_empty<T>(logits.shape()));
     const T* z = logits.value().data();
     T* p = probabilities->values.data();
-    const auto exps = row_exps(z, rows, p);
     double loss = 0;
-    for (std::size_t r = 0; r < rows.count; ++r) {
-        const T max = exps.maxes[r], sum = exps.sums[r], log_sum = std::log(sum);
+    row_exps(z, rows, p, [&](std::size_t r, T max, T sum) {
+        const T log_sum = std::log(sum);
         for (std::size_t c = 0; c < rows.width; ++c) {
             const std::size_t i = r * rows.width + c;
             p[i] /= sum;
             const T weight = target_at(r, c);
             if (weight != T(0)) loss -= static_cast<double>(weight * (z[i] - max - log_sum));
         }
-    }
+    });
     loss /= static_cast<double>(rows.count);
     return scalar_result<T>(name, loss, logits,
                             [rows, probabilities, target_at](NodeT<T>& out) {
