@@ -574,6 +574,23 @@ TEST_CASE("conv2d with few filters or channels (the direct kernel): values and g
             }
         }
     }
+    // 16 float filters (two AVX2 registers) take blocks of 6 pixels, so rows of 14 outputs would
+    // end in a block of 2: the blocks run on from one row into the next instead. Stretches of 6
+    // outputs convolved on their own (one block, ending with its row) must give the same bits.
+    {
+        const xt::xarray<float> x = uniform({2, 5, 16, 16}, 45);
+        const Tensor k = Tensor::constant(xt::xarray<float>(uniform({3, 3, 16, 16}, 46)));
+        const xt::xarray<float> y = ops::conv2d(Tensor::constant(x), k, {1, 1}, ops::Padding::valid).value();
+        for (std::size_t row = 0; row < 3; ++row) {
+            for (std::size_t column : {std::size_t(0), std::size_t(6), std::size_t(8)}) {
+                INFO("output row " << row << ", columns from " << column);
+                const xt::xarray<float> patch = xt::view(x, xt::all(), xt::range(row, row + 3), xt::range(column, column + 8));
+                const xt::xarray<float> y_patch = ops::conv2d(Tensor::constant(patch), k, {1, 1}, ops::Padding::valid).value();
+                CHECK(testing::bitwise_equal(
+                    y_patch, xt::xarray<float>(xt::view(y, xt::all(), xt::range(row, row + 1), xt::range(column, column + 6)))));
+            }
+        }
+    }
     for (std::size_t channels : {std::size_t(1), std::size_t(8), std::size_t(12)}) {
         for (auto padding : {ops::Padding::valid, ops::Padding::same}) {
             INFO("channels " << channels << ", padding " << ops::padding_name(padding));

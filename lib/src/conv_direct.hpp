@@ -4,7 +4,7 @@
 // every receptive field out (9x the image for a 3x3 kernel) and OpenBLAS copies those patches once
 // more into its packed layout; with 8 or 16 filters the product is too narrow to pay for both, and
 // the two copies took as long as the multiplications themselves (W6's batch-1 latency: im2col 15%,
-// sgemm_oncopy 15%, the sgemm kernel 34%). Here a block of output pixels of one row keeps all its
+// sgemm_oncopy 15%, the sgemm kernel 34%). Here a block of consecutive output pixels keeps all its
 // filters in registers while the kernel's taps and channels stream past: each input value is
 // broadcast once per block, each kernel row of weights loaded once per block. conv2d's input
 // gradient is this convolution too, of the output gradient with the kernel flipped.
@@ -62,28 +62,37 @@ constexpr std::size_t register_block() {
     return std::min<std::size_t>(16, (registers - 1) / Vectors - 1);
 }
 
-// `Pixels` consecutive outputs of one row: out[p][f] = sum over (ky, kx, c) of
-// image[ky][p + kx][c] * kernel[ky][kx][c][f]. `Add` adds the sums onto what `out` holds.
-template <class T, std::size_t Vectors, std::size_t Pixels, bool Add>
-void direct_conv_block(const T* image, const T* kernel, T* out, const DirectConvShape& s) {
+// Where the pixels of a block within one output row read the image: a fixed step apart (a block
+// that runs on into the next row reads through an array of pointers instead).
+template <class T>
+struct PixelsOfRow {
+    const T* first;
+    std::size_t channels;
+    const T* operator[](std::size_t p) const { return first + p * channels; }
+};
+
+// `Pixels` consecutive outputs in row-major order: out[p][f] = sum over (ky, kx, c) of
+// image[ky][kx][c] * kernel[ky][kx][c][f], with the image read from pixels[p] (a PixelsOfRow or
+// an array of pointers). `Add` adds the sums onto what `out` holds.
+template <class T, std::size_t Vectors, std::size_t Pixels, bool Add, class Source>
+void direct_conv_block(Source pixels, const T* kernel, T* out, const DirectConvShape& s) {
     using Batch = xsimd::batch<T>;
     constexpr std::size_t width = Batch::size;
-    const std::size_t C = s.channels;
     Batch sums[Pixels][Vectors];
     for (auto& pixel : sums) {
         for (auto& sum : pixel) sum = Batch(T(0));
     }
     // A kernel row's taps read one contiguous run of kw * C values of an image row, and their
     // weights are contiguous too: (kx, c) is one index j = kx * C + c.
-    const std::size_t run = s.kernel_width * C;
+    const std::size_t run = s.kernel_width * s.channels;
     for (std::size_t ky = 0; ky < s.kernel_height; ++ky) {
-        const T* taps = image + ky * s.row_stride;
+        const std::size_t row_offset = ky * s.row_stride;
         const T* weights = kernel + ky * run * s.filters;
         for (std::size_t j = 0; j < run; ++j, weights += s.filters) {
             Batch w[Vectors];
             for (std::size_t v = 0; v < Vectors; ++v) w[v] = Batch::load_unaligned(weights + v * width);
             for (std::size_t p = 0; p < Pixels; ++p) {
-                const Batch x(taps[p * C + j]);
+                const Batch x(pixels[p][row_offset + j]);
                 for (std::size_t v = 0; v < Vectors; ++v) sums[p][v] = xsimd::fma(x, w[v], sums[p][v]);
             }
         }
@@ -100,15 +109,19 @@ void direct_conv_block(const T* image, const T* kernel, T* out, const DirectConv
     }
 }
 
-// The last `count` (< the block) pixels of a row: one instantiation per count.
-template <class T, std::size_t Vectors, bool Add, std::size_t Pixels = register_block<Vectors>() - 1>
-void direct_conv_tail(std::size_t count, const T* image, const T* kernel, T* out, const DirectConvShape& s) {
+// The blocks of `Pixels` (< the block) pixels: one instantiation per count.
+template <class T, std::size_t Vectors, bool Add, class Source, std::size_t Pixels = register_block<Vectors>() - 1>
+void direct_conv_tail(std::size_t count, Source pixels, const T* kernel, T* out, const DirectConvShape& s) {
     if constexpr (Pixels > 0) {
-        if (count == Pixels) return direct_conv_block<T, Vectors, Pixels, Add>(image, kernel, out, s);
-        direct_conv_tail<T, Vectors, Add, Pixels - 1>(count, image, kernel, out, s);
+        if (count == Pixels) return direct_conv_block<T, Vectors, Pixels, Add>(pixels, kernel, out, s);
+        direct_conv_tail<T, Vectors, Add, Source, Pixels - 1>(count, pixels, kernel, out, s);
     }
 }
 
+// Sums a block keeps in flight to hide the latency of its FMAs (4 to 5 cycles on two pipes).
+constexpr std::size_t min_sums_in_flight = 10;
+
+// Each output row cut into blocks, the last one shorter.
 template <class T, std::size_t Vectors, bool Add>
 void direct_conv_rows(const T* image, const T* kernel, T* out, const DirectConvShape& s) {
     constexpr std::size_t block = register_block<Vectors>();
@@ -117,10 +130,35 @@ void direct_conv_rows(const T* image, const T* kernel, T* out, const DirectConvS
         T* out_row = out + oy * s.out_width * s.filters;
         std::size_t ox = 0;
         for (; ox + block <= s.out_width; ox += block) {
-            direct_conv_block<T, Vectors, block, Add>(row + ox * s.channels, kernel, out_row + ox * s.filters, s);
+            direct_conv_block<T, Vectors, block, Add>(PixelsOfRow<T>{row + ox * s.channels, s.channels}, kernel,
+                                                      out_row + ox * s.filters, s);
         }
         if (ox < s.out_width) {
-            direct_conv_tail<T, Vectors, Add>(s.out_width - ox, row + ox * s.channels, kernel, out_row + ox * s.filters, s);
+            direct_conv_tail<T, Vectors, Add>(s.out_width - ox, PixelsOfRow<T>{row + ox * s.channels, s.channels}, kernel,
+                                              out_row + ox * s.filters, s);
+        }
+    }
+}
+
+// All output pixels in row-major order cut into blocks that run on from one row into the next,
+// for rows that would end in a block of too few sums in flight (2 pixels at the end of a 14-pixel
+// row took twice as long per pixel as the full blocks).
+template <class T, std::size_t Vectors, bool Add>
+void direct_conv_image(const T* image, const T* kernel, T* out, const DirectConvShape& s) {
+    constexpr std::size_t block = register_block<Vectors>();
+    const std::size_t total = s.out_height * s.out_width;
+    const T* pixels[block];
+    std::size_t oy = 0, ox = 0;
+    for (std::size_t first = 0; first < total; first += block) {
+        const std::size_t count = std::min(block, total - first);
+        for (std::size_t p = 0; p < count; ++p) {
+            pixels[p] = image + oy * s.row_stride + ox * s.channels;
+            if (++ox == s.out_width) ox = 0, ++oy;
+        }
+        if (count == block) {
+            direct_conv_block<T, Vectors, block, Add>(pixels, kernel, out + first * s.filters, s);
+        } else {
+            direct_conv_tail<T, Vectors, Add, const T**>(count, pixels, kernel, out + first * s.filters, s);
         }
     }
 }
@@ -131,7 +169,12 @@ template <class T>
 void direct_conv(const T* image, const T* kernel, T* out, const DirectConvShape& s, bool add) {
     with_vectors<T>(s.filters, [&](auto vectors) {
         constexpr std::size_t count = decltype(vectors)::value;
-        add ? direct_conv_rows<T, count, true>(image, kernel, out, s) : direct_conv_rows<T, count, false>(image, kernel, out, s);
+        const std::size_t last_block = s.out_width % register_block<count>();
+        if (last_block != 0 && last_block * count < min_sums_in_flight) {
+            add ? direct_conv_image<T, count, true>(image, kernel, out, s) : direct_conv_image<T, count, false>(image, kernel, out, s);
+        } else {
+            add ? direct_conv_rows<T, count, true>(image, kernel, out, s) : direct_conv_rows<T, count, false>(image, kernel, out, s);
+        }
     });
 }
 
