@@ -2,7 +2,9 @@
 // forward, and forward plus backward, against one-thread cblas_sgemm on 1024^3 matrices in the
 // same run, the rate the CNNs' FLOP floors use. Layers with stride 1 and up to four SIMD
 // registers of filters take the direct kernel (lib/src/conv_direct.hpp), the others im2col and
-// sgemm. Best of 50 calls each; prints the CPU and one JSON line per layer.
+// sgemm. Then W6's batch normalizations (training form, with and without the relu fused), against
+// copying their input once in the same run: their floor is a few passes over memory. Best of 50
+// calls each; prints the CPU and one JSON line per layer.
 //
 //   build/bench/conv_layers
 
@@ -104,6 +106,41 @@ int main() {
                                     {"backward_gflops", backward_gflops},
                                     {"forward_share_of_sgemm_rate", forward_gflops / sgemm},
                                     {"backward_share_of_sgemm_rate", backward_gflops / sgemm}}
+                         .dump()
+                  << std::endl;
+    }
+    struct Normalized {
+        const char* name;
+        std::size_t size;
+        bool relu;
+    };
+    const Normalized normalizations[] = {
+        {"w6 batch_norm_relu 16 28x28", 28, true},
+        {"w6 batch_norm 16 28x28", 28, false},
+        {"w6 batch_norm_relu 16 14x14", 14, true},
+    };
+    for (const Normalized& layer : normalizations) {
+        const xt::xarray<float> values = filled({batch, layer.size, layer.size, 16});
+        const xtnn::Tensor x = xtnn::Tensor::parameter(values);
+        const xtnn::Tensor gamma = xtnn::Tensor::parameter(xt::ones<float>({16}));
+        const xtnn::Tensor beta = xtnn::Tensor::parameter(xt::zeros<float>({16}));
+        xt::xarray<float> mean, variance;
+        auto forward = [&] {
+            return layer.relu ? xtnn::ops::batch_norm_relu(x, gamma, beta, 1e-3f, mean, variance)
+                              : xtnn::ops::batch_norm(x, gamma, beta, 1e-3f, mean, variance);
+        };
+        const xt::xarray<float> seed = filled(std::vector<std::size_t>(values.shape().begin(), values.shape().end()));
+        xt::xarray<float> copy = xt::empty<float>(values.shape());
+        const double copy_seconds = best_seconds(50, [&] { std::copy(values.begin(), values.end(), copy.begin()); });
+        const double forward_seconds = best_seconds(50, forward);
+        const double both_seconds = best_seconds(50, [&] { forward().backward(seed); });
+        std::cout << nlohmann::json{{"layer", layer.name},
+                                    {"batch", batch},
+                                    {"forward_us", forward_seconds * 1e6},
+                                    {"forward_and_backward_us", both_seconds * 1e6},
+                                    {"copy_us", copy_seconds * 1e6},
+                                    {"forward_in_copies", forward_seconds / copy_seconds},
+                                    {"backward_in_copies", (both_seconds - forward_seconds) / copy_seconds}}
                          .dump()
                   << std::endl;
     }

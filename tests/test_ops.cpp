@@ -999,6 +999,69 @@ TEST_CASE("batch_norm over several groups of rows: values, statistics and gradie
     }
 }
 
+TEST_CASE("batch_norm in float over 16 channels far from zero: statistics, values and gradients near the definition") {
+    // 16 channels take the loops over a compile-time width (float runs of rows summed in double);
+    // 5003 rows make two groups of rows and a partial run.
+    const std::size_t rows = 5003, channels = 16;
+    const xt::xarray<float> x = xt::xarray<float>(uniform({rows, channels}, 29, -3.0, 3.0)) + 1000.0f;
+    const xt::xarray<float> dy = uniform({rows, channels}, 30), gamma = uniform({channels}, 31, 0.5, 1.5),
+                            beta = uniform({channels}, 32);
+    for (bool relu : {false, true}) {
+        INFO("relu " << relu);
+        xt::xarray<float> mean, variance;
+        Tensor input = Tensor::parameter(x), g = Tensor::parameter(gamma), b = Tensor::parameter(beta);
+        const Tensor y = relu ? ops::batch_norm_relu(input, g, b, 1e-3f, mean, variance) : ops::batch_norm(input, g, b, 1e-3f, mean, variance);
+        y.backward(dy);
+        std::size_t wrong = 0;
+        for (std::size_t c = 0; c < channels; ++c) {
+            double m = 0, v = 0;
+            for (std::size_t r = 0; r < rows; ++r) m += double(x(r, c));
+            m /= double(rows);
+            for (std::size_t r = 0; r < rows; ++r) v += (double(x(r, c)) - m) * (double(x(r, c)) - m);
+            v /= double(rows);
+            const double inverse_std = 1.0 / std::sqrt(v + 1e-3);
+            CHECK(double(mean(c)) == doctest::Approx(m).epsilon(1e-7));
+            CHECK(double(variance(c)) == doctest::Approx(v).epsilon(1e-6));
+            std::vector<double> expected_y(rows), passed(rows);
+            double dgamma = 0, dbeta = 0, dgamma_terms = 0, dbeta_terms = 0;
+            for (std::size_t r = 0; r < rows; ++r) {
+                const double normalized = (double(x(r, c)) - m) * inverse_std;
+                expected_y[r] = double(gamma(c)) * normalized + double(beta(c));
+                passed[r] = relu && expected_y[r] <= 0 ? 0.0 : double(dy(r, c));
+                if (relu) expected_y[r] = std::max(0.0, expected_y[r]);
+                dgamma += passed[r] * normalized;
+                dbeta += passed[r];
+                dgamma_terms += std::abs(passed[r] * normalized);
+                dbeta_terms += std::abs(passed[r]);
+            }
+            // Within float rounding of the sums' terms (a row left out would be off by about 1).
+            CHECK(std::abs(double(g.grad()(c)) - dgamma) <= 1e-6 * dgamma_terms);
+            CHECK(std::abs(double(b.grad()(c)) - dbeta) <= 1e-6 * dbeta_terms);
+            for (std::size_t r = 0; r < rows; ++r) {
+                const double normalized = (double(x(r, c)) - m) * inverse_std;
+                const double expected_dx =
+                    double(gamma(c)) * inverse_std * (passed[r] - dbeta / double(rows) - normalized * dgamma / double(rows));
+                // Near relu's kink the float value may fall on the other side than the double one.
+                if (relu && std::abs(expected_y[r]) < 1e-3) continue;
+                wrong += std::abs(double(y.value()(r, c)) - expected_y[r]) > 1e-4 || std::abs(double(input.grad()(r, c)) - expected_dx) > 1e-4;
+            }
+        }
+        CHECK(wrong == 0);
+    }
+    // In double, a mean of 1e9 against a spread of about 2: E[x^2] - E[x]^2 unshifted would keep
+    // no correct digit of the variance.
+    const auto far = uniform({1000, 3}, 33, -3.0, 3.0) + 1e9;
+    xt::xarray<double> mean, variance;
+    ops::batch_norm(TensorD::constant(far), TensorD::constant(xt::xarray<double>(xt::ones<double>({3}))),
+                    TensorD::constant(xt::xarray<double>(xt::zeros<double>({3}))), 1e-3, mean, variance);
+    for (std::size_t c = 0; c < 3; ++c) {
+        double m = 0, v = 0;
+        for (std::size_t r = 0; r < 1000; ++r) m += far(r, c) / 1000.0;
+        for (std::size_t r = 0; r < 1000; ++r) v += (far(r, c) - m) * (far(r, c) - m) / 1000.0;
+        CHECK(variance(c) == doctest::Approx(v).epsilon(1e-6));
+    }
+}
+
 TEST_CASE("gradient checks: layer_norm, maximum, minimum, concatenate") {
     for (Shape shape : {Shape{5, 4}, Shape{2, 3, 4}}) {
         INFO("shape " << shape_to_string(shape));

@@ -35,6 +35,10 @@ struct Channels {
 // order, so the threads can take whole groups and the bits stay those of one thread.
 constexpr std::size_t rows_per_sum_group = 4096;
 
+// Rows whose terms a per-channel sum adds in T before adding them to its double total: a short
+// float chain keeps the error small while the double conversions happen once per run.
+constexpr std::size_t rows_per_run = 8;
+
 // Values a thread's share of a pass holds at least: some tens of microseconds of work, against a
 // few to hand it over.
 constexpr std::size_t min_values_per_task = std::size_t(1) << 16;
@@ -144,7 +148,9 @@ struct Normalization {
 
     // Adds dgamma and dbeta to gamma's and beta's gradients (inputs 1 and 2 of `node`) and
     // returns them as per-channel sums, which batch_norm's dx needs too. With `Relu`, the node's
-    // output went through relu and dy is passed only where that output is positive.
+    // output went through relu and dy is passed only where that output is positive. Each run of
+    // rows_per_run rows is summed in T with explicit FMAs (vectorized over the channels, the same
+    // in every build), the runs' sums in double.
     template <bool Relu>
     std::pair<std::vector<double>, std::vector<double>> parameter_grads(Node<T>& node) const {
         const T* x = node.inputs[0]->value.data();
@@ -154,17 +160,22 @@ struct Normalization {
         with_row_width(channels.width, [&](auto width) {
             const auto centres = copy_of(centre, width), inverse_stds = copy_of(inverse_std, width);
             const auto sums = sum_over_rows<2>(channels.rows, width, [&](std::size_t first, std::size_t last, auto& group) {
-                auto gamma_sums = group[0], beta_sums = group[1];
                 auto row = per_channel(width, T(0));
-                for (std::size_t r = first; r < last; ++r) {
-                    const T* passed = passed_row<Relu>(y, dy, r, width, row);
+                for (std::size_t run = first; run < last; run += rows_per_run) {
+                    auto gamma_run = per_channel(width, T(0)), beta_run = per_channel(width, T(0));
+                    for (std::size_t r = run; r < std::min(last, run + rows_per_run); ++r) {
+                        const T* passed = passed_row<Relu>(y, dy, r, width, row);
+                        for (std::size_t c = 0; c < width; ++c) {
+                            const T normalized = (x[r * width + c] - centres[c]) * inverse_stds[c];
+                            gamma_run[c] = std::fma(passed[c], normalized, gamma_run[c]);
+                            beta_run[c] += passed[c];
+                        }
+                    }
                     for (std::size_t c = 0; c < width; ++c) {
-                        const std::size_t i = r * width + c;
-                        gamma_sums[c] += double(passed[c]) * double((x[i] - centres[c]) * inverse_stds[c]);
-                        beta_sums[c] += double(passed[c]);
+                        group[0][c] += double(gamma_run[c]);
+                        group[1][c] += double(beta_run[c]);
                     }
                 }
-                group = {gamma_sums, beta_sums};
             });
             std::copy_n(sums[0].begin(), std::size_t(width), dgamma.begin());
             std::copy_n(sums[1].begin(), std::size_t(width), dbeta.begin());
@@ -195,29 +206,28 @@ BasicTensor<T> normalize_batch(const char* op, const BasicTensor<T>& x, const Ba
     xt::xarray<T> y = pooled_empty<T>(x.shape());
     T* out = y.data();
     with_row_width(channels.width, [&](auto width) {
-        auto mean = sum_over_rows<1>(channels.rows, width, [&](std::size_t first, std::size_t last, auto& group) {
-            auto sums = group[0];
-            for (std::size_t r = first; r < last; ++r) {
-                for (std::size_t c = 0; c < width; ++c) sums[c] += double(in[r * width + c]);
-            }
-            group[0] = sums;
-        })[0];
-        for (auto& m : mean) m /= double(channels.rows);
-        auto variance = sum_over_rows<1>(channels.rows, width, [&](std::size_t first, std::size_t last, auto& group) {
-            auto sums = group[0];
+        // One pass: sums of d = x - shift and of d * d in double, shifted by the first row so that
+        // the variance formula E[d^2] - E[d]^2 does not cancel away its digits when the mean is far
+        // from zero relative to the spread.
+        auto shift = per_channel(width, 0.0);
+        for (std::size_t c = 0; c < width; ++c) shift[c] = double(in[c]);
+        const auto sums = sum_over_rows<2>(channels.rows, width, [&](std::size_t first, std::size_t last, auto& group) {
+            auto shifted = group[0], squares = group[1];
             for (std::size_t r = first; r < last; ++r) {
                 for (std::size_t c = 0; c < width; ++c) {
-                    const double centered = double(in[r * width + c]) - mean[c];
-                    sums[c] += centered * centered;
+                    const double d = double(in[r * width + c]) - shift[c];
+                    shifted[c] += d;
+                    squares[c] += d * d;
                 }
             }
-            group[0] = sums;
-        })[0];
+            group = {shifted, squares};
+        });
         for (std::size_t c = 0; c < width; ++c) {
-            variance[c] /= double(channels.rows);
-            batch_mean(c) = kept.centre[c] = T(mean[c]);
-            batch_variance(c) = T(variance[c]);
-            kept.inverse_std[c] = T(1.0 / std::sqrt(variance[c] + double(epsilon)));
+            const double mean_shifted = sums[0][c] / double(channels.rows);
+            const double variance = std::max(0.0, sums[1][c] / double(channels.rows) - mean_shifted * mean_shifted);
+            batch_mean(c) = kept.centre[c] = T(shift[c] + mean_shifted);
+            batch_variance(c) = T(variance);
+            kept.inverse_std[c] = T(1.0 / std::sqrt(variance + double(epsilon)));
         }
         const auto g = copy_of(gamma.value(), width), b = copy_of(beta.value(), width);
         const auto centres = copy_of(kept.centre, width), inverse_stds = copy_of(kept.inverse_std, width);
@@ -256,16 +266,23 @@ BasicTensor<T> normalize_batch(const char* op, const BasicTensor<T>& x, const Ba
                 mean_dy_normalized[c] = dgamma[c] / n;
                 scale[c] = double(g[c]) * double(kept.inverse_std[c]);
             }
+            // dx = a * dy + (b * normalized + d), the coefficients from the double sums.
+            auto a = per_channel(width, T(0)), b = per_channel(width, T(0)), d = per_channel(width, T(0));
+            for (std::size_t c = 0; c < width; ++c) {
+                a[c] = T(scale[c]);
+                b[c] = T(-scale[c] * mean_dy_normalized[c]);
+                d[c] = T(-scale[c] * mean_dy[c]);
+            }
             const auto centres = copy_of(kept.centre, width), inverse_stds = copy_of(kept.inverse_std, width);
             over_rows(channels.rows, width, [&](std::size_t first, std::size_t last) {
                 auto row = per_channel(width, T(0));
                 for (std::size_t r = first; r < last; ++r) {
                     const T* passed = passed_row<Relu>(y, dy, r, width, row);
+                    T* dx_row = dx + r * width;
                     for (std::size_t c = 0; c < width; ++c) {
-                        const std::size_t i = r * width + c;
-                        const double normalized = double((value[i] - centres[c]) * inverse_stds[c]);
-                        const double centred_grad = double(passed[c]) - mean_dy[c] - normalized * mean_dy_normalized[c];
-                        dx[i] = (fresh ? T(0) : dx[i]) + T(scale[c] * centred_grad);
+                        const T normalized = (value[r * width + c] - centres[c]) * inverse_stds[c];
+                        const T gradient = std::fma(a[c], passed[c], std::fma(b[c], normalized, d[c]));
+                        dx_row[c] = fresh ? gradient : dx_row[c] + gradient;
                     }
                 }
             });
