@@ -1,9 +1,11 @@
 // Normalization ops over the last axis (channels-last): batch normalization with the batch's own
 // statistics while training, and with given (moving) statistics at inference; layer
-// normalization with each row's own statistics. Per-channel sums
-// are accumulated in double, so float results do not depend on how many rows a batch has. The
-// passes over the rows are spread over the threads, the sums by fixed groups of rows, so the bits
-// do not depend on the thread count.
+// normalization with each row's own statistics. Per-channel sums over the rows are accumulated in
+// double (the parameter gradients' after short float runs of rows), so their error does not grow
+// with the batch. The passes over the rows are spread over the threads, the sums by fixed groups
+// of rows, so the bits do not depend on the thread count. A multiplication and the addition it
+// feeds stay in one expression or are written as std::fma: g++ fuses such pairs across statements
+// too, clang only within one expression, and the two builds must agree bit for bit.
 
 #include <algorithm>
 #include <array>
