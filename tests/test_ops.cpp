@@ -160,6 +160,11 @@ TEST_CASE("add_relu: the bits of relu after add, gradients included; gradient ch
             CHECK(std::isnan(fused[2].value()(0)));
             for (std::size_t i = 0; i < 2; ++i) CHECK(testing::bitwise_equal(fused[i].grad(), separate[i].grad()));
         }
+        // With one input a constant, the other alone takes the gradient.
+        Tensor only = Tensor::parameter(b);
+        ops::sum(ops::add_relu(Tensor::constant(a), only)).backward();
+        const xt::xarray<float> sums = a + b;
+        for (std::size_t i = 1; i < sums.size(); ++i) CHECK(only.grad().flat(i) == (sums.flat(i) <= 0.0f ? 0.0f : 1.0f));
         const auto x = away_from(uniform(shape, 94, -2.0, 2.0)), y = uniform(shape, 95, -0.01, 0.01);
         require_gradients("add_relu", [](const Inputs& in) { return ops::add_relu(in[0], in[1]); }, {x, y}, strict);
     }
