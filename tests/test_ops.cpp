@@ -664,6 +664,13 @@ TEST_CASE("max and average pooling: values, gradients, ties and padding") {
                               {x}, strict);
         }
     }
+    // Windows that tile the image exactly take the backward pass that writes each window whole;
+    // with the input feeding a second op too, its gradient is added to.
+    const auto tiled = distinct_values({2, 4, 6, 3}, 22);
+    require_gradients("max_pool2d", [](const Inputs& in) { return ops::max_pool2d(in[0], {2, 3}, {2, 3}); }, {tiled}, strict);
+    require_gradients("max_pool2d",
+                      [](const Inputs& in) { return ops::add(ops::sum(ops::max_pool2d(in[0], {2, 3}, {2, 3})), ops::sum(ops::mul(in[0], in[0]))); },
+                      {tiled}, strict);
     const auto image_of = [](xt::xarray<double> values, std::size_t height, std::size_t width) {
         values.reshape({std::size_t(1), height, width, std::size_t(1)});
         return values;
