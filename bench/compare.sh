@@ -6,7 +6,8 @@
 # CNNs' FLOP floors (3x the forward FLOPs that torch_cnn.py --flops counts). Round r uses seed r - 1
 # in both frameworks, so accuracies are medians over three seeds (W6's over EXTRA_W6_SEEDS=6 more,
 # untimed). Peak RSS from /usr/bin/time -v.
-# Prints the CPU, then the medians, their ratios and issue 15's targets as a Markdown table.
+# Prints the CPU, then the medians, their ratios (and each round's ratio) and issue 15's targets
+# as a Markdown table.
 #
 #   bench/compare.sh            (PEER_DIR=../shared/bench ROUNDS=3 EPOCHS=5 DATA=fashion)
 #   CNN=1 bench/compare.sh      also W4 (3 epochs), W5 (5) and W6 (3) on mnist10k

@@ -6,14 +6,30 @@ import statistics
 import sys
 
 
+class Figure(float):
+    """A median that keeps the value of each timed round it was taken over, so that a ratio can be
+    shown round by round too: both sides of a round ran back to back, so drift of the machine between
+    rounds does not enter the round's ratio."""
+
+    def __new__(cls, values, rounds):
+        figure = super().__new__(cls, statistics.median(values) if values else float("nan"))
+        figure.rounds = rounds
+        return figure
+
+
+def by_round(mine, theirs):
+    common = sorted(set(getattr(mine, "rounds", {})) & set(getattr(theirs, "rounds", {})))
+    return ", ".join(f"{mine.rounds[k] / theirs.rounds[k]:.3f}" for k in common if theirs.rounds[k])
+
+
 def main(path):
     rows = [json.loads(line) for line in open(path)]
 
     def median(peer, workload, key, threads=1):
         # Round 0 holds untimed runs that only add seeds to an accuracy.
-        values = [r[key] for r in rows if r["peer"].startswith(peer) and r["workload"] == workload
-                  and r.get("threads", 1) == threads and key in r and (r.get("round") != 0 or key == "test_acc")]
-        return statistics.median(values) if values else float("nan")
+        matching = [r for r in rows if r["peer"].startswith(peer) and r["workload"] == workload
+                    and r.get("threads", 1) == threads and key in r and (r.get("round") != 0 or key == "test_acc")]
+        return Figure([r[key] for r in matching], {r["round"]: r[key] for r in matching if r.get("round", 0) > 0})
 
     x, t = "xtnn", "torch"
     machine = next((r for r in rows if r["peer"] == "machine"), {})
@@ -103,11 +119,12 @@ def main(path):
                        "default <= 1 thread / 1.6" if speedup else "default <= 1 thread (+3% noise)",
                        (lambda a, b: a <= b / 1.6) if speedup else (lambda a, b: a <= 1.03 * b)))
 
-    print("| figure (medians) | xtnn | reference | ratio | target | met |")
-    print("|---|---|---|---|---|---|")
+    print("| figure (medians) | xtnn | reference | ratio | ratio by round | target | met |")
+    print("|---|---|---|---|---|---|---|")
     for name, mine, theirs, target, ok in checks:
         ratio = mine / theirs if theirs else float("nan")
-        print(f"| {name} | {mine:.4g} | {theirs:.4g} | {ratio:.3f} | {target} | {'yes' if ok(mine, theirs) else 'NO'} |")
+        print(f"| {name} | {mine:.4g} | {theirs:.4g} | {ratio:.3f} | {by_round(mine, theirs)} | {target} | "
+              f"{'yes' if ok(mine, theirs) else 'NO'} |")
 
 
 if __name__ == "__main__":
