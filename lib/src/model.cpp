@@ -48,13 +48,18 @@ Model::Model(Model&&) noexcept = default;
 Model& Model::operator=(Model&&) noexcept = default;
 Model::~Model() = default;
 
-void Model::Plan::fold_relu_activations() {
+std::vector<std::size_t> Model::Plan::reader_counts() const {
     std::vector<std::size_t> readers(slot_count, 0);
-    std::vector<std::optional<std::size_t>> producer(slot_count);
-    for (std::size_t i = 0; i < steps.size(); ++i) {
-        for (auto slot : steps[i].inputs) ++readers[slot];
-        producer[steps[i].output] = i;
+    for (const auto& step : steps) {
+        for (auto slot : step.inputs) ++readers[slot];
     }
+    return readers;
+}
+
+void Model::Plan::fold_relu_activations() {
+    const std::vector<std::size_t> readers = reader_counts();
+    std::vector<std::optional<std::size_t>> producer(slot_count);
+    for (std::size_t i = 0; i < steps.size(); ++i) producer[steps[i].output] = i;
     std::vector<bool> folded(steps.size(), false);
     for (std::size_t i = 0; i < steps.size(); ++i) {
         const auto* activation = dynamic_cast<const Activation*>(steps[i].layer);
@@ -76,10 +81,7 @@ void Model::Plan::fold_relu_activations() {
 }
 
 void Model::Plan::fold_input_rescaling() {
-    std::vector<std::size_t> readers(slot_count, 0);
-    for (const auto& step : steps) {
-        for (auto slot : step.inputs) ++readers[slot];
-    }
+    const std::vector<std::size_t> readers = reader_counts();
     input_scales.assign(input_slots.size(), 1.0f);
     for (auto& step : steps) {
         const auto* rescaling = dynamic_cast<const Rescaling*>(step.layer);

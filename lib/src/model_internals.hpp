@@ -44,6 +44,8 @@ struct Model::Plan {
     /// that is the input's only reader, 1 when there is none.
     std::vector<float> input_scales;
 
+    /// How many steps read each slot.
+    std::vector<std::size_t> reader_counts() const;
     /// Folds each relu Activation whose input only it reads, and that a layer which fuses_relu()
     /// produces, into that layer's step; the model's outputs stay as they are.
     void fold_relu_activations();
