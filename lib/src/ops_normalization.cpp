@@ -261,19 +261,14 @@ BasicTensor<T> normalize_batch(const char* op, const BasicTensor<T>& x, const Ba
         const Channels channels = kept.channels;
         const double n = double(channels.rows);
         with_row_width(channels.width, [&](auto width) {
-            // Per channel: mean(dy), mean(dy * normalized) and gamma / std.
-            auto mean_dy = per_channel(width, 0.0), mean_dy_normalized = per_channel(width, 0.0), scale = per_channel(width, 0.0);
-            for (std::size_t c = 0; c < width; ++c) {
-                mean_dy[c] = dbeta[c] / n;
-                mean_dy_normalized[c] = dgamma[c] / n;
-                scale[c] = double(g[c]) * double(kept.inverse_std[c]);
-            }
-            // dx = a * dy + (b * normalized + d), the coefficients from the double sums.
+            // dx = a * dy + (b * normalized + d) per channel, with a = gamma / std, b = -a *
+            // mean(dy * normalized) and d = -a * mean(dy), the means from the double sums.
             auto a = per_channel(width, T(0)), b = per_channel(width, T(0)), d = per_channel(width, T(0));
             for (std::size_t c = 0; c < width; ++c) {
-                a[c] = T(scale[c]);
-                b[c] = T(-scale[c] * mean_dy_normalized[c]);
-                d[c] = T(-scale[c] * mean_dy[c]);
+                const double scale = double(g[c]) * double(kept.inverse_std[c]);
+                a[c] = T(scale);
+                b[c] = T(-scale * (dgamma[c] / n));
+                d[c] = T(-scale * (dbeta[c] / n));
             }
             const auto centres = copy_of(kept.centre, width), inverse_stds = copy_of(kept.inverse_std, width);
             over_rows(channels.rows, width, [&](std::size_t first, std::size_t last) {
