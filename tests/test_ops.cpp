@@ -1,5 +1,6 @@
 #include <doctest/doctest.h>
 
+#include <array>
 #include <bit>
 #include <cmath>
 #include <cstdint>
@@ -87,6 +88,45 @@ TEST_CASE("a one-row product (its own loop, skipping zero inputs) matches the sa
         const auto single = ops::matmul(Tensor::constant(one), Tensor::constant(kernel)).value();
         const xt::xarray<float> expected = xt::view(both, xt::range(r, r + 1), xt::all());
         CHECK(xt::allclose(single, expected, 1e-5, 1e-6));
+    }
+}
+
+TEST_CASE("small float products (their own kernel): each value the in-order sum of fused multiply-adds") {
+    // Each C[i][j] = fma(A[i][k-1], B[k-1][j], ... fma(A[i][0], B[0][j], 0)), plus what C held when
+    // a gradient adds to one: bits that do not depend on the SIMD width or the compiler.
+    const auto in_order = [](const xt::xarray<float>& a, const xt::xarray<float>& b) {
+        const std::size_t m = a.shape()[0], k = a.shape()[1], n = b.shape()[1];
+        xt::xarray<float> c = xt::zeros<float>({m, n});
+        for (std::size_t i = 0; i < m; ++i) {
+            for (std::size_t j = 0; j < n; ++j) {
+                float sum = 0.0f;
+                for (std::size_t l = 0; l < k; ++l) sum = std::fma(a(i, l), b(l, j), sum);
+                c(i, j) = sum;
+            }
+        }
+        return c;
+    };
+    Generator g(15);
+    const auto random = [&](std::size_t rows, std::size_t columns) {
+        xt::xarray<float> values = xt::empty<float>({rows, columns});
+        for (float& v : values) v = float(g.uniform()) - 0.5f;
+        return values;
+    };
+    // W1's first layer; rows and columns that leave a short last block and a padded last panel.
+    for (const auto& shape : {std::array<std::size_t, 3>{32, 784, 32}, {13, 37, 40}, {7, 5, 16}, {20, 64, 56}}) {
+        const std::size_t m = shape[0], k = shape[1], n = shape[2];
+        INFO(m << " x " << k << " x " << n);
+        const xt::xarray<float> a = random(m, k), b = random(k, n), dy = random(m, n), a2 = random(m, k);
+        const xt::xarray<float> a_t = xt::transpose(a);
+        CHECK(ops::matmul(Tensor::constant(a), Tensor::constant(b)).value() == in_order(a, b));
+        CHECK(ops::matmul(Tensor::constant(a_t), Tensor::constant(b), true, false).value() == in_order(a, b));
+        // The kernel's gradient A^T dY, written by the first product's backward and added to by the
+        // second's (the weight used twice).
+        Tensor weights = Tensor::parameter(b);
+        const Tensor y = ops::add(ops::matmul(Tensor::constant(a), weights), ops::matmul(Tensor::constant(a2), weights));
+        y.backward(dy);
+        const xt::xarray<float> first = in_order(xt::transpose(a), dy), second = in_order(xt::transpose(a2), dy);
+        CHECK(weights.grad() == first + second);
     }
 }
 

@@ -19,6 +19,8 @@
 
 #include <xsimd/xsimd.hpp>
 
+#include "gemm_small.hpp"
+
 namespace xtnn::detail {
 
 // A valid convolution of one image with a (kh, kw, C, F) kernel, stride 1; the image rows are
@@ -26,9 +28,6 @@ namespace xtnn::detail {
 struct DirectConvShape {
     std::size_t out_height, out_width, channels, filters, kernel_height, kernel_width, row_stride;
 };
-
-template <class T>
-constexpr std::size_t simd_width = xsimd::batch<T>::size;
 
 // Whether the direct kernel beats im2col and sgemm for a kernel of `kernel_values` values with
 // `filters` outputs: one or two registers of filters always; three or four (a block of only a
@@ -51,15 +50,6 @@ void with_vectors(std::size_t filters, F&& f) {
     case 3: return f(std::integral_constant<std::size_t, 3>{});
     default: return f(std::integral_constant<std::size_t, 4>{});
     }
-}
-
-// Output pixels (or input channels) per block: as many as the accumulators, the vectors loaded
-// for one step and one broadcast value leave room for in the vector registers (16 with AVX2, 32
-// with AVX-512).
-template <std::size_t Vectors>
-constexpr std::size_t register_block() {
-    constexpr std::size_t registers = XSIMD_WITH_AVX512F ? 32 : 16;
-    return std::min<std::size_t>(16, (registers - 1) / Vectors - 1);
 }
 
 // Where the pixels of a block within one output row read the image: a fixed step apart (a block

@@ -5,6 +5,7 @@
 
 #include <cblas.h>
 
+#include "gemm_small.hpp"
 #include "xtnn/error.hpp"
 #include "parallel.hpp"
 
@@ -71,6 +72,10 @@ void gemm<float>(bool transpose_a, bool transpose_b, std::size_t m, std::size_t 
     claim_blas_threads();
     if (m == 1) {
         single_row_product(transpose_a, transpose_b, n, k, alpha, a, lda, b, ldb, beta, c);
+        return;
+    }
+    if (alpha == 1.0f && (beta == 0.0f || beta == 1.0f) && small_product_fits(transpose_b, m, n, k)) {
+        small_product(transpose_a, m, n, k, a, lda, b, ldb, beta == 1.0f, c, ldc);
         return;
     }
     beta = zero_filled(m, n, beta, c, ldc);

@@ -1,0 +1,135 @@
+#pragma once
+// Small products in registers, for the shapes where OpenBLAS's fixed costs outweigh its kernel:
+// sgemm packs both operands into its own layout on every call, which for a 32-row batch through
+// a 784 -> 32 layer (W1) costs a quarter of the product. Here a block of rows of C keeps two
+// registers of columns of each row in flight while the inner dimension streams past: a value of
+// A is broadcast once per block, a row of B loaded once per block, from where they lie.
+//
+// Every value of C is the sum over k, in order, of fused multiply-adds starting from zero (plus
+// what C held, for beta = 1): the same for any SIMD width, block size and compiler, so results
+// stay bit-identical across the g++ and clang builds.
+
+#include <algorithm>
+#include <cstddef>
+#include <vector>
+
+#include <xsimd/xsimd.hpp>
+
+namespace xtnn::detail {
+
+template <class T>
+constexpr std::size_t simd_width = xsimd::batch<T>::size;
+
+// Rows of C per block (pixels or channels in conv_direct.hpp): as many as the accumulators, the vectors
+// loaded for one step and one broadcast value leave room for in the vector registers (16 with
+// AVX2, 32 with AVX-512).
+template <std::size_t Vectors>
+constexpr std::size_t register_block() {
+    constexpr std::size_t registers = XSIMD_WITH_AVX512F ? 32 : 16;
+    return std::min<std::size_t>(16, (registers - 1) / Vectors - 1);
+}
+
+// Where the kernel beats OpenBLAS (sgemm with a zero-filled C), measured by bench/gemm_small on a
+// grid of m, n and k from 8 to 784 on this project's AVX2 machine: the products of at most 2^20
+// multiply-adds whose B is read in place and at least a panel (two registers) wide, 294 of them,
+// took 0.78x OpenBLAS's time in the geometric mean, 1.06x at worst; W1's two large products
+// 0.76x and 0.88x. On the 294 others the kernel would take 1.13x in the geometric mean: larger
+// products, where sgemm's blocking for the caches pays, narrow ones, and a transposed B, which
+// this kernel would first have to copy out.
+inline bool small_product_fits(bool transpose_b, std::size_t m, std::size_t n, std::size_t k) {
+    return !transpose_b && n >= 2 * simd_width<float> && m * n <= (std::size_t(1) << 20) / std::max<std::size_t>(k, 1);
+}
+
+// Rows [0, Rows) of C times a panel of Vectors registers of columns: c[r][j] (+)= sum over l of
+// a[r * a_row + l * a_step] * b[l * ldb + j]. `columns` of the panel are stored (fewer at the
+// right edge of C, whose panel b comes padded).
+template <class T, std::size_t Rows, std::size_t Vectors, bool Add>
+void small_product_block(const T* a, std::size_t a_row, std::size_t a_step, const T* b, std::size_t ldb, std::size_t k,
+                         T* c, std::size_t ldc, std::size_t columns) {
+    using Batch = xsimd::batch<T>;
+    constexpr std::size_t width = Batch::size;
+    Batch sums[Rows][Vectors];
+    for (auto& row : sums) {
+        for (auto& sum : row) sum = Batch(T(0));
+    }
+    for (std::size_t l = 0; l < k; ++l, b += ldb) {
+        Batch w[Vectors];
+        for (std::size_t v = 0; v < Vectors; ++v) w[v] = Batch::load_unaligned(b + v * width);
+        const T* x = a + l * a_step;
+        for (std::size_t r = 0; r < Rows; ++r) {
+            const Batch value(x[r * a_row]);
+            for (std::size_t v = 0; v < Vectors; ++v) sums[r][v] = xsimd::fma(value, w[v], sums[r][v]);
+        }
+    }
+    for (std::size_t r = 0; r < Rows; ++r) {
+        T* row = c + r * ldc;
+        if (columns == Vectors * width) {
+            for (std::size_t v = 0; v < Vectors; ++v) {
+                if constexpr (Add) {
+                    (Batch::load_unaligned(row + v * width) + sums[r][v]).store_unaligned(row + v * width);
+                } else {
+                    sums[r][v].store_unaligned(row + v * width);
+                }
+            }
+        } else {
+            alignas(64) T values[Vectors * width];
+            for (std::size_t v = 0; v < Vectors; ++v) sums[r][v].store_aligned(values + v * width);
+            for (std::size_t j = 0; j < columns; ++j) row[j] = Add ? row[j] + values[j] : values[j];
+        }
+    }
+}
+
+// The last block of `rows` (< the block) rows: one instantiation per count.
+template <class T, std::size_t Vectors, bool Add, std::size_t Rows = register_block<Vectors>() - 1>
+void small_product_tail(std::size_t rows, const T* a, std::size_t a_row, std::size_t a_step, const T* b,
+                        std::size_t ldb, std::size_t k, T* c, std::size_t ldc, std::size_t columns) {
+    if constexpr (Rows > 0) {
+        if (rows == Rows) return small_product_block<T, Rows, Vectors, Add>(a, a_row, a_step, b, ldb, k, c, ldc, columns);
+        small_product_tail<T, Vectors, Add, Rows - 1>(rows, a, a_row, a_step, b, ldb, k, c, ldc, columns);
+    }
+}
+
+// Row-major C (m x n) = op(A) * B, or C += op(A) * B with `Add`; B (k x n) is read in place but
+// for the last panel of a width that is not a whole number of registers, copied out padded with
+// zeros.
+template <class T, std::size_t Vectors, bool Add>
+void small_product_panels(bool transpose_a, std::size_t m, std::size_t n, std::size_t k, const T* a, std::size_t lda,
+                          const T* b, std::size_t ldb, T* c, std::size_t ldc) {
+    constexpr std::size_t panel = Vectors * simd_width<T>, block = register_block<Vectors>();
+    const std::size_t a_row = transpose_a ? 1 : lda, a_step = transpose_a ? lda : 1;
+    thread_local std::vector<T, xsimd::aligned_allocator<T>> padded;
+    for (std::size_t j = 0; j < n; j += panel) {
+        const std::size_t columns = std::min(panel, n - j);
+        const T* b_panel = b + j;
+        std::size_t b_step = ldb;
+        if (columns < panel) {
+            padded.assign(k * panel, T(0));
+            for (std::size_t l = 0; l < k; ++l) std::copy_n(b + l * ldb + j, columns, padded.data() + l * panel);
+            b_panel = padded.data();
+            b_step = panel;
+        }
+        std::size_t i = 0;
+        for (; i + block <= m; i += block) {
+            small_product_block<T, block, Vectors, Add>(a + i * a_row, a_row, a_step, b_panel, b_step, k, c + i * ldc + j,
+                                                        ldc, columns);
+        }
+        if (i < m) {
+            small_product_tail<T, Vectors, Add>(m - i, a + i * a_row, a_row, a_step, b_panel, b_step, k, c + i * ldc + j, ldc,
+                                                columns);
+        }
+    }
+}
+
+// C = op(A) * B (beta 0) or C += op(A) * B (beta 1), row-major, for products that
+// small_product_fits.
+template <class T>
+void small_product(bool transpose_a, std::size_t m, std::size_t n, std::size_t k, const T* a, std::size_t lda,
+                   const T* b, std::size_t ldb, bool add, T* c, std::size_t ldc) {
+    if (add) {
+        small_product_panels<T, 2, true>(transpose_a, m, n, k, a, lda, b, ldb, c, ldc);
+    } else {
+        small_product_panels<T, 2, false>(transpose_a, m, n, k, a, lda, b, ldb, c, ldc);
+    }
+}
+
+}  // namespace xtnn::detail
