@@ -812,6 +812,56 @@ TEST_CASE("conv2d over a batch of several kernel-gradient groups: values and gra
     }
 }
 
+TEST_CASE("conv2d_batch_norm_inference: the bits of batch_norm_inference after conv2d (and bias), on every path") {
+    struct Case {
+        Shape x, kernel;
+        ops::Window2D strides;
+        std::string path;
+    };
+    // 12 filters leave a row of channels that is not a whole number of SIMD registers.
+    const std::vector<Case> cases{{{2, 6, 9, 8}, {3, 3, 8, 16}, {1, 1}, "direct"},
+                                  {{2, 7, 6, 16}, {3, 3, 16, 64}, {1, 1}, "Winograd"},
+                                  {{2, 6, 9, 3}, {3, 2, 3, 12}, {2, 1}, "im2col"},
+                                  {{5, 40, 40, 8}, {3, 3, 8, 2}, {1, 1}, "im2col in chunks"}};
+    for (const Case& c : cases) {
+        const std::size_t filters = c.kernel[3];
+        const Tensor x = Tensor::constant(xt::xarray<float>(uniform(c.x, 81))), kernel = Tensor::constant(xt::xarray<float>(uniform(c.kernel, 82)));
+        const Tensor bias = Tensor::constant(xt::xarray<float>(uniform({filters}, 83)));
+        const Tensor gamma = Tensor::constant(xt::xarray<float>(uniform({filters}, 84, 0.5, 2.0)));
+        const Tensor beta = Tensor::constant(xt::xarray<float>(uniform({filters}, 85)));
+        const xt::xarray<float> mean = uniform({filters}, 86), variance = uniform({filters}, 87, 0.1, 3.0);
+        for (auto padding : {ops::Padding::valid, ops::Padding::same}) {
+            for (bool with_bias : {false, true}) {
+                for (bool relu : {false, true}) {
+                    INFO(c.path << ", padding " << ops::padding_name(padding) << (with_bias ? ", bias" : "") << (relu ? ", relu" : ""));
+                    const Tensor convolved = with_bias ? ops::conv2d_bias(x, kernel, bias, c.strides, padding)
+                                                       : ops::conv2d(x, kernel, c.strides, padding);
+                    const Tensor expected = relu ? ops::batch_norm_inference_relu(convolved, mean, variance, gamma, beta, 1e-3f)
+                                                 : ops::batch_norm_inference(convolved, mean, variance, gamma, beta, 1e-3f);
+                    const Tensor fused = ops::conv2d_batch_norm_inference(x, kernel, with_bias ? &bias : static_cast<const Tensor*>(nullptr), mean, variance,
+                                                                          gamma, beta, 1e-3f, relu, c.strides, padding);
+                    CHECK(testing::bitwise_equal(fused.value(), expected.value()));
+                }
+            }
+        }
+    }
+    // It records no backward pass: an input that needs a gradient is refused while recording.
+    const Tensor x = Tensor::constant(xt::xarray<float>(uniform({1, 5, 5, 2}, 88)));
+    const Tensor kernel = Tensor::parameter(xt::xarray<float>(uniform({3, 3, 2, 8}, 89)));
+    const Tensor ones = Tensor::constant(xt::ones<float>({8})), zeros = Tensor::constant(xt::zeros<float>({8}));
+    const xt::xarray<float> mean = xt::zeros<float>({8}), variance = xt::ones<float>({8});
+    const Tensor* no_bias = nullptr;
+    CHECK_THROWS_WITH_AS(ops::conv2d_batch_norm_inference(x, kernel, no_bias, mean, variance, ones, zeros, 1e-3f, false),
+                         doctest::Contains("conv2d_batch_norm_inference: records no backward pass"), ValueError);
+    NoGradGuard no_grad;
+    CHECK(ops::conv2d_batch_norm_inference(x, kernel, no_bias, mean, variance, ones, zeros, 1e-3f, false).shape() ==
+          Shape{1, 3, 3, 8});
+    CHECK_THROWS_WITH_AS(ops::conv2d_batch_norm_inference(x, kernel, no_bias, xt::xarray<float>(xt::zeros<float>({4})), variance,
+                                                          ones, zeros, 1e-3f, false),
+                         doctest::Contains("a per-channel parameter of shape (4,) does not fit a kernel of shape (3, 3, 2, 8); expected (8,)"),
+                         ShapeError);
+}
+
 TEST_CASE("conv2d_bias and conv2d_bias_relu: the bits of bias_add and bias_relu after conv2d, gradients included") {
     struct Case {
         Shape x, kernel;

@@ -12,7 +12,10 @@
 #include <fmt/format.h>
 
 #include "model_internals.hpp"
+#include "xtnn/autodiff.hpp"
+#include "xtnn/layers/convolutional.hpp"
 #include "xtnn/layers/core.hpp"
+#include "xtnn/layers/normalization.hpp"
 
 namespace xtnn {
 
@@ -78,6 +81,24 @@ void Model::Plan::fold_relu_activations() {
         if (!folded[i]) kept.push_back(std::move(steps[i]));
     }
     steps = std::move(kept);
+}
+
+void Model::Plan::fold_batch_norm_into_convolutions() {
+    const std::vector<std::size_t> readers = reader_counts();
+    std::vector<std::optional<std::size_t>> producer(slot_count);
+    for (std::size_t i = 0; i < steps.size(); ++i) producer[steps[i].output] = i;
+    for (std::size_t i = 0; i < steps.size(); ++i) {
+        if (!dynamic_cast<const BatchNormalization*>(steps[i].layer) || steps[i].inputs.size() != 1) continue;
+        const std::size_t input = steps[i].inputs[0];
+        if (!producer[input] || readers[input] != 1 || is_output[input] || is_output[steps[i].output]) continue;
+        Step& source = steps[*producer[input]];
+        const auto* convolution = dynamic_cast<const Conv2D*>(source.layer);
+        if (!convolution || convolution->options().activation != "linear" || source.then_relu || source.inputs.size() != 1) {
+            continue;
+        }
+        source.normalized_by = i;
+        steps[i].done_by_convolution = true;
+    }
 }
 
 void Model::Plan::fold_input_rescaling() {
@@ -188,6 +209,7 @@ void Model::set_graph(const std::vector<SymbolicTensor>& inputs, const std::vect
     for (auto slot : plan->output_slots) plan->is_output[slot] = true;
     plan->fold_relu_activations();
     plan->fold_input_rescaling();
+    plan->fold_batch_norm_into_convolutions();
     std::vector<std::size_t> last_reader(calls.size(), 0);
     plan->read.assign(calls.size(), false);
     for (std::size_t i = 0; i < plan->steps.size(); ++i) {
@@ -218,10 +240,21 @@ std::vector<SplitOutput> Model::run(const std::vector<Tensor>& inputs, bool trai
     // What a split output's layer exposes before its activation, by slot.
     std::vector<std::optional<SplitOutput>> split_outputs(split ? plan.slot_count : 0);
     std::vector<Tensor> arguments;
+    const bool inference = !training && !grad_enabled();
     for (const auto& step : plan.steps) {
+        if (inference && step.done_by_convolution) {
+            // The Conv2D step before it wrote this step's output, and never its input.
+            for (auto slot : step.release) slots[slot].reset();
+            continue;
+        }
         arguments.clear();
         for (auto slot : step.inputs) arguments.push_back(*slots[slot]);
-        if (gathered && step.done_by_gather) {
+        if (inference && step.normalized_by) {
+            const Plan::Step& normalization = plan.steps[*step.normalized_by];
+            slots[normalization.output] = static_cast<const BatchNormalization&>(*normalization.layer)
+                                              .call_after_convolution(arguments[0], static_cast<Conv2D&>(*step.layer),
+                                                                      normalization.then_relu);
+        } else if (gathered && step.done_by_gather) {
             slots[step.output] = arguments[0];
         } else if (split && plan.is_output[step.output]) {
             SplitOutput result = step.layer->call_split(arguments, training);

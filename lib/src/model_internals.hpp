@@ -4,6 +4,7 @@
 #include <cstddef>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -29,6 +30,12 @@ struct Model::Plan {
         /// The step is a Rescaling of a model input that gathering a batch applies as it turns
         /// the rows into floats (input_scales); run() skips it for inputs gathered that way.
         bool done_by_gather = false;
+        /// At inference with no graph recorded (predict, evaluate), this Conv2D step also runs the
+        /// BatchNormalization step of this index, the only reader of its output, in the
+        /// convolution's epilogue (BatchNormalization::call_after_convolution).
+        std::optional<std::size_t> normalized_by;
+        /// This BatchNormalization step is then done by the Conv2D step before it.
+        bool done_by_convolution = false;
         /// Slots no later step reads: freed after this step, so inference keeps little alive.
         std::vector<std::size_t> release;
     };
@@ -53,6 +60,9 @@ struct Model::Plan {
     /// records its factor: a batch then goes from bytes to scaled floats in one pass, with the
     /// same floats (one multiplication each).
     void fold_input_rescaling();
+    /// Pairs each BatchNormalization that alone reads the output of a Conv2D without activation
+    /// (neither being a model output) with that Conv2D, for inference (Step::normalized_by).
+    void fold_batch_norm_into_convolutions();
 };
 
 /// One output's training settings: its loss, the weight of that loss in the total, its metrics.

@@ -252,14 +252,17 @@ Shape conv_output_shape(const Shape& input, std::size_t filters, Window2D kernel
 namespace {
 
 // What follows the convolution inside the op.
-enum class Epilogue { none, bias, bias_relu };
+enum class Epilogue { none, bias, bias_relu, normalize, normalize_relu };
 
 // conv2d, then the bias (and relu) of `epilogue` on each sample's (or chunk's) output as soon as it
 // is written: add_bias's bits, while the output is in cache. The backward pass hands the
 // convolution dy itself (bias) or dy masked by relu, in one pass that also sums the bias gradient.
+// The normalize epilogues add the bias if there is one, then normalize by `given` (and apply
+// relu), in inference only: they record no backward pass.
 template <class T>
 BasicTensor<T> convolve(const char* name, const BasicTensor<T>& x, const BasicTensor<T>& kernel, const BasicTensor<T>* bias,
-                        Epilogue epilogue, Window2D strides, Padding padding) {
+                        Epilogue epilogue, Window2D strides, Padding padding,
+                        const internal::GivenNormalization<T>* given = nullptr) {
     const ImageShape s = image_shape(name, x);
     if (kernel.dimension() != 4 || kernel.shape()[2] != s.channels) {
         throw ShapeError(std::string(name) + ": the kernel must have shape (height, width, " + std::to_string(s.channels) +
@@ -295,6 +298,9 @@ BasicTensor<T> convolve(const char* name, const BasicTensor<T>& x, const BasicTe
         const internal::Rows values{count * positions, filters};
         if (epilogue == Epilogue::bias) internal::add_bias<false>(out, bias->value().data(), out, values);
         if (epilogue == Epilogue::bias_relu) internal::add_bias<true>(out, bias->value().data(), out, values);
+        const T* bias_values = bias ? bias->value().data() : nullptr;
+        if (epilogue == Epilogue::normalize) internal::add_bias_then_normalize<false>(out, bias_values, *given, out, values);
+        if (epilogue == Epilogue::normalize_relu) internal::add_bias_then_normalize<true>(out, bias_values, *given, out, values);
     };
     const double flops_per_sample = 2.0 * double(positions) * double(patch) * double(filters);
     const std::size_t min_samples_per_task = std::size_t(min_flops_per_task / std::max(1.0, flops_per_sample)) + 1;
@@ -344,6 +350,7 @@ BasicTensor<T> convolve(const char* name, const BasicTensor<T>& x, const BasicTe
         }
     }
 
+    if (given) return BasicTensor<T>::constant(std::move(y));
     auto inputs = bias ? std::vector<BasicTensor<T>>{x, kernel, *bias} : std::vector<BasicTensor<T>>{x, kernel};
     return make_op<T>(name, std::move(y), std::move(inputs), [=](Node<T>& out) {
         Node<T>& input = *out.inputs[0];
@@ -480,10 +487,43 @@ BasicTensor<T> conv2d_bias_relu(const BasicTensor<T>& x, const BasicTensor<T>& k
     return convolve<T>("conv2d_bias_relu", x, kernel, &bias, Epilogue::bias_relu, strides, padding);
 }
 
+template <class T>
+BasicTensor<T> conv2d_batch_norm_inference(const BasicTensor<T>& x, const BasicTensor<T>& kernel, const BasicTensor<T>* bias,
+                                           const xt::xarray<T>& mean, const xt::xarray<T>& variance,
+                                           const BasicTensor<T>& gamma, const BasicTensor<T>& beta, T epsilon, bool relu,
+                                           Window2D strides, Padding padding) {
+    const char* name = "conv2d_batch_norm_inference";
+    if (grad_enabled()) {
+        for (const BasicTensor<T>* input : {&x, &kernel, bias, &gamma, &beta}) {
+            if (input && input->requires_grad()) {
+                throw ValueError(std::string(name) + ": records no backward pass, but an input requires a gradient; "
+                                 "call it under NoGradGuard, or use conv2d_bias and batch_norm_inference");
+            }
+        }
+    }
+    if (kernel.dimension() != 4) {
+        throw ShapeError(std::string(name) + ": the kernel must have shape (height, width, channels, filters), got " +
+                         shape_to_string(kernel.shape()));
+    }
+    const std::size_t filters = kernel.shape()[3];
+    for (const xt::xarray<T>* values : {&mean, &variance, &gamma.value(), &beta.value()}) {
+        if (values->dimension() != 1 || values->shape()[0] != filters) {
+            throw ShapeError(std::string(name) + ": a per-channel parameter of shape " + shape_to_string(values->shape()) +
+                             " does not fit a kernel of shape " + shape_to_string(kernel.shape()) + "; expected (" +
+                             std::to_string(filters) + ",)");
+        }
+    }
+    const internal::GivenNormalization<T> given(mean, variance, gamma.value(), beta.value(), epsilon);
+    return convolve<T>(name, x, kernel, bias, relu ? Epilogue::normalize_relu : Epilogue::normalize, strides, padding, &given);
+}
+
 #define XTNN_INSTANTIATE_CONV2D(T)                                                                                              \
     template BasicTensor<T> conv2d(const BasicTensor<T>&, const BasicTensor<T>&, Window2D, Padding);                          \
     template BasicTensor<T> conv2d_bias(const BasicTensor<T>&, const BasicTensor<T>&, const BasicTensor<T>&, Window2D, Padding); \
-    template BasicTensor<T> conv2d_bias_relu(const BasicTensor<T>&, const BasicTensor<T>&, const BasicTensor<T>&, Window2D, Padding);
+    template BasicTensor<T> conv2d_bias_relu(const BasicTensor<T>&, const BasicTensor<T>&, const BasicTensor<T>&, Window2D, Padding); \
+    template BasicTensor<T> conv2d_batch_norm_inference(const BasicTensor<T>&, const BasicTensor<T>&, const BasicTensor<T>*,       \
+                                                        const xt::xarray<T>&, const xt::xarray<T>&, const BasicTensor<T>&,      \
+                                                        const BasicTensor<T>&, T, bool, Window2D, Padding);
 XTNN_INSTANTIATE_CONV2D(float)
 XTNN_INSTANTIATE_CONV2D(double)
 #undef XTNN_INSTANTIATE_CONV2D

@@ -3,6 +3,7 @@
 // lib/src.
 
 #include <algorithm>
+#include <cmath>
 #include <array>
 #include <string>
 #include <type_traits>
@@ -209,6 +210,53 @@ void add_bias(const T* in, const T* bias, T* out, Rows rows) {
                     const T z = in[row + c] + bias[c];
                     out[row + c] = with_relu && z <= T(0) ? T(0) : z;
                 }
+            }
+        }
+    });
+}
+
+// Batch normalization with given statistics, per channel: y = (x - centre) * scale + shift, with
+// scale = gamma / sqrt(variance + epsilon). batch_norm_inference's formula, which
+// conv2d_batch_norm_inference applies to a convolution's output as it is written.
+template <class T>
+struct GivenNormalization {
+    std::vector<T> centre, inverse_std, scale, shift;
+
+    GivenNormalization(const xt::xarray<T>& mean, const xt::xarray<T>& variance, const xt::xarray<T>& gamma,
+                       const xt::xarray<T>& beta, T epsilon) {
+        for (std::size_t c = 0; c < mean.size(); ++c) {
+            centre.push_back(mean(c));
+            inverse_std.push_back(T(1.0 / std::sqrt(double(variance(c)) + double(epsilon))));
+            scale.push_back(gamma(c) * inverse_std.back());
+            shift.push_back(beta(c));
+        }
+    }
+};
+
+// out = relu_if((in (+ bias) - centre) * scale + shift) over rows of the channels, in place when
+// out == in: the bits of add_bias, then batch_norm_inference (and relu), in one pass.
+template <bool with_relu, class T>
+void add_bias_then_normalize(const T* in, const T* bias, const GivenNormalization<T>& given, T* out, Rows rows) {
+    const T* centre = given.centre.data();
+    const T* scale = given.scale.data();
+    const T* shift = given.shift.data();
+    with_row_width(rows.width, [=](auto width) {
+        using Batch = xsimd::batch<T>;
+        const std::size_t vectorized = whole_batches<T, decltype(width)>() ? std::size_t(width) : width / Batch::size * Batch::size;
+        for (std::size_t r = 0; r < rows.count; ++r) {
+            const std::size_t row = r * width;
+            for (std::size_t c = 0; c < vectorized; c += Batch::size) {
+                Batch z = Batch::load_unaligned(in + row + c);
+                if (bias) z = z + Batch::load_unaligned(bias + c);
+                z = xsimd::fma(z - Batch::load_unaligned(centre + c), Batch::load_unaligned(scale + c), Batch::load_unaligned(shift + c));
+                if constexpr (with_relu) z = xsimd::select(z <= Batch(T(0)), Batch(T(0)), z);
+                z.store_unaligned(out + row + c);
+            }
+            for (std::size_t c = vectorized; c < width; ++c) {
+                T z = in[row + c];
+                if (bias) z = z + bias[c];
+                z = std::fma(z - centre[c], scale[c], shift[c]);
+                out[row + c] = with_relu && z <= T(0) ? T(0) : z;
             }
         }
     });

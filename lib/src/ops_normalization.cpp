@@ -292,26 +292,16 @@ template <bool Relu, class T>
 BasicTensor<T> normalize_with(const char* op, const BasicTensor<T>& x, const xt::xarray<T>& mean, const xt::xarray<T>& variance,
                               const BasicTensor<T>& gamma, const BasicTensor<T>& beta, T epsilon) {
     const Channels channels = channels_of(op, x, {&mean, &variance, &gamma.value(), &beta.value()});
-    Normalization<T> kept{channels, std::vector<T>(channels.width), std::vector<T>(channels.width)};
-    std::vector<T> scale(channels.width);
-    for (std::size_t c = 0; c < channels.width; ++c) {
-        kept.centre[c] = mean(c);
-        kept.inverse_std[c] = T(1.0 / std::sqrt(double(variance(c)) + double(epsilon)));
-        scale[c] = gamma.value()(c) * kept.inverse_std[c];
-    }
+    const internal::GivenNormalization<T> given(mean, variance, gamma.value(), beta.value(), epsilon);
+    const Normalization<T> kept{channels, given.centre, given.inverse_std};
+    const std::vector<T>& scale = given.scale;
     const T* in = x.value().data();
     xt::xarray<T> y = pooled_empty<T>(x.shape());
     T* out = y.data();
-    with_row_width(channels.width, [&](auto width) {
-        const auto centres = copy_of(kept.centre, width), scales = copy_of(scale, width), b = copy_of(beta.value(), width);
-        over_rows(channels.rows, width, [&](std::size_t first, std::size_t last) {
-            for (std::size_t r = first; r < last; ++r) {
-                for (std::size_t c = 0; c < width; ++c) {
-                    const std::size_t i = r * width + c;
-                    out[i] = relu_if<Relu>(T((in[i] - centres[c]) * scales[c] + b[c]));
-                }
-            }
-        });
+    over_rows(channels.rows, channels.width, [&](std::size_t first, std::size_t last) {
+        const std::size_t at = first * channels.width;
+        internal::add_bias_then_normalize<Relu>(in + at, static_cast<const T*>(nullptr), given, out + at,
+                                               internal::Rows{last - first, channels.width});
     });
     return make_op<T>(op, std::move(y), {x, gamma, beta}, [kept, scale](Node<T>& node) {
         kept.template parameter_grads<Relu>(node);

@@ -141,6 +141,16 @@ BasicTensor<T> conv2d_bias(const BasicTensor<T>& x, const BasicTensor<T>& kernel
 template <class T>
 BasicTensor<T> conv2d_bias_relu(const BasicTensor<T>& x, const BasicTensor<T>& kernel, const BasicTensor<T>& bias,
                                 Window2D strides = {}, Padding padding = Padding::valid);
+/// batch_norm_inference(conv2d(x, kernel) (+ bias), mean, variance, gamma, beta, epsilon), then relu
+/// with `relu`, each sample's output normalized while it is in cache, with the bits of the ops one
+/// after the other: what a Model runs at inference for a Conv2D whose only reader is a
+/// BatchNormalization. For inference only: it records no backward pass, and throws if an input
+/// requires a gradient while gradients are enabled. `bias` may be null (Conv2D without bias).
+template <class T>
+BasicTensor<T> conv2d_batch_norm_inference(const BasicTensor<T>& x, const BasicTensor<T>& kernel, const BasicTensor<T>* bias,
+                                           const xt::xarray<T>& mean, const xt::xarray<T>& variance,
+                                           const BasicTensor<T>& gamma, const BasicTensor<T>& beta, T epsilon, bool relu,
+                                           Window2D strides = {}, Padding padding = Padding::valid);
 /// The maximum of each window, per channel. Of equal values the first in row-major window order
 /// is taken and receives the gradient; padding never wins.
 template <class T>

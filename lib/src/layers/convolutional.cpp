@@ -51,6 +51,17 @@ Tensor Conv2D::apply_kernel_and_bias(const Tensor& x, bool relu) {
                 : ops::conv2d_bias(x, kernel_, bias_, options_.strides, padding_);
 }
 
+Tensor Conv2D::convolve_then_normalize(const Tensor& x, const xt::xarray<float>& mean, const xt::xarray<float>& variance,
+                                       const Tensor& gamma, const Tensor& beta, float epsilon, bool relu) {
+    if (options_.activation != "linear") {
+        throw ValueError(describe() + ": a batch normalization folds only into a convolution without activation, not '" +
+                         options_.activation + "'");
+    }
+    check_input(x);
+    return ops::conv2d_batch_norm_inference(x, kernel_, options_.use_bias ? &bias_ : nullptr, mean, variance, gamma, beta,
+                                            epsilon, relu, options_.strides, padding_);
+}
+
 nlohmann::json Conv2D::config() const {
     nlohmann::json config = kernel_config();
     config["filters"] = options_.filters;

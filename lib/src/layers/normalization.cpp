@@ -6,6 +6,7 @@
 
 #include "config_fields.hpp"
 #include "xtnn/initializers.hpp"
+#include "xtnn/layers/convolutional.hpp"
 #include "xtnn/ops.hpp"
 
 namespace xtnn {
@@ -83,6 +84,11 @@ Tensor BatchNormalization::normalize(const Tensor& x, bool training, bool relu) 
         variance[c] = variance[c] * momentum + batch_variance(c) * (1.0f - momentum);
     }
     return y;
+}
+
+Tensor BatchNormalization::call_after_convolution(const Tensor& x, Conv2D& convolution, bool relu) const {
+    return convolution.convolve_then_normalize(x, moving_mean_.value(), moving_variance_.value(), gamma_, beta_,
+                                               static_cast<float>(options_.epsilon), relu);
 }
 
 nlohmann::json BatchNormalization::config() const {

@@ -39,6 +39,11 @@ public:
     nlohmann::json config() const override;
     static std::unique_ptr<Layer> from_config(const nlohmann::json& config);
     std::shared_ptr<Layer> move_to_shared() && override { return move_layer_to_shared(*this); }
+    /// batch_norm_inference(kernel and bias applied to x, the statistics and parameters given),
+    /// then relu with `relu`, normalized as each sample's output is written: for
+    /// BatchNormalization::call_after_convolution. Requires the activation "linear".
+    Tensor convolve_then_normalize(const Tensor& x, const xt::xarray<float>& mean, const xt::xarray<float>& variance,
+                                   const Tensor& gamma, const Tensor& beta, float epsilon, bool relu);
 
 protected:
     Tensor apply_kernel(const Tensor& x) override;

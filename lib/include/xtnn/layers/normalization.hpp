@@ -11,6 +11,8 @@
 
 namespace xtnn {
 
+class Conv2D;
+
 struct BatchNormalizationOptions {
     double momentum = 0.99;
     double epsilon = 1e-3;
@@ -45,6 +47,10 @@ public:
     static std::unique_ptr<Layer> from_config(const nlohmann::json& config);
     std::shared_ptr<Layer> move_to_shared() && override { return move_layer_to_shared(*this); }
     const BatchNormalizationOptions& options() const { return options_; }
+    /// The inference call on the output of `convolution`'s kernel (and bias), computed in the
+    /// convolution's epilogue (ops::conv2d_batch_norm_inference), then relu with `relu`: what a
+    /// Model runs at inference, with no graph recorded, for a Conv2D whose only reader is this layer.
+    Tensor call_after_convolution(const Tensor& x, Conv2D& convolution, bool relu) const;
 
 protected:
     void build_weights(const Shape& input_shape, Generator& generator) override;
