@@ -812,18 +812,30 @@ TEST_CASE("conv2d over a batch of several kernel-gradient groups: values and gra
     }
 }
 
+namespace {
+
+// An input and kernel for each of conv2d's paths.
+struct ConvPath {
+    Shape x, kernel;
+    ops::Window2D strides;
+    std::string path;
+};
+
+// The direct kernel, Winograd, im2col (12 filters: a row of channels that is not a whole number of
+// SIMD registers), im2col on one channel, and im2col over two chunks of the batch (5 samples of
+// 460 KB of float patches).
+std::vector<ConvPath> conv_paths() {
+    return {{{2, 6, 9, 8}, {3, 3, 8, 16}, {1, 1}, "direct"},
+            {{2, 7, 6, 16}, {3, 3, 16, 64}, {1, 1}, "Winograd"},
+            {{2, 6, 9, 3}, {3, 2, 3, 12}, {2, 1}, "im2col"},
+            {{2, 6, 9, 1}, {3, 3, 1, 4}, {2, 2}, "im2col, one channel"},
+            {{5, 40, 40, 8}, {3, 3, 8, 2}, {1, 1}, "im2col in chunks"}};
+}
+
+}  // namespace
+
 TEST_CASE("conv2d_batch_norm_inference: the bits of batch_norm_inference after conv2d (and bias), on every path") {
-    struct Case {
-        Shape x, kernel;
-        ops::Window2D strides;
-        std::string path;
-    };
-    // 12 filters leave a row of channels that is not a whole number of SIMD registers.
-    const std::vector<Case> cases{{{2, 6, 9, 8}, {3, 3, 8, 16}, {1, 1}, "direct"},
-                                  {{2, 7, 6, 16}, {3, 3, 16, 64}, {1, 1}, "Winograd"},
-                                  {{2, 6, 9, 3}, {3, 2, 3, 12}, {2, 1}, "im2col"},
-                                  {{5, 40, 40, 8}, {3, 3, 8, 2}, {1, 1}, "im2col in chunks"}};
-    for (const Case& c : cases) {
+    for (const ConvPath& c : conv_paths()) {
         const std::size_t filters = c.kernel[3];
         const Tensor x = Tensor::constant(xt::xarray<float>(uniform(c.x, 81))), kernel = Tensor::constant(xt::xarray<float>(uniform(c.kernel, 82)));
         const Tensor bias = Tensor::constant(xt::xarray<float>(uniform({filters}, 83)));
@@ -863,19 +875,7 @@ TEST_CASE("conv2d_batch_norm_inference: the bits of batch_norm_inference after c
 }
 
 TEST_CASE("conv2d_bias and conv2d_bias_relu: the bits of bias_add and bias_relu after conv2d, gradients included") {
-    struct Case {
-        Shape x, kernel;
-        ops::Window2D strides;
-        std::string path;
-    };
-    // Each of conv2d's paths, the im2col one over two chunks of the batch (5 samples of 460 KB of
-    // float patches).
-    const std::vector<Case> cases{{{2, 6, 9, 8}, {3, 3, 8, 16}, {1, 1}, "direct"},
-                                  {{2, 7, 6, 16}, {3, 3, 16, 64}, {1, 1}, "Winograd"},
-                                  {{2, 6, 9, 3}, {3, 2, 3, 4}, {2, 1}, "im2col"},
-                                  {{2, 6, 9, 1}, {3, 3, 1, 4}, {2, 2}, "im2col, one channel"},
-                                  {{5, 40, 40, 8}, {3, 3, 8, 2}, {1, 1}, "im2col in chunks"}};
-    for (const Case& c : cases) {
+    for (const ConvPath& c : conv_paths()) {
         for (auto padding : {ops::Padding::valid, ops::Padding::same}) {
             for (bool relu : {false, true}) {
                 const std::string activation = relu ? ", relu" : "";
