@@ -1,8 +1,11 @@
 #pragma once
-// What the benchmark programs share: wall-clock timing, medians, and an epoch timer.
+// What the benchmark programs share: the CPU's name, wall-clock timing, medians, and an epoch
+// timer.
 
 #include <algorithm>
 #include <chrono>
+#include <fstream>
+#include <string>
 #include <vector>
 
 #include <xtensor/xview.hpp>
@@ -11,6 +14,15 @@
 namespace bench {
 
 using Clock = std::chrono::steady_clock;
+
+/// The CPU's model name, printed with every figure: the machines here are not all the same CPU.
+inline std::string cpu_model() {
+    std::ifstream cpuinfo("/proc/cpuinfo");
+    for (std::string line; std::getline(cpuinfo, line);) {
+        if (line.starts_with("model name")) return line.substr(line.find(':') + 2);
+    }
+    return "unknown";
+}
 
 inline double seconds_since(Clock::time_point start) {
     return std::chrono::duration<double>(Clock::now() - start).count();

@@ -10,7 +10,6 @@
 
 #include <algorithm>
 #include <chrono>
-#include <fstream>
 #include <iostream>
 #include <string>
 #include <vector>
@@ -18,6 +17,8 @@
 #include <cblas.h>
 #include <nlohmann/json.hpp>
 #include <xtnn/xtnn.hpp>
+
+#include "bench_common.hpp"
 
 namespace {
 
@@ -27,14 +28,6 @@ struct Layer {
     xtnn::ops::Padding padding;
     bool input_gradient;  // false for a first layer: its input needs no gradient
 };
-
-std::string cpu_model() {
-    std::ifstream cpuinfo("/proc/cpuinfo");
-    for (std::string line; std::getline(cpuinfo, line);) {
-        if (line.starts_with("model name")) return line.substr(line.find(':') + 2);
-    }
-    return "unknown";
-}
 
 template <class F>
 double best_seconds(int calls, F&& f) {
@@ -72,7 +65,7 @@ double sgemm_gflops() {
 int main() {
     xtnn::ops::set_num_threads(1);
     const double sgemm = sgemm_gflops();
-    std::cout << nlohmann::json{{"cpu", cpu_model()}, {"openblas_core", openblas_get_corename()}, {"sgemm_1024_gflops", sgemm}}.dump()
+    std::cout << nlohmann::json{{"cpu", bench::cpu_model()}, {"openblas_core", openblas_get_corename()}, {"sgemm_1024_gflops", sgemm}}.dump()
               << std::endl;
     using xtnn::ops::Padding;
     const Layer layers[] = {

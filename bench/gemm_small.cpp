@@ -11,7 +11,6 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
-#include <fstream>
 #include <iostream>
 #include <string>
 #include <vector>
@@ -19,21 +18,11 @@
 #include <cblas.h>
 #include <nlohmann/json.hpp>
 
+#include "bench_common.hpp"
+
 #include "gemm_small.hpp"
 
 namespace {
-
-std::string cpu_model() {
-    std::ifstream cpuinfo("/proc/cpuinfo");
-    for (std::string line; std::getline(cpuinfo, line);) {
-        if (line.starts_with("model name")) return line.substr(line.find(':') + 2);
-    }
-    return "unknown";
-}
-
-double seconds(std::chrono::steady_clock::time_point start) {
-    return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-}
 
 struct Ratios {
     double log_sum = 0.0, worst = 0.0;
@@ -57,7 +46,7 @@ struct Ratios {
 
 int main() {
     openblas_set_num_threads(1);
-    std::cout << nlohmann::json{{"cpu", cpu_model()}, {"simd_width", xtnn::detail::simd_width<float>},
+    std::cout << nlohmann::json{{"cpu", bench::cpu_model()}, {"simd_width", xtnn::detail::simd_width<float>},
                                 {"openblas_core", openblas_get_corename()}}
                      .dump()
               << std::endl;
@@ -78,18 +67,18 @@ int main() {
                     const int calls = std::max(5, int(4e6 / (2.0 * double(m * n * k))));
                     double blas = 1e30, small = 1e30;
                     for (int round = 0; round < 5; ++round) {
-                        auto start = std::chrono::steady_clock::now();
+                        auto start = bench::Clock::now();
                         for (int call = 0; call < calls; ++call) {
                             std::fill(c.begin(), c.end(), 0.0f);
                             cblas_sgemm(CblasRowMajor, transpose_a ? CblasTrans : CblasNoTrans, CblasNoTrans, int(m), int(n),
                                         int(k), 1.0f, a.data(), int(lda), b.data(), int(n), 1.0f, c.data(), int(n));
                         }
-                        blas = std::min(blas, seconds(start) / calls);
-                        start = std::chrono::steady_clock::now();
+                        blas = std::min(blas, bench::seconds_since(start) / calls);
+                        start = bench::Clock::now();
                         for (int call = 0; call < calls; ++call) {
                             xtnn::detail::small_product(transpose_a, m, n, k, a.data(), lda, b.data(), n, false, c.data(), n);
                         }
-                        small = std::min(small, seconds(start) / calls);
+                        small = std::min(small, bench::seconds_since(start) / calls);
                     }
                     const bool fits = xtnn::detail::small_product_fits(false, m, n, k);
                     const std::string product = std::to_string(m) + "x" + std::to_string(n) + "x" + std::to_string(k) +

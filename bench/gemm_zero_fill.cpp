@@ -8,13 +8,14 @@
 
 #include <algorithm>
 #include <chrono>
-#include <fstream>
 #include <iostream>
 #include <string>
 #include <vector>
 
 #include <cblas.h>
 #include <nlohmann/json.hpp>
+
+#include "bench_common.hpp"
 
 namespace {
 
@@ -24,19 +25,11 @@ struct Product {
     int m, n, k;
 };
 
-std::string cpu_model() {
-    std::ifstream cpuinfo("/proc/cpuinfo");
-    for (std::string line; std::getline(cpuinfo, line);) {
-        if (line.starts_with("model name")) return line.substr(line.find(':') + 2);
-    }
-    return "unknown";
-}
-
 }  // namespace
 
 int main() {
     openblas_set_num_threads(1);
-    std::cout << nlohmann::json{{"cpu", cpu_model()}, {"openblas_core", openblas_get_corename()}}.dump() << std::endl;
+    std::cout << nlohmann::json{{"cpu", bench::cpu_model()}, {"openblas_core", openblas_get_corename()}}.dump() << std::endl;
     const Product products[] = {
         {"w1 dW of Dense 32 (784x32, 32 rows)", true, false, 784, 32, 32},
         {"w2 dW of Dense 256 (784x256, 128 rows)", true, false, 784, 256, 128},

@@ -59,10 +59,15 @@ std::vector<std::size_t> Model::Plan::reader_counts() const {
     return readers;
 }
 
-void Model::Plan::fold_relu_activations() {
-    const std::vector<std::size_t> readers = reader_counts();
+std::vector<std::optional<std::size_t>> Model::Plan::producer_steps() const {
     std::vector<std::optional<std::size_t>> producer(slot_count);
     for (std::size_t i = 0; i < steps.size(); ++i) producer[steps[i].output] = i;
+    return producer;
+}
+
+void Model::Plan::fold_relu_activations() {
+    const std::vector<std::size_t> readers = reader_counts();
+    std::vector<std::optional<std::size_t>> producer = producer_steps();
     std::vector<bool> folded(steps.size(), false);
     for (std::size_t i = 0; i < steps.size(); ++i) {
         const auto* activation = dynamic_cast<const Activation*>(steps[i].layer);
@@ -85,8 +90,7 @@ void Model::Plan::fold_relu_activations() {
 
 void Model::Plan::fold_batch_norm_into_convolutions() {
     const std::vector<std::size_t> readers = reader_counts();
-    std::vector<std::optional<std::size_t>> producer(slot_count);
-    for (std::size_t i = 0; i < steps.size(); ++i) producer[steps[i].output] = i;
+    const std::vector<std::optional<std::size_t>> producer = producer_steps();
     for (std::size_t i = 0; i < steps.size(); ++i) {
         if (!dynamic_cast<const BatchNormalization*>(steps[i].layer) || steps[i].inputs.size() != 1) continue;
         const std::size_t input = steps[i].inputs[0];

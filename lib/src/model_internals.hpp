@@ -53,6 +53,8 @@ struct Model::Plan {
 
     /// How many steps read each slot.
     std::vector<std::size_t> reader_counts() const;
+    /// The step that writes each slot (none for the model's inputs).
+    std::vector<std::optional<std::size_t>> producer_steps() const;
     /// Folds each relu Activation whose input only it reads, and that a layer which fuses_relu()
     /// produces, into that layer's step; the model's outputs stay as they are.
     void fold_relu_activations();
