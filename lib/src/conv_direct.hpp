@@ -20,6 +20,7 @@
 #include <xsimd/xsimd.hpp>
 
 #include "gemm_small.hpp"
+#include "simd.hpp"
 
 namespace xtnn::detail {
 
@@ -83,7 +84,7 @@ void direct_conv_block(Source pixels, const T* kernel, T* out, const DirectConvS
             for (std::size_t v = 0; v < Vectors; ++v) w[v] = Batch::load_unaligned(weights + v * width);
             for (std::size_t p = 0; p < Pixels; ++p) {
                 const Batch x(pixels[p][row_offset + j]);
-                for (std::size_t v = 0; v < Vectors; ++v) sums[p][v] = xsimd::fma(x, w[v], sums[p][v]);
+                for (std::size_t v = 0; v < Vectors; ++v) sums[p][v] = fused_multiply_add(x, w[v], sums[p][v]);
             }
         }
     }
@@ -187,7 +188,7 @@ void kernel_gradient_block(const T* image, const T* dy, T* grad, const DirectCon
             for (std::size_t v = 0; v < Vectors; ++v) d[v] = Batch::load_unaligned(dy_row + ox * s.filters + v * width);
             for (std::size_t c = 0; c < Channels; ++c) {
                 const Batch x(row[ox * s.channels + c]);
-                for (std::size_t v = 0; v < Vectors; ++v) sums[c][v] = xsimd::fma(x, d[v], sums[c][v]);
+                for (std::size_t v = 0; v < Vectors; ++v) sums[c][v] = fused_multiply_add(x, d[v], sums[c][v]);
             }
         }
     }

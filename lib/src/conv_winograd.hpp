@@ -23,6 +23,8 @@
 
 #include <xsimd/xsimd.hpp>
 
+#include "simd.hpp"
+
 namespace xtnn::detail {
 
 // What one call convolves: a valid 3x3 convolution, stride 1, of an image whose rows are
@@ -91,8 +93,8 @@ void winograd_product_block(const T* a, const T* b, T* out, const ProductSteps& 
         const T* a_column = a + k * steps.depth_step;
         for (std::size_t r = 0; r < Rows; ++r) {
             const Batch x(a_column[r * steps.row_step]);
-            sums[r][0] = xsimd::fma(x, b0, sums[r][0]);
-            sums[r][1] = xsimd::fma(x, b1, sums[r][1]);
+            sums[r][0] = fused_multiply_add(x, b0, sums[r][0]);
+            sums[r][1] = fused_multiply_add(x, b1, sums[r][1]);
         }
     }
     for (std::size_t r = 0; r < Rows; ++r) {

@@ -15,6 +15,8 @@
 
 #include <xsimd/xsimd.hpp>
 
+#include "simd.hpp"
+
 namespace xtnn::detail {
 
 template <class T>
@@ -58,7 +60,7 @@ void small_product_block(const T* a, std::size_t a_row, std::size_t a_step, cons
         const T* x = a + l * a_step;
         for (std::size_t r = 0; r < Rows; ++r) {
             const Batch value(x[r * a_row]);
-            for (std::size_t v = 0; v < Vectors; ++v) sums[r][v] = xsimd::fma(value, w[v], sums[r][v]);
+            for (std::size_t v = 0; v < Vectors; ++v) sums[r][v] = fused_multiply_add(value, w[v], sums[r][v]);
         }
     }
     for (std::size_t r = 0; r < Rows; ++r) {

@@ -15,6 +15,7 @@
 
 #include "xtnn/autodiff.hpp"
 #include "xtnn/ops.hpp"
+#include "simd.hpp"
 
 namespace xtnn::ops::internal {
 
@@ -248,7 +249,8 @@ void add_bias_then_normalize(const T* in, const T* bias, const GivenNormalizatio
             for (std::size_t c = 0; c < vectorized; c += Batch::size) {
                 Batch z = Batch::load_unaligned(in + row + c);
                 if (bias) z = z + Batch::load_unaligned(bias + c);
-                z = xsimd::fma(z - Batch::load_unaligned(centre + c), Batch::load_unaligned(scale + c), Batch::load_unaligned(shift + c));
+                z = detail::fused_multiply_add(z - Batch::load_unaligned(centre + c), Batch::load_unaligned(scale + c),
+                                               Batch::load_unaligned(shift + c));
                 if constexpr (with_relu) z = xsimd::select(z <= Batch(T(0)), Batch(T(0)), z);
                 z.store_unaligned(out + row + c);
             }

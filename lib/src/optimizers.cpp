@@ -10,6 +10,7 @@
 
 #include "xtnn/json.hpp"
 #include "xtnn/registry.hpp"
+#include "simd.hpp"
 
 namespace xtnn {
 
@@ -192,10 +193,11 @@ public:
         float* v = slots[1].data();
         for_each_element(begin, end, [&](std::size_t j, auto kind) {
             using Value = decltype(kind);
-            using xsimd::fma, xsimd::sqrt;
+            using detail::fused_multiply_add, xsimd::sqrt;
             const auto gradient = read<Value>(g + j);
-            const auto momentum = fma(gradient - read<Value>(m + j), Value(one_minus_beta_1), read<Value>(m + j));
-            const auto velocity = fma(fma(gradient, gradient, -read<Value>(v + j)), Value(one_minus_beta_2), read<Value>(v + j));
+            const auto momentum = fused_multiply_add(gradient - read<Value>(m + j), Value(one_minus_beta_1), read<Value>(m + j));
+            const auto velocity = fused_multiply_add(fused_multiply_add(gradient, gradient, -read<Value>(v + j)),
+                                                     Value(one_minus_beta_2), read<Value>(v + j));
             write(m + j, momentum);
             write(v + j, velocity);
             write(w + j, read<Value>(w + j) - (Value(lr) * momentum) / (sqrt(velocity) + Value(epsilon)));
@@ -237,13 +239,14 @@ public:
         float* velocity = momentum > 0.0f ? slots[1].data() : nullptr;
         for_each_element(begin, end, [&](std::size_t j, auto kind) {
             using Value = decltype(kind);
-            using xsimd::fma, xsimd::sqrt;
+            using detail::fused_multiply_add, xsimd::sqrt;
             const auto gradient = read<Value>(g + j);
-            const auto mean_square = fma(Value(rho), read<Value>(average + j), Value(1.0f - rho) * gradient * gradient);
+            const auto mean_square =
+                fused_multiply_add(Value(rho), read<Value>(average + j), Value(1.0f - rho) * gradient * gradient);
             write(average + j, mean_square);
             auto increment = Value(lr) * gradient / sqrt(mean_square + Value(epsilon));
             if (velocity) {
-                increment = fma(Value(momentum), read<Value>(velocity + j), increment);
+                increment = fused_multiply_add(Value(momentum), read<Value>(velocity + j), increment);
                 write(velocity + j, increment);
             }
             write(w + j, read<Value>(w + j) - increment);
