@@ -299,8 +299,7 @@ void winograd_transformed_gradient(const T* image, const T* dy, T* transformed_g
 
 /// kernel_grad (3, 3, C, F) = (or += with `add`) G^T dU G, the adjoint of winograd_kernel, from
 /// winograd_transformed_gradient's sums. G^T = [1 1/2 1/2 0; 0 1/2 -1/2 0; 0 1/2 1/2 1]. Halving
-/// is exact (short of subnormal numbers), so a compiler that fuses a halving and an addition into
-/// one multiply-add (clang does within an expression) gets the same bits as one that does not.
+/// is exact (short of subnormal numbers).
 template <class T>
 void winograd_kernel_gradient(const T* transformed_grad, std::size_t channels, std::size_t filters, bool add,
                               T* kernel_grad) {

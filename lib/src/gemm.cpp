@@ -1,6 +1,7 @@
 #include "gemm.hpp"
 
 #include <algorithm>
+#include <cmath>
 #include <string>
 
 #include <cblas.h>
@@ -21,7 +22,8 @@ blasint as_int(std::size_t n) { return static_cast<blasint>(n); }
 // loop reads b once, in order, on the calling thread, and skips the rows of b that a zero of a
 // selects: after relu (and in images' backgrounds) most inputs are zero, and reading b is the
 // cost. The result is the same bit for bit for finite b (the skipped terms are zeros); an
-// infinite weight times a zero input would give NaN in BLAS and is skipped here.
+// infinite weight times a zero input would give NaN in BLAS and is skipped here. Each term is a
+// fused multiply-add, as in sgemm's kernels.
 template <class T>
 void single_row_product(bool transpose_a, bool transpose_b, std::size_t n, std::size_t k, T alpha, const T* a,
                         std::size_t lda, const T* b, std::size_t ldb, T beta, T* c) {
@@ -30,7 +32,7 @@ void single_row_product(bool transpose_a, bool transpose_b, std::size_t n, std::
         for (std::size_t j = 0; j < n; ++j) {
             const T* row = b + j * ldb;
             T total = 0;
-            for (std::size_t i = 0; i < k; ++i) total += a[i * a_step] * row[i];
+            for (std::size_t i = 0; i < k; ++i) total = std::fma(a[i * a_step], row[i], total);
             c[j] = alpha * total + (beta == T(0) ? T(0) : beta * c[j]);
         }
         return;
@@ -44,7 +46,7 @@ void single_row_product(bool transpose_a, bool transpose_b, std::size_t n, std::
         const T scaled = alpha * a[i * a_step];
         if (scaled == T(0)) continue;
         const T* row = b + i * ldb;
-        for (std::size_t j = 0; j < n; ++j) c[j] += scaled * row[j];
+        for (std::size_t j = 0; j < n; ++j) c[j] = std::fma(scaled, row[j], c[j]);
     }
 }
 

@@ -3,9 +3,9 @@
 // normalization with each row's own statistics. Per-channel sums over the rows are accumulated in
 // double (the parameter gradients' after short float runs of rows), so their error does not grow
 // with the batch. The passes over the rows are spread over the threads, the sums by fixed groups
-// of rows, so the bits do not depend on the thread count. A multiplication and the addition it
-// feeds stay in one expression or are written as std::fma: g++ fuses such pairs across statements
-// too, clang only within one expression, and the two builds must agree bit for bit.
+// of rows, so the bits do not depend on the thread count. The library builds with
+// -ffp-contract=off, so the multiply-adds meant to be fused are written as std::fma, and the g++
+// and clang builds agree bit for bit.
 
 #include <algorithm>
 #include <array>
