@@ -13,6 +13,7 @@
 #include <xtensor/xview.hpp>
 #include <xtnn/xtnn.hpp>
 
+#include "gemm_small.hpp"
 #include "test_helpers.hpp"
 
 using namespace xtnn;
@@ -91,27 +92,35 @@ TEST_CASE("a one-row product (its own loop, skipping zero inputs) matches the sa
     }
 }
 
-TEST_CASE("small float products (their own kernel): each value the in-order sum of fused multiply-adds") {
-    // Each C[i][j] = fma(A[i][k-1], B[k-1][j], ... fma(A[i][0], B[0][j], 0)), plus what C held when
-    // a gradient adds to one: bits that do not depend on the SIMD width or the compiler.
-    const auto in_order = [](const xt::xarray<float>& a, const xt::xarray<float>& b) {
-        const std::size_t m = a.shape()[0], k = a.shape()[1], n = b.shape()[1];
-        xt::xarray<float> c = xt::zeros<float>({m, n});
-        for (std::size_t i = 0; i < m; ++i) {
-            for (std::size_t j = 0; j < n; ++j) {
-                float sum = 0.0f;
-                for (std::size_t l = 0; l < k; ++l) sum = std::fma(a(i, l), b(l, j), sum);
-                c(i, j) = sum;
-            }
+namespace {
+
+// What xtnn's product kernel gives: each C[i][j] = fma(A[i][k-1], B[k-1][j], ... fma(A[i][0],
+// B[0][j], 0)), plus what C held when a gradient adds to one: bits that do not depend on the SIMD
+// width or the compiler.
+xt::xarray<float> in_order(const xt::xarray<float>& a, const xt::xarray<float>& b) {
+    const std::size_t m = a.shape()[0], k = a.shape()[1], n = b.shape()[1];
+    xt::xarray<float> c = xt::zeros<float>({m, n});
+    for (std::size_t i = 0; i < m; ++i) {
+        for (std::size_t j = 0; j < n; ++j) {
+            float sum = 0.0f;
+            for (std::size_t l = 0; l < k; ++l) sum = std::fma(a(i, l), b(l, j), sum);
+            c(i, j) = sum;
         }
-        return c;
-    };
+    }
+    return c;
+}
+
+xt::xarray<float> random_matrix(Generator& g, std::size_t rows, std::size_t columns) {
+    xt::xarray<float> values = xt::empty<float>({rows, columns});
+    for (float& v : values) v = float(g.uniform()) - 0.5f;
+    return values;
+}
+
+}  // namespace
+
+TEST_CASE("small float products (their own kernel): each value the in-order sum of fused multiply-adds") {
     Generator g(15);
-    const auto random = [&](std::size_t rows, std::size_t columns) {
-        xt::xarray<float> values = xt::empty<float>({rows, columns});
-        for (float& v : values) v = float(g.uniform()) - 0.5f;
-        return values;
-    };
+    const auto random = [&](std::size_t rows, std::size_t columns) { return random_matrix(g, rows, columns); };
     // W1's first layer; rows and columns that leave a short last block and a padded last panel.
     for (const auto& shape : {std::array<std::size_t, 3>{32, 784, 32}, {13, 37, 40}, {7, 5, 16}, {20, 64, 56}}) {
         const std::size_t m = shape[0], k = shape[1], n = shape[2];
@@ -127,6 +136,32 @@ TEST_CASE("small float products (their own kernel): each value the in-order sum 
         y.backward(dy);
         const xt::xarray<float> first = in_order(xt::transpose(a), dy), second = in_order(xt::transpose(a2), dy);
         CHECK(weights.grad() == first + second);
+    }
+}
+
+TEST_CASE("the product kernel, with A and B each as they are or transposed, gives the in-order sums") {
+    // ops::matmul hands it the products that detail::small_product_fits picks, which depend on the
+    // CPU and on OpenBLAS's kernels: here it is called directly, on shapes that leave a short last
+    // block of rows and a padded last panel of columns.
+    Generator g(16);
+    for (const auto& shape : {std::array<std::size_t, 3>{64, 37, 40}, {13, 300, 33}, {70, 784, 64}, {5, 7, 32}}) {
+        const std::size_t m = shape[0], k = shape[1], n = shape[2];
+        const xt::xarray<float> a = random_matrix(g, m, k), b = random_matrix(g, k, n), held = random_matrix(g, m, n);
+        const xt::xarray<float> a_t = xt::transpose(a), b_t = xt::transpose(b);
+        for (const bool transpose_a : {false, true}) {
+            for (const bool transpose_b : {false, true}) {
+                INFO(m << " x " << k << " x " << n << (transpose_a ? ", A^T" : "") << (transpose_b ? ", B^T" : ""));
+                const float* a_data = transpose_a ? a_t.data() : a.data();
+                const float* b_data = transpose_b ? b_t.data() : b.data();
+                const std::size_t lda = transpose_a ? m : k, ldb = transpose_b ? k : n;
+                xt::xarray<float> c = xt::empty<float>({m, n});
+                detail::small_product(transpose_a, transpose_b, m, n, k, a_data, lda, b_data, ldb, false, c.data(), n);
+                CHECK(c == in_order(a, b));
+                c = held;
+                detail::small_product(transpose_a, transpose_b, m, n, k, a_data, lda, b_data, ldb, true, c.data(), n);
+                CHECK(c == xt::xarray<float>(held + in_order(a, b)));
+            }
+        }
     }
 }
 

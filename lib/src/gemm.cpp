@@ -1,8 +1,9 @@
 #include "gemm.hpp"
 
 #include <algorithm>
+#include <cctype>
 #include <cmath>
-#include <string>
+#include <string_view>
 
 #include <cblas.h>
 
@@ -67,6 +68,24 @@ T zero_filled(std::size_t m, std::size_t n, T beta, T* c, std::size_t ldc) {
 
 }  // namespace
 
+// Decided once per process from the core OpenBLAS names, so the same products take the same path
+// in every run of a machine.
+bool blas_is_narrower() {
+    static const bool narrower = [] {
+        if (simd_width<float> < 16) return false;
+        const std::string_view core = openblas_get_corename();
+        const auto is = [&](std::string_view name) {
+            return std::equal(core.begin(), core.end(), name.begin(), name.end(),
+                              [](char x, char y) { return std::tolower(static_cast<unsigned char>(x)) == y; });
+        };
+        for (std::string_view name : {"sandybridge", "haswell", "zen", "bulldozer", "piledriver", "steamroller", "excavator"}) {
+            if (is(name)) return true;
+        }
+        return false;
+    }();
+    return narrower;
+}
+
 template <>
 void gemm<float>(bool transpose_a, bool transpose_b, std::size_t m, std::size_t n, std::size_t k, float alpha,
                  const float* a, std::size_t lda, const float* b, std::size_t ldb, float beta, float* c,
@@ -76,8 +95,8 @@ void gemm<float>(bool transpose_a, bool transpose_b, std::size_t m, std::size_t 
         single_row_product(transpose_a, transpose_b, n, k, alpha, a, lda, b, ldb, beta, c);
         return;
     }
-    if (alpha == 1.0f && (beta == 0.0f || beta == 1.0f) && small_product_fits(transpose_b, m, n, k)) {
-        small_product(transpose_a, m, n, k, a, lda, b, ldb, beta == 1.0f, c, ldc);
+    if (alpha == 1.0f && (beta == 0.0f || beta == 1.0f) && small_product_fits(transpose_b, m, n, k, blas_is_narrower())) {
+        small_product(transpose_a, transpose_b, m, n, k, a, lda, b, ldb, beta == 1.0f, c, ldc);
         return;
     }
     beta = zero_filled(m, n, beta, c, ldc);

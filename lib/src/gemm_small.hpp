@@ -1,7 +1,8 @@
 #pragma once
-// Small products in registers, for the shapes where OpenBLAS's fixed costs outweigh its kernel:
+// Products in registers, for the shapes where OpenBLAS's fixed costs outweigh its kernel:
 // sgemm packs both operands into its own layout on every call, which for a 32-row batch through
-// a 784 -> 32 layer (W1) costs a quarter of the product. Here a block of rows of C keeps two
+// a 784 -> 32 layer (W1) costs a quarter of the product; and for most shapes when OpenBLAS runs
+// narrower vectors than xtnn (small_product_fits). Here a block of rows of C keeps two
 // registers of columns of each row in flight while the inner dimension streams past: a value of
 // A is broadcast once per block, a row of B loaded once per block, from where they lie.
 //
@@ -31,15 +32,24 @@ constexpr std::size_t register_block() {
     return std::min<std::size_t>(16, (registers - 1) / Vectors - 1);
 }
 
-// Where the kernel beats OpenBLAS (sgemm with a zero-filled C), measured by bench/gemm_small on a
-// grid of m, n and k from 8 to 784 on this project's AVX2 machine: the products of at most 2^20
-// multiply-adds whose B is read in place and at least a panel (two registers) wide, 294 of them,
-// took 0.78x OpenBLAS's time in the geometric mean, 1.06x at worst; W1's two large products
-// 0.76x and 0.88x. On the 294 others the kernel would take 1.13x in the geometric mean: larger
-// products, where sgemm's blocking for the caches pays, narrow ones, and a transposed B, which
-// this kernel would first have to copy out.
-inline bool small_product_fits(bool transpose_b, std::size_t m, std::size_t n, std::size_t k) {
-    return !transpose_b && n >= 2 * simd_width<float> && m * n <= (std::size_t(1) << 20) / std::max<std::size_t>(k, 1);
+// Where the kernel beats OpenBLAS (sgemm with a zero-filled C), measured by bench/gemm_small.
+// When OpenBLAS's kernels use vectors as wide as xtnn's (this project's AVX2 machine, on a grid of
+// m, n and k from 8 to 784): the products of at most 2^20 multiply-adds whose B is read in place
+// and at least a panel (two registers) wide, 294 of them, took 0.78x OpenBLAS's time in the
+// geometric mean, 1.06x at worst; W1's two large products 0.76x and 0.88x. On the 294 others the
+// kernel would take 1.13x in the geometric mean: larger products, where sgemm's blocking for the
+// caches pays, narrow ones, and a transposed B, which this kernel would first copy out.
+// When OpenBLAS's vectors are narrower than xtnn's (an AVX-512 build on a CPU that OpenBLAS runs
+// with its AVX2 kernels: one newer than the OpenBLAS build, or OPENBLAS_CORETYPE set so), twice
+// the multiply-adds an instruction outweigh sgemm's blocking: on a Zen 5 the products at least a
+// panel wide with B read in place took 0.46x OpenBLAS's time in the geometric mean over the grid
+// (0.64x at worst), W3's 1000 x 784 x 256 0.49x, 2048^3 0.78x and k = 16384 0.84x. A transposed
+// B, copied out a panel at a time, pays from 64 rows of C (0.82-0.88x), or 32 for k up to 256;
+// with fewer rows the copy costs more than it saves (up to 2x OpenBLAS's time at 8 rows).
+inline bool small_product_fits(bool transpose_b, std::size_t m, std::size_t n, std::size_t k, bool blas_is_narrower) {
+    if (n < 2 * simd_width<float>) return false;
+    if (blas_is_narrower) return k <= 16384 && (!transpose_b || m >= 64 || (m >= 32 && k <= 256));
+    return !transpose_b && m * n <= (std::size_t(1) << 20) / std::max<std::size_t>(k, 1);
 }
 
 // Rows [0, Rows) of C times a panel of Vectors registers of columns: c[r][j] (+)= sum over l of
@@ -91,12 +101,12 @@ void small_product_tail(std::size_t rows, const T* a, std::size_t a_row, std::si
     }
 }
 
-// Row-major C (m x n) = op(A) * B, or C += op(A) * B with `Add`; B (k x n) is read in place but
-// for the last panel of a width that is not a whole number of registers, copied out padded with
-// zeros.
+// Row-major C (m x n) = op(A) * op(B), or C += op(A) * op(B) with `Add`; B (k x n) is read in
+// place but for the last panel of a width that is not a whole number of registers, copied out
+// padded with zeros; a transposed B (n x k) is copied out a panel at a time.
 template <class T, std::size_t Vectors, bool Add>
-void small_product_panels(bool transpose_a, std::size_t m, std::size_t n, std::size_t k, const T* a, std::size_t lda,
-                          const T* b, std::size_t ldb, T* c, std::size_t ldc) {
+void small_product_panels(bool transpose_a, bool transpose_b, std::size_t m, std::size_t n, std::size_t k, const T* a,
+                          std::size_t lda, const T* b, std::size_t ldb, T* c, std::size_t ldc) {
     constexpr std::size_t panel = Vectors * simd_width<T>, block = register_block<Vectors>();
     const std::size_t a_row = transpose_a ? 1 : lda, a_step = transpose_a ? lda : 1;
     thread_local std::vector<T, xsimd::aligned_allocator<T>> padded;
@@ -104,9 +114,16 @@ void small_product_panels(bool transpose_a, std::size_t m, std::size_t n, std::s
         const std::size_t columns = std::min(panel, n - j);
         const T* b_panel = b + j;
         std::size_t b_step = ldb;
-        if (columns < panel) {
+        if (transpose_b || columns < panel) {
             padded.assign(k * panel, T(0));
-            for (std::size_t l = 0; l < k; ++l) std::copy_n(b + l * ldb + j, columns, padded.data() + l * panel);
+            if (transpose_b) {
+                for (std::size_t column = 0; column < columns; ++column) {
+                    const T* from = b + (j + column) * ldb;
+                    for (std::size_t l = 0; l < k; ++l) padded[l * panel + column] = from[l];
+                }
+            } else {
+                for (std::size_t l = 0; l < k; ++l) std::copy_n(b + l * ldb + j, columns, padded.data() + l * panel);
+            }
             b_panel = padded.data();
             b_step = panel;
         }
@@ -122,15 +139,15 @@ void small_product_panels(bool transpose_a, std::size_t m, std::size_t n, std::s
     }
 }
 
-// C = op(A) * B (beta 0) or C += op(A) * B (beta 1), row-major, for products that
+// C = op(A) * op(B) (beta 0) or C += op(A) * op(B) (beta 1), row-major, for products that
 // small_product_fits.
 template <class T>
-void small_product(bool transpose_a, std::size_t m, std::size_t n, std::size_t k, const T* a, std::size_t lda,
-                   const T* b, std::size_t ldb, bool add, T* c, std::size_t ldc) {
+void small_product(bool transpose_a, bool transpose_b, std::size_t m, std::size_t n, std::size_t k, const T* a,
+                   std::size_t lda, const T* b, std::size_t ldb, bool add, T* c, std::size_t ldc) {
     if (add) {
-        small_product_panels<T, 2, true>(transpose_a, m, n, k, a, lda, b, ldb, c, ldc);
+        small_product_panels<T, 2, true>(transpose_a, transpose_b, m, n, k, a, lda, b, ldb, c, ldc);
     } else {
-        small_product_panels<T, 2, false>(transpose_a, m, n, k, a, lda, b, ldb, c, ldc);
+        small_product_panels<T, 2, false>(transpose_a, transpose_b, m, n, k, a, lda, b, ldb, c, ldc);
     }
 }
 
