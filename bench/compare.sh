@@ -22,7 +22,9 @@ scripts/build.sh >/dev/null
 
 results="build/bench/compare-$(date +%Y%m%d-%H%M%S).jsonl"
 : >"$results"
-# Runs a command under /usr/bin/time -v; appends its JSON lines with the round and peak RSS added.
+# Runs a command under /usr/bin/time -v; appends its JSON lines with the round and peak RSS added
+# (and "variant": $variant when set).
+variant=""
 measure() {
   local round="$1"
   shift
@@ -34,7 +36,8 @@ measure() {
   python3 -c 'import json,sys
 for line in open(sys.argv[1]):
     row = json.loads(line); row["round"] = int(sys.argv[2]); row["peak_rss_mb"] = int(sys.argv[3]) / 1024
-    print(json.dumps(row))' "$out" "$round" "$rss_kb" >>"$results"
+    if sys.argv[4]: row["variant"] = sys.argv[4]
+    print(json.dumps(row))' "$out" "$round" "$rss_kb" "$variant" >>"$results"
   rm -f "$out" "$err"
 }
 
@@ -53,6 +56,14 @@ for round in $(seq 1 "$rounds"); do
   echo "round $round of $rounds" >&2
   seed=$((round - 1))
   measure "$round" build/bench/sgemm_floor 1 rate
+  # Where the environment forces OpenBLAS's kernels (this workplace sets OPENBLAS_CORETYPE on
+  # some CPUs, for older OpenBLAS builds' sake), the rate of the kernels OpenBLAS would pick for
+  # the CPU itself, unset in this one command: a floor for the record, beside the run's own.
+  if [ -n "${OPENBLAS_CORETYPE:-}" ]; then
+    variant=openblas_for_this_cpu
+    measure "$round" env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE build/bench/sgemm_floor 1 rate
+    variant=""
+  fi
   for workload in w1 w2; do
     measure "$round" build/bench/xtnn_mlp --workload "$workload" --threads 1 --data "$data" --epochs "$epochs" --seed "$seed"
     measure "$round" env OMP_WAIT_POLICY=PASSIVE /usr/bin/python3 "$peer_dir/torch_mlp.py" \

@@ -25,19 +25,25 @@ def by_round(mine, theirs):
 def main(path):
     rows = [json.loads(line) for line in open(path)]
 
-    def median(peer, workload, key, threads=1):
+    def median(peer, workload, key, threads=1, variant=None):
         # Round 0 holds untimed runs that only add seeds to an accuracy.
         matching = [r for r in rows if r["peer"].startswith(peer) and r["workload"] == workload
-                    and r.get("threads", 1) == threads and key in r and (r.get("round") != 0 or key == "test_acc")]
+                    and r.get("threads", 1) == threads and key in r and (r.get("round") != 0 or key == "test_acc")
+                    and r.get("variant") == variant]
         return Figure([r[key] for r in matching], {r["round"]: r[key] for r in matching if r.get("round", 0) > 0})
 
     x, t = "xtnn", "torch"
     machine = next((r for r in rows if r["peer"] == "machine"), {})
     rate = median("openblas", "sgemm_rate_1024", "gflops")
-    core = next((r["openblas_core"] for r in rows if r.get("openblas_core")), "?")
+    core = next((r["openblas_core"] for r in rows if r.get("openblas_core") and not r.get("variant")), "?")
+    # The kernels OpenBLAS picks for the CPU itself, where the environment forced others.
+    own_rate = median("openblas", "sgemm_rate_1024", "gflops", variant="openblas_for_this_cpu")
+    own_core = next((r["openblas_core"] for r in rows if r.get("variant") == "openblas_for_this_cpu"), None)
     print(f"CPU: {machine.get('cpu', '?')}, {machine.get('cores', '?')} cores, AVX-512: "
           f"{'yes' if machine.get('avx512') else 'no'} (xtnn is built with -march=native); OpenBLAS kernel: {core}; "
-          f"one-thread sgemm 1024^3: {rate:.1f} GFLOP/s (median)\n")
+          f"one-thread sgemm 1024^3: {rate:.1f} GFLOP/s (median)"
+          + (f"; with OPENBLAS_CORETYPE unset OpenBLAS picks {own_core} for this CPU: {own_rate:.1f} GFLOP/s"
+             if own_core else "") + "\n")
 
     floor_w1 = median("openblas", "sgemm_floor_w1", "epoch_s_median")
     floor_w2 = median("openblas", "sgemm_floor_w2", "epoch_s_median")
@@ -52,9 +58,9 @@ def main(path):
          lambda a, b: True),
         # One W2 epoch is 60.4 GFLOP of products and a W3 image 469,504 FLOP: the sgemm rate of the
         # floor run bounds the batch-1000 throughput of one core.
-        ("W3 img/s ceiling at the W2 floor's sgemm rate vs torch", 60.4e9 / floor_w2 / 469504,
-         median(t, "w3", "thr_img_s_median"), "ceiling >= 1.2 x torch, else the W3 target is above it",
-         lambda a, b: a >= 1.2 * b),
+        ("W3 img/s at the W2 floor's sgemm rate vs torch", 60.4e9 / floor_w2 / 469504,
+         median(t, "w3", "thr_img_s_median"), "(the bound for OpenBLAS's products: the W3 target is above it "
+         "unless >= 1.2 x torch or xtnn's own products pass it)", lambda a, b: None),
         ("W3 img/s, batch 1000", median(x, "w3", "thr_img_s_median"), median(t, "w3", "thr_img_s_median"),
          "xtnn >= 1.2 x torch", lambda a, b: a >= 1.2 * b),
         ("W3 latency us, batch 1 (mean)", median(x, "w3", "lat_us_mean"), median(t, "w3", "lat_us_mean"),
@@ -67,10 +73,10 @@ def main(path):
          lambda a, b: abs(a - b) <= 0.01),
     ]
 
-    def flop_floor(workload):
+    def flop_floor(workload, gflops=rate):
         """../shared/bench's CNN floor: 3x the forward FLOPs at the one-thread sgemm rate of this run."""
         counts = [r for r in rows if r["peer"] == "flops" and r["workload"] == workload]
-        return 3 * counts[0]["fwd_flop_per_sample"] * counts[0]["n_train"] / (rate * 1e9) if counts else float("nan")
+        return 3 * counts[0]["fwd_flop_per_sample"] * counts[0]["n_train"] / (gflops * 1e9) if counts else float("nan")
 
     def seeds(workload):
         return len({r.get("seed") for r in rows if r["peer"] == x and r["workload"] == workload
@@ -83,6 +89,10 @@ def main(path):
         name = cnn.upper()
         checks.append((f"{name} s/epoch vs its FLOP floor", median(x, cnn, "epoch_s_median"), flop_floor(cnn),
                        f"xtnn <= {goal} x floor", lambda a, b, goal=goal: a <= goal * b))
+        if own_core:
+            checks.append((f"{name} s/epoch vs its FLOP floor at the rate of {own_core}'s kernels",
+                           median(x, cnn, "epoch_s_median"), flop_floor(cnn, own_rate),
+                           f"(for the record: xtnn <= {goal} x that floor?)", lambda a, b, goal=goal: a <= goal * b))
         if cnn == "w6":
             checks.append((f"{name} s/epoch vs torch", median(x, cnn, "epoch_s_median"), median(t, cnn, "epoch_s_median"),
                            "xtnn <= torch / 2", lambda a, b: a <= b / 2))
@@ -123,8 +133,9 @@ def main(path):
     print("|---|---|---|---|---|---|---|")
     for name, mine, theirs, target, ok in checks:
         ratio = mine / theirs if theirs else float("nan")
+        met = ok(mine, theirs)
         print(f"| {name} | {mine:.4g} | {theirs:.4g} | {ratio:.3f} | {by_round(mine, theirs)} | {target} | "
-              f"{'yes' if ok(mine, theirs) else 'NO'} |")
+              f"{'-' if met is None else 'yes' if met else 'NO'} |")
 
 
 if __name__ == "__main__":
