@@ -63,6 +63,18 @@ inline Sequential book_model() {
     return model;
 }
 
+/// xtnn's thread count for a scope.
+class ThreadCount {
+public:
+    explicit ThreadCount(int threads) : previous_(ops::num_threads()) { ops::set_num_threads(threads); }
+    ~ThreadCount() { ops::set_num_threads(previous_); }
+    ThreadCount(const ThreadCount&) = delete;
+    ThreadCount& operator=(const ThreadCount&) = delete;
+
+private:
+    int previous_;
+};
+
 /// Same shape and the same bits in every element.
 template <class T>
 bool bitwise_equal(const xt::xarray<T>& a, const xt::xarray<T>& b) {

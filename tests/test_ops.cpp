@@ -14,6 +14,7 @@
 #include <xtnn/xtnn.hpp>
 
 #include "gemm_small.hpp"
+#include "ops_sharded.hpp"
 #include "test_helpers.hpp"
 
 using namespace xtnn;
@@ -75,6 +76,119 @@ TEST_CASE("gradient checks: matmul with every transpose flag, batch 1 and 3") {
         auto flagged = ops::matmul(TensorD::constant(a_t), TensorD::constant(b_t), true, true).value();
         CHECK(xt::allclose(plain, flagged));
     }
+}
+
+namespace {
+
+// y_k = x_k @ kernel by the sharded product on a team of xs.size() members, one thread each when
+// xtnn has that many, else a solo team; with `backward`, also the gradients of
+// sum_k sum(y_k * seeds_k), each member's pass on its thread.
+struct ShardedProduct {
+    std::vector<xt::xarray<double>> y, x_gradients;
+    xt::xarray<double> kernel_gradient;
+};
+
+ShardedProduct run_sharded_product(const xt::xarray<double>& kernel, const std::vector<xt::xarray<double>>& xs,
+                                   const std::vector<xt::xarray<double>>& seeds, bool backward) {
+    std::vector<std::size_t> rows;
+    for (const auto& x : xs) rows.push_back(x.shape()[0]);
+    detail::Team team(rows);
+    const TensorD w = backward ? TensorD::parameter(kernel) : TensorD::constant(kernel);
+    ShardedProduct result{std::vector<xt::xarray<double>>(xs.size()), std::vector<xt::xarray<double>>(xs.size()), {}};
+    detail::run_team(team, [&](std::size_t k) {
+        const TensorD x = backward ? TensorD::parameter(xs[k]) : TensorD::constant(xs[k]);
+        const TensorD y = detail::sharded_matmul(x, w, team, k);
+        result.y[k] = y.value();
+        if (!backward) return;
+        ops::sum(ops::mul(y, TensorD::constant(seeds[k]))).backward();
+        result.x_gradients[k] = x.grad();
+    });
+    if (backward) result.kernel_gradient = w.grad();
+    return result;
+}
+
+xt::xarray<double> product(const xt::xarray<double>& a, const xt::xarray<double>& b, bool transpose_a = false,
+                           bool transpose_b = false) {
+    return ops::matmul(TensorD::constant(a), TensorD::constant(b), transpose_a, transpose_b).value();
+}
+
+double weighted_total(const ShardedProduct& run, const std::vector<xt::xarray<double>>& seeds) {
+    double total = 0;
+    for (std::size_t k = 0; k < seeds.size(); ++k) total += xt::sum(run.y[k] * seeds[k])();
+    return total;
+}
+
+// Whether every entry of `analytic` is within 1e-7 + 1e-5 |numeric| of the central difference of
+// weighted_total when that entry of `values` moves by 1e-6 either way.
+bool agrees_with_central_differences(const xt::xarray<double>& analytic, xt::xarray<double>& values,
+                                     const std::function<double()>& total) {
+    constexpr double eps = 1e-6;
+    for (std::size_t i = 0; i < values.size(); ++i) {
+        const double kept = values.flat(i);
+        values.flat(i) = kept + eps;
+        const double up = total();
+        values.flat(i) = kept - eps;
+        const double down = total();
+        values.flat(i) = kept;
+        const double numeric = (up - down) / (2 * eps);
+        if (std::abs(analytic.flat(i) - numeric) > 1e-7 + 1e-5 * std::abs(numeric)) return false;
+    }
+    return true;
+}
+
+}  // namespace
+
+TEST_CASE("sharded_matmul on a team: matmul's values and gradients, central differences, a solo team's bits") {
+    struct Case {
+        std::size_t in, out;
+        std::vector<std::size_t> rows;
+    };
+    // Kernel rows that split unevenly, a member with no rows, and more members than kernel rows.
+    for (const Case& c : std::vector<Case>{{37, 5, {4, 3}}, {37, 6, {3, 0, 4}}, {2, 4, {2, 3, 1}}}) {
+        const testing::ThreadCount threads(int(c.rows.size()));
+        INFO("kernel (" << c.in << ", " << c.out << "), " << c.rows.size() << " members");
+        xt::xarray<double> kernel = uniform({c.in, c.out}, 11);
+        std::vector<xt::xarray<double>> xs, seeds;
+        for (std::size_t k = 0; k < c.rows.size(); ++k) {
+            xs.push_back(uniform({c.rows[k], c.in}, 20 + k));
+            seeds.push_back(uniform({c.rows[k], c.out}, 40 + k));
+        }
+        const ShardedProduct run = run_sharded_product(kernel, xs, seeds, true);
+        xt::xarray<double> kernel_gradient = xt::zeros<double>({c.in, c.out});
+        for (std::size_t k = 0; k < xs.size(); ++k) {
+            CHECK(xt::allclose(run.y[k], product(xs[k], kernel), 1e-12, 1e-14));
+            CHECK(xt::allclose(run.x_gradients[k], product(seeds[k], kernel, false, true), 1e-12, 1e-14));
+            kernel_gradient += product(xs[k], seeds[k], true, false);
+        }
+        CHECK(xt::allclose(run.kernel_gradient, kernel_gradient, 1e-12, 1e-14));
+
+        const auto total = [&] { return weighted_total(run_sharded_product(kernel, xs, seeds, false), seeds); };
+        CHECK(agrees_with_central_differences(run.kernel_gradient, kernel, total));
+        for (std::size_t k = 0; k < xs.size(); ++k) CHECK(agrees_with_central_differences(run.x_gradients[k], xs[k], total));
+        // The comparison catches a gradient off by 0.1%.
+        CHECK_FALSE(agrees_with_central_differences(run.kernel_gradient * 1.001, kernel, total));
+
+        // Members that run one after the other on one thread compute the same bits.
+        const testing::ThreadCount one_thread(1);
+        const ShardedProduct solo = run_sharded_product(kernel, xs, seeds, true);
+        CHECK(testing::bitwise_equal(solo.kernel_gradient, run.kernel_gradient));
+        for (std::size_t k = 0; k < xs.size(); ++k) {
+            CHECK(testing::bitwise_equal(solo.y[k], run.y[k]));
+            CHECK(testing::bitwise_equal(solo.x_gradients[k], run.x_gradients[k]));
+        }
+    }
+}
+
+TEST_CASE("a team member that fails ends the others' waits; run_team reports its error") {
+    const testing::ThreadCount threads(2);
+    detail::Team team({2, 2});
+    const TensorD kernel = TensorD::parameter(uniform({40, 3}, 1));
+    const auto member = [&](std::size_t k) {
+        if (k == 1) throw ValueError("member 1 failed before the product");
+        detail::sharded_matmul(TensorD::constant(uniform({2, 40}, 2)), kernel, team, k);
+    };
+    CHECK_THROWS_WITH_AS(detail::run_team(team, member), "member 1 failed before the product", ValueError);
+    CHECK_FALSE(team.solo());
 }
 
 TEST_CASE("a one-row product (its own loop, skipping zero inputs) matches the same row in sgemm") {

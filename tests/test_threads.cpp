@@ -12,10 +12,12 @@
 #include <xtensor/xview.hpp>
 #include <xtnn/xtnn.hpp>
 
+#include "ops_sharded.hpp"
 #include "test_helpers.hpp"
 
 using namespace xtnn;
 using testing::bitwise_equal;
+using testing::ThreadCount;
 
 namespace {
 
@@ -48,6 +50,21 @@ Run train_book_model(std::uint64_t seed) {
     return {model.get_weights(), history, model.predict(digits().x_test)};
 }
 
+// Flatten, Dense(128, relu), Dropout, Dense(10, softmax): on two threads, batches of 64 rows run as
+// two slices of 32 whose first product (784 x 128 weights against 64 rows) is shared out by the
+// weights (ops_sharded.hpp).
+Run train_wide_model(std::uint64_t seed) {
+    set_random_seed(seed);
+    Sequential model;
+    model.add(Flatten({28, 28}));
+    model.add(Dense(128, "relu"));
+    model.add(Dropout(0.1));
+    model.add(Dense(10, "softmax"));
+    model.compile("categorical_crossentropy", "adam", {"accuracy"});
+    History history = model.fit(digits().x, digits().y, {.batch_size = 64, .epochs = 2, .verbose = 0, .validation_split = 0.1});
+    return {model.get_weights(), history, model.predict(digits().x_test)};
+}
+
 bool same_run(const Run& a, const Run& b) {
     if (a.weights.size() != b.weights.size() || a.history.history != b.history.history) return false;
     for (std::size_t i = 0; i < a.weights.size(); ++i) {
@@ -55,16 +72,6 @@ bool same_run(const Run& a, const Run& b) {
     }
     return bitwise_equal(a.predictions, b.predictions);
 }
-
-// xtnn's thread count for a scope.
-class ThreadCount {
-public:
-    explicit ThreadCount(int threads) : previous_(ops::num_threads()) { ops::set_num_threads(threads); }
-    ~ThreadCount() { ops::set_num_threads(previous_); }
-
-private:
-    int previous_;
-};
 
 // The identity, except that it throws in a training call on any slice of a batch but the first.
 class FailsAfterFirstSlice : public Layer {
@@ -98,6 +105,31 @@ TEST_CASE("fit in slices on two threads: one result for the same seed, within ro
     // The slices did run: their gradients are summed in another order, which shows in the last bits.
     CHECK_FALSE(same_run(one, two));
     // The same dropout masks and shuffles: only rounding separates the two.
+    for (const auto& entry : one.history.history) {
+        for (std::size_t epoch = 0; epoch < entry.second.size(); ++epoch) {
+            INFO(entry.first << " epoch " << epoch);
+            CHECK(two.history.history.at(entry.first)[epoch] == doctest::Approx(entry.second[epoch]).epsilon(1e-5));
+        }
+    }
+    CHECK(xt::allclose(two.predictions, one.predictions, 1e-4, 1e-5));
+}
+
+TEST_CASE("a layer wider than the batch shares its product out by the weights: one result, within rounding of one thread's") {
+    REQUIRE(detail::product_worth_sharding(detail::Team({32, 32}), 784, 128));
+    REQUIRE_FALSE(detail::product_worth_sharding(detail::Team({32, 32}), 128, 10));
+    digits();
+    Run one, two, two_again;
+    {
+        const ThreadCount threads(1);
+        one = train_wide_model(7);
+    }
+    {
+        const ThreadCount threads(2);
+        two = train_wide_model(7);
+        two_again = train_wide_model(7);
+    }
+    CHECK(same_run(two, two_again));
+    CHECK_FALSE(same_run(one, two));
     for (const auto& entry : one.history.history) {
         for (std::size_t epoch = 0; epoch < entry.second.size(); ++epoch) {
             INFO(entry.first << " epoch " << epoch);
@@ -214,24 +246,40 @@ TEST_CASE("an error on a worker thread's slice reaches fit's caller, and the thr
     CHECK_NOTHROW(model.fit(digits().x, digits().y, {.batch_size = 63, .epochs = 1, .verbose = 0}));
     const Run again = train_book_model(42);
     CHECK(same_run(again, train_book_model(42)));
+
+    // The first slice waits for the second inside a product shared out by the weights, which the
+    // second never reaches: the wait ends with the second slice's error.
+    Sequential wide;
+    wide.add(Flatten({28, 28}));
+    wide.add(std::make_shared<FailsAfterFirstSlice>());
+    wide.add(Dense(128, "relu"));
+    wide.add(Dense(10, "softmax"));
+    wide.compile("categorical_crossentropy", "sgd");
+    CHECK_THROWS_WITH_AS(wide.fit(digits().x, digits().y, {.batch_size = 64, .epochs = 1, .verbose = 0}),
+                         "FailsAfterFirstSlice: called on the slice at row 32", ValueError);
+    CHECK(same_run(train_wide_model(7), train_wide_model(7)));
 }
 
 TEST_CASE("threads that seed and train at the same time each get the sequential result") {
     digits();
     const Run reference_42 = train_book_model(42);
     const Run reference_7 = train_book_model(7);
+    // Whichever thread gets the workers runs its slices as a team, the others as solo teams.
+    const Run reference_wide = train_wide_model(7);
     REQUIRE_FALSE(same_run(reference_42, reference_7));
     for (int round = 0; round < 3; ++round) {
-        Run run_42, run_7, run_42_again;
+        Run run_42, run_7, run_42_again, run_wide, run_wide_again;
         std::thread a([&] { run_42 = train_book_model(42); });
         std::thread b([&] { run_7 = train_book_model(7); });
         std::thread c([&] { run_42_again = train_book_model(42); });
-        a.join();
-        b.join();
-        c.join();
+        std::thread d([&] { run_wide = train_wide_model(7); });
+        std::thread e([&] { run_wide_again = train_wide_model(7); });
+        for (std::thread* thread : {&a, &b, &c, &d, &e}) thread->join();
         CHECK(same_run(run_42, reference_42));
         CHECK(same_run(run_42_again, reference_42));
         CHECK(same_run(run_7, reference_7));
+        CHECK(same_run(run_wide, reference_wide));
+        CHECK(same_run(run_wide_again, reference_wide));
     }
 }
 

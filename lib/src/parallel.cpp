@@ -1,10 +1,9 @@
 #include "parallel.hpp"
 
 #include <algorithm>
-#include <atomic>
-#include <cstdint>
-#include <exception>
-#include <mutex>
+#include <cstdlib>
+#include <new>
+#include <numeric>
 #include <string>
 #include <thread>
 #include <vector>
@@ -21,6 +20,8 @@ namespace {
 std::atomic<int> thread_count{0};
 // Set while the thread runs a task: a task that asks for tasks of its own runs them itself.
 thread_local bool in_task = false;
+thread_local Team* thread_team = nullptr;
+thread_local std::size_t thread_team_member = 0;
 
 // Runs task(index) with in_task set.
 void run_one(const std::function<void(std::size_t)>& task, std::size_t index) {
@@ -133,6 +134,107 @@ WorkerPool& worker_pool() {
 }
 
 }  // namespace
+
+Team::Team(std::vector<std::size_t> rows) : rows_(std::move(rows)), first_rows_(rows_.size()), slots_(rows_.size()) {
+    std::exclusive_scan(rows_.begin(), rows_.end(), first_rows_.begin(), std::size_t(0));
+    total_rows_ = std::accumulate(rows_.begin(), rows_.end(), std::size_t(0));
+}
+
+
+void Team::arrive_and_wait() {
+    const std::uint32_t generation = generation_.load(std::memory_order_acquire);
+    if (failed_.load(std::memory_order_acquire)) throw TeamAborted{};
+    if (arrived_.fetch_add(1, std::memory_order_acq_rel) + 1 == size()) {
+        arrived_.store(0, std::memory_order_relaxed);
+        generation_.fetch_add(1, std::memory_order_release);
+        generation_.notify_all();
+    } else {
+        wait_until(generation_, [generation](std::uint32_t now) { return now != generation; });
+    }
+    if (failed_.load(std::memory_order_acquire)) throw TeamAborted{};
+}
+
+void Team::fail(std::exception_ptr error) {
+    {
+        std::lock_guard lock(error_mutex_);
+        if (!error_) error_ = std::move(error);
+    }
+    failed_.store(true, std::memory_order_release);
+    generation_.fetch_add(1, std::memory_order_release);
+    generation_.notify_all();
+}
+
+namespace {
+
+// Sets the calling thread's team for its lifetime.
+class TeamScope {
+public:
+    TeamScope(Team& team, std::size_t member) {
+        thread_team = &team;
+        thread_team_member = member;
+    }
+    ~TeamScope() { thread_team = nullptr; }
+    TeamScope(const TeamScope&) = delete;
+    TeamScope& operator=(const TeamScope&) = delete;
+};
+
+}  // namespace
+
+void run_team(Team& team, const std::function<void(std::size_t)>& task) {
+    const std::size_t count = team.size();
+    const bool at_once = count > 1 && !in_task && count <= std::size_t(ops::num_threads()) &&
+                         worker_pool().run(count, [&](std::size_t member) {
+                             const TeamScope scope(team, member);
+                             try {
+                                 task(member);
+                             } catch (const TeamAborted&) {
+                                 // Another member failed first: its error is the one to report.
+                             } catch (...) {
+                                 team.fail(std::current_exception());
+                             }
+                         });
+    if (at_once) {
+        if (team.error_) std::rethrow_exception(team.error_);
+        return;
+    }
+    team.solo_ = true;
+    for (std::size_t member = 0; member < count; ++member) {
+        const TeamScope scope(team, member);
+        task(member);
+    }
+}
+
+Team* current_team() { return thread_team; }
+
+std::size_t team_member() { return thread_team_member; }
+
+namespace {
+
+struct FreeAligned {
+    void operator()(void* p) const { std::free(p); }
+};
+// The newest buffer last. A smaller one stays until release_team_scratch: another member may still
+// be reading it when this one grows.
+thread_local std::vector<std::unique_ptr<void, FreeAligned>> scratch;
+thread_local std::size_t scratch_bytes = 0;
+
+}  // namespace
+
+void* team_scratch(std::size_t bytes) {
+    if (scratch_bytes < bytes) {
+        const std::size_t rounded = (bytes + 63) / 64 * 64;
+        std::unique_ptr<void, FreeAligned> grown(std::aligned_alloc(64, rounded));
+        if (!grown) throw std::bad_alloc();
+        scratch.push_back(std::move(grown));
+        scratch_bytes = rounded;
+    }
+    return scratch.back().get();
+}
+
+void release_team_scratch() noexcept {
+    scratch.clear();
+    scratch_bytes = 0;
+}
 
 void claim_blas_threads() {
     static const bool claimed = [] {

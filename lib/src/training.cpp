@@ -228,9 +228,10 @@ void Model::train_step(const std::vector<InputRows>& x, const std::vector<xt::xa
     // so all draw the same keys, and the caller's generator ends as after one slice's draws.
     const std::optional<Generator> step_generator = count > 1 ? std::optional(thread_generator()) : std::nullopt;
     for (auto& weight : weights) weight.zero_grad();
-    detail::run_tasks(count, [&](std::size_t k) {
+    const auto slice_first = [&](std::size_t k) { return own_begin + k * own_rows / count; };
+    const auto run_slice = [&](std::size_t k) {
         BatchSlice& slice = slices[k];
-        const std::size_t first = own_begin + k * own_rows / count, last = own_begin + (k + 1) * own_rows / count;
+        const std::size_t first = slice_first(k), last = slice_first(k + 1);
         std::optional<LeafGradients::Redirect> redirect;
         if (k > 0) {
             thread_generator() = *step_generator;
@@ -255,7 +256,13 @@ void Model::train_step(const std::vector<InputRows>& x, const std::vector<xt::xa
         }
         // The slice's graph is freed here, on the thread that allocated it.
         slice.figures = Totals::measure(heads_, slice_rows, losses, total, outputs, slice_targets);
-    });
+    };
+    // The slices run as a team: a layer whose weights are larger than the activations crossing
+    // between the cores shares its product out by the weights (ops_sharded.hpp).
+    std::vector<std::size_t> slice_rows(count);
+    for (std::size_t k = 0; k < count; ++k) slice_rows[k] = slice_first(k + 1) - slice_first(k);
+    detail::Team team(std::move(slice_rows));
+    detail::run_team(team, run_slice);
     if (peers) {
         exchange_step(*peers, rows, slices, count, weights, totals);
         return;
@@ -437,7 +444,10 @@ History Model::train(const std::vector<InputRows>& x, const std::vector<xt::xarr
         agree_to_stop();
     }
     // The steps' buffers go back to the system, from every thread that ran slices or an op's share.
-    detail::run_tasks(std::size_t(ops::num_threads()), [](std::size_t) { detail::release_pooled_arrays<float>(); });
+    detail::run_tasks(std::size_t(ops::num_threads()), [](std::size_t) {
+        detail::release_pooled_arrays<float>();
+        detail::release_team_scratch();
+    });
     for (const auto& callback : callbacks) callback->on_train_end({});
     return history;
 }

@@ -5,6 +5,7 @@
 #include <fmt/format.h>
 
 #include "config_fields.hpp"
+#include "ops_sharded.hpp"
 #include "xtnn/activations.hpp"
 #include "xtnn/ops.hpp"
 
@@ -82,7 +83,14 @@ std::vector<Shape> Dense::weight_shapes(const Shape& input_shape) const {
 
 Tensor Dense::apply_kernel(const Tensor& x) {
     check_input(x);
-    if (x.dimension() == 2) return ops::matmul(x, kernel_);
+    if (x.dimension() == 2) {
+        detail::Team* team = detail::current_team();
+        if (team && x.shape()[0] == team->rows(detail::team_member()) &&
+            detail::product_worth_sharding(*team, kernel_.shape()[0], kernel_.shape()[1])) {
+            return detail::sharded_matmul(x, kernel_, *team, detail::team_member());
+        }
+        return ops::matmul(x, kernel_);
+    }
     std::vector<std::ptrdiff_t> output_shape(x.shape().begin(), x.shape().end());
     output_shape.back() = static_cast<std::ptrdiff_t>(options_.units);
     const auto rows = static_cast<std::ptrdiff_t>(x.size() / x.shape().back());
