@@ -107,7 +107,8 @@ void for_each_element(std::size_t begin, std::size_t end, float* w, Step&& step)
     constexpr std::size_t ahead = 64 * 64 / sizeof(float);
     std::size_t j = begin;
     for (; j + Batch::size <= end; j += Batch::size) {
-        __builtin_prefetch(w + j + ahead, 1);
+        // Only inside the array: a pointer further than one past its end is undefined behaviour.
+        if (j + ahead < end) __builtin_prefetch(w + j + ahead, 1);
         step(j, Batch{});
     }
     for (; j < end; ++j) step(j, 0.0f);
