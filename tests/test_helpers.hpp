@@ -78,7 +78,7 @@ private:
 /// Same shape and the same bits in every element.
 template <class T>
 bool bitwise_equal(const xt::xarray<T>& a, const xt::xarray<T>& b) {
-    return a.shape() == b.shape() && std::memcmp(a.data(), b.data(), a.size() * sizeof(T)) == 0;
+    return a.shape() == b.shape() && (a.size() == 0 || std::memcmp(a.data(), b.data(), a.size() * sizeof(T)) == 0);
 }
 
 /// The message of the `E` that `action` throws, or "(no error)".

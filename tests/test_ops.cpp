@@ -112,6 +112,10 @@ xt::xarray<double> product(const xt::xarray<double>& a, const xt::xarray<double>
     return ops::matmul(TensorD::constant(a), TensorD::constant(b), transpose_a, transpose_b).value();
 }
 
+bool nearly_equal(const xt::xarray<double>& a, const xt::xarray<double>& b) {
+    return a.shape() == b.shape() && xt::allclose(a, b, 1e-12, 1e-14);
+}
+
 double weighted_total(const ShardedProduct& run, const std::vector<xt::xarray<double>>& seeds) {
     double total = 0;
     for (std::size_t k = 0; k < seeds.size(); ++k) total += xt::sum(run.y[k] * seeds[k])();
@@ -143,8 +147,9 @@ TEST_CASE("sharded_matmul on a team: matmul's values and gradients, central diff
         std::size_t in, out;
         std::vector<std::size_t> rows;
     };
-    // Kernel rows that split unevenly, a member with no rows, and more members than kernel rows.
-    for (const Case& c : std::vector<Case>{{37, 5, {4, 3}}, {37, 6, {3, 0, 4}}, {2, 4, {2, 3, 1}}}) {
+    // Kernel rows that split unevenly, members of different row counts, and more members than
+    // kernel rows (a member with none).
+    for (const Case& c : std::vector<Case>{{37, 5, {4, 3}}, {37, 6, {3, 1, 4}}, {2, 4, {2, 3, 1}}}) {
         const testing::ThreadCount threads(int(c.rows.size()));
         INFO("kernel (" << c.in << ", " << c.out << "), " << c.rows.size() << " members");
         xt::xarray<double> kernel = uniform({c.in, c.out}, 11);
@@ -156,11 +161,11 @@ TEST_CASE("sharded_matmul on a team: matmul's values and gradients, central diff
         const ShardedProduct run = run_sharded_product(kernel, xs, seeds, true);
         xt::xarray<double> kernel_gradient = xt::zeros<double>({c.in, c.out});
         for (std::size_t k = 0; k < xs.size(); ++k) {
-            CHECK(xt::allclose(run.y[k], product(xs[k], kernel), 1e-12, 1e-14));
-            CHECK(xt::allclose(run.x_gradients[k], product(seeds[k], kernel, false, true), 1e-12, 1e-14));
+            CHECK(nearly_equal(run.y[k], product(xs[k], kernel)));
+            CHECK(nearly_equal(run.x_gradients[k], product(seeds[k], kernel, false, true)));
             kernel_gradient += product(xs[k], seeds[k], true, false);
         }
-        CHECK(xt::allclose(run.kernel_gradient, kernel_gradient, 1e-12, 1e-14));
+        CHECK(nearly_equal(run.kernel_gradient, kernel_gradient));
 
         const auto total = [&] { return weighted_total(run_sharded_product(kernel, xs, seeds, false), seeds); };
         CHECK(agrees_with_central_differences(run.kernel_gradient, kernel, total));
@@ -189,6 +194,30 @@ TEST_CASE("a team member that fails ends the others' waits; run_team reports its
     };
     CHECK_THROWS_WITH_AS(detail::run_team(team, member), "member 1 failed before the product", ValueError);
     CHECK_FALSE(team.solo());
+}
+
+TEST_CASE("team members that take different paths end with an error, not a wait for ever") {
+    const testing::ThreadCount threads(2);
+    const TensorD kernel = TensorD::parameter(uniform({40, 3}, 1));
+    const TensorD other_kernel = TensorD::parameter(uniform({40, 3}, 2));
+    const TensorD x = TensorD::constant(uniform({2, 40}, 3));
+    {
+        // Member 1 ends its task without the product that member 0 waits in.
+        detail::Team team({2, 2});
+        const auto only_first = [&](std::size_t k) {
+            if (k == 0) detail::sharded_matmul(x, kernel, team, k);
+        };
+        const std::string message = testing::error_of<ValueError>([&] { detail::run_team(team, only_first); });
+        CHECK(message.find("took different paths through the model") != std::string::npos);
+        CHECK(message.find("ended its step while another waits") != std::string::npos);
+    }
+    {
+        // The members meet in the products of two different kernels.
+        detail::Team team({2, 2});
+        const auto each_its_own = [&](std::size_t k) { detail::sharded_matmul(x, k == 0 ? kernel : other_kernel, team, k); };
+        const std::string message = testing::error_of<ValueError>([&] { detail::run_team(team, each_its_own); });
+        CHECK(message.find("they met at different layers") != std::string::npos);
+    }
 }
 
 TEST_CASE("a one-row product (its own loop, skipping zero inputs) matches the same row in sgemm") {

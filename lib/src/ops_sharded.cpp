@@ -90,6 +90,7 @@ BasicTensor<T> sharded_matmul(const BasicTensor<T>& x, const BasicTensor<T>& ker
     const ShardedProduct<T> product{kernel.shape()[0], kernel.shape()[1], team.size()};
     const std::size_t out = product.out, count = rows * out;
     const T* w = kernel.value().data();
+    const void* kernel_site = kernel.node().get();
     xt::xarray<T> y = pooled_empty<T>({rows, out});
     T* sum = y.data();
     if (team.solo()) {
@@ -105,14 +106,14 @@ BasicTensor<T> sharded_matmul(const BasicTensor<T>& x, const BasicTensor<T>& ker
         // This member's part for every member's rows, in batch order; then this member's rows of
         // every part, added in part order.
         team.slot(member).reads[forward_x] = x.value().data();
-        team.arrive_and_wait();
+        team.arrive_and_wait(member, kernel_site);
         T* partial = static_cast<T*>(team_scratch(team.total_rows() * out * sizeof(T)));
         for (std::size_t j = 0; j < product.members; ++j) {
             product.partial(member, team.rows(j), static_cast<const T*>(team.slot(j).reads[forward_x]), w,
                             partial + team.first_row(j) * out);
         }
         team.slot(member).reads[forward_partial] = partial;
-        team.arrive_and_wait();
+        team.arrive_and_wait(member, kernel_site);
         const std::size_t offset = team.first_row(member) * out;
         const T* first = static_cast<const T*>(team.slot(0).reads[forward_partial]) + offset;
         std::copy(first, first + count, sum);
@@ -125,6 +126,7 @@ BasicTensor<T> sharded_matmul(const BasicTensor<T>& x, const BasicTensor<T>& ker
     return make_op<T>("sharded_matmul", std::move(y), {x, kernel}, [&team, member, product](NodeT<T>& node) {
         NodeT<T>& input = *node.inputs[0];
         NodeT<T>& weights = *node.inputs[1];
+        const void* kernel_site = &weights;
         const T* w = weights.value.data();
         const std::size_t rows = team.rows(member);
         if (team.solo()) {
@@ -155,7 +157,7 @@ BasicTensor<T> sharded_matmul(const BasicTensor<T>& x, const BasicTensor<T>& ker
             mine.writes[kernel_gradient] = dw;
             mine.accumulate[kernel_gradient] = add;
         }
-        team.arrive_and_wait();
+        team.arrive_and_wait(member, kernel_site);
         // This member's kernel rows of the gradient, from every member's rows in member order; its
         // columns of every member's input gradient.
         if (weights.requires_grad) {
@@ -172,7 +174,7 @@ BasicTensor<T> sharded_matmul(const BasicTensor<T>& x, const BasicTensor<T>& ker
                                        team.slot(j).accumulate[input_gradient], static_cast<T*>(team.slot(j).writes[input_gradient]));
             }
         }
-        team.arrive_and_wait();
+        team.arrive_and_wait(member, kernel_site);
     });
 }
 

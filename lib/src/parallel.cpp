@@ -141,17 +141,44 @@ Team::Team(std::vector<std::size_t> rows) : rows_(std::move(rows)), first_rows_(
 }
 
 
-void Team::arrive_and_wait() {
-    const std::uint32_t generation = generation_.load(std::memory_order_acquire);
+namespace {
+
+const char* const diverged =
+    "fit: the slices of a batch took different paths through the model, so the threads cannot share out a "
+    "layer's product (does a layer call another only for some rows, or call different layers for different "
+    "rows?)";
+
+}  // namespace
+
+void Team::arrive_and_wait(std::size_t member, const void* site) {
+    MemberSlot& mine = slots_[member];
+    const std::size_t parity = mine.barriers++ % 2;
+    mine.sites[parity] = site;
     if (failed_.load(std::memory_order_acquire)) throw TeamAborted{};
-    if (arrived_.fetch_add(1, std::memory_order_acq_rel) + 1 == size()) {
+    const std::uint32_t generation = generation_.load(std::memory_order_acquire);
+    // Sequentially consistent with finish(): of a member arriving and another finishing, at least
+    // one sees the other.
+    if (arrived_.fetch_add(1, std::memory_order_seq_cst) + 1 == size()) {
         arrived_.store(0, std::memory_order_relaxed);
         generation_.fetch_add(1, std::memory_order_release);
         generation_.notify_all();
     } else {
+        if (finished_.load(std::memory_order_seq_cst) > 0) {
+            fail(std::make_exception_ptr(ValueError(std::string(diverged) + ": a slice ended its step while another waits")));
+        }
         wait_until(generation_, [generation](std::uint32_t now) { return now != generation; });
     }
     if (failed_.load(std::memory_order_acquire)) throw TeamAborted{};
+    for (const MemberSlot& other : slots_) {
+        if (other.sites[parity] != site) throw ValueError(std::string(diverged) + ": they met at different layers");
+    }
+}
+
+void Team::finish() {
+    finished_.fetch_add(1, std::memory_order_seq_cst);
+    if (arrived_.load(std::memory_order_seq_cst) > 0) {
+        fail(std::make_exception_ptr(ValueError(std::string(diverged) + ": a slice ended its step while another waits")));
+    }
 }
 
 void Team::fail(std::exception_ptr error) {
@@ -187,6 +214,7 @@ void run_team(Team& team, const std::function<void(std::size_t)>& task) {
                              const TeamScope scope(team, member);
                              try {
                                  task(member);
+                                 team.finish();
                              } catch (const TeamAborted&) {
                                  // Another member failed first: its error is the one to report.
                              } catch (...) {

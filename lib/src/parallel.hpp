@@ -61,15 +61,24 @@ public:
 
     Slot& slot(std::size_t member) { return slots_[member].slot; }
 
-    /// Returns when every member has arrived; throws TeamAborted once a member has failed.
-    void arrive_and_wait();
+    /// Returns when every member has arrived at `site` (an address that names where they meet,
+    /// such as a layer's kernel, the same on every member); throws TeamAborted once a member has
+    /// failed. Members that arrive at different sites, or a member that ends its task while
+    /// another waits, fail the team with a ValueError rather than leave it waiting for ever: the
+    /// slices took different paths through the model.
+    void arrive_and_wait(std::size_t member, const void* site);
 
 private:
     friend void run_team(Team& team, const std::function<void(std::size_t)>& task);
     void fail(std::exception_ptr error);
+    void finish();
 
     struct alignas(64) MemberSlot {
         Slot slot;
+        // The sites of this member's last two barriers (by parity): a member can run at most one
+        // barrier ahead of another, so a site is never rewritten while another member reads it.
+        std::array<const void*, 2> sites{};
+        std::size_t barriers = 0;
     };
 
     std::vector<std::size_t> rows_;
@@ -80,6 +89,7 @@ private:
     alignas(64) std::atomic<std::uint32_t> arrived_{0};
     alignas(64) std::atomic<std::uint32_t> generation_{0};
     std::atomic<bool> failed_{false};
+    std::atomic<std::uint32_t> finished_{0};
     std::mutex error_mutex_;
     std::exception_ptr error_;
 };
