@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <string>
+#include <utility>
 
 #include "gemm.hpp"
 #include "ops_internal.hpp"
