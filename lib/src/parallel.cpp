@@ -141,13 +141,16 @@ Team::Team(std::vector<std::size_t> rows) : rows_(std::move(rows)), first_rows_(
     total_rows_ = std::accumulate(rows_.begin(), rows_.end(), std::size_t(0));
 }
 
-
 namespace {
 
-const char* const diverged =
-    "fit: the slices of a batch took different paths through the model, so the threads cannot share out a "
-    "layer's product (does a layer call another only for some rows, or call different layers for different "
-    "rows?)";
+ValueError diverged(const char* how) {
+    return ValueError(std::string("fit: the slices of a batch took different paths through the model, so the threads "
+                                  "cannot share out a layer's product (does a layer call another only for some rows, "
+                                  "or call different layers for different rows?): ") +
+                      how);
+}
+
+constexpr const char* ended_while_waited = "a slice ended its step while another waits";
 
 }  // namespace
 
@@ -164,22 +167,22 @@ void Team::arrive_and_wait(std::size_t member, const void* site) {
         generation_.fetch_add(1, std::memory_order_release);
         generation_.notify_all();
     } else {
-        if (finished_.load(std::memory_order_seq_cst) > 0) {
-            fail(std::make_exception_ptr(ValueError(std::string(diverged) + ": a slice ended its step while another waits")));
+        // A member that finished after this barrier completed (its last one) is no divergence: the
+        // generation it moved on from is then seen to have changed.
+        if (finished_.load(std::memory_order_seq_cst) > 0 && generation_.load(std::memory_order_acquire) == generation) {
+            fail(std::make_exception_ptr(diverged(ended_while_waited)));
         }
         wait_until(generation_, [generation](std::uint32_t now) { return now != generation; });
     }
     if (failed_.load(std::memory_order_acquire)) throw TeamAborted{};
     for (const MemberSlot& other : slots_) {
-        if (other.sites[parity] != site) throw ValueError(std::string(diverged) + ": they met at different layers");
+        if (other.sites[parity] != site) throw diverged("they met at different layers");
     }
 }
 
 void Team::finish() {
     finished_.fetch_add(1, std::memory_order_seq_cst);
-    if (arrived_.load(std::memory_order_seq_cst) > 0) {
-        fail(std::make_exception_ptr(ValueError(std::string(diverged) + ": a slice ended its step while another waits")));
-    }
+    if (arrived_.load(std::memory_order_seq_cst) > 0) fail(std::make_exception_ptr(diverged(ended_while_waited)));
 }
 
 void Team::fail(std::exception_ptr error) {
