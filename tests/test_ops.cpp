@@ -308,6 +308,40 @@ TEST_CASE("the product kernel, with A and B each as they are or transposed, give
     }
 }
 
+TEST_CASE("the product kernel over pieces of the inner dimension: one chain through them, in one call or one a piece") {
+    // C = A^T B with A's and B's rows in pieces (the members' rows of a sharded kernel gradient):
+    // each value the in-order chain through all pieces, from zero or from what C held.
+    Generator g(17);
+    for (const auto& shape : {std::array<std::size_t, 4>{392, 64, 64, 256}, {13, 5, 9, 40}, {30, 1, 17, 33}, {7, 3, 1, 32}}) {
+        const std::size_t m = shape[0], k0 = shape[1], k1 = shape[2], n = shape[3];
+        INFO(m << " x (" << k0 << " + " << k1 << ") x " << n);
+        const xt::xarray<float> a0 = random_matrix(g, k0, m), a1 = random_matrix(g, k1, m), b0 = random_matrix(g, k0, n),
+                                b1 = random_matrix(g, k1, n), held = random_matrix(g, m, n);
+        const xt::xarray<float> a = xt::concatenate(xt::xtuple(a0, a1)), b = xt::concatenate(xt::xtuple(b0, b1));
+        // A member without rows gives an empty piece.
+        const detail::TransposedPiece<float> pieces[] = {
+            {a0.data(), m, b0.data(), n, k0}, {a1.data(), m, b1.data(), n, 0}, {a1.data(), m, b1.data(), n, k1}};
+        xt::xarray<float> c = xt::empty<float>({m, n});
+        detail::small_product_transposed_pieces<float>(m, n, pieces, false, c.data(), n);
+        const xt::xarray<float> chain = in_order(xt::transpose(a), b);
+        CHECK(c == chain);
+        xt::xarray<float> each = xt::empty<float>({m, n});
+        detail::small_product_transposed_pieces<float>(m, n, std::span(pieces, 1), false, each.data(), n);
+        for (std::size_t p = 1; p < 3; ++p) detail::small_product_transposed_pieces<float>(m, n, std::span(pieces + p, 1), true, each.data(), n);
+        CHECK(each == c);
+        // From what C held: the chain starts there, not added at the end.
+        c = held;
+        detail::small_product_transposed_pieces<float>(m, n, pieces, true, c.data(), n);
+        xt::xarray<float> from_held = held;
+        for (std::size_t i = 0; i < m; ++i) {
+            for (std::size_t j = 0; j < n; ++j) {
+                for (std::size_t l = 0; l < k0 + k1; ++l) from_held(i, j) = std::fma(a(l, i), b(l, j), from_held(i, j));
+            }
+        }
+        CHECK(c == from_held);
+    }
+}
+
 TEST_CASE("gradient checks: bias_add on rank 1, 2 and 3") {
     for (Shape shape : {Shape{7}, Shape{1, 7}, Shape{3, 7}, Shape{2, 3, 7}}) {
         INFO("shape " << shape_to_string(shape));

@@ -4,6 +4,7 @@
 #include <cctype>
 #include <cmath>
 #include <string_view>
+#include <type_traits>
 
 #include <cblas.h>
 
@@ -113,5 +114,29 @@ void gemm<double>(bool transpose_a, bool transpose_b, std::size_t m, std::size_t
     cblas_dgemm(CblasRowMajor, flag(transpose_a), flag(transpose_b), as_int(m), as_int(n), as_int(k), alpha, a,
                 as_int(lda), b, as_int(ldb), beta, c, as_int(ldc));
 }
+
+template <class T>
+void gemm_transposed_pieces(std::size_t m, std::size_t n, std::span<const TransposedPiece<T>> pieces, std::size_t total_k,
+                            bool continue_from_c, T* c, std::size_t ldc) {
+    if (m == 0 || n == 0) return;
+    if constexpr (std::is_same_v<T, float>) {
+        if (small_product_fits(false, m, n, total_k, blas_is_narrower())) {
+            small_product_transposed_pieces(m, n, pieces, continue_from_c, c, ldc);
+            return;
+        }
+    }
+    bool add = continue_from_c;
+    for (const auto& piece : pieces) {
+        if (piece.k == 0) continue;
+        gemm<T>(true, false, m, n, piece.k, T(1), piece.a, piece.lda, piece.b, piece.ldb, add ? T(1) : T(0), c, ldc);
+        add = true;
+    }
+    if (!add) zero_filled(m, n, T(0), c, ldc);
+}
+
+template void gemm_transposed_pieces<float>(std::size_t, std::size_t, std::span<const TransposedPiece<float>>, std::size_t,
+                                            bool, float*, std::size_t);
+template void gemm_transposed_pieces<double>(std::size_t, std::size_t, std::span<const TransposedPiece<double>>,
+                                             std::size_t, bool, double*, std::size_t);
 
 }  // namespace xtnn::detail

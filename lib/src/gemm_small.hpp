@@ -12,10 +12,12 @@
 
 #include <algorithm>
 #include <cstddef>
+#include <span>
 #include <vector>
 
 #include <xsimd/xsimd.hpp>
 
+#include "gemm.hpp"
 #include "simd.hpp"
 
 namespace xtnn::detail {
@@ -135,6 +137,108 @@ void small_product_panels(bool transpose_a, bool transpose_b, std::size_t m, std
         if (i < m) {
             small_product_tail<T, Vectors, Add>(m - i, a + i * a_row, a_row, a_step, b_panel, b_step, k, c + i * ldc + j, ldc,
                                                 columns);
+        }
+    }
+}
+
+// Rows [row, row + Rows) of C = A^T B over every piece's inner dimension, in piece order, times a
+// panel of Vectors registers of columns: each value one chain of fused multiply-adds from zero or,
+// with `from_c`, from what C holds. panels[p] is piece p's panel of B, rows panel_steps[p] apart.
+template <class T, std::size_t Rows, std::size_t Vectors>
+void transposed_pieces_block(std::span<const TransposedPiece<T>> pieces, const T* const* panels,
+                             const std::size_t* panel_steps, std::size_t row, bool from_c, T* c, std::size_t ldc,
+                             std::size_t columns) {
+    using Batch = xsimd::batch<T>;
+    constexpr std::size_t width = Batch::size;
+    Batch sums[Rows][Vectors];
+    for (std::size_t r = 0; r < Rows; ++r) {
+        const T* from = c + r * ldc;
+        if (!from_c) {
+            for (auto& sum : sums[r]) sum = Batch(T(0));
+        } else if (columns == Vectors * width) {
+            for (std::size_t v = 0; v < Vectors; ++v) sums[r][v] = Batch::load_unaligned(from + v * width);
+        } else {
+            alignas(64) T values[Vectors * width] = {};
+            std::copy(from, from + columns, values);
+            for (std::size_t v = 0; v < Vectors; ++v) sums[r][v] = Batch::load_aligned(values + v * width);
+        }
+    }
+    for (std::size_t p = 0; p < pieces.size(); ++p) {
+        const T* b = panels[p];
+        const T* a = pieces[p].a + row;
+        for (std::size_t l = 0; l < pieces[p].k; ++l, b += panel_steps[p], a += pieces[p].lda) {
+            Batch w[Vectors];
+            for (std::size_t v = 0; v < Vectors; ++v) w[v] = Batch::load_unaligned(b + v * width);
+            for (std::size_t r = 0; r < Rows; ++r) {
+                const Batch value(a[r]);
+                for (std::size_t v = 0; v < Vectors; ++v) sums[r][v] = fused_multiply_add(value, w[v], sums[r][v]);
+            }
+        }
+    }
+    for (std::size_t r = 0; r < Rows; ++r) {
+        T* to = c + r * ldc;
+        if (columns == Vectors * width) {
+            for (std::size_t v = 0; v < Vectors; ++v) sums[r][v].store_unaligned(to + v * width);
+        } else {
+            alignas(64) T values[Vectors * width];
+            for (std::size_t v = 0; v < Vectors; ++v) sums[r][v].store_aligned(values + v * width);
+            std::copy(values, values + columns, to);
+        }
+    }
+}
+
+template <class T, std::size_t Vectors, std::size_t Rows = register_block<Vectors>() - 1>
+void transposed_pieces_tail(std::size_t rows, std::span<const TransposedPiece<T>> pieces, const T* const* panels,
+                            const std::size_t* panel_steps, std::size_t row, bool from_c, T* c, std::size_t ldc,
+                            std::size_t columns) {
+    if constexpr (Rows > 0) {
+        if (rows == Rows) {
+            return transposed_pieces_block<T, Rows, Vectors>(pieces, panels, panel_steps, row, from_c, c, ldc, columns);
+        }
+        transposed_pieces_tail<T, Vectors, Rows - 1>(rows, pieces, panels, panel_steps, row, from_c, c, ldc, columns);
+    }
+}
+
+// C (m x n) = the sum over the pieces of A_p^T B_p, continued from C's values with `from_c`
+// (gemm_transposed_pieces). B is read in place but for a last panel narrower than two registers,
+// copied out padded with zeros for every piece.
+template <class T>
+void small_product_transposed_pieces(std::size_t m, std::size_t n, std::span<const TransposedPiece<T>> pieces,
+                                     bool from_c, T* c, std::size_t ldc) {
+    constexpr std::size_t vectors = 2, panel = vectors * simd_width<T>, block = register_block<vectors>();
+    thread_local std::vector<T, xsimd::aligned_allocator<T>> padded;
+    thread_local std::vector<const T*> panels;
+    thread_local std::vector<std::size_t> panel_steps;
+    panels.resize(pieces.size());
+    panel_steps.resize(pieces.size());
+    for (std::size_t j = 0; j < n; j += panel) {
+        const std::size_t columns = std::min(panel, n - j);
+        if (columns < panel) {
+            std::size_t total = 0;
+            for (const auto& piece : pieces) total += piece.k;
+            padded.assign(total * panel, T(0));
+            T* to = padded.data();
+            for (std::size_t p = 0; p < pieces.size(); ++p) {
+                panels[p] = to;
+                panel_steps[p] = panel;
+                for (std::size_t l = 0; l < pieces[p].k; ++l, to += panel) {
+                    std::copy_n(pieces[p].b + l * pieces[p].ldb + j, columns, to);
+                }
+            }
+        } else {
+            for (std::size_t p = 0; p < pieces.size(); ++p) {
+                panels[p] = pieces[p].b + j;
+                panel_steps[p] = pieces[p].ldb;
+            }
+        }
+        std::size_t i = 0;
+        for (; i + block <= m; i += block) {
+            transposed_pieces_block<T, block, vectors>(pieces, panels.data(), panel_steps.data(), i, from_c, c + i * ldc + j,
+                                                       ldc, columns);
+        }
+        if (i < m) {
+            transposed_pieces_tail<T, vectors>(m - i, pieces, panels.data(), panel_steps.data(), i, from_c, c + i * ldc + j,
+                                               ldc, columns);
         }
     }
 }

@@ -1,6 +1,7 @@
 #include "ops_sharded.hpp"
 
 #include <algorithm>
+#include <span>
 #include <string>
 #include <utility>
 
@@ -53,15 +54,22 @@ struct ShardedProduct {
         }
     }
 
-    // The part's kernel rows of dw, plus x^T dy of `rows` rows (written over when not `add`).
-    void kernel_gradient(std::size_t part, std::size_t rows, const T* x, const T* dy, bool add, T* dw) const {
+    // A member's rows in the backward pass: its inputs and its output gradient.
+    struct MemberRows {
+        const T* x;
+        const T* dy;
+        std::size_t rows;
+    };
+
+    // The part's kernel rows of dw = the sum of x^T dy over `members` in order, continued from dw's
+    // values when `add`. It is one product over the batch, cut into the members' rows: computed
+    // in one call or in one call a member, each continuing from the last, it has the same bits.
+    void kernel_gradient(std::size_t part, std::span<const MemberRows> members, std::size_t total_rows, bool add, T* dw) const {
         const auto [first, last] = kernel_rows(part);
-        if (last == first) return;
-        if (rows == 0) {
-            if (!add) std::fill(dw + first * out, dw + last * out, T(0));
-            return;
-        }
-        gemm<T>(true, false, last - first, out, rows, T(1), x + first, in, dy, out, add ? T(1) : T(0), dw + first * out, out);
+        xt::svector<TransposedPiece<T>, 8> pieces;
+        for (const auto& member : members) pieces.push_back({member.x + first, in, member.dy, out, member.rows});
+        gemm_transposed_pieces<T>(last - first, out, std::span<const TransposedPiece<T>>(pieces.data(), pieces.size()),
+                                  total_rows, add, dw + first * out, out);
     }
 
     // The part's columns of dx (rows, in), plus dy @ those kernel rows^T.
@@ -133,8 +141,9 @@ BasicTensor<T> sharded_matmul(const BasicTensor<T>& x, const BasicTensor<T>& ker
         if (team.solo()) {
             if (weights.requires_grad) {
                 const auto [dw, add] = own_gradient(weights);
+                const typename ShardedProduct<T>::MemberRows own[] = {{input.value.data(), node.grad.data(), rows}};
                 for (std::size_t part = 0; part < product.members; ++part) {
-                    product.kernel_gradient(part, rows, input.value.data(), node.grad.data(), add, dw);
+                    product.kernel_gradient(part, own, team.total_rows(), add, dw);
                 }
             }
             if (input.requires_grad) {
@@ -162,12 +171,13 @@ BasicTensor<T> sharded_matmul(const BasicTensor<T>& x, const BasicTensor<T>& ker
         // This member's kernel rows of the gradient, from every member's rows in member order; its
         // columns of every member's input gradient.
         if (weights.requires_grad) {
-            T* dw = static_cast<T*>(team.slot(0).writes[kernel_gradient]);
+            xt::svector<typename ShardedProduct<T>::MemberRows, 8> members;
             for (std::size_t j = 0; j < product.members; ++j) {
-                const bool add = j > 0 || team.slot(0).accumulate[kernel_gradient];
-                product.kernel_gradient(member, team.rows(j), static_cast<const T*>(team.slot(j).reads[backward_x]),
-                                        static_cast<const T*>(team.slot(j).reads[backward_dy]), add, dw);
+                members.push_back({static_cast<const T*>(team.slot(j).reads[backward_x]),
+                                   static_cast<const T*>(team.slot(j).reads[backward_dy]), team.rows(j)});
             }
+            product.kernel_gradient(member, std::span(members.data(), members.size()), team.total_rows(),
+                                    team.slot(0).accumulate[kernel_gradient], static_cast<T*>(team.slot(0).writes[kernel_gradient]));
         }
         if (input.requires_grad) {
             for (std::size_t j = 0; j < product.members; ++j) {
