@@ -54,6 +54,30 @@ inline bool small_product_fits(bool transpose_b, std::size_t m, std::size_t n, s
     return !transpose_b && m * n <= (std::size_t(1) << 20) / std::max<std::size_t>(k, 1);
 }
 
+// Writes (or, with `Add`, adds) a block's sums to its rows of C: `columns` of the panel's, fewer
+// at the right edge of C.
+template <class T, std::size_t Rows, std::size_t Vectors, bool Add>
+void store_rows(const xsimd::batch<T> (&sums)[Rows][Vectors], T* c, std::size_t ldc, std::size_t columns) {
+    using Batch = xsimd::batch<T>;
+    constexpr std::size_t width = Batch::size;
+    for (std::size_t r = 0; r < Rows; ++r) {
+        T* row = c + r * ldc;
+        if (columns == Vectors * width) {
+            for (std::size_t v = 0; v < Vectors; ++v) {
+                if constexpr (Add) {
+                    (Batch::load_unaligned(row + v * width) + sums[r][v]).store_unaligned(row + v * width);
+                } else {
+                    sums[r][v].store_unaligned(row + v * width);
+                }
+            }
+        } else {
+            alignas(64) T values[Vectors * width];
+            for (std::size_t v = 0; v < Vectors; ++v) sums[r][v].store_aligned(values + v * width);
+            for (std::size_t j = 0; j < columns; ++j) row[j] = Add ? row[j] + values[j] : values[j];
+        }
+    }
+}
+
 // Rows [0, Rows) of C times a panel of Vectors registers of columns: c[r][j] (+)= sum over l of
 // a[r * a_row + l * a_step] * b[l * ldb + j]. `columns` of the panel are stored (fewer at the
 // right edge of C, whose panel b comes padded).
@@ -75,22 +99,7 @@ void small_product_block(const T* a, std::size_t a_row, std::size_t a_step, cons
             for (std::size_t v = 0; v < Vectors; ++v) sums[r][v] = fused_multiply_add(value, w[v], sums[r][v]);
         }
     }
-    for (std::size_t r = 0; r < Rows; ++r) {
-        T* row = c + r * ldc;
-        if (columns == Vectors * width) {
-            for (std::size_t v = 0; v < Vectors; ++v) {
-                if constexpr (Add) {
-                    (Batch::load_unaligned(row + v * width) + sums[r][v]).store_unaligned(row + v * width);
-                } else {
-                    sums[r][v].store_unaligned(row + v * width);
-                }
-            }
-        } else {
-            alignas(64) T values[Vectors * width];
-            for (std::size_t v = 0; v < Vectors; ++v) sums[r][v].store_aligned(values + v * width);
-            for (std::size_t j = 0; j < columns; ++j) row[j] = Add ? row[j] + values[j] : values[j];
-        }
-    }
+    store_rows<T, Rows, Vectors, Add>(sums, c, ldc, columns);
 }
 
 // The last block of `rows` (< the block) rows: one instantiation per count.
@@ -175,16 +184,7 @@ void transposed_pieces_block(std::span<const TransposedPiece<T>> pieces, const T
             }
         }
     }
-    for (std::size_t r = 0; r < Rows; ++r) {
-        T* to = c + r * ldc;
-        if (columns == Vectors * width) {
-            for (std::size_t v = 0; v < Vectors; ++v) sums[r][v].store_unaligned(to + v * width);
-        } else {
-            alignas(64) T values[Vectors * width];
-            for (std::size_t v = 0; v < Vectors; ++v) sums[r][v].store_aligned(values + v * width);
-            std::copy(values, values + columns, to);
-        }
-    }
+    store_rows<T, Rows, Vectors, false>(sums, c, ldc, columns);
 }
 
 template <class T, std::size_t Vectors, std::size_t Rows = register_block<Vectors>() - 1>
