@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # xtnn against PyTorch and against the hardware on the workloads of ../shared/bench, measured in
 # one run: three rounds, each running xtnn (1 thread, then its default threads) and PyTorch
-# (1 thread) back to back so drift hits all of them, plus the floors of the same run: OpenBLAS
+# (1 thread) back to back so drift hits all of them, the default-thread runs between two measures of
+# the core-to-core round trip (bench/core_to_core), plus the floors of the same run: OpenBLAS
 # sgemm alone on W1's and W2's products, and the one-thread sgemm rate on 1024^3 that defines the
 # CNNs' FLOP floors (3x the forward FLOPs that torch_cnn.py --flops counts). Round r uses seed r - 1
 # in both frameworks, so accuracies are medians over three seeds (W6's over EXTRA_W6_SEEDS=6 more,
@@ -41,6 +42,17 @@ for line in open(sys.argv[1]):
   rm -f "$out" "$err"
 }
 
+# A run on the default threads, between two measures of how far apart the host has placed the
+# first two CPUs (bench/core_to_core): on a VM that changes from minute to minute, and the threads'
+# exchange with it.
+default_threads() {
+  local round="$1" workload="$2"
+  shift 2
+  measure "$round" build/bench/core_to_core "before_$workload"
+  measure "$round" "$@"
+  measure "$round" build/bench/core_to_core "after_$workload"
+}
+
 cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)
 avx512=$(grep -q -w avx512f /proc/cpuinfo && echo yes || echo no)
 python3 -c 'import json,sys; print(json.dumps({"peer": "machine", "workload": "cpu", "cpu": sys.argv[1], "avx512": sys.argv[2] == "yes", "cores": int(sys.argv[3])}))' \
@@ -68,7 +80,8 @@ for round in $(seq 1 "$rounds"); do
     measure "$round" build/bench/xtnn_mlp --workload "$workload" --threads 1 --data "$data" --epochs "$epochs" --seed "$seed"
     measure "$round" env OMP_WAIT_POLICY=PASSIVE /usr/bin/python3 "$peer_dir/torch_mlp.py" \
       --workload "$workload" --threads 1 --data "$data" --epochs "$epochs" --seed "$seed"
-    measure "$round" build/bench/xtnn_mlp --workload "$workload" --threads 0 --data "$data" --epochs "$epochs" --seed "$seed"
+    default_threads "$round" "$workload" build/bench/xtnn_mlp --workload "$workload" --threads 0 --data "$data" \
+      --epochs "$epochs" --seed "$seed"
     measure "$round" build/bench/sgemm_floor 1 "$workload"
   done
   if [ "${CNN:-0}" = 1 ]; then
@@ -78,8 +91,8 @@ for round in $(seq 1 "$rounds"); do
         --seed "$seed"
       measure "$round" env OMP_WAIT_POLICY=PASSIVE /usr/bin/python3 "$peer_dir/torch_cnn.py" \
         --workload "$workload" --threads 1 --data mnist10k --epochs "$cnn_epochs" --seed "$seed"
-      measure "$round" build/bench/xtnn_cnn --workload "$workload" --threads 0 --data mnist10k --epochs "$cnn_epochs" \
-        --seed "$seed"
+      default_threads "$round" "$workload" build/bench/xtnn_cnn --workload "$workload" --threads 0 --data mnist10k \
+        --epochs "$cnn_epochs" --seed "$seed"
     done
   fi
 done

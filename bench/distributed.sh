@@ -7,6 +7,9 @@
 # at most: 2 processes that each train alone on their half of the samples and of every batch, with
 # no exchange (--no-exchange), and W2's floor, its matrix products alone (OpenBLAS sgemm) for one
 # rank's epoch and for each of 2 ranks' shards at once.
+# The 2-rank and 2-thread runs sit between two measures of the core-to-core round trip
+# (bench/core_to_core): on a VM the host moves the two vCPUs between cores that share a cache and
+# cores that do not, from minute to minute, and what the ranks exchange costs with it.
 # Prints the CPU, the medians, the speed-up and, from the measured step times and the bytes each
 # step allreduces, the speed-up a ring allreduce model expects on 8, 32 and 64 machines
 # (bench/scaling.py; its network figures are stated there).
@@ -57,8 +60,10 @@ for round in $(seq 1 "$rounds"); do
   for workload in w2 w4; do
     declare -n run="$workload"
     record "$round" "${run[@]}" --threads 1
+    record "$round" build/bench/core_to_core "before_$workload"
     record "$round" "${mpirun[@]}" "${run[@]}" --threads 1
     record "$round" "${run[@]}" --threads 2
+    record "$round" build/bench/core_to_core "after_$workload"
     record_slowest "$round" "${mpirun[@]}" "${run[@]}" --threads 1 --no-exchange
   done
   record_slowest "$round" build/bench/sgemm_floor 1 w2 1

@@ -36,6 +36,28 @@ def step_time(n, compute, nbytes, beta, alpha):
     return compute / n + ring + small
 
 
+def placement(rows):
+    """Each round's speed-ups beside the core-to-core round trip measured before the 2-rank run and
+    after the 2-thread one (bench/core_to_core): where the host placed the two vCPUs."""
+    trips = {(r["round"], r["label"]): r["round_trip_ns"] for r in rows
+             if r.get("workload") == "core_to_core" and "round_trip_ns" in r}
+    if not trips:
+        return
+    print()
+    print("| workload | round | 2 ranks speed-up | 2 threads speed-up | core-to-core round trip before, after (ns) |")
+    print("|---|---|---|---|---|")
+    for workload in ["w2", "w4"]:
+        for round_ in sorted({r["round"] for r in rows if r.get("workload") == workload}):
+            runs = [r for r in rows if r.get("workload") == workload and r["round"] == round_ and "epoch_s_median" in r]
+            one = [r["epoch_s_median"] for r in runs if r["ranks"] == 1 and r["threads"] == 1]
+            ranks = [r["epoch_s_median"] for r in runs if r["ranks"] == 2 and not r.get("no_exchange")]
+            threads = [r["epoch_s_median"] for r in runs if r["ranks"] == 1 and r["threads"] == 2]
+            before, after = trips.get((round_, f"before_{workload}")), trips.get((round_, f"after_{workload}"))
+            if not (one and ranks and threads) or before is None or after is None:
+                continue
+            print(f"| {workload} | {round_} | {one[0] / ranks[0]:.2f}x | {one[0] / threads[0]:.2f}x | {before:.0f}, {after:.0f} |")
+
+
 def main(path):
     rows = [json.loads(line) for line in open(path)]
     machine = next(r for r in rows if r.get("peer") == "machine")
@@ -65,6 +87,7 @@ def main(path):
         print(f"| {workload} | {one:.3f} | {two:.3f} | {one / two:.2f}x | >= 1.7x: {'yes' if one / two >= 1.7 else 'NO'} | "
               f"{threaded} | {ceiling} | {steps} | {nbytes / 1e6:.2f} MB | {exchange * 1e6:.0f} us |")
         models.append((workload, one / steps, nbytes))
+    placement(rows)
     floors = [r for r in rows if r.get("workload") == "sgemm_floor_w2"]
     if floors:
         one = statistics.median(r["epoch_s_median"] for r in floors if r["shards"] == 1)

@@ -136,6 +136,30 @@ def main(path):
         met = ok(mine, theirs)
         print(f"| {name} | {mine:.4g} | {theirs:.4g} | {ratio:.3f} | {by_round(mine, theirs)} | {target} | "
               f"{'-' if met is None else 'yes' if met else 'NO'} |")
+    placement(rows, x)
+
+
+def placement(rows, x):
+    """Each default-thread run's ratio to the one-thread run of its round, beside the core-to-core
+    round trip measured just before and after it: on a VM the host moves the two vCPUs between
+    cores that share a cache and cores that do not, and what the threads exchange costs with it."""
+    trips = {(r["round"], r["label"]): r["round_trip_ns"] for r in rows
+             if r["workload"] == "core_to_core" and "round_trip_ns" in r and r.get("label")}
+    if not trips:
+        return
+    print()
+    print("| workload | round | default threads / 1 thread | core-to-core round trip before, after (ns) |")
+    print("|---|---|---|---|")
+    for workload in ("w1", "w2", "w4", "w5", "w6"):
+        runs = {(r["round"], r.get("threads", 1)): r["epoch_s_median"] for r in rows
+                if r["peer"] == x and r["workload"] == workload and "epoch_s_median" in r and r.get("round", 0) > 0}
+        for round_ in sorted({k[0] for k in runs}):
+            if (round_, 0) not in runs or (round_, 1) not in runs:
+                continue
+            before, after = trips.get((round_, f"before_{workload}")), trips.get((round_, f"after_{workload}"))
+            if before is None or after is None:
+                continue
+            print(f"| {workload.upper()} | {round_} | {runs[(round_, 0)] / runs[(round_, 1)]:.3f} | {before:.0f}, {after:.0f} |")
 
 
 if __name__ == "__main__":
