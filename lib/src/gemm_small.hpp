@@ -94,8 +94,11 @@ void small_product_block(const T* a, std::size_t a_row, std::size_t a_step, cons
     // the other core may hold them (a partial product it read in the last step, a gradient it
     // summed), and a store would wait for that copy to be dropped; asked for here, the waits
     // overlap with the loop. W2 on two threads, in minutes when the cores' exchanges were slow
-    // (round trips of 600 ns, bench/core_to_core): 0.272 -> 0.256 s an epoch (medians of 4).
-    for (std::size_t r = 0; r < Rows; ++r) {
+    // (round trips of 600 ns, bench/core_to_core): 0.272 -> 0.256 s an epoch (medians of 4). Only
+    // where the loop is long enough to hide the fetch and pay for the instructions: W5's
+    // convolutions (9 to 72 terms) took 2-4% longer with them.
+    constexpr std::size_t min_terms_to_prefetch = 64;
+    for (std::size_t r = 0; r < Rows && k >= min_terms_to_prefetch; ++r) {
         const char* row = reinterpret_cast<const char*>(c + r * ldc);
         for (std::size_t offset = 0; offset < columns * sizeof(T); offset += 64) __builtin_prefetch(row + offset, 1);
     }
