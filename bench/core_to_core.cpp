@@ -1,9 +1,9 @@
 // How far apart the machine's first two CPUs are, as the training step's threads and ranks feel it.
 // On a virtual machine the host may place the two vCPUs on cores that share a cache or on cores of
 // different dies, and may move them while a benchmark runs: the same Zen 5 VM measured round trips
-// of 90-140 ns in some minutes and 400-550 ns in others, and W2 trained on two threads at 0.53 of
-// one thread's epoch in the first and 0.63-0.70 in the second (bench/README.md). Each figure a
-// benchmark takes on two threads or two ranks is printed beside this one, taken just before it.
+// of 90-140 ns in some minutes and 400-650 ns in others, and W2 trained on two threads at 0.53-0.55
+// of one thread's epoch in the first and 0.65-0.80 in the second (bench/README.md). Each figure a
+// benchmark takes on two threads or two ranks is printed beside this one, taken around it.
 //   - round_trip_ns: a cache line handed from one CPU to the other and back (two threads pinned to
 //     the CPUs, spinning on one atomic), median of 9 batches of 20,000;
 //   - handoff_us: 128 KB (W2's layer-2 kernel) written on one CPU, then read on the other, then
@@ -16,8 +16,6 @@
 #include <sched.h>
 
 #include <atomic>
-#include <chrono>
-#include <cstdio>
 #include <iostream>
 #include <string>
 #include <thread>
