@@ -97,10 +97,12 @@ void small_product_block(const T* a, std::size_t a_row, std::size_t a_step, cons
     // (round trips of 600 ns, bench/core_to_core): 0.272 -> 0.256 s an epoch (medians of 4). Only
     // where the loop is long enough to hide the fetch and pay for the instructions: W5's
     // convolutions (9 to 72 terms) took 2-4% longer with them.
-    constexpr std::size_t min_terms_to_prefetch = 64;
-    for (std::size_t r = 0; r < Rows && k >= min_terms_to_prefetch; ++r) {
-        const char* row = reinterpret_cast<const char*>(c + r * ldc);
-        for (std::size_t offset = 0; offset < columns * sizeof(T); offset += 64) __builtin_prefetch(row + offset, 1);
+    constexpr std::size_t min_terms_to_prefetch = 64, cache_line = 64;
+    if (k >= min_terms_to_prefetch) {
+        for (std::size_t r = 0; r < Rows; ++r) {
+            const char* row = reinterpret_cast<const char*>(c + r * ldc);
+            for (std::size_t offset = 0; offset < columns * sizeof(T); offset += cache_line) __builtin_prefetch(row + offset, 1);
+        }
     }
     for (std::size_t l = 0; l < k; ++l, b += ldb) {
         Batch w[Vectors];
