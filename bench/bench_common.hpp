@@ -2,9 +2,12 @@
 // What the benchmark programs share: the CPU's name, wall-clock timing, medians, and an epoch
 // timer.
 
+#include <sched.h>
+
 #include <algorithm>
 #include <chrono>
 #include <fstream>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -41,12 +44,16 @@ inline double mean(const std::vector<double>& values) {
     return values.empty() ? 0.0 : total / double(values.size());
 }
 
-/// Records the wall time of each epoch's training loop (fit runs no validation in the benchmarks).
+/// Records the wall time of each epoch's training loop (fit runs no validation in the benchmarks),
+/// and the CPU the calling thread is on at the end of each step: where a step runs in one piece, the
+/// vCPU that ran it (bench/core_to_core: the two need not be equally fast).
 class EpochTimer : public xtnn::Callback {
 public:
     void on_epoch_begin(int, const xtnn::Logs&) override { start_ = Clock::now(); }
     void on_epoch_end(int, const xtnn::Logs&) override { times.push_back(seconds_since(start_)); }
+    void on_train_batch_end(int, const xtnn::Logs&) override { ++steps_on_cpu[std::to_string(sched_getcpu())]; }
     std::vector<double> times;
+    std::map<std::string, int> steps_on_cpu;
 
 private:
     Clock::time_point start_;

@@ -8,7 +8,13 @@
 //     the CPUs, spinning on one atomic), median of 9 batches of 20,000;
 //   - handoff_us: 128 KB (W2's layer-2 kernel) written on one CPU, then read on the other, then
 //     written again on the first: the pattern of a weight one thread updates and both read. Median
-//     of 9 batches of 200.
+//     of 9 batches of 200;
+//   - chase_16mb_ns: for each CPU alone, the latency of a load from a random line of 16 MB (a
+//     pointer chase: each load's address is the last one's value), the size the last-level cache
+//     holds when a CPU has its share of it. The vCPUs need not get the same share: at 15:25 on
+//     12-01 one took 150-170 ns (its loads went to memory) and the other 30-56, and W1 trained 1.35x
+//     slower on the first (its shuffled rows come from a 47 MB dataset). Median of 5 turns a CPU,
+//     the CPUs taking turns.
 //
 //   build/bench/core_to_core [label]      (the label, such as "before_w2", is printed with the figures)
 
@@ -16,7 +22,9 @@
 #include <sched.h>
 
 #include <atomic>
+#include <cstdint>
 #include <iostream>
+#include <numeric>
 #include <string>
 #include <thread>
 #include <vector>
@@ -111,6 +119,41 @@ double handoff_us(const std::vector<int>& cpus) {
     return seconds / rounds * 1e6;
 }
 
+// A cycle through `lines` cache lines in a random order: each line's first value is the index of
+// the next line's first value.
+std::vector<std::size_t> random_cycle(std::size_t lines) {
+    constexpr std::size_t per_line = 64 / sizeof(std::size_t);
+    std::vector<std::size_t> order(lines);
+    std::iota(order.begin(), order.end(), std::size_t(0));
+    std::uint64_t state = 0x9E3779B97F4A7C15ull;
+    for (std::size_t i = lines - 1; i > 0; --i) {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        std::swap(order[i], order[state % (i + 1)]);
+    }
+    std::vector<std::size_t> next(lines * per_line, 0);
+    for (std::size_t i = 0; i < lines; ++i) next[order[i] * per_line] = order[(i + 1) % lines] * per_line;
+    return next;
+}
+
+double chase_ns(const std::vector<std::size_t>& next, int cpu) {
+    constexpr std::size_t loads = 1 << 20;
+    double ns = 0;
+    std::thread runner([&] {
+        pin_to(cpu);
+        std::size_t at = 0;
+        for (std::size_t i = 0; i < next.size() / 8; ++i) at = next[at];  // one lap: the pages are mapped
+        const auto start = bench::Clock::now();
+        for (std::size_t i = 0; i < loads; ++i) at = next[at];
+        ns = bench::seconds_since(start) / double(loads) * 1e9;
+        volatile std::size_t sink = at;
+        (void)sink;
+    });
+    runner.join();
+    return ns;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -129,5 +172,11 @@ int main(int argc, char** argv) {
     }
     result["round_trip_ns"] = bench::median(trips);
     result["handoff_us"] = bench::median(handoffs);
+    const std::vector<std::size_t> cycle = random_cycle((16u << 20) / 64);
+    std::vector<std::vector<double>> chases(cpus.size());
+    for (int turn = 0; turn < 5; ++turn) {
+        for (std::size_t c = 0; c < cpus.size(); ++c) chases[c].push_back(chase_ns(cycle, cpus[c]));
+    }
+    result["chase_16mb_ns"] = {bench::median(chases[0]), bench::median(chases[1])};
     std::cout << result.dump() << std::endl;
 }

@@ -142,24 +142,36 @@ def main(path):
 def placement(rows, x):
     """Each default-thread run's ratio to the one-thread run of its round, beside the core-to-core
     round trip measured just before and after it: on a VM the host moves the two vCPUs between
-    cores that share a cache and cores that do not, and what the threads exchange costs with it."""
-    trips = {(r["round"], r["label"]): r["round_trip_ns"] for r in rows
-             if r["workload"] == "core_to_core" and "round_trip_ns" in r and r.get("label")}
-    if not trips:
+    cores that share a cache and cores that do not, and what the threads exchange costs with it.
+    Then how fast each vCPU reached memory (a 16 MB pointer chase, before the run) and where each
+    run's steps ended: a workload that trains in one piece (W1) runs at the speed of its vCPU."""
+    machine = {(r["round"], r["label"]): r for r in rows
+               if r["workload"] == "core_to_core" and "round_trip_ns" in r and r.get("label")}
+    if not machine:
         return
     print()
-    print("| workload | round | default threads / 1 thread | core-to-core round trip before, after (ns) |")
-    print("|---|---|---|---|")
+    print("| workload | round | default threads / 1 thread | core-to-core round trip before, after (ns) "
+          "| 16 MB chase on CPU 0, 1 before (ns) | steps ended on CPU 0, 1: 1 thread; default |")
+    print("|---|---|---|---|---|---|")
+
+    def shares(run):
+        counts = run.get("steps_on_cpu", {})
+        total = sum(counts.values())
+        return ", ".join(f"{counts.get(str(cpu), 0) / total:.0%}" for cpu in (0, 1)) if total else "-"
+
     for workload in ("w1", "w2", "w4", "w5", "w6"):
-        runs = {(r["round"], r.get("threads", 1)): r["epoch_s_median"] for r in rows
+        runs = {(r["round"], r.get("threads", 1)): r for r in rows
                 if r["peer"] == x and r["workload"] == workload and "epoch_s_median" in r and r.get("round", 0) > 0}
         for round_ in sorted({k[0] for k in runs}):
             if (round_, 0) not in runs or (round_, 1) not in runs:
                 continue
-            before, after = trips.get((round_, f"before_{workload}")), trips.get((round_, f"after_{workload}"))
+            before, after = machine.get((round_, f"before_{workload}")), machine.get((round_, f"after_{workload}"))
             if before is None or after is None:
                 continue
-            print(f"| {workload.upper()} | {round_} | {runs[(round_, 0)] / runs[(round_, 1)]:.3f} | {before:.0f}, {after:.0f} |")
+            ratio = runs[(round_, 0)]["epoch_s_median"] / runs[(round_, 1)]["epoch_s_median"]
+            chase = ", ".join(f"{ns:.0f}" for ns in before["chase_16mb_ns"]) if "chase_16mb_ns" in before else "-"
+            print(f"| {workload.upper()} | {round_} | {ratio:.3f} | {before['round_trip_ns']:.0f}, "
+                  f"{after['round_trip_ns']:.0f} | {chase} | {shares(runs[(round_, 1)])}; {shares(runs[(round_, 0)])} |")
 
 
 if __name__ == "__main__":

@@ -127,6 +127,7 @@ int main(int argc, char** argv) {
             {"fused_bytes_per_step", model.count_params() * sizeof(float)}, {"seed", seed}, {"batch", 64},
                                     {"n_train", n_train},
                                     {"n_params", model.count_params()}, {"epochs", epochs}, {"epoch_times", times},
+                                    {"steps_on_cpu", timer->steps_on_cpu},
                                     {"epoch_s_median", bench::median(timed)},
                                     {"epoch_s_min", *std::min_element(timed.begin(), timed.end())},
                                     {"epoch_s_max", *std::max_element(timed.begin(), timed.end())},

@@ -106,6 +106,7 @@ int main(int argc, char** argv) {
             // What each step sums over the ranks: every weight's gradient (or moving statistic), as floats.
             {"fused_bytes_per_step", model.count_params() * sizeof(float)},
             {"batch", batch}, {"n_train", n_train}, {"epochs", epochs}, {"epoch_times", times},
+            {"steps_on_cpu", timer->steps_on_cpu},
             {"epoch_s_median", median(timed)}, {"epoch_s_min", *std::min_element(timed.begin(), timed.end())},
             {"epoch_s_max", *std::max_element(timed.begin(), timed.end())}, {"train_loss", history.history.at("loss")},
             {"test_acc", test_accuracy}};
