@@ -177,7 +177,7 @@ std::vector<std::pair<std::string, std::string>> fit_settings(const Model& model
     settings.emplace_back("the input shapes", inputs);
     for (const auto& layer : model.layers()) {
         layers += (layers.empty() ? "" : ", ") + layer->class_name() + (layer->trainable ? "" : " (frozen)");
-        for (const auto& weight : layer->weights()) layers += " " + shape_to_string(weight.shape());
+        for (const auto& weight : layer->weights()) layers += fmt::format(" {}", shape_to_string(weight.shape()));
     }
     settings.emplace_back("the layers and weight shapes", layers);
     const auto& compiled = model.compile_options();

@@ -79,10 +79,10 @@ BasicTensor<T> softplus(const BasicTensor<T>& x) {
 template <class T>
 BasicTensor<T> gelu(const BasicTensor<T>& x) {
     static constexpr T inv_sqrt2 = T(1) / std::numbers::sqrt2_v<T>;
-    static constexpr T inv_sqrt_2pi = std::numbers::inv_sqrtpi_v<T> * inv_sqrt2;
     return elementwise<T>(
         "gelu", x, [](const auto& v) { return T(0.5) * v * (T(1) + xsimd::erf(v * inv_sqrt2)); },
         [](const auto& v, const auto&) {
+            constexpr T inv_sqrt_2pi = std::numbers::inv_sqrtpi_v<T> * inv_sqrt2;
             return T(0.5) * (T(1) + xsimd::erf(v * inv_sqrt2)) + v * xsimd::exp(T(-0.5) * v * v) * inv_sqrt_2pi;
         });
 }

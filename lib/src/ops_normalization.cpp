@@ -376,14 +376,13 @@ BasicTensor<T> layer_norm(const BasicTensor<T>& x, const BasicTensor<T>& gamma, 
             out[i] = g[c] * ((in[i] - row_mean[r]) * row_inverse_std[r]) + b[c];
         }
     }
-    return make_op<T>("layer_norm", std::move(y), {x, gamma, beta}, [features, row_mean, row_inverse_std](Node<T>& node) {
-        const std::size_t width = features.width;
+    return make_op<T>("layer_norm", std::move(y), {x, gamma, beta}, [rows = features.rows, width, row_mean, row_inverse_std](Node<T>& node) {
         const T* value = node.inputs[0]->value.data();
         const T* dy = node.grad.data();
         const T* g = node.inputs[1]->value.data();
         auto normalized = [&](std::size_t r, std::size_t c) { return (value[r * width + c] - row_mean[r]) * row_inverse_std[r]; };
         std::vector<double> dgamma(width, 0.0), dbeta(width, 0.0);
-        for (std::size_t r = 0; r < features.rows; ++r) {
+        for (std::size_t r = 0; r < rows; ++r) {
             for (std::size_t c = 0; c < width; ++c) {
                 dgamma[c] += double(dy[r * width + c]) * double(normalized(r, c));
                 dbeta[c] += double(dy[r * width + c]);
@@ -398,7 +397,7 @@ BasicTensor<T> layer_norm(const BasicTensor<T>& x, const BasicTensor<T>& gamma, 
         if (!input.requires_grad) return;
         // With dn = dy * gamma: dx = inverse_std * (dn - mean(dn) - normalized * mean(dn * normalized)), per row.
         T* dx = grad_buffer(input).data();
-        for (std::size_t r = 0; r < features.rows; ++r) {
+        for (std::size_t r = 0; r < rows; ++r) {
             double mean_dn = 0.0, mean_dn_n = 0.0;
             for (std::size_t c = 0; c < width; ++c) {
                 const double dn = double(dy[r * width + c]) * double(g[c]);

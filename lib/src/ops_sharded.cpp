@@ -132,7 +132,11 @@ BasicTensor<T> sharded_matmul(const BasicTensor<T>& x, const BasicTensor<T>& ker
         }
     }
 
-    return make_op<T>("sharded_matmul", std::move(y), {x, kernel}, [&team, member, product](NodeT<T>& node) {
+    // The closure holds the shape, not the ShardedProduct: g++ warns (-Wsubobject-linkage) about a
+    // closure of this template holding a type of the anonymous namespace once a unity batch
+    // includes this file.
+    return make_op<T>("sharded_matmul", std::move(y), {x, kernel}, [&team, member, in = product.in, out](NodeT<T>& node) {
+        const ShardedProduct<T> product{in, out, team.size()};
         NodeT<T>& input = *node.inputs[0];
         NodeT<T>& weights = *node.inputs[1];
         const void* kernel_site = &weights;
