@@ -119,10 +119,11 @@ double handoff_us(const std::vector<int>& cpus) {
     return seconds / rounds * 1e6;
 }
 
+constexpr std::size_t values_per_line = 64 / sizeof(std::size_t);
+
 // A cycle through `lines` cache lines in a random order: each line's first value is the index of
 // the next line's first value.
 std::vector<std::size_t> random_cycle(std::size_t lines) {
-    constexpr std::size_t per_line = 64 / sizeof(std::size_t);
     std::vector<std::size_t> order(lines);
     std::iota(order.begin(), order.end(), std::size_t(0));
     std::uint64_t state = 0x9E3779B97F4A7C15ull;
@@ -132,8 +133,8 @@ std::vector<std::size_t> random_cycle(std::size_t lines) {
         state ^= state << 17;
         std::swap(order[i], order[state % (i + 1)]);
     }
-    std::vector<std::size_t> next(lines * per_line, 0);
-    for (std::size_t i = 0; i < lines; ++i) next[order[i] * per_line] = order[(i + 1) % lines] * per_line;
+    std::vector<std::size_t> next(lines * values_per_line, 0);
+    for (std::size_t i = 0; i < lines; ++i) next[order[i] * values_per_line] = order[(i + 1) % lines] * values_per_line;
     return next;
 }
 
@@ -143,7 +144,8 @@ double chase_ns(const std::vector<std::size_t>& next, int cpu) {
     std::thread runner([&] {
         pin_to(cpu);
         std::size_t at = 0;
-        for (std::size_t i = 0; i < next.size() / 8; ++i) at = next[at];  // one lap: the pages are mapped
+        // One lap first, so that every page is mapped and the timed loads meet only the caches.
+        for (std::size_t i = 0; i < next.size() / values_per_line; ++i) at = next[at];
         const auto start = bench::Clock::now();
         for (std::size_t i = 0; i < loads; ++i) at = next[at];
         ns = bench::seconds_since(start) / double(loads) * 1e9;
