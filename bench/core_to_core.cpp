@@ -12,9 +12,9 @@
 //   - chase_16mb_ns: for each CPU alone, the latency of a load from a random line of 16 MB (a
 //     pointer chase: each load's address is the last one's value), the size the last-level cache
 //     holds when a CPU has its share of it. The vCPUs need not get the same share: at 15:25 on
-//     12-01 one took 150-170 ns (its loads went to memory) and the other 30-56, and W1 trained 1.35x
-//     slower on the first (its shuffled rows come from a 47 MB dataset). Median of 5 turns a CPU,
-//     the CPUs taking turns.
+//     12-01 one took 146-172 ns (its loads went to memory) and the other 30-56, and W1 trained
+//     1.3-1.4x slower on the first (its shuffled rows come from a 47 MB dataset). Median of 5 turns
+//     a CPU, the CPUs taking turns.
 //
 //   build/bench/core_to_core [label]      (the label, such as "before_w2", is printed with the figures)
 
