@@ -7,7 +7,6 @@
 #include <algorithm>
 #include <chrono>
 #include <fstream>
-#include <map>
 #include <string>
 #include <vector>
 
@@ -51,9 +50,14 @@ class EpochTimer : public xtnn::Callback {
 public:
     void on_epoch_begin(int, const xtnn::Logs&) override { start_ = Clock::now(); }
     void on_epoch_end(int, const xtnn::Logs&) override { times.push_back(seconds_since(start_)); }
-    void on_train_batch_end(int, const xtnn::Logs&) override { ++steps_on_cpu[std::to_string(sched_getcpu())]; }
+    void on_train_batch_end(int, const xtnn::Logs&) override {
+        const int cpu = sched_getcpu();
+        if (cpu < 0) return;
+        if (steps_on_cpu.size() <= std::size_t(cpu)) steps_on_cpu.resize(std::size_t(cpu) + 1, 0);
+        ++steps_on_cpu[std::size_t(cpu)];
+    }
     std::vector<double> times;
-    std::map<std::string, int> steps_on_cpu;
+    std::vector<int> steps_on_cpu;  // by CPU number
 
 private:
     Clock::time_point start_;

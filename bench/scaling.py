@@ -24,6 +24,8 @@ import math
 import statistics
 import sys
 
+from summarize import chase_text, core_to_core_by_round
+
 NETWORKS = [("10 Gb/s Ethernet (1.25 GB/s, 25 us)", 1.25e9, 25e-6), ("100 Gb/s InfiniBand (12.5 GB/s, 2 us)", 12.5e9, 2e-6)]
 MACHINES = [8, 32, 64]
 
@@ -40,8 +42,7 @@ def placement(rows):
     """Each round's speed-ups beside the core-to-core round trip measured before the 2-rank run and
     after the 2-thread one (bench/core_to_core): where the host placed the two vCPUs; and how fast
     each vCPU reached memory before (a 16 MB pointer chase): the slower one sets the pace of both."""
-    machine = {(r["round"], r["label"]): r for r in rows
-               if r.get("workload") == "core_to_core" and "round_trip_ns" in r}
+    machine = core_to_core_by_round(rows)
     if not machine:
         return
     print()
@@ -57,9 +58,8 @@ def placement(rows):
             before, after = machine.get((round_, f"before_{workload}")), machine.get((round_, f"after_{workload}"))
             if not (one and ranks and threads) or before is None or after is None:
                 continue
-            chase = ", ".join(f"{ns:.0f}" for ns in before["chase_16mb_ns"]) if "chase_16mb_ns" in before else "-"
             print(f"| {workload} | {round_} | {one[0] / ranks[0]:.2f}x | {one[0] / threads[0]:.2f}x "
-                  f"| {before['round_trip_ns']:.0f}, {after['round_trip_ns']:.0f} | {chase} |")
+                  f"| {before['round_trip_ns']:.0f}, {after['round_trip_ns']:.0f} | {chase_text(before)} |")
 
 
 def main(path):

@@ -139,14 +139,25 @@ def main(path):
     placement(rows, x)
 
 
+def core_to_core_by_round(rows):
+    """bench/core_to_core's figures by (round, label), as compare.sh and distributed.sh take them
+    before and after a run on two threads or two ranks."""
+    return {(r["round"], r["label"]): r for r in rows
+            if r.get("workload") == "core_to_core" and "round_trip_ns" in r and r.get("label")}
+
+
+def chase_text(machine):
+    """Each vCPU's 16 MB load time from one core_to_core record; "-" in runs from before it."""
+    return ", ".join(f"{ns:.0f}" for ns in machine["chase_16mb_ns"]) if "chase_16mb_ns" in machine else "-"
+
+
 def placement(rows, x):
     """Each default-thread run's ratio to the one-thread run of its round, beside the core-to-core
     round trip measured just before and after it: on a VM the host moves the two vCPUs between
     cores that share a cache and cores that do not, and what the threads exchange costs with it.
     Then how fast each vCPU reached memory (a 16 MB pointer chase, before the run) and where each
     run's steps ended: a workload that trains in one piece (W1) runs at the speed of its vCPU."""
-    machine = {(r["round"], r["label"]): r for r in rows
-               if r["workload"] == "core_to_core" and "round_trip_ns" in r and r.get("label")}
+    machine = core_to_core_by_round(rows)
     if not machine:
         return
     print()
@@ -155,9 +166,9 @@ def placement(rows, x):
     print("|---|---|---|---|---|---|")
 
     def shares(run):
-        counts = run.get("steps_on_cpu", {})
-        total = sum(counts.values())
-        return ", ".join(f"{counts.get(str(cpu), 0) / total:.0%}" for cpu in (0, 1)) if total else "-"
+        counts = run.get("steps_on_cpu", []) + [0, 0]
+        total = sum(counts)
+        return ", ".join(f"{counts[cpu] / total:.0%}" for cpu in (0, 1)) if total else "-"
 
     for workload in ("w1", "w2", "w4", "w5", "w6"):
         runs = {(r["round"], r.get("threads", 1)): r for r in rows
@@ -169,9 +180,8 @@ def placement(rows, x):
             if before is None or after is None:
                 continue
             ratio = runs[(round_, 0)]["epoch_s_median"] / runs[(round_, 1)]["epoch_s_median"]
-            chase = ", ".join(f"{ns:.0f}" for ns in before["chase_16mb_ns"]) if "chase_16mb_ns" in before else "-"
             print(f"| {workload.upper()} | {round_} | {ratio:.3f} | {before['round_trip_ns']:.0f}, "
-                  f"{after['round_trip_ns']:.0f} | {chase} | {shares(runs[(round_, 1)])}; {shares(runs[(round_, 0)])} |")
+                  f"{after['round_trip_ns']:.0f} | {chase_text(before)} | {shares(runs[(round_, 1)])}; {shares(runs[(round_, 0)])} |")
 
 
 if __name__ == "__main__":
