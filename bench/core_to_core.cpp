@@ -9,6 +9,11 @@
 //   - handoff_us: 128 KB (W2's layer-2 kernel) written on one CPU, then read on the other, then
 //     written again on the first: the pattern of a weight one thread updates and both read. Median
 //     of 9 batches of 200;
+//   - w2_read_us: [local, across]: W2's 235,146 values (940 KB: the half of the summed gradient and
+//     the half of the new weights a rank of 2 takes from the other each step) copied into a
+//     private buffer on each CPU at once, after the same CPU wrote them and after the other did:
+//     what the values that cross between 2 ranks cost to read, beside what the exchange costs
+//     (bench/scaling.py). Median of 9 batches of 50;
 //   - chase_16mb_ns: for each CPU alone, the latency of a load from a random line of 16 MB (a
 //     pointer chase: each load's address is the last one's value), the size the last-level cache
 //     holds when a CPU has its share of it. The vCPUs need not get the same share: at 15:25 on
@@ -119,6 +124,39 @@ double handoff_us(const std::vector<int>& cpus) {
     return seconds / rounds * 1e6;
 }
 
+// Spins until `arrived` has counted `count` arrivals: each caller adds one, then waits.
+void meet(std::atomic<int>& arrived, int count) {
+    arrived.fetch_add(1, std::memory_order_acq_rel);
+    while (arrived.load(std::memory_order_acquire) < count) {}
+}
+
+// W2's weights (bench/xtnn_mlp.cpp: 784-256-128-10 with biases).
+constexpr std::size_t w2_values = 784 * 256 + 256 + 256 * 128 + 128 + 128 * 10 + 10;
+
+// Microseconds CPU 0 takes to copy W2's values into a private buffer while CPU 1 does the same,
+// each from what it wrote itself (across = false) or what the other wrote (across = true).
+double w2_read_us(const std::vector<int>& cpus, bool across) {
+    constexpr int rounds = 50;
+    std::vector<float> written(2 * w2_values, 0.0f);
+    alignas(64) std::atomic<int> arrived{0};
+    double seconds = 0;
+    const auto side = [&](int me) {
+        std::vector<float> produced(w2_values, float(me)), taken(w2_values);
+        float* mine = written.data() + std::size_t(me) * w2_values;
+        const float* source = written.data() + std::size_t(across ? 1 - me : me) * w2_values;
+        for (int r = 0; r < rounds; ++r) {
+            std::copy(produced.begin(), produced.end(), mine);
+            meet(arrived, 4 * r + 2);
+            const auto start = bench::Clock::now();
+            std::copy(source, source + w2_values, taken.data());
+            if (me == 0) seconds += bench::seconds_since(start);
+            meet(arrived, 4 * r + 4);
+        }
+    };
+    on_both(cpus, [&] { side(0); }, [&] { side(1); });
+    return seconds / rounds * 1e6;
+}
+
 constexpr std::size_t values_per_line = 64 / sizeof(std::size_t);
 
 // A cycle through `lines` cache lines in a random order: each line's first value is the index of
@@ -167,13 +205,16 @@ int main(int argc, char** argv) {
         std::cout << result.dump() << std::endl;
         return 0;
     }
-    std::vector<double> trips, handoffs;
+    std::vector<double> trips, handoffs, local_reads, across_reads;
     for (int batch = 0; batch < 9; ++batch) {
         trips.push_back(round_trip_ns(cpus));
         handoffs.push_back(handoff_us(cpus));
+        local_reads.push_back(w2_read_us(cpus, false));
+        across_reads.push_back(w2_read_us(cpus, true));
     }
     result["round_trip_ns"] = bench::median(trips);
     result["handoff_us"] = bench::median(handoffs);
+    result["w2_read_us"] = {bench::median(local_reads), bench::median(across_reads)};
     const std::vector<std::size_t> cycle = random_cycle((16u << 20) / 64);
     std::vector<std::vector<double>> chases(cpus.size());
     for (int turn = 0; turn < 5; ++turn) {

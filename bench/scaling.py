@@ -7,7 +7,9 @@ their halves of the samples and of every batch (the compute of 2 ranks without a
 slower of the two; what 2 ranks can reach at most), the speed-ups, the bytes each step sums
 over the ranks (every weight's gradient as float32, `fused_bytes_per_step`); and W2's floor, its
 matrix products alone for one rank's epoch and for 2 ranks' shards at once (the slower of the two),
-which bounds what any exchange can reach.
+which bounds what any exchange can reach. And, for each round of W2, the exchange's cost a step
+beside the time to read the 940 KB each rank takes from the other every step (bench/core_to_core's
+`w2_read_us`, from this CPU's own writes and from the other's).
 
 Modelled: one rank of one thread per machine, the global batch unchanged, each rank computing
 1/N of every step (the measured one-rank step time / N; optimistic for small batches: W2's 128
@@ -62,6 +64,37 @@ def placement(rows):
                   f"| {before['round_trip_ns']:.0f}, {after['round_trip_ns']:.0f} | {chase_text(before)} |")
 
 
+def w2_exchange(rows):
+    """Each W2 round's exchange cost a step on 2 ranks (the 2-rank epoch less the no-exchange one,
+    over the steps) beside what reading the values that cross costs there: W2's 940 KB (half the
+    summed gradient and half the new weights, which a rank of 2 takes from the other each step)
+    copied from this CPU's own writes and from the other CPU's (bench/core_to_core, before the
+    2-rank run). The no-exchange processes each update all of the weights, the ranks half, so the
+    difference is not a floor: it is the exchange's price net of the update it halves."""
+    machine = core_to_core_by_round(rows)
+    lines = []
+    for round_ in sorted({r["round"] for r in rows if r.get("workload") == "w2"}):
+        runs = [r for r in rows if r.get("workload") == "w2" and r["round"] == round_ and "epoch_s_median" in r]
+        one = [r["epoch_s_median"] for r in runs if r["ranks"] == 1 and r["threads"] == 1]
+        ranks = [r["epoch_s_median"] for r in runs if r["ranks"] == 2 and not r.get("no_exchange")]
+        alone = [r["epoch_s_median"] for r in runs if r["ranks"] == 2 and r.get("no_exchange")]
+        before = machine.get((round_, "before_w2"), {})
+        if not (one and ranks and alone) or "w2_read_us" not in before:
+            continue
+        local, across = before["w2_read_us"]
+        steps = math.ceil(runs[0]["n_train"] / runs[0]["batch"])
+        lines.append(f"| {round_} | {one[0] / ranks[0]:.2f}x | {one[0] / alone[0]:.2f}x "
+                     f"| {(ranks[0] - alone[0]) / steps * 1e6:.0f} us | {local:.1f}, {across:.1f} us |")
+    if not lines:
+        return
+    print()
+    print("W2 on 2 ranks by round: the exchange's cost a step beside the cost of reading the 940 KB that cross:")
+    print()
+    print("| round | 2 ranks speed-up | no exchange | exchange's cost a step | 940 KB read from own, other CPU's writes |")
+    print("|---|---|---|---|---|")
+    print("\n".join(lines))
+
+
 def main(path):
     rows = [json.loads(line) for line in open(path)]
     machine = next(r for r in rows if r.get("peer") == "machine")
@@ -92,6 +125,7 @@ def main(path):
               f"{threaded} | {ceiling} | {steps} | {nbytes / 1e6:.2f} MB | {exchange * 1e6:.0f} us |")
         models.append((workload, one / steps, nbytes))
     placement(rows)
+    w2_exchange(rows)
     floors = [r for r in rows if r.get("workload") == "sgemm_floor_w2"]
     if floors:
         one = statistics.median(r["epoch_s_median"] for r in floors if r["shards"] == 1)
