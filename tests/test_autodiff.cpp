@@ -1,6 +1,7 @@
 #include <doctest/doctest.h>
 
 #include <cstring>
+#include <limits>
 #include <thread>
 
 #include <xtnn/xtnn.hpp>
@@ -17,6 +18,16 @@ TensorD square_with_backward_error(const TensorD& x, double error) {
     return make_op<double>("square", std::move(y), {x}, [error](Node<double>& out) {
         Node<double>& in = *out.inputs[0];
         accumulate_grad(in, out.grad * 2.0 * in.value * (1.0 + error));
+    });
+}
+
+// y = x with a backward pass that hands its input 0 / 0 at element 1.
+Tensor identity_with_nan_gradient(const Tensor& x) {
+    return make_op<float>("broken_identity", x.value(), {x}, [](Node<float>& out) {
+        xt::xarray<float> gradient = out.grad;
+        const float zero = gradient.data()[0] * 0.0f;
+        gradient.data()[1] = zero / zero;
+        accumulate_grad(*out.inputs[0], std::move(gradient));
     });
 }
 
@@ -219,4 +230,38 @@ TEST_CASE("graphs built on one thread and freed on another, and threads that exi
     made.clear();  // freed on this thread: into this thread's pool
     const xt::xarray<float> next = pooled_empty<float>({3});
     CHECK(next.size() == 3);
+}
+
+TEST_CASE("anomaly detection names the op that first computes or is given a NaN or an infinity") {
+    const Tensor x = Tensor::parameter(xt::xarray<float>{1.0f, 0.0f, 2.0f});
+    REQUIRE_FALSE(anomaly_detection_enabled());
+    CHECK(ops::log(x).value()(1) == -std::numeric_limits<float>::infinity());  // off: it flows on, as in NumPy
+    {
+        DetectAnomalyGuard anomaly;
+        CHECK(testing::error_of<NumericError>([&] { ops::log(x); }) ==
+              "anomaly: op 'log' computed -inf at flat index 1 of its output of shape (3,) from finite inputs");
+        const Tensor data = Tensor::constant(xt::xarray<float>{{1.0f, 2.0f}, {std::numeric_limits<float>::quiet_NaN(), 3.0f}});
+        CHECK(testing::error_of<NumericError>([&] { ops::relu(data); }) ==
+              "anomaly: op 'relu' was given nan at flat index 2 of its input 0 (shape (2, 2), a constant: a weight or given data)");
+        CHECK(std::isfinite(ops::exp(x).value()(2)));
+    }
+    CHECK_FALSE(anomaly_detection_enabled());
+}
+
+TEST_CASE("anomaly detection names the backward step that first makes a gradient non-finite") {
+    // log's gradient 1 / x overflows at the smallest denormal while log itself stays finite.
+    const TensorD tiny = TensorD::parameter(xt::xarray<double>{1.0, std::numeric_limits<double>::denorm_min()});
+    const TensorD total = ops::sum(ops::log(tiny));
+    CHECK(std::isfinite(total.item()));
+    DetectAnomalyGuard anomaly;
+    CHECK(testing::error_of<NumericError>([&] { total.backward(); }) ==
+          "anomaly: the backward pass of op 'log' gave inf at flat index 1 of the gradient of its input 0 (shape (2,), "
+          "a leaf: a weight or given data), from a finite output gradient");
+    const Tensor x = Tensor::parameter(xt::xarray<float>{1.0f, 2.0f, 3.0f});
+    const Tensor y = ops::sum(ops::exp(identity_with_nan_gradient(x)));
+    CHECK(testing::error_of<NumericError>([&] { y.backward(); }) ==
+          "anomaly: the backward pass of op 'broken_identity' gave nan at flat index 1 of the gradient of its input 0 "
+          "(shape (3,), a leaf: a weight or given data), from a finite output gradient");
+    CHECK(testing::error_of<NumericError>([&] { ops::exp(x).backward(xt::xarray<float>{1.0f, std::numeric_limits<float>::infinity(), 0.0f}); }) ==
+          "anomaly: backward(): the seed for op 'exp' holds inf at flat index 1");
 }

@@ -787,3 +787,53 @@ TEST_CASE("a Sequential compiled before it is built gets its loss and metrics wh
         CHECK(model.evaluate(x, y).count("loss") == 1);
     }
 }
+
+TEST_CASE("anomaly detection names the layer whose op first goes non-finite, and fit the epoch and batch") {
+    auto [x, labels] = clusters(20);
+    DetectAnomalyGuard anomaly;
+    set_random_seed(6);
+    Sequential overflowing;
+    overflowing.add(Dense(16, "relu", {2}));
+    overflowing.add(Dense(3, "softmax"));
+    overflowing.compile("sparse_categorical_crossentropy", SGD{.learning_rate = 1e30});
+    const std::string overflow = error_of<NumericError>([&] { overflowing.fit(x, labels, {.batch_size = 4, .epochs = 5, .verbose = 0}); });
+    CHECK(overflow.starts_with("fit: epoch 1, batch 1: anomaly: op 'matmul' in layer 'dense_1' computed "));
+    CHECK(overflow.ends_with("of its output of shape (4, 3) from finite inputs"));
+
+    Sequential model;
+    model.add(Dense(16, "relu", {2}));
+    model.add(Dense(3, "softmax"));
+    model.compile("sparse_categorical_crossentropy", "sgd");
+    x(5, 1) = std::numeric_limits<float>::quiet_NaN();
+    CHECK(error_of<NumericError>([&] { model.fit(x, labels, {.batch_size = 4, .epochs = 1, .verbose = 0, .shuffle = false}); }) ==
+          "fit: epoch 1, batch 1: anomaly: op 'matmul' in layer 'dense' was given nan at flat index 3 of its input 0 "
+          "(shape (4, 2), a constant: a weight or given data)");
+    CHECK(error_of<NumericError>([&] { model.predict(x); }) ==
+          "anomaly: op 'matmul' in layer 'dense' was given nan at flat index 11 of its input 0 (shape (32, 2), a constant: "
+          "a weight or given data)");
+
+    auto book = book_model();
+    book.compile("categorical_crossentropy", "adam");
+    book.layer(2).weights()[0].mutable_value()(3, 4) = std::numeric_limits<float>::infinity();
+    CHECK(error_of<NumericError>([&] { book.predict(xt::xarray<float>(xt::ones<float>({3, 28, 28}))); }) ==
+          "anomaly: op 'matmul' in layer 'dense_1' was given inf at flat index 100 of its input 1 (shape (32, 32), a leaf: "
+          "a weight or given data)");
+}
+
+TEST_CASE("anomaly detection checks the slices that fit runs on other threads") {
+    auto [train, test] = datasets::load_mnist(std::string(XTNN_SOURCE_DIR) + "/datasets/mnist-10k");
+    xt::xarray<float> x = xt::view(train.x, xt::range(0, 256));
+    const xt::xarray<float> y = to_categorical(xt::view(train.y, xt::range(0, 256)), 10);
+    // Row 70 is in the second 64-row slice of the first batch: row 6 there.
+    x(70, 14, 14) = std::numeric_limits<float>::quiet_NaN();
+    set_random_seed(1);
+    auto model = book_model();
+    model.compile("categorical_crossentropy", "adam");
+    const int initial_threads = ops::num_threads();
+    ops::set_num_threads(2);
+    DetectAnomalyGuard anomaly;
+    CHECK(error_of<NumericError>([&] { model.fit(x, y, {.batch_size = 128, .epochs = 1, .verbose = 0, .shuffle = false}); }) ==
+          "fit: epoch 1, batch 0: anomaly: op 'reshape' in layer 'dense' was given nan at flat index 5110 of its input 0 "
+          "(shape (64, 28, 28), a constant: a weight or given data)");
+    ops::set_num_threads(initial_threads);
+}

@@ -3,7 +3,11 @@
 #include "xtnn/array_pool.hpp"
 
 #include <atomic>
+#include <cmath>
 #include <cstdint>
+#include <optional>
+#include <string>
+#include <type_traits>
 
 #include <xtensor/xbuilder.hpp>
 
@@ -12,7 +16,87 @@ namespace xtnn {
 namespace {
 thread_local bool grad_mode_enabled = true;
 thread_local LeafGradients* redirected_leaf_gradients = nullptr;
+std::atomic<bool> anomaly_detection{false};
+thread_local const std::string* calling_layer = nullptr;
+
+template <class T>
+std::optional<std::size_t> first_non_finite_in(const xt::xarray<T>& values) {
+    if constexpr (std::is_same_v<T, float>) {
+        return first_non_finite({values.data(), values.size()});
+    } else {
+        for (std::size_t i = 0; i < values.size(); ++i) {
+            if (!std::isfinite(values.data()[i])) return i;
+        }
+        return std::nullopt;
+    }
+}
+
+template <class T>
+std::string describe_value(T value) {
+    return std::isnan(value) ? "nan" : value > 0 ? "inf" : "-inf";
+}
+
+// "op 'matmul' in layer 'dense_1'", or without the layer when no layer call made it.
+template <class T>
+std::string describe_op(const Node<T>& node) {
+    std::string text = std::string("op '") + node.op + "'";
+    return node.layer.empty() ? text : text + " in layer '" + node.layer + "'";
+}
+
+// "input 1 (shape (784, 32), a leaf: a weight or given data)" or "... made by op 'relu' ...".
+template <class T>
+std::string describe_input(const Node<T>& input, std::size_t index) {
+    const std::string origin = input.inputs.empty() && (std::string_view(input.op) == "leaf" || std::string_view(input.op) == "constant")
+                                   ? std::string("a ") + input.op + ": a weight or given data"
+                                   : "made by " + describe_op(input);
+    return "input " + std::to_string(index) + " (shape " + shape_to_string(input.value.shape()) + ", " + origin + ")";
+}
+
+// The first NaN or infinity among what a new op was given by leaves and constants and what it
+// computed. The ops' results are checked as they are made, so only those inputs can be new.
+template <class T>
+void check_forward(const Node<T>& node, const std::vector<BasicTensor<T>>& inputs) {
+    for (std::size_t k = 0; k < inputs.size(); ++k) {
+        const Node<T>& input = *inputs[k].node();
+        if (!input.inputs.empty()) continue;
+        if (const auto at = first_non_finite_in(input.value)) {
+            throw NumericError("anomaly: " + describe_op(node) + " was given " + describe_value(input.value.data()[*at]) +
+                               " at flat index " + std::to_string(*at) + " of its " + describe_input(input, k));
+        }
+    }
+    if (const auto at = first_non_finite_in(node.value)) {
+        throw NumericError("anomaly: " + describe_op(node) + " computed " + describe_value(node.value.data()[*at]) +
+                           " at flat index " + std::to_string(*at) + " of its output of shape " +
+                           shape_to_string(node.value.shape()) + " from finite inputs");
+    }
+}
+
+// The first NaN or infinity in the gradients a backward step left in its inputs' holders.
+template <class T>
+void check_backward(Node<T>& node) {
+    for (std::size_t k = 0; k < node.inputs.size(); ++k) {
+        Node<T>& input = *node.inputs[k];
+        if (!input.requires_grad) continue;
+        const Node<T>& holder = input.is_leaf() ? gradient_holder(input) : input;
+        if (!holder.has_grad) continue;
+        if (const auto at = first_non_finite_in(holder.grad)) {
+            throw NumericError("anomaly: the backward pass of " + describe_op(node) + " gave " +
+                               describe_value(holder.grad.data()[*at]) + " at flat index " + std::to_string(*at) +
+                               " of the gradient of its " + describe_input(input, k) + ", from a finite output gradient");
+        }
+    }
+}
+
 }  // namespace
+
+void set_detect_anomaly(bool enabled) { anomaly_detection.store(enabled, std::memory_order_relaxed); }
+bool anomaly_detection_enabled() { return anomaly_detection.load(std::memory_order_relaxed); }
+
+DetectAnomalyGuard::DetectAnomalyGuard() : previous_(anomaly_detection_enabled()) { set_detect_anomaly(true); }
+DetectAnomalyGuard::~DetectAnomalyGuard() { set_detect_anomaly(previous_); }
+
+LayerScope::LayerScope(const std::string& layer) : previous_(calling_layer) { calling_layer = &layer; }
+LayerScope::~LayerScope() { calling_layer = previous_; }
 
 template <>
 Node<float>& gradient_holder(Node<float>& node) {
@@ -66,6 +150,10 @@ BasicTensor<T> make_op(const char* name, xt::xarray<T> value, std::vector<BasicT
                        typename Node<T>::BackwardFn backward) {
     auto node = std::make_shared<Node<T>>(std::move(value));
     node->op = name;
+    if (anomaly_detection_enabled()) {
+        if (calling_layer) node->layer = *calling_layer;
+        check_forward(*node, inputs);
+    }
     bool any_input_needs_grad = false;
     for (const auto& input : inputs) any_input_needs_grad = any_input_needs_grad || input.requires_grad();
     if (any_input_needs_grad && grad_enabled()) {
@@ -201,9 +289,18 @@ void BasicTensor<T>::backward(const xt::xarray<T>& seed) const {
         node->has_grad = false;
         detail::recycle(node->grad);
     }
+    const bool check = anomaly_detection_enabled();
+    if (check) {
+        if (const auto at = first_non_finite_in(seed)) {
+            throw NumericError("anomaly: backward(): the seed for " + describe_op(*node_) + " holds " +
+                               describe_value(seed.data()[*at]) + " at flat index " + std::to_string(*at));
+        }
+    }
     accumulate_grad(*node_, seed);
     for (Node<T>* node : order) {
-        if (node->backward && node->has_grad) node->backward(*node);
+        if (!node->backward || !node->has_grad) continue;
+        node->backward(*node);
+        if (check) check_backward(*node);
     }
 }
 

@@ -253,6 +253,8 @@ std::vector<SplitOutput> Model::run(const std::vector<Tensor>& inputs, bool trai
         }
         arguments.clear();
         for (auto slot : step.inputs) arguments.push_back(*slots[slot]);
+        std::optional<LayerScope> scope;
+        if (anomaly_detection_enabled()) scope.emplace(step.layer->name());
         if (inference && step.normalized_by) {
             const Plan::Step& normalization = plan.steps[*step.normalized_by];
             slots[normalization.output] = static_cast<const BatchNormalization&>(*normalization.layer)

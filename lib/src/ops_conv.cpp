@@ -350,7 +350,12 @@ BasicTensor<T> convolve(const char* name, const BasicTensor<T>& x, const BasicTe
         }
     }
 
-    if (given) return BasicTensor<T>::constant(std::move(y));
+    if (given) {
+        // Inference records no graph; the op's name still tells anomaly detection what made it.
+        BasicTensor<T> result = BasicTensor<T>::constant(std::move(y));
+        result.node()->op = name;
+        return result;
+    }
     auto inputs = bias ? std::vector<BasicTensor<T>>{x, kernel, *bias} : std::vector<BasicTensor<T>>{x, kernel};
     return make_op<T>(name, std::move(y), std::move(inputs), [=](Node<T>& out) {
         Node<T>& input = *out.inputs[0];

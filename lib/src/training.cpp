@@ -423,8 +423,12 @@ History Model::train(const std::vector<InputRows>& x, const std::vector<xt::xarr
         for (std::size_t step = 0; step < steps && !stop_training; ++step) {
             for (const auto& callback : callbacks) callback->on_train_batch_begin(int(step), {});
             const std::size_t begin = step * options.batch_size;
-            train_step(x, targets, order, begin, batch_end(begin, options.batch_size, train_count), slices, all_weights,
-                       totals, peers);
+            try {
+                train_step(x, targets, order, begin, batch_end(begin, options.batch_size, train_count), slices, all_weights,
+                           totals, peers);
+            } catch (const NumericError& e) {
+                throw NumericError(fmt::format("fit: epoch {}, batch {}: {}", epoch + 1, step, e.what()));
+            }
             steps_done = step + 1;
             totals.write(logs);
             for (const auto& callback : callbacks) callback->on_train_batch_end(int(step), logs);

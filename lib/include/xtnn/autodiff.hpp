@@ -33,6 +33,41 @@ private:
     bool previous_;
 };
 
+/// Anomaly detection, to find where a NaN or an infinity first appears (PyTorch's
+/// torch.autograd.set_detect_anomaly, TensorFlow's tf.debugging.enable_check_numerics). While it
+/// is on, every op checks the value it computes and the leaves and constants it is given (weights,
+/// data), and every backward step the gradients it passes to its inputs; the first NaN or infinity
+/// throws NumericError naming the op, the layer whose call made it, the shape and the element
+/// (fit adds the epoch and the batch). Off by default: it reads every value and gradient once
+/// more. Process-wide, so that fit's threads check too.
+void set_detect_anomaly(bool enabled);
+bool anomaly_detection_enabled();
+
+/// Anomaly detection on for its lifetime, then as it was (torch.autograd.detect_anomaly()).
+class DetectAnomalyGuard {
+public:
+    DetectAnomalyGuard();
+    ~DetectAnomalyGuard();
+    DetectAnomalyGuard(const DetectAnomalyGuard&) = delete;
+    DetectAnomalyGuard& operator=(const DetectAnomalyGuard&) = delete;
+
+private:
+    bool previous_;
+};
+
+/// Names the layer whose call makes the ops of this thread for its lifetime, for anomaly
+/// detection's messages (Model sets it around each layer call).
+class LayerScope {
+public:
+    explicit LayerScope(const std::string& layer);
+    ~LayerScope();
+    LayerScope(const LayerScope&) = delete;
+    LayerScope& operator=(const LayerScope&) = delete;
+
+private:
+    const std::string* previous_;
+};
+
 /// The result of an op named `name`. `backward(out)` reads out.grad and adds each input's
 /// share with accumulate_grad / grad_buffer; it is kept only if some input requires a gradient.
 template <class T>

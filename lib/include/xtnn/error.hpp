@@ -27,6 +27,12 @@ public:
     using Error::Error;
 };
 
+/// A NaN or infinity where anomaly detection (xtnn/autodiff.hpp) watches for one.
+class NumericError : public Error {
+public:
+    using Error::Error;
+};
+
 /// A file that cannot be read or written, or whose contents are malformed.
 class IoError : public Error {
 public:

@@ -70,6 +70,7 @@ struct Node {
     bool has_grad = false;       // an xarray is never "empty" (rank 0 has one element)
     bool requires_grad = false;
     const char* op = "leaf";
+    std::string layer;  // the layer whose call made it, kept while anomaly detection is on
     std::vector<std::shared_ptr<Node>> inputs;
     BackwardFn backward;         // reads this node's grad, accumulates into inputs' grads
     std::uint64_t last_pass = 0;  // the backward pass that last reached this node (leaves: never set)
