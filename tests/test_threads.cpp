@@ -5,6 +5,7 @@
 
 #include <doctest/doctest.h>
 
+#include <limits>
 #include <string>
 #include <thread>
 #include <vector>
@@ -249,6 +250,29 @@ TEST_CASE("an error on a worker thread's slice reaches fit's caller, and the thr
     CHECK_THROWS_WITH_AS(wide.fit(digits().x, digits().y, {.batch_size = 64, .epochs = 1, .verbose = 0}),
                          "FailsAfterFirstSlice: called on the slice at row 32", ValueError);
     CHECK(same_run(train_wide_model(7), train_wide_model(7)));
+}
+
+TEST_CASE("anomaly detection checks every slice, also inside a product shared out by the weights") {
+    const ThreadCount threads(2);
+    DetectAnomalyGuard anomaly;
+    xt::xarray<float> x = digits().x;
+    // Row 40 is in the second 32-row slice of the first batch: row 8 there.
+    x(40, 14, 14) = std::numeric_limits<float>::quiet_NaN();
+    set_random_seed(1);
+    Sequential book = testing::book_model();
+    book.compile("categorical_crossentropy", "adam");
+    CHECK(testing::error_of<NumericError>([&] { book.fit(x, digits().y, {.batch_size = 64, .epochs = 1, .verbose = 0, .shuffle = false}); }) ==
+          "fit: epoch 1, batch 0: anomaly: op 'reshape' in layer 'dense' was given nan at flat index 6678 of its input 0 "
+          "(shape (32, 28, 28), a constant: a weight or given data)");
+    Sequential wide;
+    wide.add(Flatten({28, 28}));
+    wide.add(Dense(128, "relu"));
+    wide.add(Dense(10, "softmax"));
+    wide.compile("categorical_crossentropy", "sgd");
+    wide.layer(1).weights()[0].mutable_value()(0, 100) = std::numeric_limits<float>::infinity();
+    CHECK(testing::error_of<NumericError>([&] { wide.fit(digits().x, digits().y, {.batch_size = 64, .epochs = 1, .verbose = 0}); }) ==
+          "fit: epoch 1, batch 0: anomaly: op 'sharded_matmul' in layer 'dense' was given inf at flat index 100 of its "
+          "input 1 (shape (784, 128), a leaf: a weight or given data)");
 }
 
 TEST_CASE("threads that seed and train at the same time each get the sequential result") {
