@@ -789,7 +789,10 @@ TEST_CASE("a Sequential compiled before it is built gets its loss and metrics wh
 }
 
 TEST_CASE("anomaly detection names the layer whose op first goes non-finite, and fit the epoch and batch") {
-    auto [x, labels] = clusters(20);
+    // Not a structured binding: clang before 16 cannot capture those in the lambdas below.
+    auto samples = clusters(20);
+    xt::xarray<float>& x = samples.first;
+    const xt::xarray<float>& labels = samples.second;
     DetectAnomalyGuard anomaly;
     set_random_seed(6);
     Sequential overflowing;
