@@ -351,6 +351,12 @@ TEST_CASE("graph errors name the layers and shapes") {
           "Model 'm': output 0 ('Dense') depends on input 'b' of shape (None, 5), which is not among the model's inputs ('a'): "
           "the graph is disconnected");
     CHECK(error_of([&] { Model({a, b}, {Dense(1)(a)}, "m"); }) == "Model 'm': input 'b' is not used by any output");
+    const auto unnamed = Input({3});
+    CHECK(error_of([&] { Model({unnamed, unnamed}, {Add()({unnamed, unnamed})}, "m"); }) ==
+          "Model 'm': input an unnamed Input of shape (None, 3) is given twice");
+    CHECK(error_of([&] { Model(unnamed, from_b, "m"); }) ==
+          "Model 'm': output 0 ('Dense') depends on input 'b' of shape (None, 5), which is not among the model's inputs "
+          "(an unnamed Input of shape (None, 3)): the graph is disconnected");
     CHECK(error_of([&] { Model(from_b, from_b, "m"); }).find("is the output of layer 'Dense', not an Input()") != std::string::npos);
     CHECK(error_of([&] { Add()({a, b}); }) == "Add: the inputs have incompatible shapes (None, 4), (None, 5); extents must be equal or 1");
     CHECK(error_of([&] { Subtract()({a, a, a}); }) == "Subtract takes exactly 2 inputs, got 3");

@@ -624,6 +624,7 @@ TEST_CASE("save writes through symbolic links, refuses what is not a regular fil
     CHECK_THROWS_WITH_AS(model.save(dir.file("fifo.xtnn")), doctest::Contains("is not a regular file (a FIFO)"), IoError);
     CHECK(fs::is_fifo(dir.path / "fifo.xtnn"));
     CHECK_THROWS_WITH_AS(model.save(dir.file("real")), doctest::Contains("is not a regular file (a folder)"), IoError);
+    CHECK_THROWS_WITH_AS(model.save(""), "cannot write '': the path is empty", IoError);
     fs::create_symlink("fifo.xtnn", dir.path / "link-to-fifo.xtnn");
     CHECK_THROWS_AS(model.save_weights(dir.file("link-to-fifo.xtnn")), IoError);
     CHECK(fs::is_fifo(dir.path / "fifo.xtnn"));
@@ -702,6 +703,8 @@ TEST_CASE("thread counts: bitwise-equal runs for one count; within rounding of e
     for (std::size_t e = 0; e < loss_one.size(); ++e) CHECK(loss_two[e] == doctest::Approx(loss_one[e]).epsilon(1e-5));
     CHECK(xt::allclose(predictions_two, predictions_one, 1e-3, 1e-5));
     CHECK_THROWS_AS(ops::set_num_threads(0), ValueError);
+    CHECK_THROWS_WITH_AS(ops::set_num_threads(100000), doctest::Contains("threads must be in [1, "), ValueError);
+    CHECK(ops::num_threads() == initial_threads);
 }
 
 TEST_CASE("a file written by format version 1 still loads: tests/data/model-v1.xtnn") {

@@ -510,6 +510,7 @@ constexpr int max_symlink_hops = 40;
 // is not a regular file (a folder, a device, a FIFO, a socket) is refused: a rename would replace
 // a device node such as /dev/stdout with a regular file.
 std::filesystem::path writable_target(const std::string& path) {
+    if (path.empty()) throw IoError("cannot write '': the path is empty");
     std::filesystem::path current(path);
     for (int hops = 0;; ++hops) {
         struct stat info {};

@@ -26,9 +26,14 @@ bool is_input_call(const LayerCall& call) { return call.inputs.empty(); }
 // The layer's name, or its class while it has none yet.
 std::string label(const Layer& layer) { return layer.name().empty() ? layer.class_name() : layer.name(); }
 
+// "'pixels'", or "an unnamed Input of shape (None, 2)".
+std::string input_label(const SymbolicTensor& input) {
+    return input.name().empty() ? "an unnamed Input of shape " + batch_shape_to_string(input.shape()) : "'" + input.name() + "'";
+}
+
 std::string names_of(const std::vector<SymbolicTensor>& tensors) {
     std::string text;
-    for (const auto& tensor : tensors) text += (text.empty() ? "'" : ", '") + tensor.name() + "'";
+    for (const auto& tensor : tensors) text += (text.empty() ? "" : ", ") + input_label(tensor);
     return text;
 }
 
@@ -128,7 +133,7 @@ void Model::set_graph(const std::vector<SymbolicTensor>& inputs, const std::vect
                              "', not an Input(); a model's inputs are made with xtnn::Input");
         }
         if (!input_calls.insert(&inputs[i].producer()).second) {
-            throw ValueError(where + ": input '" + inputs[i].name() + "' is given twice");
+            throw ValueError(where + ": input " + input_label(inputs[i]) + " is given twice");
         }
     }
     // Every call the outputs depend on, found from the outputs backwards.
@@ -155,9 +160,7 @@ void Model::set_graph(const std::vector<SymbolicTensor>& inputs, const std::vect
     }
     for (const auto& input : inputs) {
         if (!used_inputs.count(&input.producer())) {
-            const std::string label = input.name().empty() ? "of shape " + batch_shape_to_string(input.shape())
-                                                           : "'" + input.name() + "'";
-            throw ValueError(where + ": input " + label + " is not used by any output");
+            throw ValueError(where + ": input " + input_label(input) + " is not used by any output");
         }
     }
     // Model inputs first, in their order; then the calls in creation order, which is topological

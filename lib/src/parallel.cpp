@@ -311,7 +311,12 @@ void run_ranges(std::size_t count, std::size_t min_per_range, const std::functio
 namespace xtnn::ops {
 
 void set_num_threads(int threads) {
-    if (threads < 1) throw ValueError("set_num_threads: threads must be at least 1, got " + std::to_string(threads));
+    // Each thread is a worker with a stack of its own, made on first use: a count far past the
+    // cores only costs memory and time, and 100,000 of them would exhaust the process.
+    const int most = std::max(1024, int(std::thread::hardware_concurrency()));
+    if (threads < 1 || threads > most) {
+        throw ValueError("set_num_threads: threads must be in [1, " + std::to_string(most) + "], got " + std::to_string(threads));
+    }
     detail::claim_blas_threads();
     detail::thread_count.store(threads);
 }

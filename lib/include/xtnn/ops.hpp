@@ -31,7 +31,8 @@ template <class T> BasicTensor<T> scale(const BasicTensor<T>& a, T factor);
 /// weights, and sums their gradients in a fixed order (docs/threads.md). By default one per core,
 /// or OPENBLAS_NUM_THREADS; OpenBLAS itself runs single-threaded inside them. Results are
 /// bit-for-bit reproducible for a fixed thread count; another count sums the gradients in
-/// another order, so results differ in the last bits (docs/reproducibility.md).
+/// another order, so results differ in the last bits (docs/reproducibility.md). At least 1 and at
+/// most 1024 or the number of cores, whichever is more.
 void set_num_threads(int threads);
 int num_threads();
 

@@ -21,7 +21,8 @@ public:
         if (found == entries_.end()) {
             std::string known;
             for (const auto& entry : entries_) known += (known.empty() ? "" : ", ") + entry.first;
-            throw ValueError("unknown " + kind_ + " '" + name + "'; known " + kind_ + "s: " + known);
+            const std::string kinds = kind_ + (kind_.ends_with("s") ? "es" : "s");
+            throw ValueError("unknown " + kind_ + " '" + name + "'; known " + kinds + ": " + known);
         }
         return found->second;
     }
