@@ -275,6 +275,28 @@ TEST_CASE("anomaly detection checks every slice, also inside a product shared ou
           "input 1 (shape (784, 128), a leaf: a weight or given data)");
 }
 
+TEST_CASE("anomaly detection sees the sharded product's kernel gradient, which no slice's holder keeps") {
+    DetectAnomalyGuard anomaly;
+    for (const int thread_count : {1, 2}) {  // a solo team, then members at once
+        const ThreadCount threads(thread_count);
+        detail::Team team({1, 1});
+        const Tensor kernel = Tensor::parameter(xt::xarray<float>(xt::ones<float>({4, 3}) * 1e-3f));
+        // Each member's row makes a finite product and gradient; the two rows' sum overflows.
+        const std::string message = testing::error_of<NumericError>([&] {
+            detail::run_team(team, [&](std::size_t k) {
+                // As fit's slices do: the holders the backward check reads stay empty.
+                LeafGradients slice_gradients({kernel});
+                const LeafGradients::Redirect redirect(slice_gradients);
+                const Tensor x = Tensor::constant(xt::xarray<float>{{3e38f, 0.0f, 0.0f, 0.0f}});
+                ops::sum(detail::sharded_matmul(x, kernel, team, k)).backward();
+            });
+        });
+        CHECK(message == "anomaly: the backward pass of op 'sharded_matmul' gave inf at flat index 0 of the gradient of its "
+                         "input 1 (shape (4, 3), a leaf: a weight or given data), from a finite output gradient");
+        CHECK(team.solo() == (thread_count == 1));
+    }
+}
+
 TEST_CASE("threads that seed and train at the same time each get the sequential result") {
     digits();
     const Run reference_42 = train_book_model(42);

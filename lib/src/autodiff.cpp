@@ -72,6 +72,19 @@ void check_forward(const Node<T>& node, const std::vector<BasicTensor<T>>& input
     }
 }
 
+}  // namespace
+
+template <class T>
+void check_passed_gradient(const Node<T>& node, std::size_t input, const xt::xarray<T>& gradient) {
+    if (const auto at = first_non_finite_in(gradient)) {
+        throw NumericError("anomaly: the backward pass of " + describe_op(node) + " gave " + describe_value(gradient.data()[*at]) +
+                           " at flat index " + std::to_string(*at) + " of the gradient of its " +
+                           describe_input(*node.inputs.at(input), input) + ", from a finite output gradient");
+    }
+}
+
+namespace {
+
 // The first NaN or infinity in the gradients a backward step left in its inputs' holders.
 template <class T>
 void check_backward(Node<T>& node) {
@@ -79,12 +92,7 @@ void check_backward(Node<T>& node) {
         Node<T>& input = *node.inputs[k];
         if (!input.requires_grad) continue;
         const Node<T>& holder = input.is_leaf() ? gradient_holder(input) : input;
-        if (!holder.has_grad) continue;
-        if (const auto at = first_non_finite_in(holder.grad)) {
-            throw NumericError("anomaly: the backward pass of " + describe_op(node) + " gave " +
-                               describe_value(holder.grad.data()[*at]) + " at flat index " + std::to_string(*at) +
-                               " of the gradient of its " + describe_input(input, k) + ", from a finite output gradient");
-        }
+        if (holder.has_grad) check_passed_gradient(node, k, holder.grad);
     }
 }
 
@@ -314,6 +322,8 @@ template struct Node<float>;
 template struct Node<double>;
 template class BasicTensor<float>;
 template class BasicTensor<double>;
+template void check_passed_gradient(const Node<float>&, std::size_t, const xt::xarray<float>&);
+template void check_passed_gradient(const Node<double>&, std::size_t, const xt::xarray<double>&);
 template BasicTensor<float> make_op(const char*, xt::xarray<float>, std::vector<BasicTensor<float>>,
                                     Node<float>::BackwardFn);
 template BasicTensor<double> make_op(const char*, xt::xarray<double>, std::vector<BasicTensor<double>>,

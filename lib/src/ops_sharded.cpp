@@ -149,6 +149,7 @@ BasicTensor<T> sharded_matmul(const BasicTensor<T>& x, const BasicTensor<T>& ker
                 for (std::size_t part = 0; part < product.members; ++part) {
                     product.kernel_gradient(part, own, team.total_rows(), add, dw);
                 }
+                if (anomaly_detection_enabled()) check_passed_gradient(node, 1, weights.grad);
             }
             if (input.requires_grad) {
                 const auto [dx, beta] = grad_destination(input);
@@ -190,6 +191,8 @@ BasicTensor<T> sharded_matmul(const BasicTensor<T>& x, const BasicTensor<T>& ker
             }
         }
         team.arrive_and_wait(member, kernel_site);
+        // Every member has written its rows of the kernel gradient by now.
+        if (member == 0 && weights.requires_grad && anomaly_detection_enabled()) check_passed_gradient(node, 1, weights.grad);
     });
 }
 

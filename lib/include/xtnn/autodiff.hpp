@@ -55,6 +55,13 @@ private:
     bool previous_;
 };
 
+/// What anomaly detection checks after every backward step, for an op whose backward pass writes
+/// a gradient where that check does not look (the sharded product's whole-batch kernel gradient,
+/// past the thread's LeafGradients): throws NumericError when `gradient`, that of input `input`
+/// of `node`, holds a NaN or an infinity.
+template <class T>
+void check_passed_gradient(const Node<T>& node, std::size_t input, const xt::xarray<T>& gradient);
+
 /// Names the layer whose call makes the ops of this thread for its lifetime, for anomaly
 /// detection's messages (Model sets it around each layer call).
 class LayerScope {
