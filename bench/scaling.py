@@ -40,6 +40,27 @@ def step_time(n, compute, nbytes, beta, alpha):
     return compute / n + ring + small
 
 
+def epochs(rows, workload, round_=None):
+    """A workload's epoch seconds by kind of run (of one round, or of all): one rank of one thread,
+    2 ranks, one process of 2 threads, and 2 processes that do not exchange."""
+    runs = [r for r in rows if r.get("workload") == workload and "epoch_s_median" in r
+            and (round_ is None or r["round"] == round_)]
+    kinds = {"one": [], "ranks": [], "threads": [], "alone": []}
+    for r in runs:
+        if r["ranks"] == 2:
+            kinds["alone" if r.get("no_exchange") else "ranks"].append(r["epoch_s_median"])
+        elif r["threads"] == 1:
+            kinds["one"].append(r["epoch_s_median"])
+        elif r["threads"] == 2:
+            kinds["threads"].append(r["epoch_s_median"])
+    return kinds
+
+
+def steps_per_epoch(rows, workload):
+    sample = next(r for r in rows if r.get("workload") == workload and "epoch_s_median" in r)
+    return math.ceil(sample["n_train"] / sample["batch"])
+
+
 def placement(rows):
     """Each round's speed-ups beside the core-to-core round trip measured before the 2-rank run and
     after the 2-thread one (bench/core_to_core): where the host placed the two vCPUs; and how fast
@@ -53,10 +74,7 @@ def placement(rows):
     print("|---|---|---|---|---|---|")
     for workload in ["w2", "w4"]:
         for round_ in sorted({r["round"] for r in rows if r.get("workload") == workload}):
-            runs = [r for r in rows if r.get("workload") == workload and r["round"] == round_ and "epoch_s_median" in r]
-            one = [r["epoch_s_median"] for r in runs if r["ranks"] == 1 and r["threads"] == 1]
-            ranks = [r["epoch_s_median"] for r in runs if r["ranks"] == 2 and not r.get("no_exchange")]
-            threads = [r["epoch_s_median"] for r in runs if r["ranks"] == 1 and r["threads"] == 2]
+            one, ranks, threads = (epochs(rows, workload, round_)[kind] for kind in ("one", "ranks", "threads"))
             before, after = machine.get((round_, f"before_{workload}")), machine.get((round_, f"after_{workload}"))
             if not (one and ranks and threads) or before is None or after is None:
                 continue
@@ -74,15 +92,12 @@ def w2_exchange(rows):
     machine = core_to_core_by_round(rows)
     lines = []
     for round_ in sorted({r["round"] for r in rows if r.get("workload") == "w2"}):
-        runs = [r for r in rows if r.get("workload") == "w2" and r["round"] == round_ and "epoch_s_median" in r]
-        one = [r["epoch_s_median"] for r in runs if r["ranks"] == 1 and r["threads"] == 1]
-        ranks = [r["epoch_s_median"] for r in runs if r["ranks"] == 2 and not r.get("no_exchange")]
-        alone = [r["epoch_s_median"] for r in runs if r["ranks"] == 2 and r.get("no_exchange")]
+        one, ranks, alone = (epochs(rows, "w2", round_)[kind] for kind in ("one", "ranks", "alone"))
         before = machine.get((round_, "before_w2"), {})
         if not (one and ranks and alone) or "w2_read_us" not in before:
             continue
         local, across = before["w2_read_us"]
-        steps = math.ceil(runs[0]["n_train"] / runs[0]["batch"])
+        steps = steps_per_epoch(rows, "w2")
         lines.append(f"| {round_} | {one[0] / ranks[0]:.2f}x | {one[0] / alone[0]:.2f}x "
                      f"| {(ranks[0] - alone[0]) / steps * 1e6:.0f} us | {local:.1f}, {across:.1f} us |")
     if not lines:
@@ -105,19 +120,17 @@ def main(path):
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     models = []
     for workload in ["w2", "w4"]:
-        runs = [r for r in rows if r.get("workload") == workload and "epoch_s_median" in r]
-        if not runs:
+        kinds = epochs(rows, workload)
+        if not kinds["one"]:
             continue
-        one = statistics.median(r["epoch_s_median"] for r in runs if r["ranks"] == 1 and r["threads"] == 1)
-        two = statistics.median(r["epoch_s_median"] for r in runs if r["ranks"] == 2 and not r.get("no_exchange"))
-        alone_runs = [r["epoch_s_median"] for r in runs if r["ranks"] == 2 and r.get("no_exchange")]
-        alone = statistics.median(alone_runs) if alone_runs else None
+        one = statistics.median(kinds["one"])
+        two = statistics.median(kinds["ranks"])
+        alone = statistics.median(kinds["alone"]) if kinds["alone"] else None
         ceiling = f"{alone:.3f} | {one / alone:.2f}x" if alone else "- | -"
-        threads = [r["epoch_s_median"] for r in runs if r["ranks"] == 1 and r["threads"] == 2]
+        threads = kinds["threads"]
         threaded = f"{statistics.median(threads):.3f} | {one / statistics.median(threads):.2f}x" if threads else "- | -"
-        sample = runs[0]
-        steps = math.ceil(sample["n_train"] / sample["batch"])
-        nbytes = sample["fused_bytes_per_step"]
+        steps = steps_per_epoch(rows, workload)
+        nbytes = next(r for r in rows if r.get("workload") == workload and "epoch_s_median" in r)["fused_bytes_per_step"]
         # What 2 ranks spend per step beyond their compute alone (or, unmeasured, half of one rank's
         # step): the exchange, on this machine.
         exchange = (two - alone) / steps if alone else two / steps - one / steps / 2
