@@ -72,19 +72,6 @@ void check_forward(const Node<T>& node, const std::vector<BasicTensor<T>>& input
     }
 }
 
-}  // namespace
-
-template <class T>
-void check_passed_gradient(const Node<T>& node, std::size_t input, const xt::xarray<T>& gradient) {
-    if (const auto at = first_non_finite_in(gradient)) {
-        throw NumericError("anomaly: the backward pass of " + describe_op(node) + " gave " + describe_value(gradient.data()[*at]) +
-                           " at flat index " + std::to_string(*at) + " of the gradient of its " +
-                           describe_input(*node.inputs.at(input), input) + ", from a finite output gradient");
-    }
-}
-
-namespace {
-
 // The first NaN or infinity in the gradients a backward step left in its inputs' holders.
 template <class T>
 void check_backward(Node<T>& node) {
@@ -97,6 +84,15 @@ void check_backward(Node<T>& node) {
 }
 
 }  // namespace
+
+template <class T>
+void check_passed_gradient(const Node<T>& node, std::size_t input, const xt::xarray<T>& gradient) {
+    if (const auto at = first_non_finite_in(gradient)) {
+        throw NumericError("anomaly: the backward pass of " + describe_op(node) + " gave " + describe_value(gradient.data()[*at]) +
+                           " at flat index " + std::to_string(*at) + " of the gradient of its " +
+                           describe_input(*node.inputs.at(input), input) + ", from a finite output gradient");
+    }
+}
 
 void set_detect_anomaly(bool enabled) { anomaly_detection.store(enabled, std::memory_order_relaxed); }
 bool anomaly_detection_enabled() { return anomaly_detection.load(std::memory_order_relaxed); }
